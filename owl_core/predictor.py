@@ -1,0 +1,501 @@
+"""`OwlPredictor`: embed images once, then answer any set of examples from the cache.
+
+Set up once per user session; the model is shared (see `load_model`), caches are the
+predictor's own. Prompt state lives in one frozen `_Prompts` record replaced as a whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from owl_core.cache import CacheStats, EmbeddingCache
+from owl_core.embedding import ImageEmbeddings, compute_embeddings
+from owl_core.images import ImageInput, ImageSource, resolve_image
+from owl_core.matching import (DEFAULT_MATCH_THRESHOLD, BoxMatch, Exemplars, ExemplarSource,
+                               MatchReport, clipped_xyxy, exemplar_embedding, match_boxes)
+from owl_core.model_loading import DEFAULT_MODEL_ID, OwlModel, load_model
+from owl_core.scoring import (DEFAULT_CONFIDENCE, DEFAULT_IOU_THRESHOLD,
+                              DEFAULT_MAX_DETECTIONS, DetectionResult, ScoreMode, detect)
+from owl_core.serialization import (SerializedPrompts, build_payload, load_pt as _load_pt_file,
+                                    save_pt)
+from owl_core.training_data import TrainingDataError, TrainingImage, parse_training_data
+from owl_core.transforms import DEFAULT_PAD_VALUE, OwlTransform
+
+DEFAULT_TOP_K = 300
+#: Cache budgets (bytes); env OWL_DEVICE_CACHE_MB / OWL_HOST_CACHE_MB override the defaults.
+DEFAULT_DEVICE_CACHE_BYTES = int(os.environ.get("OWL_DEVICE_CACHE_MB", 1024)) * 1024**2
+DEFAULT_HOST_CACHE_BYTES = int(os.environ.get("OWL_HOST_CACHE_MB", 2048)) * 1024**2
+_HASH_RE = re.compile(r"[0-9a-f]{32}")
+_CLASS_CACHE_ENTRIES = 64
+
+
+@dataclass(frozen=True)
+class _Prompts:
+    """Everything `detect` reads, swapped atomically."""
+
+    examples: Exemplars
+    imported: Exemplars
+    combined: Exemplars
+    report: MatchReport | None = None
+
+
+@dataclass(frozen=True)
+class EmbedInfo:
+    """Result of embedding one image: its content hash and (width, height)."""
+
+    content_hash: str
+    image_size: tuple[int, int]
+    cached: bool
+
+
+@dataclass
+class _StatMemo:
+    """path -> content hash, valid while (mtime_ns, ctime_ns, size, inode) are unchanged, so a
+    warm preview needn't re-read files; any edit changes the stat and forces a re-hash."""
+
+    entries: "OrderedDict[str, tuple[tuple[int, int, int, int], str]]" = field(
+        default_factory=OrderedDict)
+    max_entries: int = 4096
+
+
+class OwlPredictor:
+    """Few-shot OWLv2 detector with content-keyed embedding caches.
+
+    Args:
+        model: an `OwlModel` or a hub id / local folder passed to `load_model`.
+        device, dtype, compile: forwarded to `load_model` when `model` is a string.
+        top_k: candidate boxes kept per image by objectness (clamped to the patch count).
+        match_threshold: IoU a drawn box needs with a predicted box to become an exemplar.
+        device_cache_bytes, host_cache_bytes: byte budgets of the memory tiers.
+        disk_cache_dir: folder of a persistent embedding cache shared between processes.
+        disk_cache_bytes: byte budget of that folder.
+    """
+
+    def __init__(
+        self,
+        model: OwlModel | str = DEFAULT_MODEL_ID,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | None = None,
+        compile: bool = False,
+        top_k: int = DEFAULT_TOP_K,
+        match_threshold: float = DEFAULT_MATCH_THRESHOLD,
+        device_cache_bytes: int = DEFAULT_DEVICE_CACHE_BYTES,
+        host_cache_bytes: int = DEFAULT_HOST_CACHE_BYTES,
+        disk_cache_dir: str | Path | None = None,
+        disk_cache_bytes: int | None = None,
+    ) -> None:
+        if isinstance(model, OwlModel):
+            self.owl = model
+        else:
+            self.owl = load_model(model, device=device, dtype=dtype, compile=compile)
+        if int(top_k) < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}.")
+        if not 0.0 < float(match_threshold) <= 1.0:
+            raise ValueError(f"match_threshold must be in (0, 1], got {match_threshold}.")
+        self.top_k = min(int(top_k), self.owl.grid_size ** 2)
+        self.match_threshold = float(match_threshold)
+        self.transform = OwlTransform(self.owl.input_size, tuple(self.owl.image_mean),
+                                      tuple(self.owl.image_std), DEFAULT_PAD_VALUE)
+        self._cache: EmbeddingCache[ImageEmbeddings] = EmbeddingCache(
+            device=self.owl.device, device_bytes=int(device_cache_bytes),
+            host_bytes=int(host_cache_bytes), disk_dir=disk_cache_dir,
+            disk_bytes=disk_cache_bytes, value_type=ImageEmbeddings)
+        self._compute_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._class_cache: OrderedDict[str, tuple[Exemplars, MatchReport]] = OrderedDict()
+        self._stat_memo = _StatMemo()
+        empty = Exemplars.empty((), self.owl.class_embed_dim)
+        self._prompts = _Prompts(empty, empty, empty)
+
+    # ------------------------------------------------------------------ identity and keys
+    @property
+    def fingerprint(self) -> str:
+        """Everything besides the pixels that changes an embedding."""
+        dtype = str(self.owl.autocast_dtype) if self.owl.autocast_dtype else "fp32"
+        return (f"{self.owl.model_id}|{self.owl.input_size}|{self.transform.pad_value}|"
+                f"{self.top_k}|{dtype}")
+
+    def _key(self, content_hash: str) -> str:
+        return hashlib.blake2b(f"{content_hash}|{self.fingerprint}".encode(),
+                               digest_size=16).hexdigest()
+
+    def _resolve(self, image: ImageInput | str) -> ImageSource | str:
+        """An `ImageSource`, or a bare content hash for inputs known without reading them."""
+        if isinstance(image, str) and _HASH_RE.fullmatch(image) and self._key(image) in self._cache:
+            return image
+        if isinstance(image, (str, os.PathLike)) and not str(image).startswith("data:"):
+            path = os.fspath(image)
+            try:
+                st = os.stat(path)
+            except OSError:
+                return resolve_image(image)
+            stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+            memo = self._stat_memo.entries.get(path)
+            if memo is not None and memo[0] == stamp and self._key(memo[1]) in self._cache:
+                return memo[1]
+            source = resolve_image(image)
+            self._stat_memo.entries[path] = (stamp, source.content_hash)
+            if len(self._stat_memo.entries) > self._stat_memo.max_entries:
+                self._stat_memo.entries.popitem(last=False)
+            return source
+        return resolve_image(image)
+
+    # ------------------------------------------------------------------ embedding
+    def embed(self, image: ImageInput, *, keep_patches: bool = False) -> str:
+        """Embed one image (no-op when cached) and return its content hash.
+
+        Args:
+            image: path, PIL image, (H, W, 3) uint8 RGB array, bytes, base64 string, or the
+                content hash of an image already cached.
+            keep_patches: also keep all patches' class embeddings (for example images).
+        """
+        return self.embed_many([image], keep_patches=keep_patches)[0].content_hash
+
+    def embed_many(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int = 4,
+        keep_patches: bool | Sequence[bool] = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[EmbedInfo]:
+        """Embed many images in batches; cached ones cost a hash lookup only.
+
+        Args:
+            images: see `embed`.
+            batch_size: images per forward pass.
+            keep_patches: per image or for all; see `embed`.
+            progress: called as progress(done, total) after each batch.
+        """
+        flags = [keep_patches] * len(images) if isinstance(keep_patches, bool) else list(keep_patches)
+        if len(flags) != len(images):
+            raise ValueError("keep_patches must be a bool or one flag per image.")
+        return [info for info, _ in self._embed(images, flags, batch_size, progress)]
+
+    def _embed(
+        self,
+        images: Sequence[ImageInput],
+        flags: list[bool],
+        batch_size: int = 4,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[tuple[EmbedInfo, ImageEmbeddings]]:
+        """Embeddings of each image, from the cache or computed in batches (also returned when
+        the cache is too small to keep them)."""
+        results: list[tuple[EmbedInfo, ImageEmbeddings] | None] = [None] * len(images)
+        todo: list[tuple[int, ImageSource]] = []
+        for i, image in enumerate(images):
+            source = self._resolve(image)
+            content_hash = source if isinstance(source, str) else source.content_hash
+            cached = self._cache.get(self._key(content_hash))
+            if cached is not None and (not flags[i] or self._enough(cached)):
+                results[i] = (EmbedInfo(content_hash, cached.image_size, True), cached)
+            elif isinstance(source, str):
+                raise ValueError(f"image {source} is known only by its hash and is no longer "
+                                 "cached (or lacks what is needed); pass the image itself.")
+            else:
+                todo.append((i, source))
+        total = len(todo)
+        if progress is not None:
+            progress(0, total)
+        step = max(1, int(batch_size))
+        for start in range(0, total, step):
+            chunk = todo[start:start + step]
+            with self._compute_lock:
+                for (i, _), pair in zip(chunk, self._compute(chunk, flags)):
+                    results[i] = pair
+            if progress is not None:
+                progress(min(start + len(chunk), total), total)
+        return [pair for pair in results if pair is not None]
+
+    @staticmethod
+    def _enough(emb: ImageEmbeddings) -> bool:
+        # imported (top-K only) entries are used as they are: recomputing would defeat reuse
+        return emb.has_patches or emb.patch_boxes is None
+
+    def _compute(self, chunk: list[tuple[int, ImageSource]],
+                 flags: list[bool]) -> list[tuple[EmbedInfo, ImageEmbeddings]]:
+        out: dict[int, tuple[EmbedInfo, ImageEmbeddings]] = {}
+        pending: list[tuple[int, ImageSource]] = []
+        for i, source in chunk:  # another thread may have finished it while we waited
+            key = self._key(source.content_hash)
+            cached = self._cache.get(key) if key in self._cache else None
+            if cached is not None and (not flags[i] or self._enough(cached)):
+                out[i] = (EmbedInfo(source.content_hash, cached.image_size, True), cached)
+            else:
+                pending.append((i, source))
+        if pending:
+            pixels = [source.decode() for _, source in pending]
+            sizes = [(p.shape[1], p.shape[0]) for p in pixels]
+            batch = self.transform.preprocess_batch(pixels)
+            embs = compute_embeddings(self.owl, batch, sizes, self.top_k,
+                                      [flags[i] for i, _ in pending])
+            for (i, source), emb in zip(pending, embs):
+                self._cache.put(self._key(source.content_hash), emb)
+                out[i] = (EmbedInfo(source.content_hash, emb.image_size, False), emb)
+        return [out[i] for i, _ in chunk]
+
+    def embeddings(self, image: ImageInput, *, keep_patches: bool = False) -> ImageEmbeddings:
+        """The cached (or freshly computed) `ImageEmbeddings` of an image."""
+        return self._embed([image], [keep_patches])[0][1]
+
+    # ------------------------------------------------------------------ examples
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._prompts.combined.class_names
+
+    @property
+    def exemplars(self) -> Exemplars:
+        """Exemplars in use: imported from a `.pt` plus those from `set_examples`."""
+        return self._prompts.combined
+
+    @property
+    def imported_exemplars(self) -> Exemplars:
+        return self._prompts.imported
+
+    @property
+    def last_report(self) -> MatchReport | None:
+        return self._prompts.report
+
+    def set_examples(
+        self,
+        training_data: Any,
+        class_names: Sequence[str] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> MatchReport:
+        """Replace the drawn examples (reference schema) and return the per-box report.
+
+        Args:
+            training_data: ``[{"image": ..., "boxes": [{"x", "y", "w", "h", "cls",
+                "negative"}]}]``, x/y the box centre in pixels.
+            class_names: the class list (order = class id); defaults to the order of first
+                appearance. Classes without boxes are allowed and simply detect nothing.
+            progress: forwarded to `embed_many` for images not cached yet.
+
+        Raises:
+            TrainingDataError: malformed data; nothing is changed then.
+        """
+        parsed = parse_training_data(training_data)
+        names = self._class_list(parsed, class_names)
+        pairs = self._embed([t.image for t in parsed], [True] * len(parsed), progress=progress)
+        hashes = [info.content_hash for info, _ in pairs]
+        key = self._examples_key(parsed, hashes, names)
+        with self._state_lock:
+            hit = self._class_cache.get(key)
+            if hit is not None:
+                self._class_cache.move_to_end(key)
+        if hit is None:
+            hit = self._match_all(parsed, pairs, names)
+            with self._state_lock:
+                self._class_cache[key] = hit
+                while len(self._class_cache) > _CLASS_CACHE_ENTRIES:
+                    self._class_cache.popitem(last=False)
+        exemplars, report = hit
+        with self._state_lock:
+            imported = self._prompts.imported
+            self._prompts = _Prompts(exemplars, imported, imported.merged(exemplars)
+                                     if len(imported.class_names) else exemplars, report)
+        return report
+
+    def clear_imported(self) -> None:
+        """Forget exemplars that came from a loaded `.pt`."""
+        with self._state_lock:
+            examples = self._prompts.examples
+            empty = Exemplars.empty((), self.owl.class_embed_dim)
+            self._prompts = _Prompts(examples, empty, examples, self._prompts.report)
+
+    @staticmethod
+    def _class_list(parsed: list[TrainingImage], class_names: Sequence[str] | None) -> list[str]:
+        seen = list(dict.fromkeys(b.cls for t in parsed for b in t.boxes))
+        if class_names is None:
+            return seen
+        names = [str(n).strip() for n in class_names]
+        if any(not n for n in names):
+            raise TrainingDataError("class names must be non-empty.")
+        if len(set(names)) != len(names):
+            raise TrainingDataError(f"class names must be unique, got {names}.")
+        missing = [n for n in seen if n not in names]
+        if missing:
+            raise TrainingDataError(f"boxes use classes {missing} that are not in class_names "
+                                    f"{names}; add them or fix the boxes.")
+        return names
+
+    def _examples_key(self, parsed: list[TrainingImage], hashes: list[str],
+                      names: list[str]) -> str:
+        payload = {
+            "fp": self.fingerprint, "thr": self.match_threshold, "names": names,
+            "images": [[h, [[b.x, b.y, b.w, b.h, b.cls, b.negative] for b in t.boxes]]
+                       for h, t in zip(hashes, parsed)],
+        }
+        return hashlib.blake2b(json.dumps(payload).encode(), digest_size=16).hexdigest()
+
+    def _match_all(self, parsed: list[TrainingImage],
+                   pairs: list[tuple[EmbedInfo, ImageEmbeddings]],
+                   names: list[str]) -> tuple[Exemplars, MatchReport]:
+        rows: list[torch.Tensor] = []
+        ids: list[int] = []
+        neg: list[bool] = []
+        sources: list[ExemplarSource] = []
+        report: list[BoxMatch] = []
+        for i, (entry, (info, emb)) in enumerate(zip(parsed, pairs)):
+            content_hash = info.content_hash
+            for j, (box, (idx, iou, snapped, reason)) in enumerate(
+                    zip(entry.boxes, match_boxes(emb, entry.boxes, self.match_threshold))):
+                drawn = clipped_xyxy(box, emb.image_size)
+                vector = exemplar_embedding(emb, idx) if idx is not None else None
+                if vector is not None:
+                    rows.append(vector.float().cpu())
+                    ids.append(names.index(box.cls))
+                    neg.append(box.negative)
+                    sources.append(ExemplarSource(content_hash, drawn, box.cls, box.negative, iou))
+                report.append(BoxMatch(i, j, content_hash, box.cls, box.negative, drawn,
+                                       vector is not None, iou, snapped, reason))
+        dim = self.owl.class_embed_dim
+        exemplars = Exemplars(
+            tuple(names),
+            torch.stack(rows) if rows else torch.zeros(0, dim),
+            torch.tensor(ids, dtype=torch.long), torch.tensor(neg, dtype=torch.bool),
+            tuple(sources))
+        return exemplars, MatchReport(tuple(report), tuple(names), self.match_threshold)
+
+    # ------------------------------------------------------------------ detection
+    def detect(
+        self,
+        image: ImageInput,
+        *,
+        confidence: float = DEFAULT_CONFIDENCE,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        score_mode: ScoreMode = "reference",
+    ) -> DetectionResult:
+        """Detect the current classes on one image (embedding it first if needed).
+
+        Returns:
+            `DetectionResult` in original-image pixels (XYXY, clipped).
+        """
+        return detect(self.embeddings(image), self._prompts.combined, confidence,
+                      iou_threshold, max_detections, score_mode)
+
+    def detect_many(self, images: Iterable[ImageInput], **kwargs: Any) -> list[DetectionResult]:
+        """`detect` for several images with the same prompts and thresholds."""
+        prompts = self._prompts.combined
+        params = {"confidence": DEFAULT_CONFIDENCE, "iou_threshold": DEFAULT_IOU_THRESHOLD,
+                  "max_detections": DEFAULT_MAX_DETECTIONS, "score_mode": "reference", **kwargs}
+        return [detect(self.embeddings(img), prompts, params["confidence"],
+                       params["iou_threshold"], params["max_detections"], params["score_mode"])
+                for img in images]
+
+    # ------------------------------------------------------------------ export / import
+    def export(
+        self,
+        path: str | Path,
+        *,
+        small: bool = False,
+        previous: str | Path | None = None,
+        roboflow_id: str = "",
+        settings: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write the current exemplars as a `.pt` (atomically) and return its path.
+
+        Args:
+            path: destination file.
+            small: leave out `image_embeds` (only the class embeddings).
+            previous: an earlier export whose exemplars and image embeddings are kept too.
+            roboflow_id: stored as is, for Roboflow's `SerializedOwlV2`.
+            settings: extra metadata (e.g. the preview's thresholds) stored under "settings".
+        """
+        exemplars = self._prompts.combined
+        image_embeds: dict[str, ImageEmbeddings] = {}
+        if previous is not None:
+            prev = self.check_compatible(_load_pt_file(previous))
+            exemplars = prev.exemplars.merged(exemplars) if len(prev.exemplars.class_names) \
+                else exemplars
+            image_embeds.update(prev.image_embeds)
+        if not small:
+            for source in exemplars.sources:
+                if source.image_hash and source.image_hash not in image_embeds:
+                    emb = self._cache.get(self._key(source.image_hash))
+                    if emb is not None:
+                        image_embeds[source.image_hash] = emb
+        payload = build_payload(
+            huggingface_id=self.owl.model_id, exemplars=exemplars,
+            image_embeds=None if small else image_embeds, roboflow_id=roboflow_id,
+            meta=self._meta(settings))
+        return save_pt(payload, path)
+
+    def _meta(self, settings: dict[str, Any] | None) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "input_size": self.owl.input_size, "pad_value": self.transform.pad_value,
+            "top_k": self.top_k, "match_threshold": self.match_threshold,
+            "fingerprint": self.fingerprint, "transformers_version": str(transformers.__version__),
+            "torch_version": str(torch.__version__), "settings": dict(settings or {}),
+        }
+
+    def check_compatible(self, prompts: SerializedPrompts) -> SerializedPrompts:
+        """Raise if the file's embeddings can't be compared with this model's."""
+        dim = self.owl.class_embed_dim
+        if len(prompts.exemplars) and prompts.exemplars.embeds.shape[1] != dim:
+            raise ValueError(
+                f"the .pt holds {prompts.exemplars.embeds.shape[1]}-dim embeddings from "
+                f"{prompts.huggingface_id!r}, but the loaded model {self.owl.model_id!r} makes "
+                f"{dim}-dim ones; load the matching model (--model {prompts.huggingface_id}).")
+        return prompts
+
+    def load_pt(self, path: str | Path) -> SerializedPrompts:
+        """Load an exported `.pt`: its exemplars become the imported set, and its image
+        embeddings enter the cache when they were made with the same settings.
+
+        Raises:
+            PtFormatError: unreadable, hostile or malformed file (nothing is changed then).
+            ValueError: embeddings of another model size.
+        """
+        prompts = self.preload_embeddings(path)
+        with self._state_lock:
+            examples = self._prompts.examples
+            combined = prompts.exemplars.merged(examples) if len(examples.class_names) \
+                else prompts.exemplars
+            self._prompts = _Prompts(examples, prompts.exemplars, combined, self._prompts.report)
+        return prompts
+
+    def preload_embeddings(self, path: str | Path) -> SerializedPrompts:
+        """Put a `.pt`'s image embeddings into the cache (when made with this model and these
+        settings) without touching the prompts, so its images are never embedded again."""
+        prompts = self.check_compatible(_load_pt_file(path))
+        if prompts.meta.get("fingerprint") == self.fingerprint:
+            for content_hash, emb in prompts.image_embeds.items():
+                if _HASH_RE.fullmatch(content_hash) and self._key(content_hash) not in self._cache:
+                    self._cache.put(self._key(content_hash), emb)
+        return prompts
+
+    @classmethod
+    def from_pt(cls, path: str | Path, model: OwlModel | str | None = None,
+                **kwargs: Any) -> "OwlPredictor":
+        """A predictor for an exported file, loading the model the file names unless given."""
+        prompts = _load_pt_file(path)
+        predictor = cls(model if model is not None else prompts.huggingface_id, **kwargs)
+        predictor.load_pt(path)
+        return predictor
+
+    # ------------------------------------------------------------------ cache
+    def cache_stats(self) -> CacheStats:
+        return self._cache.stats()
+
+    def reset_cache(self, disk: bool = False) -> None:
+        """Drop cached embeddings and class embeddings (and the disk tier if `disk`)."""
+        self._cache.reset(disk=disk)
+        with self._state_lock:
+            self._class_cache.clear()
+            self._stat_memo.entries.clear()

@@ -1,0 +1,268 @@
+"""OwlPredictor end to end on the tiny random checkpoint."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from owl_core import OwlPredictor, TrainingDataError
+from owl_core.images import ImageSource
+from owl_core.serialization import load_pt
+
+
+def scene(seed=0, size=(128, 96)):
+    """A synthetic picture: noisy background and a few flat coloured rectangles."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = rng.integers(60, 120, (h, w, 3), dtype=np.uint8)
+    for x0, y0, x1, y1, colour in [(10, 10, 42, 40, (220, 30, 30)), (70, 20, 110, 60, (30, 200, 40)),
+                                   (20, 55, 60, 90, (40, 40, 230))]:
+        img[y0:y1, x0:x1] = colour
+    return img
+
+
+def box(x0, y0, x1, y1, cls, negative=False):
+    return {"x": (x0 + x1) / 2, "y": (y0 + y1) / 2, "w": x1 - x0, "h": y1 - y0, "cls": cls,
+            "negative": negative}
+
+
+@pytest.fixture
+def predictor(tiny_model):
+    return OwlPredictor(tiny_model, top_k=40)
+
+
+@pytest.fixture
+def image_file(tmp_path):
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene()).save(path)
+    return path
+
+
+def test_heads_equal_the_models_own_forward(tiny_model):
+    """Our per-image outputs equal what Owlv2ForObjectDetection.forward computes itself."""
+    pred = OwlPredictor(tiny_model, top_k=10_000)  # keep every patch
+    img = scene()
+    pixels = pred.transform.preprocess(img)[None]
+    input_ids = torch.tensor([[5, 7, 9, 1]])  # a first id of 0 would mark the query as padding
+    with torch.inference_mode():
+        out = tiny_model.model(input_ids=input_ids, pixel_values=pixels,
+                               attention_mask=torch.ones_like(input_ids))
+    emb = pred.embeddings(img)
+    order = emb.topk_index
+    torch.testing.assert_close(emb.objectness, out.objectness_logits[0, order].sigmoid())
+    torch.testing.assert_close(emb.boxes, out.pred_boxes[0, order])
+    torch.testing.assert_close(emb.class_embeds, out.class_embeds[0, order])
+    # the model's own logit for the text query = our calibrated logit with that query
+    query = out.text_embeds[0, 0] / (out.text_embeds[0, 0].norm() + 1e-6)
+    ours = (emb.class_embeds @ query + emb.logit_shift) * emb.logit_scale
+    torch.testing.assert_close(ours, out.logits[0, order, 0], rtol=1e-4, atol=1e-4)
+    assert emb.num_boxes == tiny_model.grid_size ** 2
+
+
+def test_top_k_is_clamped_and_sorted(tiny_model):
+    pred = OwlPredictor(tiny_model, top_k=10)
+    emb = pred.embeddings(scene())
+    assert emb.num_boxes == 10
+    assert torch.all(emb.objectness[:-1] >= emb.objectness[1:])
+    assert OwlPredictor(tiny_model, top_k=10**6).top_k == tiny_model.grid_size ** 2
+
+
+def test_repeated_inference_is_identical(predictor, image_file):
+    predictor.set_examples([{"image": str(image_file), "boxes": [box(10, 10, 42, 40, "red")]}])
+    first = predictor.detect(image_file, confidence=0.0)
+    predictor.reset_cache()
+    second = predictor.detect(image_file, confidence=0.0)
+    assert len(first) > 0
+    np.testing.assert_array_equal(first.xyxy, second.xyxy)
+    np.testing.assert_array_equal(first.confidence, second.confidence)
+
+
+def test_cached_image_is_never_decoded_again(predictor, image_file, monkeypatch):
+    predictor.embed(image_file)
+    calls = []
+    original = ImageSource.decode
+    monkeypatch.setattr(ImageSource, "decode", lambda self: calls.append(1) or original(self))
+    predictor.detect(image_file)
+    predictor.detect(str(image_file))
+    predictor.detect(image_file.read_bytes())
+    assert calls == []
+
+
+def test_edited_file_is_embedded_again(predictor, image_file):
+    h1 = predictor.embed(image_file)
+    Image.fromarray(scene(seed=1)[::-1].copy()).save(image_file)  # same path, new pixels
+    h2 = predictor.embed(image_file)
+    assert h1 != h2
+    assert predictor.cache_stats().misses == 2
+    emb = predictor.embeddings(image_file)
+    fresh = OwlPredictor(predictor.owl, top_k=40).embeddings(scene(seed=1)[::-1].copy())
+    torch.testing.assert_close(emb.class_embeds, fresh.class_embeds)
+
+
+def test_unmatched_box_never_shifts_other_labels(predictor):
+    img = scene()
+    data = [{"image": img, "boxes": [
+        box(10, 10, 42, 40, "red"),
+        box(200, 200, 260, 260, "ghost", negative=True),  # outside the image: matches nothing
+        box(70, 20, 110, 60, "green", negative=True),
+        box(64, 48, 64.5, 48.5, "ghost"),  # a sliver: IoU far below the threshold
+        box(20, 55, 60, 90, "blue"),
+    ]}]
+    report = predictor.set_examples(data)
+    matched = [b.matched for b in report.boxes]
+    assert matched == [True, False, True, False, True]
+    assert "outside the image" in report.boxes[1].reason
+    assert "below the match threshold" in report.boxes[3].reason
+    ex = predictor.exemplars
+    names = [ex.class_names[i] for i in ex.class_ids.tolist()]
+    assert names == ["red", "green", "blue"]
+    assert ex.negative.tolist() == [False, True, False]
+    # each exemplar is the embedding of the patch its own box snapped to
+    emb = predictor.embeddings(img, keep_patches=True)
+    for row, b in zip(ex.embeds, [report.boxes[0], report.boxes[2], report.boxes[4]]):
+        sims = emb.patch_class_embeds @ row
+        assert sims.max().item() == pytest.approx(1.0, abs=1e-5)
+        assert b.iou >= predictor.match_threshold
+
+
+def test_matching_searches_all_patches_not_only_top_k(tiny_model):
+    pred = OwlPredictor(tiny_model, top_k=1)
+    img = scene()
+    emb = pred.embeddings(img, keep_patches=True)
+    # draw exactly the predicted box of a patch that is NOT the top-1 one
+    patch = int(emb.topk_index[0]) ^ 1
+    cx, cy, w, h = (emb.patch_boxes[patch] * 128).tolist()
+    pred.set_examples([{"image": img, "boxes": [{"x": cx, "y": cy, "w": w, "h": h, "cls": "a"}]}])
+    assert pred.last_report.boxes[0].iou == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(pred.exemplars.embeds[0], emb.patch_class_embeds[patch])
+
+
+def test_box_partly_outside_the_image_is_clipped(predictor):
+    img = scene()
+    report = predictor.set_examples([{"image": img, "boxes": [box(-30, -20, 42, 40, "red")]}])
+    assert report.boxes[0].drawn_xyxy == (0.0, 0.0, 42.0, 40.0)
+
+
+def test_negative_only_class_and_empty_data(predictor):
+    img = scene()
+    predictor.set_examples([{"image": img, "boxes": [box(10, 10, 42, 40, "red", True)]}])
+    assert predictor.class_names == ("red",)
+    assert len(predictor.detect(img, confidence=0.0)) == 0
+    predictor.set_examples([])
+    res = predictor.detect(img, confidence=0.0)
+    assert len(res) == 0 and res.class_names == ()
+    predictor.set_examples([], class_names=["declared"])
+    assert predictor.detect(img, confidence=0.0).counts() == {"declared": 0}
+
+
+def test_negative_suppresses_its_own_positive_match(predictor):
+    img = scene()
+    predictor.set_examples([{"image": img, "boxes": [box(10, 10, 42, 40, "red")]}])
+    hits = predictor.detect(img, confidence=0.0)
+    assert len(hits) > 0
+    # a negative drawn on the same object suppresses everything at least as close to it
+    predictor.set_examples([{"image": img, "boxes": [box(10, 10, 42, 40, "red"),
+                                                     box(10, 10, 42, 40, "red", True)]}])
+    assert len(predictor.detect(img, confidence=0.0)) == 0
+
+
+def test_bad_training_data_changes_nothing(predictor):
+    img = scene()
+    predictor.set_examples([{"image": img, "boxes": [box(10, 10, 42, 40, "red")]}])
+    before = predictor.exemplars
+    with pytest.raises(TrainingDataError, match="width and height must be positive"):
+        predictor.set_examples([{"image": img, "boxes": [{"x": 1, "y": 1, "w": 0, "h": 3,
+                                                          "cls": "red"}]}])
+    with pytest.raises(TrainingDataError, match="not in class_names"):
+        predictor.set_examples([{"image": img, "boxes": [box(1, 1, 9, 9, "red")]}], ["blue"])
+    assert predictor.exemplars is before
+
+
+def test_same_examples_are_answered_from_the_class_cache(predictor):
+    data = [{"image": scene(), "boxes": [box(10, 10, 42, 40, "red")]}]
+    first = predictor.set_examples(data)
+    assert predictor.set_examples(data) is first
+    predictor.match_threshold = 0.31  # the key includes the match threshold (reference defect 3)
+    assert predictor.set_examples(data) is not first
+
+
+def test_lru_eviction_by_bytes(tiny_model):
+    probe = OwlPredictor(tiny_model, top_k=40)
+    one = probe.embeddings(scene(0)).nbytes()
+    pred = OwlPredictor(tiny_model, top_k=40, device_cache_bytes=int(2.5 * one), host_cache_bytes=0)
+    a, b, c = scene(0), scene(1), scene(2)
+    pred.embed(a)
+    pred.embed(b)
+    pred.embed(a)  # refresh a: b is now least recently used
+    pred.embed(c)
+    stats = pred.cache_stats()
+    assert stats.misses == 3 and stats.evictions >= 1
+    assert stats.bytes_device <= int(2.5 * one)
+    pred.embed(a)
+    assert pred.cache_stats().misses == 3  # a survived
+    pred.embed(b)
+    assert pred.cache_stats().misses == 4  # b was evicted
+
+
+def test_export_then_load_gives_identical_detections(predictor, image_file, tmp_path):
+    predictor.set_examples([{"image": str(image_file), "boxes": [
+        box(10, 10, 42, 40, "red"), box(70, 20, 110, 60, "green"),
+        box(20, 55, 60, 90, "green", True)]}])
+    query = scene(5)
+    live = predictor.detect(query, confidence=0.0, iou_threshold=0.5)
+    out = predictor.export(tmp_path / "p.pt")
+    loaded = OwlPredictor.from_pt(out, model=predictor.owl, top_k=40)
+    again = loaded.detect(query, confidence=0.0, iou_threshold=0.5)
+    assert loaded.class_names == ("red", "green")
+    np.testing.assert_array_equal(live.xyxy, again.xyxy)
+    np.testing.assert_array_equal(live.confidence, again.confidence)
+    np.testing.assert_array_equal(live.class_id, again.class_id)
+    # the full export carries the example image's embeddings; loading them avoids a recompute
+    assert loaded.cache_stats().entries_device >= 1
+    before = loaded.cache_stats().misses
+    loaded.embed(image_file)
+    assert loaded.cache_stats().misses == before
+    small = load_pt(predictor.export(tmp_path / "s.pt", small=True))
+    assert small.image_embeds == {} and len(small.exemplars) == 3
+
+
+def test_incremental_export_keeps_old_and_new_exemplars(predictor, tmp_path):
+    predictor.set_examples([{"image": scene(0), "boxes": [box(10, 10, 42, 40, "red")]}])
+    old = predictor.export(tmp_path / "old.pt")
+    fresh = OwlPredictor(predictor.owl, top_k=40)
+    fresh.set_examples([{"image": scene(1), "boxes": [box(70, 20, 110, 60, "green"),
+                                                      box(20, 55, 60, 90, "red", True)]}])
+    new = load_pt(fresh.export(tmp_path / "new.pt", previous=old))
+    assert new.exemplars.class_names == ("red", "green")
+    labels = sorted((new.exemplars.class_names[c], bool(n)) for c, n in
+                    zip(new.exemplars.class_ids.tolist(), new.exemplars.negative.tolist()))
+    assert labels == [("green", False), ("red", False), ("red", True)]
+    assert len(new.image_embeds) == 2  # the old image's embeddings carried over
+    # exporting again on top of the result doesn't duplicate exemplars
+    again = load_pt(fresh.export(tmp_path / "again.pt", previous=tmp_path / "new.pt"))
+    assert len(again.exemplars) == 3
+
+
+def test_concurrent_embeds_compute_once(tiny_model):
+    pred = OwlPredictor(tiny_model, top_k=40)
+    img = scene(3)
+    threads = [threading.Thread(target=pred.embed, args=(img,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pred.cache_stats().entries_device == 1
+
+
+def test_embed_many_batches_and_reports_progress(tiny_model):
+    pred = OwlPredictor(tiny_model, top_k=40)
+    seen = []
+    infos = pred.embed_many([scene(i) for i in range(5)], batch_size=2,
+                            progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 5), (2, 5), (4, 5), (5, 5)]
+    assert [i.cached for i in infos] == [False] * 5
+    solo = OwlPredictor(tiny_model, top_k=40).embeddings(scene(3))
+    torch.testing.assert_close(pred.embeddings(scene(3)).class_embeds, solo.class_embeds,
+                               rtol=1e-4, atol=1e-5)

@@ -1,0 +1,157 @@
+"""Scoring semantics on hand-built embeddings: formulas, negatives, NMS, output shape."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from owl_core.embedding import ImageEmbeddings
+from owl_core.matching import Exemplars
+from owl_core.scoring import class_scores, detect
+
+D = 8
+
+
+def unit(*values):
+    v = torch.zeros(D)
+    v[: len(values)] = torch.tensor(values, dtype=torch.float32)
+    return F.normalize(v, dim=0)
+
+
+def make_emb(vectors, boxes=None, size=(200, 100), shift=0.0, scale=1.0):
+    k = len(vectors)
+    if boxes is None:  # well separated boxes: no NMS interaction
+        boxes = [[0.1 + 0.2 * (i % 5), 0.1 + 0.2 * (i // 5), 0.05, 0.05] for i in range(k)]
+    return ImageEmbeddings(
+        objectness=torch.linspace(0.9, 0.1, k),
+        boxes=torch.tensor(boxes, dtype=torch.float32),
+        class_embeds=torch.stack(vectors),
+        logit_shift=torch.full((k,), shift),
+        logit_scale=torch.full((k,), scale),
+        image_size=size,
+    )
+
+
+def make_ex(names, rows):
+    """rows: (vector, class_id, negative)."""
+    if not rows:
+        return Exemplars.empty(names, D)
+    return Exemplars(tuple(names), torch.stack([r[0] for r in rows]),
+                     torch.tensor([r[1] for r in rows]), torch.tensor([r[2] for r in rows]))
+
+
+def test_reference_score_is_max_positive_cosine_mapped():
+    a, b = unit(1, 0), unit(0, 1)
+    cand = unit(1, 1)  # cos 0.7071 with a and b
+    other = unit(1, -1)  # cos 0.7071 with a, -0.7071 with b
+    emb = make_emb([cand, other])
+    ex = make_ex(["x"], [(a, 0, False), (b, 0, False)])
+    scores = class_scores(emb, ex, "reference")
+    c = 1 / math.sqrt(2)
+    assert scores[0, 0].item() == pytest.approx((c + 1) / 2, abs=1e-6)
+    assert scores[1, 0].item() == pytest.approx((c + 1) / 2, abs=1e-6)  # max over exemplars
+
+
+def test_calibrated_score_uses_logit_shift_and_scale():
+    a = unit(1, 0)
+    emb = make_emb([unit(1, 1)], shift=-0.5, scale=3.0)
+    ex = make_ex(["x"], [(a, 0, False)])
+    expected = 1 / (1 + math.exp(-((1 / math.sqrt(2) - 0.5) * 3.0)))
+    assert class_scores(emb, ex, "calibrated")[0, 0].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_negative_suppresses_even_below_confidence():
+    # the reference only lets a negative act when the negative itself clears `confidence`
+    pos, neg = unit(1, 0), unit(0, 1)
+    closer_to_neg = unit(1, 1.2)
+    closer_to_pos = unit(1.2, 1)
+    emb = make_emb([closer_to_neg, closer_to_pos])
+    ex = make_ex(["x"], [(pos, 0, False), (neg, 0, True)])
+    res = detect(emb, ex, confidence=0.5)
+    assert len(res) == 1
+    # only the second candidate (cx 0.3, cy 0.1, side 0.05 of the 200 px square) survives
+    np.testing.assert_allclose(res.xyxy[0], [55, 15, 65, 25], atol=1e-3)
+
+
+def test_negative_only_acts_on_its_own_class():
+    pos_a, pos_b = unit(1, 0), unit(1, 0.1)
+    emb = make_emb([unit(1, 0.05)])
+    ex = make_ex(["a", "b"], [(pos_a, 0, False), (pos_b, 1, False), (unit(1, 0.05), 1, True)])
+    scores = class_scores(emb, ex)
+    assert scores[0, 0] > 0.9 and scores[0, 1] == 0
+
+
+@pytest.mark.parametrize("rows,names", [
+    ([(unit(1, 0), 0, True)], ["neg_only"]),  # a class with only negatives
+    ([], ["no_boxes"]),  # a class with no exemplars at all
+    ([], []),  # no classes
+])
+def test_classes_without_positives_detect_nothing(rows, names):
+    emb = make_emb([unit(1, 0), unit(0, 1)])
+    res = detect(emb, make_ex(names, rows), confidence=0.0)
+    assert len(res) == 0
+    assert res.to_json()["predictions"] == []
+
+
+def test_vectorised_over_classes_matches_per_class_loop():
+    g = torch.Generator().manual_seed(0)
+    cands = [F.normalize(torch.randn(D, generator=g), dim=0) for _ in range(30)]
+    rows = [(F.normalize(torch.randn(D, generator=g), dim=0), int(c), bool(n))
+            for c, n in zip(torch.randint(0, 4, (25,), generator=g),
+                            torch.rand(25, generator=g) < 0.3)]
+    emb, ex = make_emb(cands), make_ex(["a", "b", "c", "d"], rows)
+    scores = class_scores(emb, ex)
+    for c in range(4):
+        pos = [r[0] for r in rows if r[1] == c and not r[2]]
+        neg = [r[0] for r in rows if r[1] == c and r[2]]
+        for k, v in enumerate(cands):
+            if not pos:
+                assert scores[k, c] == 0
+                continue
+            best_pos = max(float(v @ p) for p in pos)
+            best_neg = max((float(v @ n) for n in neg), default=-2.0)
+            want = (best_pos + 1) / 2 if best_neg < best_pos else 0.0
+            assert scores[k, c].item() == pytest.approx(want, abs=1e-5)
+
+
+def test_nms_per_class_then_across_classes_and_max_detections():
+    a, b = unit(1, 0), unit(0, 1)
+    boxes = [[0.5, 0.5, 0.2, 0.2], [0.505, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2],
+             [0.1, 0.1, 0.1, 0.1], [0.9, 0.9, 0.1, 0.1]]
+    vectors = [unit(1, 0.01), unit(1, 0.02), unit(0.02, 1), unit(1, 0.3), unit(1, 0.4)]
+    emb = make_emb(vectors, boxes=boxes, size=(100, 100))
+    ex = make_ex(["a", "b"], [(a, 0, False), (b, 1, False)])
+    res = detect(emb, ex, confidence=0.5, iou_threshold=0.3)
+    # the three overlapping boxes collapse to the best one, across classes too
+    assert len(res) == 3
+    assert res.confidence.tolist() == sorted(res.confidence.tolist(), reverse=True)
+    assert detect(emb, ex, confidence=0.5, iou_threshold=0.3, max_detections=2).confidence.shape == (2,)
+    assert len(detect(emb, ex, confidence=0.5, iou_threshold=0.99)) == 5
+
+
+def test_output_in_pixels_clipped_and_json_shape():
+    emb = make_emb([unit(1, 0)], boxes=[[0.95, 0.3, 0.2, 0.2]], size=(200, 100))
+    res = detect(emb, make_ex(["x"], [(unit(1, 0), 0, False)]), confidence=0.5)
+    # padded square side = 200: x 170..210 -> clipped to 200; y 40..80
+    np.testing.assert_allclose(res.xyxy[0], [170, 40, 200, 80], atol=1e-3)
+    assert res.xyxy.dtype == np.float32
+    pred = res.to_json()["predictions"][0]
+    assert res.to_json()["image"] == {"width": 200, "height": 100}
+    assert pred["x"] == pytest.approx(185) and pred["width"] == pytest.approx(30)
+    assert pred["class"] == "x" and pred["class_id"] == 0
+    det = res.to_supervision()
+    assert det.data["class_name"].tolist() == ["x"] and len(det) == 1
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"confidence": 1.5}, "confidence"),  # out of range
+    ({"iou_threshold": -0.1}, "iou_threshold"),  # out of range
+    ({"max_detections": -1}, "max_detections"),  # negative
+    ({"mode": "fancy"}, "score mode"),  # unknown mode
+])
+def test_bad_parameters_raise(kwargs, match):
+    emb = make_emb([unit(1, 0)])
+    with pytest.raises(ValueError, match=match):
+        detect(emb, make_ex(["x"], [(unit(1, 0), 0, False)]), **kwargs)

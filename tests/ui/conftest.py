@@ -1,0 +1,112 @@
+"""Fixtures for the UI tests: the tiny random model, the app running in-process, a browser.
+
+The app is started once per test session (`prevent_thread_lock=True`) on the tiny random
+checkpoint made by our own maker, and closed in `finally`; API and browser tests share it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) from another folder
+    sys.path.insert(0, str(ROOT))
+ASSETS = ROOT / "assets"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("OWL_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from owl_core import make_random_model
+
+    return make_random_model("tiny", tmp_path_factory.mktemp("random-tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from owl_core import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def studio_app(tiny_model, tmp_path_factory):
+    """(url, demo) of the studio on the tiny random model, as `python app.py --random-weights
+    tiny` would run it."""
+    from ui import StudioConfig, build_demo, launch_kwargs
+
+    config = StudioConfig(random_preset="tiny", max_sessions=4,
+                          work_dir=str(tmp_path_factory.mktemp("studio")),
+                          predictor_kwargs={"device_cache_bytes": 256 * 2**20,
+                                            "host_cache_bytes": 256 * 2**20})
+    demo = build_demo(tiny_model, config)
+    demo.queue(default_concurrency_limit=4)
+    try:
+        demo.launch(**launch_kwargs(prevent_thread_lock=True, server_name="127.0.0.1",
+                                    server_port=free_port(), quiet=True))
+        yield demo.local_url.rstrip("/"), demo
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (scripts/test.sh does) "
+                    "or point OWL_TEST_CHROMIUM at a Chromium binary.")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture()
+def page(browser, studio_app, tmp_path):
+    """A fresh browser session on the studio (own Gradio session, downloads allowed)."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1200},
+                                  accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(studio_app[0])
+    page.wait_for_selector("#annotator")
+    try:
+        yield page
+        assert not errors, f"JavaScript errors on the page: {errors}"
+    finally:
+        context.close()
+
+
+@pytest.fixture()
+def coins_copy(tmp_path) -> Path:
+    """coins.png under a new name (uploads keep their file name)."""
+    target = tmp_path / "coins-upload.png"
+    shutil.copyfile(ASSETS / "images" / "coins.png", target)
+    return target

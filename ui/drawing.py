@@ -1,0 +1,116 @@
+"""Pictures for the page: detections drawn with supervision, and the snapped-box diagnostics.
+
+Drawing functions take an RGB PIL "canvas" (usually the image scaled down by `fit`) and boxes
+already in canvas pixels (XYXY), and return a new RGB PIL image. supervision treats numpy
+scenes as BGR and PIL scenes as RGB, so we always hand it PIL images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import supervision as sv
+from PIL import Image, ImageOps
+
+from ui.labels import NEGATIVE_COLOR, SUGGESTION_COLOR, class_color
+
+#: Longest side of preview pictures; the browser shows them smaller anyway.
+PREVIEW_MAX_SIDE = 960
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open an image file as RGB, EXIF rotation applied (what the engine sees)."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        return img.convert("RGB")
+
+
+def fit(image: Image.Image, max_side: int = PREVIEW_MAX_SIDE) -> tuple[Image.Image, float]:
+    """The image scaled so its longest side is at most `max_side`, and the scale used
+    (multiply image pixels by it to get canvas pixels)."""
+    scale = min(1.0, max_side / max(image.size))
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR), scale
+
+
+def _text_scale(image: Image.Image) -> float:
+    return float(np.clip(max(image.size) / 1400.0, 0.35, 0.7))
+
+
+def _thickness(image: Image.Image) -> int:
+    return max(2, round(max(image.size) / 400))
+
+
+def draw_detections(
+    canvas: Image.Image,
+    xyxy: np.ndarray,
+    class_id: np.ndarray,
+    confidence: np.ndarray,
+    class_names: Sequence[str],
+    colors: Sequence[str] | None = None,
+) -> Image.Image:
+    """Boxes and "class score" labels, coloured by class.
+
+    Args:
+        canvas: RGB picture to draw on (not modified).
+        xyxy: (N, 4) XYXY boxes in canvas pixels.
+        class_id: (N,) ids into `class_names`.
+        confidence: (N,) scores.
+        class_names: class id -> name.
+        colors: class id -> hex colour (default: `class_color(id)`).
+    """
+    canvas = canvas.copy()
+    if len(xyxy) == 0:
+        return canvas
+    colors = list(colors) if colors else [class_color(i) for i in range(len(class_names))]
+    detections = sv.Detections(
+        xyxy=np.asarray(xyxy, dtype=np.float32).reshape(-1, 4),
+        confidence=np.asarray(confidence, dtype=np.float32),
+        class_id=np.asarray(class_id, dtype=int),
+    )
+    labels = [f"{class_names[c]} {s:.2f}" for c, s in zip(detections.class_id, detections.confidence)]
+    palette = sv.ColorPalette.from_hex(colors or ["#1E88E5"])
+    canvas = sv.BoxAnnotator(color=palette, thickness=_thickness(canvas)).annotate(canvas, detections)
+    return sv.LabelAnnotator(
+        color=palette, text_color=sv.Color.WHITE, text_scale=_text_scale(canvas),
+        text_padding=3, smart_position=True,
+    ).annotate(canvas, detections, labels=labels)
+
+
+def draw_snaps(
+    canvas: Image.Image,
+    drawn: Sequence[tuple[float, float, float, float]],
+    snapped: Sequence[tuple[float, float, float, float] | None],
+    titles: Sequence[str],
+    matched: Sequence[bool],
+    negative: Sequence[bool],
+    class_index: Sequence[int],
+) -> Image.Image:
+    """Each drawn box (thin, white) with the predicted box it snapped to (thick; class colour,
+    red for negatives, grey when it did not match), labelled with `titles`. All boxes XYXY in
+    canvas pixels."""
+    canvas = canvas.copy()
+    if not drawn:
+        return canvas
+    drawn_det = sv.Detections(xyxy=np.asarray(drawn, dtype=np.float32).reshape(-1, 4))
+    canvas = sv.BoxAnnotator(color=sv.Color.WHITE, thickness=1,
+                             color_lookup=sv.ColorLookup.INDEX).annotate(canvas, drawn_det)
+    rows = [i for i, s in enumerate(snapped) if s is not None]
+    if not rows:
+        return canvas
+    colors = [SUGGESTION_COLOR if not matched[i] else
+              NEGATIVE_COLOR if negative[i] else class_color(class_index[i]) for i in rows]
+    palette = sv.ColorPalette.from_hex(colors)
+    snap_det = sv.Detections(
+        xyxy=np.asarray([snapped[i] for i in rows], dtype=np.float32).reshape(-1, 4),
+        class_id=np.arange(len(rows)),
+    )
+    canvas = sv.BoxAnnotator(color=palette, thickness=_thickness(canvas)).annotate(canvas, snap_det)
+    return sv.LabelAnnotator(
+        color=palette, text_color=sv.Color.WHITE, text_scale=_text_scale(canvas),
+        text_padding=3, smart_position=True, text_position=sv.Position.BOTTOM_LEFT,
+    ).annotate(canvas, snap_det, labels=[titles[i] for i in rows])

@@ -1,0 +1,190 @@
+"""Box labels and colours shared by the annotator, the preview and the API.
+
+A drawn box carries its class and polarity in its label text, so the annotator component
+(`gradio_image_annotation`) can show and edit both with its own label dialog:
+
+* ``"coin"``      a positive example of class ``coin`` (the class colour);
+* ``"NOT coin"``  a negative example ("do not detect things like this"), always red;
+* ``"coin? 0.93"`` a *suggestion*: a detection copied into the annotator so it can be turned
+  into an example with one relabel. Suggestions are grey and never used as examples.
+
+Annotator boxes are XYXY pixels (``xmin, ymin, xmax, ymax``); the engine's reference schema is
+centre + size (``x, y, w, h``). Conversions live here, as pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+NEGATIVE_PREFIX = "NOT "
+#: Negatives are red whatever their class, so they never look like a positive.
+NEGATIVE_COLOR = "#D50000"
+SUGGESTION_COLOR = "#9E9E9E"
+#: Class colours: saturated, no reds (red means "negative"), readable with white text.
+CLASS_COLORS = (
+    "#1E88E5",  # blue
+    "#43A047",  # green
+    "#FB8C00",  # orange
+    "#8E24AA",  # purple
+    "#00ACC1",  # cyan
+    "#3949AB",  # indigo
+    "#C0CA33",  # lime
+    "#6D4C41",  # brown
+    "#00897B",  # teal
+    "#F4511E",  # deep orange
+)
+_SUGGESTION_RE = re.compile(r"^(?P<cls>.+)\? (?P<score>\d+(?:\.\d+)?)$")
+#: Boxes smaller than this (pixels, either side) are drawing accidents and are ignored.
+MIN_BOX_SIDE = 2.0
+
+
+def class_color(index: int) -> str:
+    """Hex colour of the class with this id (cycles through `CLASS_COLORS`)."""
+    return CLASS_COLORS[index % len(CLASS_COLORS)]
+
+
+def hex_to_rgb(color: str) -> tuple[int, int, int]:
+    """``"#1E88E5"`` -> ``(30, 136, 229)``."""
+    color = color.lstrip("#")
+    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
+
+
+def negative_label(cls: str) -> str:
+    return f"{NEGATIVE_PREFIX}{cls}"
+
+
+def suggestion_label(cls: str, score: float) -> str:
+    return f"{cls}? {score:.2f}"
+
+
+def label_choices(classes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The annotator's label list and matching colours: each class, then its negative."""
+    labels: list[str] = []
+    colors: list[str] = []
+    for i, name in enumerate(classes):
+        labels += [name, negative_label(name)]
+        colors += [class_color(i), NEGATIVE_COLOR]
+    return labels, colors
+
+
+def validate_class_name(name: str, existing: Sequence[str] = ()) -> str:
+    """A cleaned class name, or ValueError saying what is wrong with it."""
+    name = " ".join(str(name or "").split())
+    if not name:
+        raise ValueError("Type a class name first (for example: coin).")
+    if name.upper().startswith(NEGATIVE_PREFIX) or name.upper() == NEGATIVE_PREFIX.strip():
+        raise ValueError(f"{name!r}: a class name can't start with {NEGATIVE_PREFIX.strip()!r}; "
+                         "that prefix marks negative boxes.")
+    if _SUGGESTION_RE.match(name) or name.endswith("?"):
+        raise ValueError(f"{name!r}: a class name can't end with '?' (that marks suggestions).")
+    if name in existing:
+        raise ValueError(f"There is already a class called {name!r}.")
+    return name
+
+
+@dataclass(frozen=True)
+class ParsedLabel:
+    """What a box label means.
+
+    Attributes:
+        kind: "positive", "negative", "suggestion" or "unlabeled".
+        cls: the class name ("" when unlabeled).
+        new_class: the class is not in the class list yet (typed into the label dialog).
+        score: the detection score of a suggestion.
+    """
+
+    kind: str
+    cls: str
+    new_class: bool = False
+    score: float | None = None
+
+
+def parse_label(label: str | None, classes: Sequence[str]) -> ParsedLabel:
+    """Read a box label (see the module docstring)."""
+    text = " ".join(str(label or "").split())
+    if not text:
+        return ParsedLabel("unlabeled", "")
+    match = _SUGGESTION_RE.match(text)
+    if match:
+        return ParsedLabel("suggestion", match["cls"], match["cls"] not in classes,
+                           float(match["score"]))
+    if text.upper().startswith(NEGATIVE_PREFIX) and len(text) > len(NEGATIVE_PREFIX):
+        cls = text[len(NEGATIVE_PREFIX):].strip()
+        return ParsedLabel("negative", cls, cls not in classes)
+    return ParsedLabel("positive", text, text not in classes)
+
+
+def clip_xyxy(box: Sequence[float], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Order and clip an XYXY box to a (width, height) image."""
+    width, height = size
+    x0, x1 = sorted((float(box[0]), float(box[2])))
+    y0, y1 = sorted((float(box[1]), float(box[3])))
+    return (min(max(x0, 0.0), width), min(max(y0, 0.0), height),
+            min(max(x1, 0.0), width), min(max(y1, 0.0), height))
+
+
+def xyxy_to_reference(xyxy: Sequence[float], cls: str, negative: bool) -> dict:
+    """XYXY pixels -> reference box ``{"x", "y", "w", "h", "cls", "negative"}`` (x, y centre)."""
+    x0, y0, x1, y1 = (float(v) for v in xyxy)
+    return {"x": round((x0 + x1) / 2, 2), "y": round((y0 + y1) / 2, 2),
+            "w": round(x1 - x0, 2), "h": round(y1 - y0, 2), "cls": cls, "negative": bool(negative)}
+
+
+def reference_to_xyxy(box: dict) -> tuple[float, float, float, float]:
+    """Reference box (centre + size) -> XYXY pixels."""
+    x, y, w, h = (float(box[k]) for k in ("x", "y", "w", "h"))
+    return (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+
+
+def annotator_box(xyxy: Sequence[float], label: str, color: str) -> dict:
+    """A box in the annotator's value format (colour as an RGB tuple)."""
+    x0, y0, x1, y1 = xyxy
+    return {"xmin": round(float(x0), 1), "ymin": round(float(y0), 1),
+            "xmax": round(float(x1), 1), "ymax": round(float(y1), 1),
+            "label": label, "color": hex_to_rgb(color)}
+
+
+def box_for_label(xyxy: Sequence[float], cls: str, negative: bool, classes: Sequence[str]) -> dict:
+    """An annotator box for a class/polarity, coloured like the label list colours it."""
+    if negative:
+        return annotator_box(xyxy, negative_label(cls), NEGATIVE_COLOR)
+    index = list(classes).index(cls) if cls in classes else len(classes)
+    return annotator_box(xyxy, cls, class_color(index))
+
+
+def parse_annotator_payload_boxes(raw_boxes: Iterable[dict]) -> list[dict]:
+    """Boxes from the annotator's raw (not preprocessed) payload, in image pixels.
+
+    The browser sends canvas coordinates with a ``scaleFactor``; dividing by it gives image
+    pixels (what the component's own preprocessing does, minus its rounding).
+    """
+    boxes = []
+    for box in raw_boxes or []:
+        scale = float(box.get("scaleFactor") or 1.0) or 1.0
+        boxes.append({
+            "xmin": float(box["xmin"]) / scale, "ymin": float(box["ymin"]) / scale,
+            "xmax": float(box["xmax"]) / scale, "ymax": float(box["ymax"]) / scale,
+            "label": str(box.get("label") or ""), "color": box.get("color"),
+        })
+    return boxes
+
+
+def normalise_color(color) -> tuple[int, int, int] | None:
+    """``"rgb(1, 2, 3)"``, ``"#010203"`` or a 3-sequence -> an RGB tuple (None if unreadable)."""
+    if isinstance(color, (list, tuple)) and len(color) == 3:
+        return tuple(int(c) for c in color)  # type: ignore[return-value]
+    if isinstance(color, str):
+        match = re.match(r"rgba?\((\d+),\s*(\d+),\s*(\d+)", color)
+        if match:
+            return tuple(int(match.group(i)) for i in range(1, 4))  # type: ignore[return-value]
+        if re.fullmatch(r"#[0-9a-fA-F]{6}", color):
+            return hex_to_rgb(color)
+    return None
+
+
+def box_is_usable(box: dict, size: tuple[int, int]) -> bool:
+    """Whether an annotator box covers at least `MIN_BOX_SIDE` pixels of the image each way."""
+    x0, y0, x1, y1 = clip_xyxy((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), size)
+    return (x1 - x0) >= MIN_BOX_SIDE and (y1 - y0) >= MIN_BOX_SIDE

@@ -1,0 +1,358 @@
+"""The studio page: `build_demo` lays out the components and wires their events to `Studio`.
+
+Event rules used below:
+* The annotator has only ``.change`` (no ``.input``); its handler never writes the annotator's
+  value back except when a new class was typed into the label dialog, so there is no loop.
+  It runs with ``preprocess=False`` to get the image's file name (which example it is) without
+  decoding the picture on every edit, and ``trigger_mode="always_last"`` so a burst of edits
+  ends with one refresh of the latest boxes.
+* Sliders use ``.input``/``.release`` (user actions only), never ``.change`` (which also fires
+  when a handler sets the slider, e.g. on import).
+* Slow work (embedding) runs in its own concurrency group with a progress bar on the status
+  line only, so the annotator stays usable while it runs; the preview shows images that are
+  not embedded yet undecorated and fills them in when the embedding step finishes.
+* Only the three documented endpoints (infer, infer_pt, export) are visible to API clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from gradio_image_annotation import image_annotator
+
+from ui import labels as L
+from ui.formats import DETECTION_FORMATS, bundled_images, bundled_projects
+from ui.handlers import SCORE_MODES, Studio, StudioConfig
+
+CSS = """
+#random-banner {background:#FFF3CD; border:2px solid #F0AD4E; border-radius:8px;
+                padding:8px 14px; color:#663C00; font-weight:600}
+#random-banner p {margin:0}
+.legend {display:flex; flex-wrap:wrap; gap:4px; margin:2px 0 4px 0}
+.legend .chip {color:#fff; border-radius:4px; padding:1px 7px; font-size:12px;
+               font-weight:600; white-space:nowrap}
+#status {min-height:1.6em}
+#annotator canvas {max-height:520px}
+"""
+
+HELP = (
+    "**Draw**: press **C** (or the box tool) and drag over an object, then pick its class in "
+    "the dialog (**Enter** confirms; the lock keeps that class for the next boxes). "
+    f"Pick **{L.NEGATIVE_PREFIX}class** for a negative (\"don't detect things like this\", red). "
+    "**D** = move/resize, **Del** = delete the selected box, double-click = change its label. "
+    "A box without a class yet counts as the selected class."
+)
+
+
+def _private(**kwargs: Any) -> dict:
+    return {"api_visibility": "private", **kwargs}
+
+
+def build_demo(model: Any, config: StudioConfig | None = None, *,
+               studio: Studio | None = None) -> gr.Blocks:
+    """The Gradio app for one shared model.
+
+    Args:
+        model: the `OwlModel` every session's `OwlPredictor` uses.
+        config: see `StudioConfig`.
+        studio: an existing `Studio` (tests pass one with a custom predictor factory).
+
+    Returns:
+        The Blocks app (with ``demo.studio`` set); launch it with `launch_kwargs()`.
+    """
+    config = config or StudioConfig()
+    studio = studio or Studio(model, config)
+    c = studio.c
+    projects = bundled_projects()
+    samples = bundled_images()
+    start_labels, start_colors = L.label_choices(["object"])
+
+    with gr.Blocks(title="OWLv2 few-shot studio", fill_width=True) as demo:
+        if config.random_preset:
+            gr.Markdown(
+                f"⚠ **Random weights ({config.random_preset})**: this model was never trained, "
+                "so its detections are meaningless. Use it to try the interface; start with "
+                "`--model <hub id or folder>` for real detections.",
+                elem_id="random-banner")
+        gr.Markdown("## OWLv2 few-shot studio\nDraw a few examples of what you want found; "
+                    "the preview updates as you draw.")
+        with gr.Tabs():
+            with gr.Tab("Studio", id="studio"):
+                with gr.Row(equal_height=True):
+                    c.project_choice = gr.Dropdown(list(projects), label="Example project",
+                                                   value=next(iter(projects), None), scale=2,
+                                                   elem_id="project-choice")
+                    c.load_project = gr.Button("Load example project", variant="primary",
+                                               scale=1, size="md", elem_id="load-example-project")
+                    c.project_name = gr.Textbox("my-project", label="Project name", scale=2,
+                                                elem_id="project-name")
+                    c.download_full = gr.DownloadButton("⬇ .pt (full)", interactive=False,
+                                                        scale=1, size="md", elem_id="download-full")
+                    c.download_small = gr.DownloadButton("⬇ .pt (small)", interactive=False,
+                                                         scale=1, size="md", elem_id="download-small")
+                    c.import_pt = gr.UploadButton("Import .pt", file_types=[".pt"], scale=1,
+                                                  size="md", elem_id="import-pt")
+                with gr.Row():
+                    c.imported_md = gr.Markdown("No `.pt` imported.", elem_id="imported")
+                    c.export_info = gr.Markdown("", elem_id="export-info")
+                with gr.Accordion("Sample images (bundled)", open=True):
+                    with gr.Row():
+                        c.samples = gr.Gallery([(str(p), p.name) for p in samples],
+                                               label="Sample images: click one, then add it",
+                                               columns=6, rows=1, height=180,
+                                               allow_preview=False, object_fit="contain",
+                                               fit_columns=False,
+                                               interactive=False, scale=4,
+                                               elem_id="samples")
+                        with gr.Column(scale=1, min_width=180):
+                            c.sample_to_examples = gr.Button("Add as example image", size="sm",
+                                                             elem_id="sample-to-examples")
+                            c.sample_to_queries = gr.Button("Add as query image", size="sm",
+                                                            elem_id="sample-to-queries")
+                            c.forget_imported = gr.Button("Forget imported .pt", size="sm",
+                                                          elem_id="forget-imported")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        gr.Markdown("### 1 · Examples: what to find")
+                        with gr.Row(equal_height=True):
+                            c.upload_examples = gr.UploadButton(
+                                "Upload example images", file_types=["image"],
+                                file_count="multiple", variant="primary",
+                                size="md", elem_id="upload-examples")
+                            c.remove_example = gr.Button("Remove this example",
+                                                         size="md", elem_id="remove-example")
+                            c.clear_suggestions = gr.Button("Clear grey suggestions",
+                                                            size="md", elem_id="clear-suggestions")
+                        c.examples_gallery = gr.Gallery(
+                            label="Example images (click to edit)", columns=6, rows=1,
+                            height=170, allow_preview=False, object_fit="contain",
+                            fit_columns=False,
+                            interactive=False, elem_id="examples-gallery")
+                        with gr.Row(equal_height=True):
+                            c.class_pick = gr.Dropdown(["object"], value="object", label="Class",
+                                                       scale=2, elem_id="class-pick")
+                            c.class_name = gr.Textbox(label="Class name", scale=2,
+                                                      placeholder="e.g. coin",
+                                                      elem_id="class-name")
+                            c.add_class = gr.Button("Add", scale=1, min_width=60,
+                                                    size="md", elem_id="add-class")
+                            c.rename_class = gr.Button("Rename", scale=1, min_width=60,
+                                                       size="md", elem_id="rename-class")
+                            c.remove_class = gr.Button("Remove", scale=1, min_width=60,
+                                                       variant="stop", size="md", elem_id="remove-class")
+                        c.legend = gr.HTML(Studio.legend_html(["object"]), elem_id="legend")
+                        c.annotator = image_annotator(
+                            None, label="Example image: draw boxes here",
+                            label_list=start_labels, label_colors=start_colors,
+                            boxes_alpha=0.15, box_min_size=6, handle_size=7,
+                            box_thickness=2, box_selected_thickness=3,
+                            image_type="pil", sources=["upload"], show_clear_button=False,
+                            show_remove_button=True, show_download_button=False,
+                            elem_id="annotator")
+                        gr.Markdown(HELP, elem_id="draw-help")
+                        with gr.Accordion("Box diagnostics: what each box snapped to",
+                                          open=True):
+                            c.diag_warning = gr.Markdown("No boxes yet.", elem_id="diag-warning")
+                            c.diag_table = gr.Dataframe(
+                                headers=["image", "box", "class", "kind", "IoU",
+                                         "snapped to (x0, y0, x1, y1)", "status"],
+                                interactive=False, wrap=True, elem_id="diag-table")
+                            c.diag_image = gr.Image(
+                                label="This example: drawn boxes (white) and the predicted "
+                                      "boxes they snapped to", interactive=False, height=300,
+                                elem_id="diag-image", format="jpeg")
+                    with gr.Column(scale=1):
+                        gr.Markdown("### 2 · Live preview: what the model finds")
+                        with gr.Row(equal_height=True):
+                            c.upload_queries = gr.UploadButton(
+                                "Upload query images", file_types=["image"],
+                                file_count="multiple", variant="primary",
+                                size="md", elem_id="upload-queries")
+                            c.correct = gr.Button("✎ Correct selected image in the annotator",
+                                                  size="md", elem_id="correct")
+                            c.remove_query = gr.Button("Remove selected query",
+                                                       size="md", elem_id="remove-query")
+                        c.status = gr.Markdown("", elem_id="status")
+                        with gr.Row():
+                            c.confidence = gr.Slider(0.0, 1.0, value=config.default_confidence,
+                                                     step=0.01, label="Confidence",
+                                                     elem_id="confidence")
+                            c.iou = gr.Slider(0.05, 1.0, value=0.3, step=0.05,
+                                              label="NMS IoU", elem_id="nms-iou")
+                            c.max_detections = gr.Slider(1, 300, value=300, step=1,
+                                                         label="Max detections",
+                                                         elem_id="max-detections")
+                        with gr.Row():
+                            c.score_mode = gr.Radio(list(SCORE_MODES), value="reference",
+                                                    label="Score mode", elem_id="score-mode")
+                            c.show_examples = gr.Checkbox(False, label="Preview example images too",
+                                                          elem_id="show-examples")
+                        c.preview = gr.Gallery(label="Detections on query images (click a "
+                                                     "thumbnail to pick an image)",
+                                               columns=6, height=560, object_fit="contain",
+                                               format="jpeg", preview=True, selected_index=0,
+                                               interactive=False, elem_id="preview")
+                        c.counts = gr.Dataframe(headers=["image", "object", "total"],
+                                                label="Detections per class",
+                                                interactive=False, elem_id="counts")
+                        with gr.Accordion("Export detections (COCO / YOLO / Pascal VOC)",
+                                          open=False):
+                            with gr.Row(equal_height=True):
+                                c.detection_format = gr.Radio(list(DETECTION_FORMATS),
+                                                              value=DETECTION_FORMATS[0],
+                                                              label="Format",
+                                                              elem_id="detection-format")
+                                c.export_detections = gr.Button("Export detections",
+                                                                size="md", elem_id="export-detections")
+                            c.detections_file = gr.File(label="Detections (zip)",
+                                                        interactive=False,
+                                                        elem_id="detections-file")
+            with gr.Tab("API & batch", id="api"):
+                gr.Markdown(API_HELP)
+                with gr.Row():
+                    with gr.Column():
+                        c.api_training = gr.Textbox(label="training_data (JSON)", lines=8,
+                                                    value=API_EXAMPLE_JSON,
+                                                    elem_id="api-training")
+                        c.api_examples = gr.File(label="example_images", file_count="multiple",
+                                                 file_types=["image"], elem_id="api-examples")
+                        c.api_pt = gr.File(label="pt_file (.pt)", file_types=[".pt"],
+                                           elem_id="api-pt")
+                    with gr.Column():
+                        c.api_queries = gr.File(label="query_images", file_count="multiple",
+                                                file_types=["image"], elem_id="api-queries")
+                        with gr.Row():
+                            c.api_confidence = gr.Number(config.default_confidence,
+                                                         label="confidence", minimum=0,
+                                                         maximum=1)
+                            c.api_iou = gr.Number(0.3, label="iou_threshold", minimum=0,
+                                                  maximum=1)
+                            c.api_max = gr.Number(300, label="max_detections", precision=0,
+                                                  minimum=1)
+                            c.api_mode = gr.Dropdown(list(SCORE_MODES), value="reference",
+                                                     label="score_mode")
+                        with gr.Row():
+                            c.api_name = gr.Textbox("owl-project", label="name")
+                            c.api_small = gr.Checkbox(False, label="small")
+                        with gr.Row():
+                            c.api_infer = gr.Button("infer", variant="primary")
+                            c.api_infer_pt = gr.Button("infer_pt")
+                            c.api_export = gr.Button("export")
+                        c.api_json = gr.JSON(label="result")
+                        c.api_file = gr.File(label="exported .pt")
+
+        _wire(demo, studio, c)
+    demo.studio = studio  # type: ignore[attr-defined]
+    return demo
+
+
+def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
+    settings = [c.confidence, c.iou, c.max_detections, c.score_mode, c.show_examples]
+    refresh_out = [c.preview, c.counts, c.diag_warning, c.diag_table, c.diag_image,
+                   c.download_full, c.download_small, c.export_info]
+    class_out = [c.class_pick, c.legend, c.annotator]
+    refresh = dict(fn=studio.on_settings, inputs=settings, outputs=refresh_out,
+                   show_progress="minimal", show_progress_on=[c.preview],
+                   trigger_mode="always_last", **_private())
+    embed = dict(fn=studio.on_embed, inputs=None, outputs=[c.status], show_progress="full",
+                 concurrency_id="embed", concurrency_limit=1, **_private())
+    quiet = _private(show_progress="hidden")
+
+    demo.load(studio.on_load, None, class_out + [c.status], **quiet).then(**refresh)
+    demo.unload(studio.on_unload)
+
+    # the annotator: every edit updates the preview
+    c.annotator.change(studio.on_boxes_edited, [c.annotator] + settings,
+                       class_out + refresh_out, preprocess=False,
+                       trigger_mode="always_last", show_progress="minimal",
+                       show_progress_on=[c.preview], **_private())
+    c.annotator.upload(studio.on_annotator_upload, c.annotator,
+                       [c.examples_gallery, c.annotator, c.status], preprocess=False,
+                       **quiet).then(**embed).then(**refresh)
+
+    # images in
+    c.upload_examples.upload(studio.on_upload_examples, c.upload_examples,
+                             [c.examples_gallery, c.annotator, c.status],
+                             **quiet).then(**embed).then(**refresh)
+    c.upload_queries.upload(studio.on_upload_queries, c.upload_queries, [c.status],
+                            **quiet).then(**refresh).then(**embed).then(**refresh)
+    c.samples.select(studio.on_sample_select, None, None, **quiet)
+    c.sample_to_examples.click(studio.on_sample_to_examples, None,
+                               [c.examples_gallery, c.annotator, c.status],
+                               **quiet).then(**embed).then(**refresh)
+    c.sample_to_queries.click(studio.on_sample_to_queries, None, [c.status],
+                              **quiet).then(**refresh).then(**embed).then(**refresh)
+    c.examples_gallery.select(studio.on_example_select, None, [c.annotator],
+                              **quiet).then(**refresh)
+    c.remove_example.click(studio.on_remove_example, None,
+                           [c.examples_gallery, c.annotator, c.status], **quiet).then(**refresh)
+    c.clear_suggestions.click(studio.on_clear_suggestions, None, [c.annotator], **quiet)
+
+    # classes
+    c.class_pick.input(studio.on_class_pick, c.class_pick, None, **quiet)
+    c.add_class.click(studio.on_add_class, c.class_name, class_out + [c.class_name],
+                      **quiet).then(**refresh)
+    c.class_name.submit(studio.on_add_class, c.class_name, class_out + [c.class_name],
+                        **quiet).then(**refresh)
+    c.rename_class.click(studio.on_rename_class, [c.class_pick, c.class_name],
+                         class_out + [c.class_name], **quiet).then(**refresh)
+    c.remove_class.click(studio.on_remove_class, c.class_pick, class_out,
+                         **quiet).then(**refresh)
+
+    # settings and preview actions
+    for slider in (c.confidence, c.iou, c.max_detections):
+        slider.input(**refresh)
+        slider.release(**refresh)
+    c.score_mode.input(**refresh)
+    c.show_examples.input(**refresh)
+    c.preview.select(studio.on_preview_select, None, None, **quiet)
+    c.correct.click(studio.on_correct, None, [c.examples_gallery, c.annotator, c.status],
+                    **quiet).then(**embed).then(**refresh)
+    c.remove_query.click(studio.on_remove_query, settings, refresh_out + [c.status],
+                         **_private())
+
+    # project, import/export
+    c.load_project.click(studio.on_load_example_project, c.project_choice,
+                         class_out + [c.examples_gallery, c.project_name, c.status],
+                         **quiet).then(**refresh).then(**embed).then(**refresh)
+    c.project_name.blur(studio.on_project_name, c.project_name, None, **quiet).then(**refresh)
+    c.project_name.submit(studio.on_project_name, c.project_name, None, **quiet).then(**refresh)
+    c.import_pt.upload(studio.on_import_pt, c.import_pt,
+                       class_out + [c.project_name, c.confidence, c.iou, c.max_detections,
+                                    c.score_mode, c.imported_md], **quiet).then(**refresh)
+    c.forget_imported.click(studio.on_forget_imported, None, [c.imported_md],
+                            **quiet).then(**refresh)
+    c.export_detections.click(studio.on_export_detections, c.detection_format,
+                              [c.detections_file], **_private())
+
+    # the named API (also usable from the "API & batch" tab)
+    score = [c.api_confidence, c.api_iou, c.api_max, c.api_mode]
+    c.api_infer.click(studio.api_infer, [c.api_training, c.api_examples, c.api_queries] + score,
+                      c.api_json, api_name="infer", concurrency_id="embed")
+    c.api_infer_pt.click(studio.api_infer_pt, [c.api_pt, c.api_queries] + score, c.api_json,
+                         api_name="infer_pt", concurrency_id="embed")
+    c.api_export.click(studio.api_export, [c.api_training, c.api_examples, c.api_name,
+                                           c.api_small], c.api_file, api_name="export",
+                       concurrency_id="embed")
+
+
+API_EXAMPLE_JSON = """[
+  {"image": 0,
+   "boxes": [{"x": 155.5, "y": 51.0, "w": 49, "h": 46, "cls": "coin", "negative": false}]}
+]"""
+
+API_HELP = """
+Run the few-shot detector without drawing, here or from `gradio_client` (see the README).
+**infer**: training data (JSON, reference schema; each `image` is the index or file name of an
+uploaded example image, or base64 data) + example images + query images → detections (JSON).
+**infer_pt**: a `.pt` exported by this studio (or Roboflow's OwlV2) + query images → detections.
+**export**: training data + example images → a `.pt` (small = without image embeddings).
+"""
+
+
+def launch_kwargs(**overrides: Any) -> dict:
+    """Arguments for `demo.launch` (theme/CSS moved from Blocks to launch in Gradio 6)."""
+    kwargs: dict[str, Any] = {"css": CSS, "footer_links": ["api"], "show_error": True}
+    kwargs.update(overrides)
+    return kwargs
