@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from owl_core.model_loading import DEFAULT_MODEL_ID
+from owl_core.predictor import DEFAULT_TOP_K
 from owl_core.scoring import (DEFAULT_CONFIDENCE, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS,
                               SCORE_MODES)
 
@@ -27,15 +28,23 @@ def read_training_file(path: str | Path) -> tuple[list[dict[str, Any]], list[str
     and "classes"); relative image paths are resolved from the file's folder."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the training data ({exc.strerror}).") from exc
+        raise ValueError(f"{path}: cannot read the training data ({exc.strerror or exc}); "
+                         "check the --training-data path.") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc}); save the JSON as UTF-8.") from exc
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}).") from exc
+        raise ValueError(f"{path}: not valid JSON ({exc}); fix the file or export it "
+                         "again.") from exc
     classes = None
     if isinstance(data, dict):
         classes = data.get("classes")
         data = data.get("training_data")
+        if classes is not None and (not isinstance(classes, list)
+                                    or not all(isinstance(c, str) for c in classes)):
+            raise ValueError(f"{path}: \"classes\" must be a list of class names, got "
+                             f"{classes!r}.")
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of {{\"image\", \"boxes\"}} entries or a "
                          "project with \"training_data\".")
@@ -54,7 +63,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto / OWL_DEVICE)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
                    help="autocast dtype (default: fp16 on CUDA, fp32 on CPU)")
-    p.add_argument("--top-k", type=int, default=300, help="candidates kept per image")
+    p.add_argument("--top-k", type=int, default=None,
+                   help=f"candidates kept per image (default: {DEFAULT_TOP_K}, or the value the "
+                        ".pt given with --weights was exported with)")
     p.add_argument("--match-threshold", type=float, default=0.3,
                    help="IoU a drawn box needs with a predicted box")
     p.add_argument("--cache-dir", default=None, help="persistent embedding cache folder")
@@ -92,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _predictor(args: argparse.Namespace, model: str):
+def _predictor(args: argparse.Namespace, model: str, top_k: int | None = None):
     from owl_core.predictor import OwlPredictor
 
-    return OwlPredictor(model, device=args.device, dtype=args.dtype, top_k=args.top_k,
+    top_k = args.top_k if args.top_k is not None else (top_k or DEFAULT_TOP_K)
+    return OwlPredictor(model, device=args.device, dtype=args.dtype, top_k=top_k,
                         match_threshold=args.match_threshold, disk_cache_dir=args.cache_dir)
 
 
@@ -106,20 +118,41 @@ def _report_unmatched(report) -> None:
               file=sys.stderr)
 
 
+def _training_data(path: str) -> tuple[list[dict[str, Any]], list[str] | None]:
+    """Read and validate the training data (before any model is loaded: fail fast)."""
+    from owl_core.training_data import parse_training_data
+
+    data, classes = read_training_file(path)
+    parse_training_data(data)
+    return data, classes
+
+
+def _check_images(images: Sequence[str]) -> None:
+    """Raise the usual ImageError for a missing image file before the model is loaded."""
+    from owl_core.images import resolve_image
+
+    for image in images:
+        if not image.startswith("data:") and not os.path.exists(image):
+            resolve_image(image)  # raises "no such image file" (or decodes base64 text)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "make-random-model":
         return args.handler(args)
     if args.command == "predict":
+        _check_images(args.images)
         if args.weights:
             from owl_core.serialization import load_pt
 
-            model = args.model or load_pt(args.weights).huggingface_id
-            predictor = _predictor(args, model)
+            prompts = load_pt(args.weights)  # validated before the model is loaded
+            exported_top_k = prompts.meta.get("top_k")
+            predictor = _predictor(args, args.model or prompts.huggingface_id,
+                                   exported_top_k if isinstance(exported_top_k, int) else None)
             predictor.load_pt(args.weights)
         else:
+            data, classes = _training_data(args.training_data)
             predictor = _predictor(args, args.model or DEFAULT_MODEL_ID)
-            data, classes = read_training_file(args.training_data)
             _report_unmatched(predictor.set_examples(data, classes))
         for image in args.images:
             result = predictor.detect(image, confidence=args.confidence,
@@ -128,8 +161,12 @@ def run(argv: Sequence[str] | None = None) -> int:
                                       score_mode=args.score_mode)
             print(json.dumps(result.to_json()), flush=True)
         return 0
+    data, classes = _training_data(args.training_data)
+    if args.previous:
+        from owl_core.serialization import load_pt
+
+        load_pt(args.previous)  # validated before the model is loaded
     predictor = _predictor(args, args.model)
-    data, classes = read_training_file(args.training_data)
     if args.previous:  # its image embeddings enter the cache: its images are not embedded again
         predictor.preload_embeddings(args.previous)
     _report_unmatched(predictor.set_examples(data, classes))

@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -84,11 +83,9 @@ def _check_size(width: int, height: int, label: str) -> None:
 def decode_bytes(data: bytes, label: str = "image") -> np.ndarray:
     """Decode encoded image bytes to (H, W, 3) uint8 RGB, honouring EXIF orientation."""
     try:
-        with warnings.catch_warnings():  # our own size limit applies, checked below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                _check_size(img.width, img.height, label)
-                return pil_to_rgb(ImageOps.exif_transpose(img))
+        with Image.open(io.BytesIO(data)) as img:
+            _check_size(img.width, img.height, label)
+            return pil_to_rgb(_exif_upright(img))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -266,10 +263,8 @@ def resolve_image(image: ImageInput) -> ImageSource:
 def _is_image_header(data: bytes) -> bool:
     """Whether PIL recognises the bytes as an image (reads the header only)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)):
-                return True
+        with Image.open(io.BytesIO(data)):
+            return True
     except Exception:  # any failure to identify: not an image
         return False
 

@@ -123,7 +123,7 @@ class OwlPredictor:
     def fingerprint(self) -> str:
         """Everything besides the pixels that changes an embedding."""
         dtype = str(self.owl.autocast_dtype) if self.owl.autocast_dtype else "fp32"
-        return (f"{self.owl.model_id}|{self.owl.input_size}|{self.transform.pad_value}|"
+        return (f"{self.owl.source}|{self.owl.input_size}|{self.transform.pad_value}|"
                 f"{self.top_k}|{dtype}")
 
     def _key(self, content_hash: str) -> str:
@@ -200,6 +200,10 @@ class OwlPredictor:
             cached = self._cache.get(self._key(content_hash))
             if cached is not None and (not flags[i] or self._enough(cached)):
                 results[i] = (EmbedInfo(content_hash, cached.image_size, True), cached)
+            elif isinstance(source, str) and not (isinstance(image, str) and image == source):
+                # a path memoised as its hash, but the cached entry lacks the all-patch
+                # embeddings asked for: read the file after all
+                todo.append((i, resolve_image(image)))
             elif isinstance(source, str):
                 raise ValueError(f"image {source} is known only by its hash and is no longer "
                                  "cached (or lacks what is needed); pass the image itself.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -137,20 +138,39 @@ def load_pt(path: str | Path) -> SerializedPrompts:
         raise PtFormatError(f"{path}: no such file.")
     size = path.stat().st_size
     if size > MAX_PT_BYTES:
-        raise PtFormatError(f"{path}: {size / 1e9:.1f} GB is over the {MAX_PT_BYTES / 1e9:.1f} GB "
-                            "limit (OWL_MAX_PT_BYTES).")
+        raise PtFormatError(f"{path}: {size:,} bytes is over the {MAX_PT_BYTES:,}-byte limit; "
+                            "raise it with the environment variable OWL_MAX_PT_BYTES if the file "
+                            "is expected to be this large.")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        code = _needed_code(str(exc))
+        if code is None:  # not a pickle of ours at all (text, random bytes, ...)
+            raise PtFormatError(f"{path}: not a readable .pt file (corrupt, or not a .pt at "
+                                "all). Export it again.") from exc
         raise PtFormatError(
-            f"{path}: refused to load: the file needs code or classes that a prompt export never "
-            f"contains, so it was not loaded and nothing in it ran ({str(exc).splitlines()[0]}). "
-            "Only load .pt files exported by this studio or Roboflow's OwlV2."
+            f"{path}: refused to load: the file needs code or classes ({code}) that a prompt "
+            "export never contains, so it was not loaded and nothing in it ran. Only load .pt "
+            "files exported by this studio or Roboflow's OwlV2."
         ) from exc
     except Exception as exc:  # truncated zip, wrong format, ...
-        raise PtFormatError(f"{path}: not a readable .pt file ({type(exc).__name__}: {exc}). "
+        detail = " ".join(str(exc).split())[:300]
+        raise PtFormatError(f"{path}: not a readable .pt file ({type(exc).__name__}: {detail}). "
                             "Export it again.") from exc
     return parse_payload(raw, str(path))
+
+
+def _needed_code(message: str) -> str | None:
+    """The global/class a weights-only unpickling refused, or None when the failure was not
+    about code (e.g. "Unsupported operand": the bytes are no pickle at all). torch's own message
+    suggests weights_only=False, which is exactly what must not be done, so it isn't shown."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    if found:
+        return found.group(1)
+    detail = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\n\n|$)", message, re.S)
+    if detail and re.search(r"global|class|reduce|build", detail.group(1), re.I):
+        return " ".join(detail.group(1).split())[:200]
+    return None
 
 
 def parse_payload(raw: Any, label: str = "payload") -> SerializedPrompts:

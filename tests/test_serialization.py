@@ -142,12 +142,13 @@ def test_round_trip(small, tmp_path):
             assert rows_of(ex, cls, negative) == rows_of(original, cls, negative), (cls, negative)
     # a class with only negatives survives with its negative
     assert rows_of(ex, "nut", True) and not rows_of(ex, "nut", False)
-    # provenance travels with each row
+    # provenance travels with each row (rows are reordered class by class on export)
     assert len(ex.sources) == len(ex)
-    for row, source in zip(ex.embeds, ex.sources):
-        i = next(j for j in range(len(original)) if torch.allclose(original.embeds[j], row))
+    for k, (row, source) in enumerate(zip(ex.embeds, ex.sources)):
+        i = next(j for j in range(len(original)) if torch.equal(original.embeds[j], row))
         assert source == original.sources[i]
-        assert ex.class_names[int(ex.class_ids[list(ex.sources).index(source)])] == source.cls
+        assert ex.class_names[int(ex.class_ids[k])] == source.cls
+        assert bool(ex.negative[k]) == source.negative
     assert loaded.meta["note"] == "hello" and loaded.meta["top_k"] == K
     assert loaded.meta["format_version"] == serialization.FORMAT_VERSION
     if small:
@@ -208,8 +209,10 @@ def test_hostile_pickle_is_refused_and_never_runs(writer, tmp_path):
     else:
         path.write_bytes(pickle.dumps(hostile, protocol=2))
     with pytest.raises(PtFormatError, match=r"hostile\.pt: refused to load: the file needs code "
-                                            r"or classes .*nothing in it ran.*Only load \.pt files"):
+                                            r"or classes \([\w.]+\) .*nothing in it ran.*Only load "
+                                            r"\.pt files") as refused:
         load_pt(path)
+    assert "weights_only" not in str(refused.value)  # torch's advice to load unsafely is dropped
     assert not marker.exists()
     # the file really is hostile: an unsafe load runs the code (this proves the test can fail)
     if writer == "torch.save":
@@ -239,8 +242,8 @@ def test_unreadable_files(content, tmp_path):
         full = save_pt(payload(), tmp_path / "full.pt").read_bytes()
         content = full[: len(full) // 2]
     path.write_bytes(content)
-    with pytest.raises(PtFormatError, match=r"bad\.pt: (not a readable \.pt file .*Export it "
-                                            r"again|refused to load)"):
+    with pytest.raises(PtFormatError, match=r"bad\.pt: not a readable \.pt file .*Export it "
+                                            r"again\.$"):
         load_pt(path)
 
 
@@ -248,8 +251,9 @@ def test_files_over_the_size_limit_are_refused_before_loading(tmp_path, monkeypa
     path = save_pt(payload(), tmp_path / "big.pt")
     monkeypatch.setattr(serialization, "MAX_PT_BYTES", 100)
     monkeypatch.setattr(serialization.torch, "load", lambda *a, **k: pytest.fail("loaded"))
-    with pytest.raises(PtFormatError, match=r"big\.pt: .* GB is over the .* GB limit "
-                                            r"\(OWL_MAX_PT_BYTES\)"):
+    with pytest.raises(PtFormatError, match=r"big\.pt: [\d,]+ bytes is over the 100-byte limit; "
+                                            r"raise it with the environment variable "
+                                            r"OWL_MAX_PT_BYTES"):
         load_pt(path)
 
 
@@ -431,7 +435,10 @@ def test_concurrent_saves(same_path, tmp_path):
     assert errors == []
     assert sorted(os.listdir(tmp_path)) == sorted({p.name for p in paths})
     writers = {load_pt(p).meta["writer"] for p in set(paths)}
-    assert writers == ({0, 1} if not same_path else writers & {0, 1})
+    if same_path:
+        assert len(writers) == 1 and writers <= {0, 1}
+    else:
+        assert writers == {0, 1}
     for p in set(paths):
         loaded = load_pt(p)
         assert len(loaded.image_embeds) == (2 if loaded.meta["writer"] == 0 else 0)

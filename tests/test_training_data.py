@@ -125,7 +125,7 @@ WHERE = r"training_data\[0\]\.boxes\[0\]: "
     ({"negative": "false"}, WHERE + r"'negative' must be true or false, got 'false'"),
     # negative as another number
     ({"negative": 2}, WHERE + r"'negative' must be true or false, got 2"),
-    # negative as null
+    # negative as the word None
     ({"negative": "None"}, WHERE + r"'negative' must be true or false, got 'None'"),
 ])
 def test_bad_boxes(changes, message):

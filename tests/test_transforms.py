@@ -39,7 +39,7 @@ def smooth_image(height: int, width: int, side: int, seed: int) -> np.ndarray:
     longest = max(height, width)
     grid = (rng.random((max(2, round(8 * height / longest)), max(2, round(8 * width / longest)),
                         3)) * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(grid).resize((width, height), Image.BICUBIC))
+    return np.array(Image.fromarray(grid).resize((width, height), Image.BICUBIC))
 
 
 def reference(image: np.ndarray, side: int) -> torch.Tensor:

@@ -34,6 +34,8 @@ from ui.session import ImageItem, Project, Session, SessionStore, Settings, safe
 
 log = logging.getLogger(__name__)
 SCORE_MODES = ("reference", "calibrated")
+#: A detection overlapping a drawn box this much is not offered as a suggestion.
+SUGGESTION_OVERLAP = 0.5
 DIAG_HEADERS = ["image", "box", "class", "kind", "IoU", "snapped to (x0, y0, x1, y1)", "status"]
 
 
@@ -172,7 +174,7 @@ class Studio:
                          f"<span class='chip neg' style='background:{L.NEGATIVE_COLOR}'>"
                          f"{L.NEGATIVE_PREFIX}{safe}</span>")
         chips.append(f"<span class='chip' style='background:{L.SUGGESTION_COLOR}'>"
-                     "class? 0.93 = suggestion</span>")
+                     "grey = suggestion (a detection; relabel it to use it)</span>")
         return "<div class='legend'>" + "".join(chips) + "</div>"
 
     @staticmethod
@@ -194,7 +196,7 @@ class Studio:
             caption = item.name
             if boxes:
                 n = sum(1 for b in item.boxes
-                        if L.parse_label(b.get("label"), []).kind != "suggestion")
+                        if L.parse_box(b, []).kind != "suggestion")
                 caption += f" · {n} box{'es' if n != 1 else ''}"
             out.append((item.path, caption))
         return out
@@ -209,7 +211,7 @@ class Studio:
         """Give every box the colour its label means (after classes changed)."""
         for item in p.examples:
             for box in item.boxes:
-                parsed = L.parse_label(box.get("label"), p.classes)
+                parsed = L.parse_box(box, p.classes)
                 if parsed.kind == "suggestion":
                     color = L.SUGGESTION_COLOR
                 elif parsed.kind == "negative":
@@ -519,7 +521,7 @@ class Studio:
             p.current = index
             added = []
             for box in boxes:
-                parsed = L.parse_label(box["label"], p.classes)
+                parsed = L.parse_box(box, p.classes)
                 if parsed.kind in ("positive", "negative") and parsed.new_class:
                     try:
                         name = L.validate_class_name(parsed.cls, p.classes)
@@ -566,7 +568,7 @@ class Studio:
             if item is None:
                 return {}
             item.boxes = [b for b in item.boxes
-                          if L.parse_label(b.get("label"), []).kind != "suggestion"]
+                          if L.parse_box(b, []).kind != "suggestion"]
             return {self.c.annotator: gr.update(value=self._annotator_value(s.project))}
 
     # ------------------------------------------------------------------ classes
@@ -606,15 +608,10 @@ class Studio:
             p.classes[p.classes.index(selected)] = name
             for item in p.examples:
                 for box in item.boxes:
-                    parsed = L.parse_label(box.get("label"), p.classes)
+                    parsed = L.parse_box(box, p.classes)
                     if parsed.cls != selected:
                         continue
-                    if parsed.kind == "positive":
-                        box["label"] = name
-                    elif parsed.kind == "negative":
-                        box["label"] = L.negative_label(name)
-                    elif parsed.kind == "suggestion":
-                        box["label"] = L.suggestion_label(name, parsed.score or 0.0)
+                    box["label"] = L.negative_label(name) if parsed.kind == "negative" else name
             if p.active_class == selected:
                 p.active_class = name
             out = self._class_updates(p, with_value=True)
@@ -630,7 +627,7 @@ class Studio:
                 raise gr.Error("Pick the class to remove in the Class list first.")
             removed = 0
             for item in p.examples:
-                keep = [b for b in item.boxes if L.parse_label(b.get("label"), p.classes).cls
+                keep = [b for b in item.boxes if L.parse_box(b, p.classes).cls
                         != selected]
                 removed += len(item.boxes) - len(keep)
                 item.boxes = keep
@@ -669,7 +666,8 @@ class Studio:
         with s.lock:
             p = s.project
             item = self._selected_preview(s)
-            found = next((i for i, e in enumerate(p.examples) if e.path == item.path), None)
+            found = next((i for i, e in enumerate(p.examples) if e.path == item.path
+                          or (e.content_hash and e.content_hash == item.content_hash)), None)
             if found is None:
                 p.examples.append(ImageItem(item.path, item.name, item.size,
                                             content_hash=None))
@@ -677,15 +675,16 @@ class Studio:
             example = p.examples[found]
             p.current = found
             real = [b for b in example.boxes
-                    if L.parse_label(b.get("label"), p.classes).kind != "suggestion"]
+                    if L.parse_box(b, p.classes).kind != "suggestion"]
             result = s.results.get(item.path)
             suggestions = []
+            taken = [(b["xmin"], b["ymin"], b["xmax"], b["ymax"]) for b in real]
             if result is not None:
-                for xyxy, score, cid in zip(result.xyxy.tolist(), result.confidence.tolist(),
-                                            result.class_id.tolist()):
+                for xyxy, cid in zip(result.xyxy.tolist(), result.class_id.tolist()):
+                    if any(L.iou_xyxy(xyxy, t) > SUGGESTION_OVERLAP for t in taken):
+                        continue  # already an example there
                     suggestions.append(L.annotator_box(
-                        xyxy, L.suggestion_label(result.class_names[cid], score),
-                        L.SUGGESTION_COLOR))
+                        xyxy, result.class_names[cid], L.SUGGESTION_COLOR))
             example.boxes = suggestions + real
             gr.Info(f"{item.name}: {len(suggestions)} detection(s) shown as grey suggestions. "
                     "Double-click one and pick 'NOT <class>' to make it a negative; draw a box "

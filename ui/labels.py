@@ -5,8 +5,10 @@ A drawn box carries its class and polarity in its label text, so the annotator c
 
 * ``"coin"``      a positive example of class ``coin`` (the class colour);
 * ``"NOT coin"``  a negative example ("do not detect things like this"), always red;
-* ``"coin? 0.93"`` a *suggestion*: a detection copied into the annotator so it can be turned
-  into an example with one relabel. Suggestions are grey and never used as examples.
+* ``"coin"`` in grey: a *suggestion*, a detection copied into the annotator so that one relabel
+  turns it into an example ("NOT coin": a negative; "coin": a positive, which also gives it the
+  class colour). Suggestions are never used as examples. (Grey marks them rather than a text
+  suffix: the component's label dialog only lists choices that contain the current label.)
 
 Annotator boxes are XYXY pixels (``xmin, ymin, xmax, ymax``); the engine's reference schema is
 centre + size (``x, y, w, h``). Conversions live here, as pure functions.
@@ -21,7 +23,7 @@ from typing import Iterable, Sequence
 NEGATIVE_PREFIX = "NOT "
 #: Negatives are red whatever their class, so they never look like a positive.
 NEGATIVE_COLOR = "#D50000"
-SUGGESTION_COLOR = "#9E9E9E"
+SUGGESTION_COLOR = "#9E9E9E"  # exact colour: a box with it is a suggestion
 #: Class colours: saturated, no reds (red means "negative"), readable with white text.
 CLASS_COLORS = (
     "#1E88E5",  # blue
@@ -35,7 +37,7 @@ CLASS_COLORS = (
     "#00897B",  # teal
     "#F4511E",  # deep orange
 )
-_SUGGESTION_RE = re.compile(r"^(?P<cls>.+)\? (?P<score>\d+(?:\.\d+)?)$")
+SUGGESTION_RGB = (0x9E, 0x9E, 0x9E)
 #: Boxes smaller than this (pixels, either side) are drawing accidents and are ignored.
 MIN_BOX_SIDE = 2.0
 
@@ -53,10 +55,6 @@ def hex_to_rgb(color: str) -> tuple[int, int, int]:
 
 def negative_label(cls: str) -> str:
     return f"{NEGATIVE_PREFIX}{cls}"
-
-
-def suggestion_label(cls: str, score: float) -> str:
-    return f"{cls}? {score:.2f}"
 
 
 def label_choices(classes: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -77,8 +75,6 @@ def validate_class_name(name: str, existing: Sequence[str] = ()) -> str:
     if name.upper().startswith(NEGATIVE_PREFIX) or name.upper() == NEGATIVE_PREFIX.strip():
         raise ValueError(f"{name!r}: a class name can't start with {NEGATIVE_PREFIX.strip()!r}; "
                          "that prefix marks negative boxes.")
-    if _SUGGESTION_RE.match(name) or name.endswith("?"):
-        raise ValueError(f"{name!r}: a class name can't end with '?' (that marks suggestions).")
     if name in existing:
         raise ValueError(f"There is already a class called {name!r}.")
     return name
@@ -92,24 +88,26 @@ class ParsedLabel:
         kind: "positive", "negative", "suggestion" or "unlabeled".
         cls: the class name ("" when unlabeled).
         new_class: the class is not in the class list yet (typed into the label dialog).
-        score: the detection score of a suggestion.
     """
 
     kind: str
     cls: str
     new_class: bool = False
-    score: float | None = None
+
+
+def parse_box(box: dict, classes: Sequence[str]) -> ParsedLabel:
+    """What an annotator box means: its label, and grey colour for suggestions."""
+    parsed = parse_label(box.get("label"), classes)
+    if parsed.kind == "positive" and normalise_color(box.get("color")) == SUGGESTION_RGB:
+        return ParsedLabel("suggestion", parsed.cls, parsed.new_class)
+    return parsed
 
 
 def parse_label(label: str | None, classes: Sequence[str]) -> ParsedLabel:
-    """Read a box label (see the module docstring)."""
+    """Read a box label (see the module docstring; suggestions need the colour: `parse_box`)."""
     text = " ".join(str(label or "").split())
     if not text:
         return ParsedLabel("unlabeled", "")
-    match = _SUGGESTION_RE.match(text)
-    if match:
-        return ParsedLabel("suggestion", match["cls"], match["cls"] not in classes,
-                           float(match["score"]))
     if text.upper().startswith(NEGATIVE_PREFIX) and len(text) > len(NEGATIVE_PREFIX):
         cls = text[len(NEGATIVE_PREFIX):].strip()
         return ParsedLabel("negative", cls, cls not in classes)
@@ -188,3 +186,12 @@ def box_is_usable(box: dict, size: tuple[int, int]) -> bool:
     """Whether an annotator box covers at least `MIN_BOX_SIDE` pixels of the image each way."""
     x0, y0, x1, y1 = clip_xyxy((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), size)
     return (x1 - x0) >= MIN_BOX_SIDE and (y1 - y0) >= MIN_BOX_SIDE
+
+
+def iou_xyxy(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two XYXY boxes (0 when either has no area)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -80,7 +80,7 @@ class Project:
         for ei, item in enumerate(self.examples):
             boxes = []
             for bi, box in enumerate(item.boxes):
-                parsed = L.parse_label(box.get("label"), self.classes)
+                parsed = L.parse_box(box, self.classes)
                 if parsed.kind == "suggestion" or not L.box_is_usable(box, item.size):
                     continue
                 cls = parsed.cls if parsed.kind != "unlabeled" else self.active_class

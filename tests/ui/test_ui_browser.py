@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from owl_core import load_pt
 
@@ -89,12 +90,22 @@ def draw_box(page, xyxy, natural_width: int = COINS_WIDTH) -> None:
 
 
 def pick_label(page, label: str) -> None:
-    """In the box label dialog, choose `label` and confirm."""
+    """In the box label dialog, type `label`, pick it from the filtered list and confirm.
+
+    The component's list sometimes comes up empty when the dialog opens within milliseconds of
+    a value update (a race inside gradio_image_annotation); Enter then confirms the typed text.
+    """
     dialog = page.locator("#model-box-edit")
     dialog.wait_for()
-    dialog.locator("input[aria-label='Label']").click()
-    dialog.locator(f"li[aria-label='{label}']").click()
-    dialog.locator("button", has_text="OK").click()
+    field = dialog.locator("input[aria-label='Label']")
+    field.fill(label)
+    option = dialog.locator(f"li[aria-label='{label}']")
+    try:
+        option.click(timeout=3000)
+    except PlaywrightTimeout:
+        field.press("Enter")
+    if dialog.count():
+        dialog.locator("button", has_text="OK").click()
     dialog.wait_for(state="detached")
 
 
