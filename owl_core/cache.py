@@ -39,7 +39,6 @@ __all__ = [
     "CacheStats",
     "Cacheable",
     "EmbeddingCache",
-    "SizeCache",
     "check_key",
 ]
 
@@ -679,50 +678,3 @@ class _Counters:
     evictions_disk: int = 0
     rejected: int = 0
     disk_errors: int = 0
-
-
-class SizeCache:
-    """Thread-safe LRU map ``key -> (width, height)`` bounded by entry count.
-
-    Lets the predictor answer "how big is this image" for an image whose embeddings are cached
-    without decoding it again (entries are two ints, so a count bound is the honest bound here).
-    """
-
-    def __init__(self, max_entries: int = 65536) -> None:
-        if not isinstance(max_entries, int) or max_entries < 0:
-            raise ValueError(f"max_entries must be an int >= 0, got {max_entries!r}")
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[int, int]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> tuple[int, int] | None:
-        """``(width, height)`` for ``key`` (refreshing its recency), or None."""
-        with self._lock:
-            size = self._entries.get(key)
-            if size is not None:
-                self._entries.move_to_end(key)
-            return size
-
-    def put(self, key: str, size: tuple[int, int]) -> None:
-        """Remember ``size = (width, height)`` in pixels for ``key``; the oldest makes room."""
-        width, height = size
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                   for v in (width, height)):
-            raise ValueError(f"image size must be (width, height) positive ints, got {size!r}")
-        with self._lock:
-            self._entries[key] = (width, height)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._entries
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from owl_core.cache import CacheStats, Cacheable, EmbeddingCache, SizeCache, check_key
+from owl_core.cache import CacheStats, Cacheable, EmbeddingCache, check_key
 
 KIB = 1024
 
@@ -630,25 +630,3 @@ def test_promotion_is_atomic_under_concurrent_gets() -> None:
     s = cache.stats()
     assert (s.hits_device + s.hits_host, s.misses, s.evictions) == (lookups, 0, 0)
     assert (s.entries_device + s.entries_host, s.bytes_device + s.bytes_host) == (6, 6 * KIB)
-
-
-# --------------------------------------------------------------------------------- SizeCache
-
-
-def test_size_cache_is_count_bounded_lru() -> None:
-    sizes = SizeCache(max_entries=2)
-    sizes.put("a", (640, 480))
-    sizes.put("b", (10, 20))
-    assert sizes.get("a") == (640, 480)  # refreshes a
-    sizes.put("c", (1, 1))
-    assert "b" not in sizes and len(sizes) == 2
-    assert sizes.get("b") is None and sizes.get("c") == (1, 1)
-    sizes.clear()
-    assert len(sizes) == 0
-
-
-@pytest.mark.parametrize("size", [(0, 10), (10, -1), (1.5, 2), (True, 3)])
-def test_size_cache_refuses_bad_sizes(size: Any) -> None:
-    with pytest.raises(ValueError, match="width, height"):
-        SizeCache().put("a", size)
-
