@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from owl_core import ModelLoadError
 
-    print(f"Loading model {args.model if not args.random_weights else 'random-' + args.random_weights} ...",
-          flush=True)
+    name = f"random-{args.random_weights}" if args.random_weights else args.model
+    print(f"Loading model {name} ...", flush=True)
     try:
         model = load_owl_model(args)
     except (ModelLoadError, OSError, ValueError, RuntimeError) as exc:

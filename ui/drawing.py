@@ -72,9 +72,11 @@ def draw_detections(
         confidence=np.asarray(confidence, dtype=np.float32),
         class_id=np.asarray(class_id, dtype=int),
     )
-    labels = [f"{class_names[c]} {s:.2f}" for c, s in zip(detections.class_id, detections.confidence)]
-    palette = sv.ColorPalette.from_hex(colors or ["#1E88E5"])
-    canvas = sv.BoxAnnotator(color=palette, thickness=_thickness(canvas)).annotate(canvas, detections)
+    labels = [f"{class_names[c]} {s:.2f}"
+              for c, s in zip(detections.class_id, detections.confidence)]
+    palette = sv.ColorPalette.from_hex(colors)
+    boxes = sv.BoxAnnotator(color=palette, thickness=_thickness(canvas))
+    canvas = boxes.annotate(canvas, detections)
     return sv.LabelAnnotator(
         color=palette, text_color=sv.Color.WHITE, text_scale=_text_scale(canvas),
         text_padding=3, smart_position=True,

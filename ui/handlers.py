@@ -12,9 +12,9 @@ query images and settings), and re-exports the `.pt` downloads only when their c
 from __future__ import annotations
 
 import base64
-import html
 import binascii
 import functools
+import html
 import json
 import logging
 import re
@@ -24,19 +24,27 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import gradio as gr
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ui import labels as L
 from ui.drawing import PREVIEW_MAX_SIDE, draw_detections, draw_snaps, fit, open_rgb
-from ui.formats import DETECTION_FORMATS, export_detections, load_project_file
-from ui.session import ImageItem, Project, Session, SessionStore, Settings, safe_file_name
+from ui.formats import export_detections, load_project_file
+from ui.session import (
+    ImageItem,
+    Project,
+    Session,
+    SessionStore,
+    Settings,
+    safe_file_name,
+)
 
 log = logging.getLogger(__name__)
-SCORE_MODES = ("reference", "calibrated")
+SCORE_MODES = ("reference", "calibrated")  # as owl_core.SCORE_MODES (checked by the tests)
 #: A detection overlapping a drawn box this much is not offered as a suggestion.
 SUGGESTION_OVERLAP = 0.5
-DIAG_HEADERS = ["image", "box", "class", "kind", "IoU", "snapped to (x0, y0, x1, y1)", "status"]
+#: At most this many detections (the best) become suggestions, so the annotator stays usable.
+MAX_SUGGESTIONS = 60
+DIAG_HEADERS = ["image", "#", "class", "kind", "IoU", "snapped to (x0, y0, x1, y1)", "status"]
 
 
 @dataclass
@@ -86,7 +94,8 @@ def _engine_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _settings(confidence, iou_threshold, max_detections, score_mode, show_examples=False) -> Settings:
+def _settings(confidence, iou_threshold, max_detections, score_mode,
+              show_examples=False) -> Settings:
     mode = score_mode if score_mode in SCORE_MODES else "reference"
     return Settings(float(confidence), float(iou_threshold), int(max_detections), mode,
                     bool(show_examples))
@@ -184,7 +193,8 @@ class Studio:
             return None
         boxes = []
         for box in item.boxes:
-            color = L.normalise_color(box.get("color")) or L.hex_to_rgb(L.SUGGESTION_COLOR)
+            color = L.normalise_color(box.get("color")) or L.hex_to_rgb(
+                L.label_color(L.parse_label(box.get("label"), p.classes), p.classes))
             boxes.append({"xmin": box["xmin"], "ymin": box["ymin"], "xmax": box["xmax"],
                           "ymax": box["ymax"], "label": box.get("label", ""), "color": color})
         return {"image": item.path, "boxes": boxes}
@@ -212,15 +222,8 @@ class Studio:
         for item in p.examples:
             for box in item.boxes:
                 parsed = L.parse_box(box, p.classes)
-                if parsed.kind == "suggestion":
-                    color = L.SUGGESTION_COLOR
-                elif parsed.kind == "negative":
-                    color = L.NEGATIVE_COLOR
-                elif parsed.kind == "positive" and parsed.cls in p.classes:
-                    color = L.class_color(p.classes.index(parsed.cls))
-                else:
-                    continue
-                box["color"] = L.hex_to_rgb(color)
+                if parsed.kind != "unlabeled":
+                    box["color"] = L.hex_to_rgb(L.label_color(parsed, p.classes))
 
     # ------------------------------------------------------------------ the preview
     def _preview_items(self, s: Session, settings: Settings) -> list[ImageItem]:
@@ -231,10 +234,10 @@ class Studio:
         return items
 
     def _base_picture(self, s: Session, path: str) -> tuple[Image.Image, float]:
-        cache = s.__dict__.setdefault("_pictures", {})
-        if path not in cache:
-            cache[path] = fit(open_rgb(path), self.config.preview_max_side)
-        return cache[path]
+        """The image at preview size (decoded once per session) and its scale."""
+        if path not in s.pictures:
+            s.pictures[path] = fit(open_rgb(path), self.config.preview_max_side)
+        return s.pictures[path]
 
     def _refresh(self, s: Session, settings: Settings) -> dict:
         """Preview, counts, diagnostics and downloads for the session's current state."""
@@ -255,7 +258,7 @@ class Studio:
             for item in items:
                 base, scale = self._base_picture(s, item.path)
                 if item.content_hash is None:  # the embedding step will fill it in
-                    gallery.append((base, f"{item.name} · ⏳ embedding…"))
+                    gallery.append((base, f"{item.name} · embedding…"))
                     continue
                 res = pred.detect(item.path, **settings.detect_kwargs())
                 results[item.path] = res
@@ -297,31 +300,36 @@ class Studio:
         rows, warnings = [], []
         snaps: dict[str, list] = {"drawn": [], "snapped": [], "titles": [], "matched": [],
                                   "negative": [], "class_index": []}
+        ordinal: dict[int, int] = {}
         for n, match in enumerate(report.boxes):
-            ei, bi = origin[n] if n < len(origin) else (-1, -1)
+            ei, _ = origin[n] if n < len(origin) else (-1, -1)
+            ordinal[ei] = bi = ordinal.get(ei, 0) + 1  # 1-based among the example's boxes
             item = p.examples[ei] if 0 <= ei < len(p.examples) else None
             name = item.name if item else "?"
             snapped = ("" if match.matched_xyxy is None else
                        "(" + ", ".join(f"{v:.0f}" for v in match.matched_xyxy) + ")")
-            status = "matched" if match.matched else f"⚠ matched nothing: {match.reason}"
+            status = "matched" if match.matched else "⚠ no match (ignored)"
             kind = "negative" if match.negative else "positive"
-            rows.append([name, bi + 1, match.cls, kind, round(float(match.iou), 2), snapped,
+            rows.append([name, bi, match.cls, kind, round(float(match.iou), 2), snapped,
                          status])
             if not match.matched:
-                warnings.append(f"**{name}** box {bi + 1} ({L.negative_label(match.cls) if match.negative else match.cls}): "
-                                f"{match.reason}")
+                label = L.negative_label(match.cls) if match.negative else match.cls
+                warnings.append(f"**{name}** box {bi} ({label}): {match.reason}")
             if ei == p.current:
                 snaps["drawn"].append(match.drawn_xyxy)
                 snaps["snapped"].append(match.matched_xyxy)
-                snaps["titles"].append(f"#{bi + 1} IoU {match.iou:.2f}")
+                snaps["titles"].append(f"#{bi} IoU {match.iou:.2f}")
                 snaps["matched"].append(bool(match.matched))
                 snaps["negative"].append(bool(match.negative))
                 snaps["class_index"].append(p.classes.index(match.cls)
                                             if match.cls in p.classes else 0)
         if warnings:
-            text = (f"⚠ **{len(warnings)} box{'es' if len(warnings) > 1 else ''} matched no "
-                    "predicted box and {} ignored:**\n\n".format("are" if len(warnings) > 1 else "is")
+            many = len(warnings) > 1
+            text = (f"⚠ **{len(warnings)} box{'es' if many else ''} matched no predicted box "
+                    f"and {'are' if many else 'is'} ignored:**\n\n"
                     + "\n".join(f"- {w}" for w in warnings))
+        elif len(rows) == 1:
+            text = "✓ The box snapped to a predicted box."
         elif rows:
             text = f"✓ All {len(rows)} boxes snapped to a predicted box."
         else:
@@ -371,11 +379,10 @@ class Studio:
 
     # ------------------------------------------------------------------ page load
     def on_load(self, request: gr.Request) -> dict:
+        """Create the tab's session (the page's initial widgets already show a new project)."""
         s = self.session(request)
         with s.lock:
-            out = self._class_updates(s.project)
-            out[self.c.status] = self._status_text(s)
-            return out
+            return {self.c.status: self._status_text(s)}
 
     # ------------------------------------------------------------------ images in
     def _add_images(self, s: Session, paths: Sequence[tuple[str, str]], as_example: bool) -> int:
@@ -408,8 +415,12 @@ class Studio:
         return out
 
     def _status_text(self, s: Session, note: str = "") -> str:
+        """One line about the images; empty while some wait for the embedding step (its
+        progress bar then has the line to itself)."""
         p = s.project
         pending = sum(1 for i in p.examples + p.queries if i.content_hash is None)
+        if pending and not note:
+            return ""
         parts = [f"{len(p.examples)} example image(s), {len(p.queries)} query image(s)"]
         if pending:
             parts.append(f"{pending} waiting to be embedded")
@@ -679,16 +690,17 @@ class Studio:
             result = s.results.get(item.path)
             suggestions = []
             taken = [(b["xmin"], b["ymin"], b["xmax"], b["ymax"]) for b in real]
-            if result is not None:
+            if result is not None:  # detections come best first
                 for xyxy, cid in zip(result.xyxy.tolist(), result.class_id.tolist()):
                     if any(L.iou_xyxy(xyxy, t) > SUGGESTION_OVERLAP for t in taken):
                         continue  # already an example there
                     suggestions.append(L.annotator_box(
                         xyxy, result.class_names[cid], L.SUGGESTION_COLOR))
+                    if len(suggestions) == MAX_SUGGESTIONS:
+                        break
             example.boxes = suggestions + real
-            gr.Info(f"{item.name}: {len(suggestions)} detection(s) shown as grey suggestions. "
-                    "Double-click one and pick 'NOT <class>' to make it a negative; draw a box "
-                    "around anything missed.")
+            gr.Info(f"{item.name}: {len(suggestions)} detections as grey boxes. Relabel one "
+                    "'NOT …' to make it a negative; draw what was missed.")
             out = self._examples_updates(p)
             out[self.c.annotator] = gr.update(value=self._annotator_value(p))
             out[self.c.status] = self._status_text(s)
@@ -734,7 +746,7 @@ class Studio:
                 item = p.examples[-1]
                 item.boxes = [L.box_for_label(L.clip_xyxy(L.reference_to_xyxy(b), item.size),
                                               b["cls"], bool(b.get("negative")), p.classes)
-                              for b in entry["boxes"]]
+                              for b in reversed(entry["boxes"])]  # newest first, see Project
             for query in project.query_images:
                 self._add_images(s, [(query, Path(query).name)], False)
             p.current = 0 if p.examples else -1
@@ -784,7 +796,8 @@ class Studio:
         for cid, name in enumerate(ex.class_names):
             pos_n = int(((ids == cid) & ~neg).sum())
             neg_n = int(((ids == cid) & neg).sum())
-            parts.append(f"**{name}**: {pos_n} positive, {neg_n} negative")
+            if pos_n or neg_n:
+                parts.append(f"**{name}**: {pos_n} positive, {neg_n} negative")
         return (f"Imported from {', '.join(s.imported)}: " + "; ".join(parts)
                 + ". These exemplars stay active next to the boxes you draw.")
 

@@ -95,6 +95,17 @@ class ParsedLabel:
     new_class: bool = False
 
 
+def label_color(parsed: ParsedLabel, classes: Sequence[str]) -> str:
+    """The hex colour a parsed label is drawn in (a class not in `classes` yet gets the colour
+    it will have once appended)."""
+    if parsed.kind == "suggestion":
+        return SUGGESTION_COLOR
+    if parsed.kind == "negative":
+        return NEGATIVE_COLOR
+    index = list(classes).index(parsed.cls) if parsed.cls in classes else len(classes)
+    return class_color(index)
+
+
 def parse_box(box: dict, classes: Sequence[str]) -> ParsedLabel:
     """What an annotator box means: its label, and grey colour for suggestions."""
     parsed = parse_label(box.get("label"), classes)
@@ -146,10 +157,9 @@ def annotator_box(xyxy: Sequence[float], label: str, color: str) -> dict:
 
 def box_for_label(xyxy: Sequence[float], cls: str, negative: bool, classes: Sequence[str]) -> dict:
     """An annotator box for a class/polarity, coloured like the label list colours it."""
-    if negative:
-        return annotator_box(xyxy, negative_label(cls), NEGATIVE_COLOR)
-    index = list(classes).index(cls) if cls in classes else len(classes)
-    return annotator_box(xyxy, cls, class_color(index))
+    parsed = ParsedLabel("negative" if negative else "positive", cls, cls not in classes)
+    label = negative_label(cls) if negative else cls
+    return annotator_box(xyxy, label, label_color(parsed, classes))
 
 
 def parse_annotator_payload_boxes(raw_boxes: Iterable[dict]) -> list[dict]:

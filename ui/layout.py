@@ -22,8 +22,8 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from ui import labels as L
-from ui.formats import DETECTION_FORMATS, bundled_images, bundled_projects
-from ui.handlers import SCORE_MODES, Studio, StudioConfig
+from ui.formats import ASSETS_DIR, DETECTION_FORMATS, bundled_images, bundled_projects
+from ui.handlers import DIAG_HEADERS, SCORE_MODES, Studio, StudioConfig
 
 CSS = """
 #random-banner {background:#FFF3CD; border:2px solid #F0AD4E; border-radius:8px;
@@ -32,7 +32,7 @@ CSS = """
 .legend {display:flex; flex-wrap:wrap; gap:4px; margin:2px 0 4px 0}
 .legend .chip {color:#fff; border-radius:4px; padding:1px 7px; font-size:12px;
                font-weight:600; white-space:nowrap}
-#status {min-height:1.6em}
+#status {min-height:64px}
 #annotator canvas {max-height:520px}
 """
 
@@ -40,7 +40,8 @@ HELP = (
     "**Draw**: press **C** (or the box tool) and drag over an object, then pick its class in "
     "the dialog (**Enter** confirms; the lock keeps that class for the next boxes). "
     f"Pick **{L.NEGATIVE_PREFIX}class** for a negative (\"don't detect things like this\", red). "
-    "**D** = move/resize, **Del** = delete the selected box, double-click = change its label. "
+    "**D** = move/resize, **Del** = delete the selected box, **E** or double-click = change "
+    "its label, **Space** = fit the image. "
     "A box without a class yet counts as the selected class."
 )
 
@@ -90,7 +91,8 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                     c.download_full = gr.DownloadButton("⬇ .pt (full)", interactive=False,
                                                         scale=1, size="md", elem_id="download-full")
                     c.download_small = gr.DownloadButton("⬇ .pt (small)", interactive=False,
-                                                         scale=1, size="md", elem_id="download-small")
+                                                         scale=1,
+                                                         size="md", elem_id="download-small")
                     c.import_pt = gr.UploadButton("Import .pt", file_types=[".pt"], scale=1,
                                                   size="md", elem_id="import-pt")
                 with gr.Row():
@@ -140,7 +142,8 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             c.rename_class = gr.Button("Rename", scale=1, min_width=60,
                                                        size="md", elem_id="rename-class")
                             c.remove_class = gr.Button("Remove", scale=1, min_width=60,
-                                                       variant="stop", size="md", elem_id="remove-class")
+                                                       variant="stop",
+                                                       size="md", elem_id="remove-class")
                         c.legend = gr.HTML(Studio.legend_html(["object"]), elem_id="legend")
                         c.annotator = image_annotator(
                             None, label="Example image: draw boxes here",
@@ -155,8 +158,8 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                                           open=True):
                             c.diag_warning = gr.Markdown("No boxes yet.", elem_id="diag-warning")
                             c.diag_table = gr.Dataframe(
-                                headers=["image", "box", "class", "kind", "IoU",
-                                         "snapped to (x0, y0, x1, y1)", "status"],
+                                headers=DIAG_HEADERS,
+                                column_widths=["20%", "6%", "13%", "13%", "8%", "22%", "18%"],
                                 interactive=False, wrap=True, elem_id="diag-table")
                             c.diag_image = gr.Image(
                                 label="This example: drawn boxes (white) and the predicted "
@@ -203,8 +206,8 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                                                               value=DETECTION_FORMATS[0],
                                                               label="Format",
                                                               elem_id="detection-format")
-                                c.export_detections = gr.Button("Export detections",
-                                                                size="md", elem_id="export-detections")
+                                c.export_detections = gr.Button(
+                                    "Export detections", size="md", elem_id="export-detections")
                             c.detections_file = gr.File(label="Detections (zip)",
                                                         interactive=False,
                                                         elem_id="detections-file")
@@ -259,7 +262,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                  concurrency_id="embed", concurrency_limit=1, **_private())
     quiet = _private(show_progress="hidden")
 
-    demo.load(studio.on_load, None, class_out + [c.status], **quiet).then(**refresh)
+    demo.load(studio.on_load, None, [c.status], **quiet).then(**refresh)
     demo.unload(studio.on_unload)
 
     # the annotator: every edit updates the preview
@@ -353,6 +356,7 @@ uploaded example image, or base64 data) + example images + query images → dete
 
 def launch_kwargs(**overrides: Any) -> dict:
     """Arguments for `demo.launch` (theme/CSS moved from Blocks to launch in Gradio 6)."""
-    kwargs: dict[str, Any] = {"css": CSS, "footer_links": ["api"], "show_error": True}
+    kwargs: dict[str, Any] = {"css": CSS, "footer_links": ["api"], "show_error": True,
+                              "allowed_paths": [str(ASSETS_DIR / "images")]}
     kwargs.update(overrides)
     return kwargs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -32,7 +33,8 @@ class ImageItem:
             an annotator value finds its example again).
         name: the original file name, for people.
         size: (width, height) in pixels, EXIF rotation applied.
-        boxes: annotator-format boxes (XYXY pixels, label, colour), examples only.
+        boxes: annotator-format boxes (XYXY pixels, label, colour), newest first (the
+            annotator's order), examples only.
         content_hash: the engine's hash, once embedded.
     """
 
@@ -74,12 +76,16 @@ class Project:
     def training_data(self) -> tuple[list[dict], list[tuple[int, int]]]:
         """The reference-schema training data, and for each box the (example index, annotator
         box index) it came from. Unlabeled boxes count as `active_class`; suggestions and
-        boxes without area are left out; examples without boxes are left out."""
+        boxes without area are left out; examples without boxes are left out.
+
+        The annotator puts a new box first in its list, so boxes are read last to first: the
+        oldest box is box 1 and numbers don't shift when a box is added."""
         data: list[dict] = []
         origin: list[tuple[int, int]] = []
         for ei, item in enumerate(self.examples):
             boxes = []
-            for bi, box in enumerate(item.boxes):
+            for bi in reversed(range(len(item.boxes))):
+                box = item.boxes[bi]
                 parsed = L.parse_box(box, self.classes)
                 if parsed.kind == "suggestion" or not L.box_is_usable(box, item.size):
                     continue
@@ -137,14 +143,16 @@ class Session:
         self.imported_version = 0
         self.selected_sample = 0
         self.selected_preview = 0
+        self.pictures: dict[str, Any] = {}  # path -> (preview-sized picture, scale)
         self.last_used = time.monotonic()
         self._counter = itertools.count(1)
+        self._token = secrets.token_hex(3)  # so an uploaded file's own name never matches ours
 
     def store_image(self, source: str | Path, name: str | None = None) -> str:
         """Copy an image into the session folder under a unique name; return the new path."""
         source = Path(source)
         name = safe_file_name(name or source.name, "image.png")
-        target = self.dir / "images" / f"img{next(self._counter):03d}-{name}"
+        target = self.dir / "images" / f"img{next(self._counter):03d}{self._token}-{name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         return str(target)
@@ -161,6 +169,7 @@ class Session:
             reset()
         self.predictor = None
         self.results.clear()
+        self.pictures.clear()
         self.preview_items = []
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -211,6 +220,11 @@ class SessionStore:
         with session.lock:
             session.close()
         return True
+
+    def ids(self) -> list[str]:
+        """Ids of the live sessions, least recently used first."""
+        with self._lock:
+            return list(self._sessions)
 
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._sessions

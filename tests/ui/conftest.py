@@ -19,6 +19,9 @@ if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) from another 
     sys.path.insert(0, str(ROOT))
 ASSETS = ROOT / "assets"
 ARTIFACTS = ROOT / "test-artifacts"
+#: JS condition: the page's load event and first refresh are done (downloads prepared)
+DOWNLOADS_READY = ("() => (document.querySelector('#export-info')?.innerText || '')"
+                   ".includes('Downloads ready')")
 CHROMIUM = os.environ.get("OWL_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -57,7 +60,7 @@ def studio_app(tiny_model, tmp_path_factory):
     tiny` would run it."""
     from ui import StudioConfig, build_demo, launch_kwargs
 
-    config = StudioConfig(random_preset="tiny", max_sessions=4,
+    config = StudioConfig(random_preset="tiny", max_sessions=6,
                           work_dir=str(tmp_path_factory.mktemp("studio")),
                           predictor_kwargs={"device_cache_bytes": 256 * 2**20,
                                             "host_cache_bytes": 256 * 2**20})
@@ -97,6 +100,8 @@ def page(browser, studio_app, tmp_path):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(studio_app[0])
     page.wait_for_selector("#annotator")
+    # the load event made the session and the first refresh prepared the downloads
+    page.wait_for_function(DOWNLOADS_READY)
     try:
         yield page
         assert not errors, f"JavaScript errors on the page: {errors}"

@@ -10,7 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from owl_core import load_pt
@@ -112,8 +111,9 @@ def pick_label(page, label: str) -> None:
 def table_rows(page, selector: str) -> list[list[str]]:
     """Body cells of a gr.Dataframe, row by row."""
     return page.evaluate(
-        """(sel) => Array.from(document.querySelectorAll(sel + ' [role=row].virtual-row')).map(
-             r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))""",
+        """(sel) => Array.from(document.querySelectorAll(sel + ' [role=row].virtual-row'))
+             .map(r => Array.from(r.querySelectorAll('[role=gridcell]'))
+                       .map(c => c.innerText.trim()))""",
         selector)
 
 
@@ -147,6 +147,19 @@ def test_page_opens_ready(page, artifacts):
     counts = table_rows(page, "#counts")
     assert counts[-1][0] == "all query images" and int(counts[-1][1]) > 0
     page.screenshot(path=str(artifacts / "01_example_project.png"), full_page=True)
+    # the query image's detections as a COCO dataset
+    page.get_by_text("Export detections (COCO / YOLO / Pascal VOC)").click()
+    page.click("#export-detections")
+    link = page.locator("#detections-file a[download='coins-coco.zip']")
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    path = download.value.path()
+    import zipfile
+    with zipfile.ZipFile(path) as zf:
+        coco = json.loads(zf.read("annotations.json"))
+    assert [c["name"] for c in coco["categories"]] == ["coin"]
+    assert len(coco["annotations"]) == int(counts[-1][1])
 
 
 def test_draw_preview_slider_export_import(page, browser, studio_app, artifacts, coins_copy,
@@ -223,13 +236,18 @@ def test_draw_preview_slider_export_import(page, browser, studio_app, artifacts,
     assert load_pt(small).image_embeds == {}
 
     # import it back in a new session: that session starts empty, then has the class back
+    store = studio_app[1].studio.store
+    before = set(store.ids())
     context = browser.new_context(viewport={"width": 1600, "height": 1200})
     try:
         other = context.new_page()
         other.goto(studio_app[0])
-        other.wait_for_selector("#annotator")
-        other.wait_for_timeout(500)
+        other.wait_for_function(
+            "() => (document.querySelector('#export-info')?.innerText || '')"
+            ".includes('Downloads ready')")
         assert other.locator("#examples-gallery img").count() == 0
+        new_sessions = set(store.ids()) - before
+        assert len(new_sessions) == 1
         upload(other, "#import-pt", full)
         other.wait_for_function(
             "() => document.querySelector('#imported').innerText.includes('coin')")
@@ -244,6 +262,12 @@ def test_draw_preview_slider_export_import(page, browser, studio_app, artifacts,
         other.screenshot(path=str(artifacts / "06_imported.png"), full_page=True)
     finally:
         context.close()
+    # closing the tab frees that session (demo.unload), the first one lives on
+    deadline = time.monotonic() + 20
+    while new_sessions & set(store.ids()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not new_sessions & set(store.ids()), "closed session was not freed"
+    assert len(set(store.ids()) & before) >= 1
 
 
 def test_false_positive_becomes_a_negative_with_one_relabel(page, artifacts):
@@ -265,3 +289,67 @@ def test_false_positive_becomes_a_negative_with_one_relabel(page, artifacts):
               lambda rows: sum(r[3] == "negative" for r in rows) == negatives + 1)
     wait_preview_change(page, sig)
     page.screenshot(path=str(artifacts / "08_false_positive_to_negative.png"), full_page=True)
+
+
+def test_several_examples_queries_and_class_edits(page, artifacts):
+    chelsea, rocket = ASSETS / "images" / "chelsea.png", ASSETS / "images" / "rocket.jpg"
+    page.fill("#class-name textarea", "cat")
+    page.press("#class-name textarea", "Enter")
+    page.wait_for_function("() => document.querySelector('#legend').innerText.includes('NOT cat')")
+    upload(page, "#upload-examples", chelsea, COINS)
+    page.wait_for_function("() => document.querySelectorAll('#examples-gallery img').length == 2")
+    upload(page, "#upload-queries", chelsea, rocket)
+    wait_ready(page)
+
+    # a positive on the first example (the cat), a negative on the second (the coins)
+    draw_box(page, (150, 40, 320, 260), natural_width=451)
+    pick_label(page, "cat")
+    wait_rows(page, "#diag-table", lambda rows: len(rows) == 1 and rows[0][2] == "cat")
+    page.locator("#examples-gallery button.thumbnail-item").nth(1).click()
+    page.wait_for_function(  # the annotator now shows the 384 px wide coins photo
+        "() => document.querySelector('#diag-warning').innerText.length > 0")
+    page.wait_for_timeout(500)
+    draw_box(page, (131, 28, 180, 74))
+    pick_label(page, "NOT cat")
+    rows = wait_rows(page, "#diag-table",
+                     lambda rows: len(rows) == 2 and rows[1][3] == "negative")
+    assert [(r[0], r[2], r[3]) for r in rows] == [("chelsea.png", "cat", "positive"),
+                                                 ("coins.png", "cat", "negative")]
+    counts = wait_rows(page, "#counts", lambda rows: len(rows) == 3)
+    assert [r[0] for r in counts] == ["chelsea.png", "rocket.jpg", "all query images"]
+    captions = page.evaluate("() => Array.from(document.querySelectorAll('#preview img'))"
+                             ".map(i => i.alt)")
+    assert {c.split(" · ")[0] for c in captions if c} == {"chelsea.png", "rocket.jpg"}
+    page.screenshot(path=str(artifacts / "09_two_examples_two_queries.png"), full_page=True)
+
+    # a sliver of a box snaps to nothing: the page says so, and the box is left out
+    draw_box(page, (300, 20, 309, 160))
+    pick_label(page, "cat")
+    page.wait_for_function(
+        "() => document.querySelector('#diag-warning').innerText.includes('matched no')")
+    rows = wait_rows(page, "#diag-table", lambda rows: len(rows) == 3)
+    assert rows[2][:4] == ["coins.png", "2", "cat", "positive"]
+    assert rows[2][6] == "⚠ no match (ignored)"
+    warning = page.locator("#diag-warning").inner_text()
+    assert "coins.png box 2 (cat)" in warning and "match threshold" in warning
+    page.screenshot(path=str(artifacts / "10_unmatched_box_warning.png"), full_page=True)
+    page.keyboard.press("Delete")  # the new box is still selected: delete it
+    wait_rows(page, "#diag-table", lambda rows: len(rows) == 2)
+
+    # rename the class: boxes, legend, counts follow
+    page.fill("#class-name textarea", "kitty")
+    page.click("#rename-class")
+    page.wait_for_function(
+        "() => document.querySelector('#legend').innerText.includes('NOT kitty')")
+    rows = wait_rows(page, "#diag-table", lambda rows: rows[0][2] == "kitty")
+    assert [r[2] for r in rows] == ["kitty", "kitty"]
+    assert "kitty" in table_header(page, "#counts") and "cat" not in table_header(page, "#counts")
+    page.screenshot(path=str(artifacts / "11_class_renamed.png"), full_page=True)
+
+    # remove it: its boxes go too
+    page.click("#remove-class")
+    page.wait_for_function(
+        "() => !document.querySelector('#legend').innerText.includes('kitty')")
+    page.wait_for_function(
+        "() => document.querySelector('#diag-warning').innerText.includes('No boxes yet')")
+    assert "kitty" not in table_header(page, "#counts")

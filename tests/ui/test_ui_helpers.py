@@ -1,0 +1,216 @@
+"""Pure helpers of the studio: labels, the project's training data, sessions, drawing, files."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ui import labels as L
+from ui.drawing import draw_detections, fit
+from ui.formats import (
+    DETECTION_FORMATS,
+    bundled_images,
+    bundled_projects,
+    export_detections,
+    load_project_file,
+)
+from ui.session import ImageItem, Project, SessionStore, safe_file_name
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+GREY = L.hex_to_rgb(L.SUGGESTION_COLOR)
+
+
+@pytest.mark.parametrize("box, kind, cls, new", [
+    # a class name: positive
+    ({"label": "coin", "color": (30, 136, 229)}, "positive", "coin", False),
+    # "NOT " prefix: negative, whatever the colour
+    ({"label": "NOT coin", "color": GREY}, "negative", "coin", False),
+    # the prefix is case-insensitive and spaces are normalised
+    ({"label": "  not   coin ", "color": None}, "negative", "coin", False),
+    # grey: a suggestion (a detection copied into the annotator)
+    ({"label": "coin", "color": "rgb(158, 158, 158)"}, "suggestion", "coin", False),
+    # no label yet (the label dialog is still open)
+    ({"label": "", "color": None}, "unlabeled", "", False),
+    # a name typed into the dialog that is not a class yet
+    ({"label": "spoon", "color": (1, 2, 3)}, "positive", "spoon", True),
+    ({"label": "NOT spoon"}, "negative", "spoon", True),
+])
+def test_parse_box(box, kind, cls, new):
+    parsed = L.parse_box(box, ["coin"])
+    assert (parsed.kind, parsed.cls, parsed.new_class) == (kind, cls, new)
+
+
+@pytest.mark.parametrize("name, error", [
+    ("", "Type a class name"),                 # empty
+    ("NOT coin", "can't start with 'NOT'"),    # would read as a negative label
+    ("coin", "already a class"),               # duplicate
+])
+def test_validate_class_name_rejects(name, error):
+    with pytest.raises(ValueError, match=error):
+        L.validate_class_name(name, ["coin"])
+
+
+def test_validate_class_name_cleans_spaces_and_allows_not_inside_words():
+    assert L.validate_class_name("  red   cup ") == "red cup"
+    assert L.validate_class_name("Notebook") == "Notebook"
+
+
+def test_label_choices_pair_each_class_with_a_red_negative():
+    labels, colors = L.label_choices(["coin", "cup"])
+    assert labels == ["coin", "NOT coin", "cup", "NOT cup"]
+    assert colors[1] == colors[3] == L.NEGATIVE_COLOR
+    assert colors[0] != colors[2] and L.NEGATIVE_COLOR not in (colors[0], colors[2])
+
+
+def test_payload_boxes_are_scaled_back_to_image_pixels():
+    raw = [{"xmin": 50, "ymin": 20, "xmax": 150, "ymax": 70, "label": "coin",
+            "color": "rgb(30, 136, 229)", "scaleFactor": 0.5}]
+    (box,) = L.parse_annotator_payload_boxes(raw)
+    assert (box["xmin"], box["ymin"], box["xmax"], box["ymax"]) == (100, 40, 300, 140)
+    assert L.normalise_color(box["color"]) == (30, 136, 229)
+
+
+def test_reference_boxes_round_trip_and_clip():
+    ref = L.xyxy_to_reference((10, 20, 50, 80), "coin", True)
+    assert ref == {"x": 30, "y": 50, "w": 40, "h": 60, "cls": "coin", "negative": True}
+    assert L.reference_to_xyxy(ref) == (10, 20, 50, 80)
+    assert L.clip_xyxy((120, -5, -10, 40), (100, 30)) == (0, 0, 100, 30)
+    assert L.iou_xyxy((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+
+
+def _box(x0, y0, x1, y1, label, color=(30, 136, 229)):
+    return {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": label, "color": color}
+
+
+def test_training_data_keeps_labels_with_their_boxes():
+    project = Project(classes=["coin", "cup"], active_class="cup")
+    project.examples = [
+        ImageItem("/a.png", "a.png", (100, 80), [
+            _box(10, 10, 30, 30, "coin"),
+            _box(0, 0, 1, 1, "coin"),                 # no area: ignored
+            _box(40, 40, 60, 60, "coin", GREY),       # suggestion: ignored
+            _box(50, 50, 90, 120, "NOT coin"),        # clipped to the image
+            _box(5, 5, 25, 25, ""),                   # unlabeled: the active class
+        ]),
+        ImageItem("/b.png", "b.png", (50, 50), [_box(1, 1, 9, 9, "coin", GREY)]),  # none left
+    ]
+    data, origin = project.training_data()
+    assert [d["image"] for d in data] == ["/a.png"]
+    # the annotator lists the newest box first: box 1 is the oldest (last in the list)
+    assert data[0]["boxes"] == [
+        {"x": 15, "y": 15, "w": 20, "h": 20, "cls": "cup", "negative": False},
+        {"x": 70, "y": 65, "w": 40, "h": 30, "cls": "coin", "negative": True},
+        {"x": 20, "y": 20, "w": 20, "h": 20, "cls": "coin", "negative": False},
+    ]
+    assert origin == [(0, 4), (0, 3), (0, 0)]
+
+
+class FakePredictor:
+    def __init__(self):
+        self.freed = False
+
+    def reset_cache(self):
+        self.freed = True
+
+
+def test_sessions_are_isolated_bounded_and_freed(tmp_path):
+    made: list[FakePredictor] = []
+
+    def make():
+        made.append(FakePredictor())
+        return made[-1]
+
+    store = SessionStore(make, tmp_path, max_sessions=2)
+    a, b = store.get("a"), store.get("b")
+    assert a is not b and a.predictor is not b.predictor and a.project is not b.project
+    a.project.classes.append("coin")
+    assert b.project.classes == ["object"]
+    assert store.get("a") is a                       # same id, same session; "a" now newest
+    folder_b = b.dir
+    store.get("c")                                   # over the bound: "b" (LRU) is dropped
+    assert store.ids() == ["a", "c"]
+    assert made[1].freed and not folder_b.exists()
+    assert store.drop("a") and not store.drop("a")
+    assert made[0].freed and store.ids() == ["c"]
+
+
+def test_store_image_names_are_unique_and_safe(tmp_path):
+    store = SessionStore(FakePredictor, tmp_path)
+    session = store.get("x")
+    src = ASSETS / "images" / "coins.png"
+    first = session.store_image(src, "../../etc/coins.png")
+    second = session.store_image(src, "coins.png")
+    assert Path(first).parent == Path(second).parent == session.dir / "images"
+    assert Path(first).name != Path(second).name and Path(first).name.endswith("coins.png")
+    assert safe_file_name("My project: v2/3") == "3"
+    assert safe_file_name("Coin counter") == "Coin-counter"
+
+
+def test_detections_are_drawn_in_rgb_class_colours():
+    canvas = Image.new("RGB", (200, 100), (0, 0, 0))
+    out = draw_detections(canvas, np.array([[20, 30, 120, 90]]), np.array([0]), np.array([0.9]),
+                          ["coin"], ["#1E88E5"])
+    assert out.size == canvas.size and canvas.getpixel((20, 60)) == (0, 0, 0)  # copy
+    assert out.getpixel((20, 60)) == (30, 136, 229)   # left edge, RGB (not BGR)
+    small, scale = fit(Image.new("RGB", (1920, 1080)), 960)
+    assert small.size == (960, 540) and scale == 0.5
+
+
+def test_bundled_assets_and_project_files():
+    assert {p.name for p in bundled_images()} >= {"coins.png", "chelsea.png"}
+    projects = bundled_projects()
+    assert next(iter(projects)) == "coins"
+    project = load_project_file(projects["coins"])
+    assert project.classes == ["coin"]
+    assert Path(project.training_data[0]["image"]).is_file()
+    assert len(project.training_data[0]["boxes"]) == 5
+
+
+def test_load_project_file_names_a_missing_image(tmp_path):
+    path = tmp_path / "project.json"
+    path.write_text(json.dumps({"name": "x", "training_data": [{"image": "nope.png"}]}))
+    with pytest.raises(ValueError, match="nope.png"):
+        load_project_file(path)
+
+
+@pytest.mark.parametrize("fmt, expected", [
+    ("COCO JSON", {"annotations.json", "images/a.png"}),
+    ("YOLO", {"data.yaml", "images/a.png", "labels/a.txt"}),
+    ("Pascal VOC", {"images/a.png", "annotations/a.xml"}),
+])
+def test_export_detections_zips_a_dataset(tmp_path, fmt, expected):
+    from owl_core import DetectionResult
+
+    image = tmp_path / "src.png"
+    Image.new("RGB", (64, 48)).save(image)
+    # class ids follow the result's own class list and are remapped to the dataset's by name
+    result = DetectionResult(xyxy=np.array([[4, 4, 20, 30]], dtype=np.float32),
+                             confidence=np.array([0.8], dtype=np.float32),
+                             class_id=np.array([0]), class_names=("cup",), image_size=(64, 48))
+    path = export_detections([(str(image), "a.png", result)], ["coin", "cup"], fmt,
+                             tmp_path / "out", "x.zip")
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        assert names == expected
+        if fmt == "COCO JSON":
+            coco = json.loads(zf.read("annotations.json"))
+            assert [c["name"] for c in coco["categories"]] == ["coin", "cup"]
+            (ann,) = coco["annotations"]
+            assert coco["categories"][[c["id"] for c in coco["categories"]].index(
+                ann["category_id"])]["name"] == "cup"
+        if fmt == "YOLO":
+            assert zf.read("labels/a.txt").decode().split()[0] == "1"
+        if fmt == "Pascal VOC":
+            assert "<name>cup</name>" in zf.read("annotations/a.xml").decode()
+    assert fmt in DETECTION_FORMATS
+
+
+def test_score_modes_match_the_engine():
+    from owl_core import SCORE_MODES
+    from ui.handlers import SCORE_MODES as UI_MODES
+    assert tuple(UI_MODES) == tuple(SCORE_MODES)
