@@ -176,7 +176,8 @@ def _looks_like_base64(text: str) -> bool:
     return len(text) >= 40 and bool(_BASE64.match(text)) and not _HEX.match(text)
 
 
-def _decode_base64(text: str) -> bytes:
+def decode_base64(text: str) -> bytes:
+    """Bytes of a base64 image (plain, URL-safe, unpadded or a data: URL); ImageError if not."""
     text = text.strip()
     if text[:5].lower() == "data:" and not _DATA_URL.match(text):
         raise ImageError(f"data URL {text[:40]!r}...: only base64 data URLs are supported "
@@ -220,7 +221,7 @@ def resolve_image(image: ImageInput) -> ImageSource:
         if isinstance(text, bytes):
             text = os.fsdecode(text)
         if isinstance(image, str) and text.lstrip()[:5].lower() == "data:":
-            data = _decode_base64(text)
+            data = decode_base64(text)
             return ImageSource(_hash_bytes(data), data, None, "base64 image")
         if not text.strip():
             raise ImageError("empty image path; pass a file path, PIL image, RGB array, bytes or "
@@ -241,7 +242,7 @@ def resolve_image(image: ImageInput) -> ImageSource:
                 error = f"{text}: cannot read the file ({exc.strerror or exc})."
         if error is None and isinstance(image, str) and _looks_like_base64(text):
             try:
-                data = _decode_base64(text)
+                data = decode_base64(text)
             except ImageError:
                 data = b""
             if data and _is_image_header(data):

@@ -11,13 +11,10 @@ query images and settings), and re-exports the `.pt` downloads only when their c
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import html
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +23,8 @@ from typing import Any, Callable, Sequence
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
+from owl_core.images import ImageError, decode_base64
+from owl_core.scoring import SCORE_MODES
 from ui import labels as L
 from ui.drawing import PREVIEW_MAX_SIDE, draw_detections, draw_snaps, fit, open_rgb
 from ui.formats import export_detections, load_project_file
@@ -39,7 +38,6 @@ from ui.session import (
 )
 
 log = logging.getLogger(__name__)
-SCORE_MODES = ("reference", "calibrated")  # as owl_core.SCORE_MODES (checked by the tests)
 #: A detection overlapping a drawn box this much is not offered as a suggestion.
 SUGGESTION_OVERLAP = 0.5
 #: At most this many detections (the best) become suggestions, so the annotator stays usable.
@@ -965,18 +963,12 @@ def _match_json(match: Any) -> dict:
             "reason": match.reason}
 
 
-_B64_RE = re.compile(r"^[A-Za-z0-9+/=\s]+$")
-
-
 def _decode_base64(value: Any, index: int, names: Sequence[str] = ()) -> bytes:
-    text = str(value or "")
-    if text.startswith("data:") and "," in text:
-        text = text.split(",", 1)[1]
-    if len(text) < 32 or not _B64_RE.match(text):
+    """Image bytes from API input that must be base64 (server paths are never opened)."""
+    try:
+        return decode_base64(str(value or ""))
+    except ImageError:
         hint = f" Uploaded file names: {list(names)}." if names else ""
         raise gr.Error(f"training_data[{index}].image {str(value)[:60]!r} is neither the name "
-                       "or index of an uploaded example image nor base64 image data." + hint)
-    try:
-        return base64.b64decode(text, validate=False)
-    except (binascii.Error, ValueError) as exc:
-        raise gr.Error(f"training_data[{index}].image: bad base64 data ({exc}).") from None
+                       "or index of an uploaded example image nor base64 image data." + hint
+                       ) from None

@@ -208,9 +208,3 @@ def test_export_detections_zips_a_dataset(tmp_path, fmt, expected):
         if fmt == "Pascal VOC":
             assert "<name>cup</name>" in zf.read("annotations/a.xml").decode()
     assert fmt in DETECTION_FORMATS
-
-
-def test_score_modes_match_the_engine():
-    from owl_core import SCORE_MODES
-    from ui.handlers import SCORE_MODES as UI_MODES
-    assert tuple(UI_MODES) == tuple(SCORE_MODES)
