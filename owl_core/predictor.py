@@ -236,17 +236,32 @@ class OwlPredictor:
                                  "cached (or lacks what is needed); pass the image itself.")
             else:
                 todo.append((i, source))
-        total = len(todo)
+        # the same content twice in one call is embedded once, with all patches if any copy
+        # asks for them (else a later top-K-only copy would replace the full entry)
+        flags = list(flags)
+        first: dict[str, int] = {}
+        copies: list[tuple[int, int]] = []
+        unique: list[tuple[int, ImageSource]] = []
+        for i, source in todo:
+            j = first.setdefault(source.content_hash, i)
+            if j == i:
+                unique.append((i, source))
+            else:
+                copies.append((i, j))
+                flags[j] = flags[j] or flags[i]
+        total = len(unique)
         if progress is not None:
             progress(0, total)
         step = max(1, int(batch_size))
         for start in range(0, total, step):
-            chunk = todo[start:start + step]
+            chunk = unique[start:start + step]
             with self._compute_lock:
                 for (i, _), pair in zip(chunk, self._compute(chunk, flags)):
                     results[i] = pair
             if progress is not None:
                 progress(min(start + len(chunk), total), total)
+        for i, j in copies:
+            results[i] = results[j]
         return [pair for pair in results if pair is not None]
 
     @staticmethod

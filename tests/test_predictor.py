@@ -266,3 +266,12 @@ def test_embed_many_batches_and_reports_progress(tiny_model):
     solo = OwlPredictor(tiny_model, top_k=40).embeddings(scene(3))
     torch.testing.assert_close(pred.embeddings(scene(3)).class_embeds, solo.class_embeds,
                                rtol=1e-4, atol=1e-5)
+
+
+def test_same_content_twice_in_one_call_is_embedded_once_with_patches(tiny_model):
+    pred = OwlPredictor(tiny_model, top_k=40)
+    img = scene(4)
+    infos = pred.embed_many([img, img.copy()], keep_patches=[True, False])
+    assert infos[0].content_hash == infos[1].content_hash
+    assert pred.cache_stats().entries_device == 1
+    assert pred.embeddings(img).has_patches  # the query copy didn't replace the example entry

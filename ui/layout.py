@@ -8,9 +8,13 @@ Event rules used below:
   ends with one refresh of the latest boxes.
 * Sliders use ``.input``/``.release`` (user actions only), never ``.change`` (which also fires
   when a handler sets the slider, e.g. on import).
-* Slow work (embedding) runs in its own concurrency group with a progress bar on the status
-  line only, so the annotator stays usable while it runs; the preview shows images that are
-  not embedded yet undecorated and fills them in when the embedding step finishes.
+* Slow work (embedding) runs in its own concurrency group (one at a time: the vision tower
+  uses every core) with a progress bar on the status line only. The other events have their
+  own groups and the embedding step holds the session lock only between batches, so the
+  annotator and the preview answer while it runs; the preview shows images that are not
+  embedded yet undecorated and fills them in when the embedding step finishes.
+* Every refresh of the preview is followed by its own event that rewrites the `.pt`
+  downloads, so the preview never waits for those file writes.
 * Only the three documented endpoints (infer, infer_pt, export) are visible to API clients.
 """
 
@@ -21,9 +25,10 @@ from typing import Any
 import gradio as gr
 from gradio_image_annotation import image_annotator
 
+from owl_core.scoring import SCORE_MODES
 from ui import labels as L
 from ui.formats import ASSETS_DIR, DETECTION_FORMATS, bundled_images, bundled_projects
-from ui.handlers import DIAG_HEADERS, SCORE_MODES, Studio, StudioConfig
+from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
 
 CSS = """
 #random-banner {background:#FFF3CD; border:2px solid #F0AD4E; border-radius:8px;
@@ -252,91 +257,98 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
 
 def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     settings = [c.confidence, c.iou, c.max_detections, c.score_mode, c.show_examples]
-    refresh_out = [c.preview, c.counts, c.diag_warning, c.diag_table, c.diag_image,
-                   c.download_full, c.download_small, c.export_info]
+    refresh_out = [c.preview, c.counts, c.diag_warning, c.diag_table, c.diag_image]
     class_out = [c.class_pick, c.legend, c.annotator]
-    refresh = dict(fn=studio.on_settings, inputs=settings, outputs=refresh_out,
+    quiet = _private(show_progress="hidden")
+    refresh = dict(fn=studio.preview.on_settings, inputs=settings, outputs=refresh_out,
                    show_progress="minimal", show_progress_on=[c.preview],
                    trigger_mode="always_last", **_private())
-    embed = dict(fn=studio.on_embed, inputs=None, outputs=[c.status], show_progress="full",
-                 concurrency_id="embed", concurrency_limit=1, **_private())
-    quiet = _private(show_progress="hidden")
+    downloads = dict(fn=studio.project.on_downloads, inputs=settings,
+                     outputs=[c.download_full, c.download_small, c.export_info],
+                     trigger_mode="always_last", **quiet)
+    embed = dict(fn=studio.embedding.on_embed, inputs=None, outputs=[c.status],
+                 show_progress="full", concurrency_id="embed", concurrency_limit=1,
+                 **_private())
 
-    demo.load(studio.on_load, None, [c.status], **quiet).then(**refresh)
+    def refreshed(dep: Any) -> Any:
+        """Chain the preview refresh, then the `.pt` downloads (after the preview is shown)."""
+        return dep.then(**refresh).then(**downloads)
+
+    refreshed(demo.load(studio.on_load, None, [c.status], **quiet))
     demo.unload(studio.on_unload)
 
     # the annotator: every edit updates the preview
-    c.annotator.change(studio.on_boxes_edited, [c.annotator] + settings,
+    c.annotator.change(studio.boxes.on_boxes_edited, [c.annotator] + settings,
                        class_out + refresh_out, preprocess=False,
                        trigger_mode="always_last", show_progress="minimal",
-                       show_progress_on=[c.preview], **_private())
-    c.annotator.upload(studio.on_annotator_upload, c.annotator,
-                       [c.examples_gallery, c.annotator, c.status], preprocess=False,
-                       **quiet).then(**embed).then(**refresh)
+                       show_progress_on=[c.preview], **_private()).then(**downloads)
+    refreshed(c.annotator.upload(studio.images.on_annotator_upload, c.annotator,
+                                 [c.examples_gallery, c.annotator, c.status],
+                                 preprocess=False, **quiet).then(**embed))
 
     # images in
-    c.upload_examples.upload(studio.on_upload_examples, c.upload_examples,
-                             [c.examples_gallery, c.annotator, c.status],
-                             **quiet).then(**embed).then(**refresh)
-    c.upload_queries.upload(studio.on_upload_queries, c.upload_queries, [c.status],
-                            **quiet).then(**refresh).then(**embed).then(**refresh)
-    c.samples.select(studio.on_sample_select, None, None, **quiet)
-    c.sample_to_examples.click(studio.on_sample_to_examples, None,
-                               [c.examples_gallery, c.annotator, c.status],
-                               **quiet).then(**embed).then(**refresh)
-    c.sample_to_queries.click(studio.on_sample_to_queries, None, [c.status],
-                              **quiet).then(**refresh).then(**embed).then(**refresh)
-    c.examples_gallery.select(studio.on_example_select, None, [c.annotator],
-                              **quiet).then(**refresh)
-    c.remove_example.click(studio.on_remove_example, None,
-                           [c.examples_gallery, c.annotator, c.status], **quiet).then(**refresh)
-    c.clear_suggestions.click(studio.on_clear_suggestions, None, [c.annotator], **quiet)
+    examples_out = [c.examples_gallery, c.annotator, c.status]
+    refreshed(c.upload_examples.upload(studio.images.on_upload_examples, c.upload_examples,
+                                       examples_out, **quiet).then(**embed))
+    refreshed(c.upload_queries.upload(studio.images.on_upload_queries, c.upload_queries,
+                                      [c.status], **quiet).then(**refresh).then(**embed))
+    c.samples.select(studio.images.on_sample_select, None, None, **quiet)
+    refreshed(c.sample_to_examples.click(studio.images.on_sample_to_examples, None,
+                                         examples_out, **quiet).then(**embed))
+    refreshed(c.sample_to_queries.click(studio.images.on_sample_to_queries, None, [c.status],
+                                        **quiet).then(**refresh).then(**embed))
+    refreshed(c.examples_gallery.select(studio.images.on_example_select, None, [c.annotator],
+                                        **quiet))
+    refreshed(c.remove_example.click(studio.images.on_remove_example, None, examples_out,
+                                     **quiet))
+    c.clear_suggestions.click(studio.boxes.on_clear_suggestions, None, [c.annotator], **quiet)
 
     # classes
-    c.class_pick.input(studio.on_class_pick, c.class_pick, None, **quiet)
-    c.add_class.click(studio.on_add_class, c.class_name, class_out + [c.class_name],
-                      **quiet).then(**refresh)
-    c.class_name.submit(studio.on_add_class, c.class_name, class_out + [c.class_name],
-                        **quiet).then(**refresh)
-    c.rename_class.click(studio.on_rename_class, [c.class_pick, c.class_name],
-                         class_out + [c.class_name], **quiet).then(**refresh)
-    c.remove_class.click(studio.on_remove_class, c.class_pick, class_out,
-                         **quiet).then(**refresh)
+    c.class_pick.input(studio.classes.on_class_pick, c.class_pick, None, **quiet)
+    for trigger in (c.add_class.click, c.class_name.submit):
+        refreshed(trigger(studio.classes.on_add_class, c.class_name, class_out + [c.class_name],
+                          **quiet))
+    refreshed(c.rename_class.click(studio.classes.on_rename_class, [c.class_pick, c.class_name],
+                                   class_out + [c.class_name], **quiet))
+    refreshed(c.remove_class.click(studio.classes.on_remove_class, c.class_pick, class_out,
+                                   **quiet))
 
     # settings and preview actions
     for slider in (c.confidence, c.iou, c.max_detections):
-        slider.input(**refresh)
-        slider.release(**refresh)
-    c.score_mode.input(**refresh)
-    c.show_examples.input(**refresh)
-    c.preview.select(studio.on_preview_select, None, None, **quiet)
-    c.correct.click(studio.on_correct, None, [c.examples_gallery, c.annotator, c.status],
-                    **quiet).then(**embed).then(**refresh)
-    c.remove_query.click(studio.on_remove_query, settings, refresh_out + [c.status],
-                         **_private())
+        slider.input(**refresh).then(**downloads)
+        slider.release(**refresh).then(**downloads)
+    c.score_mode.input(**refresh).then(**downloads)
+    c.show_examples.input(**refresh).then(**downloads)
+    c.preview.select(studio.preview.on_preview_select, None, None, **quiet)
+    refreshed(c.correct.click(studio.boxes.on_correct, None, examples_out,
+                              **quiet).then(**embed))
+    c.remove_query.click(studio.preview.on_remove_query, settings, refresh_out + [c.status],
+                         **_private()).then(**downloads)
 
     # project, import/export
-    c.load_project.click(studio.on_load_example_project, c.project_choice,
-                         class_out + [c.examples_gallery, c.project_name, c.status],
-                         **quiet).then(**refresh).then(**embed).then(**refresh)
-    c.project_name.blur(studio.on_project_name, c.project_name, None, **quiet).then(**refresh)
-    c.project_name.submit(studio.on_project_name, c.project_name, None, **quiet).then(**refresh)
-    c.import_pt.upload(studio.on_import_pt, c.import_pt,
-                       class_out + [c.project_name, c.confidence, c.iou, c.max_detections,
-                                    c.score_mode, c.imported_md], **quiet).then(**refresh)
-    c.forget_imported.click(studio.on_forget_imported, None, [c.imported_md],
-                            **quiet).then(**refresh)
-    c.export_detections.click(studio.on_export_detections, c.detection_format,
+    refreshed(c.load_project.click(studio.project.on_load_example_project, c.project_choice,
+                                   class_out + [c.examples_gallery, c.project_name, c.status],
+                                   **quiet).then(**refresh).then(**embed))
+    for trigger in (c.project_name.blur, c.project_name.submit):  # the downloads' file names
+        trigger(studio.project.on_project_name, c.project_name, None, **quiet).then(**downloads)
+    refreshed(c.import_pt.upload(studio.project.on_import_pt, c.import_pt,
+                                 class_out + [c.project_name, c.confidence, c.iou,
+                                              c.max_detections, c.score_mode, c.imported_md],
+                                 **quiet))
+    refreshed(c.forget_imported.click(studio.project.on_forget_imported, None, [c.imported_md],
+                                      **quiet))
+    c.export_detections.click(studio.project.on_export_detections, c.detection_format,
                               [c.detections_file], **_private())
 
     # the named API (also usable from the "API & batch" tab)
     score = [c.api_confidence, c.api_iou, c.api_max, c.api_mode]
-    c.api_infer.click(studio.api_infer, [c.api_training, c.api_examples, c.api_queries] + score,
+    c.api_infer.click(studio.api.api_infer,
+                      [c.api_training, c.api_examples, c.api_queries] + score,
                       c.api_json, api_name="infer", concurrency_id="embed")
-    c.api_infer_pt.click(studio.api_infer_pt, [c.api_pt, c.api_queries] + score, c.api_json,
-                         api_name="infer_pt", concurrency_id="embed")
-    c.api_export.click(studio.api_export, [c.api_training, c.api_examples, c.api_name,
-                                           c.api_small], c.api_file, api_name="export",
+    c.api_infer_pt.click(studio.api.api_infer_pt, [c.api_pt, c.api_queries] + score,
+                         c.api_json, api_name="infer_pt", concurrency_id="embed")
+    c.api_export.click(studio.api.api_export, [c.api_training, c.api_examples, c.api_name,
+                                               c.api_small], c.api_file, api_name="export",
                        concurrency_id="embed")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ui import labels as L
+from ui.drawing import PREVIEW_MAX_SIDE, PictureCache
 
 
 @dataclass
@@ -127,7 +128,8 @@ def safe_file_name(name: str, default: str = "file") -> str:
 class Session:
     """One browser session (or one API client): predictor, project, files, last results."""
 
-    def __init__(self, session_id: str, predictor: Any, root: Path) -> None:
+    def __init__(self, session_id: str, predictor: Any, root: Path,
+                 preview_max_side: int = PREVIEW_MAX_SIDE) -> None:
         self.id = session_id
         self.predictor = predictor
         self.dir = Path(tempfile.mkdtemp(prefix="session-", dir=root))
@@ -143,7 +145,8 @@ class Session:
         self.imported_version = 0
         self.selected_sample = 0
         self.selected_preview = 0
-        self.pictures: dict[str, Any] = {}  # path -> (preview-sized picture, scale)
+        self.pictures = PictureCache(self.dir / "pictures", preview_max_side)
+        self.shown: dict[Any, Any] = {}     # output (and property) -> value last sent
         self.last_used = time.monotonic()
         self._counter = itertools.count(1)
         self._token = secrets.token_hex(3)  # so an uploaded file's own name never matches ours
@@ -181,16 +184,18 @@ class SessionStore:
         make_predictor: builds a fresh `OwlPredictor` (own caches, shared model).
         root: folder for the sessions' files.
         max_sessions: bound on live sessions.
+        preview_max_side: longest side of the sessions' preview pictures, pixels.
     """
 
     def __init__(self, make_predictor: Callable[[], Any], root: str | Path,
-                 max_sessions: int = 8) -> None:
+                 max_sessions: int = 8, preview_max_side: int = PREVIEW_MAX_SIDE) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}.")
         self._make_predictor = make_predictor
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_sessions = int(max_sessions)
+        self.preview_max_side = int(preview_max_side)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -200,7 +205,8 @@ class SessionStore:
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
-                session = Session(session_id, self._make_predictor(), self.root)
+                session = Session(session_id, self._make_predictor(), self.root,
+                                  self.preview_max_side)
                 self._sessions[session_id] = session
                 while len(self._sessions) > self.max_sessions:
                     evicted.append(self._sessions.popitem(last=False)[1])

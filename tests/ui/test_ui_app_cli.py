@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,14 @@ def test_defaults_listen_locally_without_share():
     args = app.parse_args(["--share", "--random-weights", "tiny", "--host-cache-mb", "64",
                            "--device", "cpu", "--port", "9000"])
     assert args.share and args.random_weights == "tiny" and args.host_cache_mb == 64
+    assert args.embed_batch_size is None  # chosen by device: see default_embed_batch_size
+    assert app.parse_args(["--embed-batch-size", "2"]).embed_batch_size == 2
+
+
+def test_embed_batch_size_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        app.parse_args(["--embed-batch-size", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
 
 
 def test_unloadable_model_exits_with_instructions_and_no_traceback(tmp_path):

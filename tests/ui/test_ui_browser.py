@@ -7,131 +7,30 @@ picture is written to test-artifacts/edit_to_preview.json.
 from __future__ import annotations
 
 import json
+import threading
 import time
-from pathlib import Path
 
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+import pytest
+from browser_helpers import (
+    ASSETS,
+    COINS,
+    COINS_WIDTH,
+    WATCH_PREVIEW,
+    draw_box,
+    image_origin,
+    pick_label,
+    preview_sig,
+    table_header,
+    table_rows,
+    upload,
+    wait_preview_change,
+    wait_ready,
+    wait_rows,
+)
+from conftest import DOWNLOADS_READY, free_port
+from spies import SpyPredictor
 
 from owl_core import load_pt
-
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-COINS = ASSETS / "images" / "coins.png"
-COINS_WIDTH = 384
-# records performance.now() at every pointerup and at the first preview change after it
-WATCH_PREVIEW = """() => {
-  const sig = () => Array.from(document.querySelectorAll('#preview img')).map(i => i.src).join('|');
-  window.__edit = {up: null, change: null, sig: sig()};
-  document.addEventListener('pointerup', () => {
-    window.__edit.up = performance.now(); window.__edit.change = null; }, true);
-  new MutationObserver(() => {
-    const s = sig();
-    if (s !== window.__edit.sig) {
-      window.__edit.sig = s;
-      if (window.__edit.up !== null && window.__edit.change === null)
-        window.__edit.change = performance.now();
-    }
-  }).observe(document.querySelector('#preview'),
-             {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
-}"""
-
-
-def preview_sig(page) -> str:
-    return page.evaluate(
-        "() => Array.from(document.querySelectorAll('#preview img')).map(i => i.src).join('|')")
-
-
-def wait_preview_change(page, old: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sig = preview_sig(page)
-        if sig and sig != old:
-            return sig
-        page.wait_for_timeout(50)
-    raise AssertionError("the preview picture did not change")
-
-
-def wait_ready(page, timeout: float = 60_000) -> None:
-    """All images embedded and a preview picture shown."""
-    page.wait_for_function(
-        "() => document.querySelector('#status').innerText.includes('all embedded')"
-        " && document.querySelectorAll('#preview img').length > 0"
-        " && !document.querySelector('#preview').innerText.includes('embedding…')",
-        timeout=timeout)
-    page.wait_for_timeout(300)
-
-
-def upload(page, button: str, *paths: Path) -> None:
-    with page.expect_file_chooser() as chooser:
-        page.click(button)
-    chooser.value.set_files([str(p) for p in paths])
-
-
-def image_origin(page, natural_width: int) -> tuple[float, float, float]:
-    """Page position of the annotator image's top-left pixel, and page pixels per image pixel
-    (the component centres an image narrower than the canvas and shrinks a wider one)."""
-    canvas = page.locator("#annotator canvas")
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    scale = min(1.0, box["width"] / natural_width)
-    return box["x"] + (box["width"] - natural_width * scale) / 2, box["y"], scale
-
-
-def draw_box(page, xyxy, natural_width: int = COINS_WIDTH) -> None:
-    """Drag a box with the mouse over image pixels `xyxy` in box-creation mode."""
-    page.locator("#annotator button[aria-label='Create box']").click()
-    ox, oy, scale = image_origin(page, natural_width)
-    x0, y0, x1, y1 = (v * scale for v in xyxy)
-    page.mouse.move(ox + x0, oy + y0)
-    page.mouse.down()
-    page.mouse.move(ox + (x0 + x1) / 2, oy + (y0 + y1) / 2, steps=6)
-    page.mouse.move(ox + x1, oy + y1, steps=6)
-    page.mouse.up()
-
-
-def pick_label(page, label: str) -> None:
-    """In the box label dialog, type `label`, pick it from the filtered list and confirm.
-
-    The component's list sometimes comes up empty when the dialog opens within milliseconds of
-    a value update (a race inside gradio_image_annotation); Enter then confirms the typed text.
-    """
-    dialog = page.locator("#model-box-edit")
-    dialog.wait_for()
-    field = dialog.locator("input[aria-label='Label']")
-    field.fill(label)
-    option = dialog.locator(f"li[aria-label='{label}']")
-    try:
-        option.click(timeout=3000)
-    except PlaywrightTimeout:
-        field.press("Enter")
-    if dialog.count():
-        dialog.locator("button", has_text="OK").click()
-    dialog.wait_for(state="detached")
-
-
-def table_rows(page, selector: str) -> list[list[str]]:
-    """Body cells of a gr.Dataframe, row by row."""
-    return page.evaluate(
-        """(sel) => Array.from(document.querySelectorAll(sel + ' [role=row].virtual-row'))
-             .map(r => Array.from(r.querySelectorAll('[role=gridcell]'))
-                       .map(c => c.innerText.trim()))""",
-        selector)
-
-
-def table_header(page, selector: str) -> list[str]:
-    return page.evaluate(
-        """(sel) => Array.from(document.querySelectorAll(sel + ' th[role=columnheader]')).map(
-             th => th.getAttribute('title'))""", selector)
-
-
-def wait_rows(page, selector: str, predicate, timeout: float = 30.0) -> list[list[str]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = table_rows(page, selector)
-        if rows and predicate(rows):
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{selector}: rows never satisfied the check; last: {rows}")
-        page.wait_for_timeout(100)
 
 
 def test_page_opens_ready(page, artifacts):
@@ -291,7 +190,7 @@ def test_false_positive_becomes_a_negative_with_one_relabel(page, artifacts):
     page.screenshot(path=str(artifacts / "08_false_positive_to_negative.png"), full_page=True)
 
 
-def test_several_examples_queries_and_class_edits(page, artifacts):
+def test_several_examples_queries_and_class_edits(page, artifacts, studio_app):
     chelsea, rocket = ASSETS / "images" / "chelsea.png", ASSETS / "images" / "rocket.jpg"
     page.fill("#class-name textarea", "cat")
     page.press("#class-name textarea", "Enter")
@@ -353,3 +252,68 @@ def test_several_examples_queries_and_class_edits(page, artifacts):
     page.wait_for_function(
         "() => document.querySelector('#diag-warning').innerText.includes('No boxes yet')")
     assert "kitty" not in table_header(page, "#counts")
+
+    # all those edits were answered from the embeddings made once per distinct image (chelsea
+    # is both an example and a query: one embedding)
+    store = studio_app[1].studio.store
+    session = next(s for s in map(store.get, store.ids())
+                   if [e.name for e in s.project.examples] == ["chelsea.png", "coins.png"])
+    assert session.predictor.cache_stats().misses == 3
+
+
+@pytest.fixture()
+def gated_app(tiny_model, tmp_path):
+    """(url, gate, predictors): the studio whose query images stay "in the vision tower" until
+    the test sets `gate` (example images are embedded at once)."""
+    from ui import Studio, StudioConfig, build_demo, launch_kwargs
+
+    gate, predictors = threading.Event(), []
+
+    def make_predictor():
+        predictors.append(SpyPredictor(tiny_model))
+        predictors[-1].gate = gate
+        return predictors[-1]
+
+    config = StudioConfig(random_preset="tiny", work_dir=str(tmp_path / "studio"))
+    demo = build_demo(tiny_model, config,
+                      studio=Studio(tiny_model, config, make_predictor=make_predictor))
+    demo.queue(default_concurrency_limit=4)
+    try:
+        demo.launch(**launch_kwargs(prevent_thread_lock=True, server_name="127.0.0.1",
+                                    server_port=free_port(), quiet=True))
+        yield demo.local_url.rstrip("/"), gate, predictors
+    finally:
+        gate.set()
+        demo.close()
+
+
+def test_boxes_are_answered_while_images_are_being_embedded(browser, gated_app, coins_copy,
+                                                            artifacts):
+    url, gate, predictors = gated_app
+    context = browser.new_context(viewport={"width": 1600, "height": 1200})
+    try:
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function(DOWNLOADS_READY)
+        upload(page, "#upload-examples", coins_copy)
+        page.wait_for_function(
+            "() => document.querySelector('#status').innerText.includes('all embedded')")
+        upload(page, "#upload-queries", COINS)
+        assert predictors[-1].waiting.wait(30)  # the query image is in the "vision tower"
+
+        # the embedding step holds neither the page nor the session: a box is answered
+        draw_box(page, (131, 28, 180, 74))
+        pick_label(page, "object")
+        rows = wait_rows(page, "#diag-table", lambda rows: len(rows) == 1)
+        assert rows[0][6] == "matched"
+        captions = page.evaluate(
+            "() => Array.from(document.querySelectorAll('#preview img')).map(i => i.alt)")
+        assert any(c.endswith("embedding…") for c in captions)
+        assert not gate.is_set() and "all embedded" not in page.inner_text("#status")
+        page.screenshot(path=str(artifacts / "12_box_while_embedding.png"), full_page=True)
+
+        gate.set()  # the tower "finishes": the preview fills in by itself
+        wait_ready(page)
+        wait_rows(page, "#counts", lambda rows: rows[0][0] == "coins.png")
+    finally:
+        context.close()

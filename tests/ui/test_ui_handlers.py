@@ -1,0 +1,165 @@
+"""The studio's handlers called directly (no browser) on the tiny random model: the embedding
+step (batches, progress, no session lock held while the vision tower runs) and the preview
+refresh (never embeds, skips what did not change)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+from spies import SpyPredictor
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "images"
+SETTINGS = (0.5, 0.3, 300, "reference", False)  # confidence, NMS IoU, max, mode, show examples
+COIN = {"xmin": 131, "ymin": 28, "xmax": 180, "ymax": 74, "label": "object",
+        "color": "rgb(30, 136, 229)"}
+
+
+@pytest.fixture()
+def studio(tiny_model, tmp_path):
+    from ui import Studio, StudioConfig, build_demo
+
+    config = StudioConfig(work_dir=str(tmp_path / "work"), embed_batch_size=2)
+    studio = Studio(tiny_model, config, make_predictor=lambda: SpyPredictor(tiny_model))
+    build_demo(tiny_model, config, studio=studio)  # the components the handlers address
+    return studio
+
+
+def _copies(tmp_path: Path, *names: str, prefix: str = "up") -> list[str]:
+    """Copies of bundled images to upload (under new names, as a user's files would be)."""
+    out = []
+    for i, name in enumerate(names):
+        target = tmp_path / f"{prefix}{i}-{name}"
+        shutil.copyfile(ASSETS / name, target)
+        out.append(str(target))
+    return out
+
+
+def _payload(item, *boxes) -> dict:
+    return {"image": {"path": item.path}, "boxes": [dict(b) for b in boxes]}
+
+
+def _value(out: dict, component):
+    """What a handler sent to a component (a plain value or a gr.update's value)."""
+    sent = out[component]
+    return sent["value"] if isinstance(sent, dict) and sent.get("__type__") == "update" else sent
+
+
+def _shift(box: dict, dx: float) -> dict:
+    return {**box, "xmin": box["xmin"] + dx, "xmax": box["xmax"] + dx}
+
+
+def test_embedding_runs_in_batches_examples_first_with_progress(studio, tmp_path):
+    request = SimpleNamespace(session_hash="batches")
+    studio.images.on_upload_examples(_copies(tmp_path, "coins.png", "chelsea.png",
+                                             "coffee.png"), request)
+    studio.images.on_upload_queries(_copies(tmp_path, "rocket.jpg", "astronaut.jpg"), request)
+    steps = []
+    out = studio.embedding.on_embed(request, progress=lambda value, **kw: steps.append(value))
+    s = studio.session(request)
+    # batch size 2: examples (all patches kept) in batches of their own, then the queries
+    assert s.predictor.calls == [(2, 2, True), (1, 2, True), (2, 2, False)]
+    assert steps == [(0, 5), (2, 5), (3, 5), (5, 5)]
+    assert all(i.content_hash for i in s.project.examples + s.project.queries)
+    assert "all embedded" in out[studio.c.status]
+
+
+def test_the_embedding_step_leaves_the_session_free_while_the_tower_runs(studio, tmp_path):
+    request = SimpleNamespace(session_hash="responsive")
+    s = studio.session(request)
+    studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)
+    studio.images.on_upload_queries(_copies(tmp_path, "chelsea.png"), request)
+    s.predictor.gate = threading.Event()
+    worker = threading.Thread(target=studio.embedding.on_embed, args=(request,),
+                              kwargs={"progress": lambda *a, **k: None})
+    worker.start()
+    try:
+        assert s.predictor.waiting.wait(30)  # the example is done; the query is "embedding"
+        assert s.lock.acquire(timeout=1), "the embedding step holds the session lock"
+        s.lock.release()
+        # a box drawn meanwhile is answered at once, from the example's embedding
+        example = s.project.examples[0]
+        start = time.perf_counter()
+        out = studio.boxes.on_boxes_edited(_payload(example, COIN), *SETTINGS, request)
+        assert time.perf_counter() - start < 5
+        assert _value(out, studio.c.diag_table)[0][6] == "matched"
+        (_, caption), = _value(out, studio.c.preview)  # the query waits for its turn
+        assert caption.endswith("embedding…")
+        assert worker.is_alive()
+    finally:
+        s.predictor.gate.set()
+        worker.join(30)
+    out = studio.preview.on_settings(*SETTINGS, request)
+    (_, caption), = _value(out, studio.c.preview)
+    assert caption.startswith("up0-chelsea.png · object:")
+
+
+def test_the_preview_never_embeds_an_image_again(studio, tmp_path):
+    request = SimpleNamespace(session_hash="misses")
+    # chelsea twice (as an example and as a query): one embedding, with all patches
+    studio.images.on_upload_examples(_copies(tmp_path, "coins.png", "chelsea.png"), request)
+    studio.images.on_upload_queries(_copies(tmp_path, "chelsea.png", "rocket.jpg", prefix="q"),
+                                    request)
+    studio.embedding.on_embed(request, progress=lambda *a, **k: None)
+    s = studio.session(request)
+    assert s.predictor.cache_stats().misses == 3
+    example = s.project.examples[0]
+    for n in range(6):  # move the box, slide the confidence, toggle example previews
+        box = _shift(COIN, 4 * n)
+        studio.boxes.on_boxes_edited(_payload(example, box), *SETTINGS, request)
+        studio.preview.on_settings(0.4 + n / 20, 0.3, 300, "reference", n % 2 == 1, request)
+    stats = s.predictor.cache_stats()
+    assert stats.misses == 3 and stats.hits > 10
+    assert s.predictor.calls == [(2, 2, True), (2, 2, False)]
+
+
+def test_a_box_on_an_image_not_embedded_yet_waits_instead_of_embedding(studio, tmp_path):
+    request = SimpleNamespace(session_hash="waiting")
+    studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)
+    s = studio.session(request)
+    out = studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), *SETTINGS,
+                                       request)
+    assert "still being embedded" in out[studio.c.diag_warning]
+    assert s.predictor.cache_stats().misses == 0  # the edit did not run the vision tower
+    studio.embedding.on_embed(request, progress=lambda *a, **k: None)
+    out = studio.preview.on_settings(*SETTINGS, request)
+    assert out[studio.c.diag_warning] == "✓ The box snapped to a predicted box."
+
+
+def test_unchanged_outputs_and_pictures_are_not_sent_again(studio, tmp_path):
+    request = SimpleNamespace(session_hash="skips")
+    studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)
+    studio.images.on_upload_queries(_copies(tmp_path, "chelsea.png", "rocket.jpg"), request)
+    studio.embedding.on_embed(request, progress=lambda *a, **k: None)
+    s = studio.session(request)
+    first = studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), *SETTINGS,
+                                         request)
+    pictures = [p for p, _ in _value(first, studio.c.preview)]
+    assert all(Path(p).suffix == ".jpg" and Path(p).is_file() for p in pictures)
+    # the same state again: nothing to send
+    assert studio.preview.on_settings(*SETTINGS, request) == gr.skip()
+    # a setting that changes no detection (max detections above their number) changes nothing
+    # on screen either: same pictures, same tables, so none of them is sent
+    n = max(len(r) for r in s.results.values())
+    out = studio.preview.on_settings(0.5, 0.3, n + 1, "reference", False, request)
+    assert out == gr.skip()
+    # fewer detections: new pictures; the diagnostics (same boxes) are not resent
+    out = studio.preview.on_settings(0.95, 0.3, 300, "reference", False, request)
+    assert studio.c.preview in out and studio.c.diag_table not in out
+    # as plain values: a gr.update would make Gradio rebuild the component (~5-10 ms)
+    assert isinstance(out[studio.c.preview], list)
+
+
+def test_embed_batch_size_follows_the_device(tiny_model, tmp_path):
+    from ui import Studio, StudioConfig
+    from ui.handlers.studio import default_embed_batch_size
+
+    assert default_embed_batch_size(SimpleNamespace(device=SimpleNamespace(type="cuda"))) == 4
+    assert Studio(tiny_model, StudioConfig(work_dir=str(tmp_path))).config.embed_batch_size == 1
+    chosen = StudioConfig(work_dir=str(tmp_path), embed_batch_size=3)
+    assert Studio(tiny_model, chosen).config.embed_batch_size == 3

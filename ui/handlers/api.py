@@ -1,0 +1,157 @@
+"""The named API endpoints (infer, infer_pt, export), for `gradio_client` and the "API &
+batch" tab. Each client gets its own session (``api:<session>``), apart from its browser tab's,
+so an API call never changes what the tab shows. Images come as uploads or base64, never as
+paths on the server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from owl_core.images import ImageError, decode_base64
+from owl_core.scoring import SCORE_MODES
+from ui.handlers.common import Area, engine_errors, file_path, read_settings
+from ui.session import Session, Settings, safe_file_name
+
+
+class ApiHandlers(Area):
+    """`api_infer`, `api_infer_pt`, `api_export`."""
+
+    def _api_session(self, request: gr.Request | None) -> Session:
+        session_id = "api:" + (getattr(request, "session_hash", None) or "default")
+        return self.studio.store.get(session_id)
+
+    @staticmethod
+    def _api_training(training_data: Any, example_images: Any) -> list[dict]:
+        """Training data whose "image" fields name uploaded files (by index or file name) or
+        carry base64 data; never a path on the server."""
+        if isinstance(training_data, str):
+            try:
+                training_data = json.loads(training_data) if training_data.strip() else []
+            except ValueError as exc:
+                raise gr.Error(f"training_data is not valid JSON: {exc}.") from None
+        if isinstance(training_data, dict) and "training_data" in training_data:
+            training_data = training_data["training_data"]
+        if not isinstance(training_data, list):
+            raise gr.Error("training_data must be a JSON list of {\"image\": ..., \"boxes\": "
+                           f"[...]}} entries, got {type(training_data).__name__}.")
+        files = [p for p in (file_path(f) for f in (example_images or [])) if p]
+        by_name = {Path(p).name: p for p in files}
+        out = []
+        for i, entry in enumerate(training_data):
+            if not isinstance(entry, dict):
+                raise gr.Error(f"training_data[{i}] must be an object with image and boxes.")
+            image = entry.get("image")
+            if isinstance(image, dict) and image.get("type") == "base64":
+                image = image.get("value")
+                resolved: Any = _decode_base64(image, i)
+            elif isinstance(image, bool) or image is None:
+                raise gr.Error(f"training_data[{i}].image is missing.")
+            elif isinstance(image, int):
+                if not 0 <= image < len(files):
+                    raise gr.Error(f"training_data[{i}].image = {image}, but only {len(files)} "
+                                   "example image(s) were uploaded (indices start at 0).")
+                resolved = files[image]
+            elif isinstance(image, str) and image in by_name:
+                resolved = by_name[image]
+            elif isinstance(image, str):
+                resolved = _decode_base64(image, i, names=list(by_name))
+            else:
+                raise gr.Error(f"training_data[{i}].image must be an index, a file name or "
+                               "base64 data.")
+            out.append({"image": resolved, "boxes": entry.get("boxes", [])})
+        return out
+
+    @staticmethod
+    def _api_settings(confidence, iou_threshold, max_detections, score_mode) -> Settings:
+        if score_mode not in SCORE_MODES:
+            raise gr.Error(f"score_mode must be one of {list(SCORE_MODES)}, got {score_mode!r}.")
+        return read_settings(confidence, iou_threshold, max_detections, score_mode)
+
+    def _api_results(self, pred: Any, query_images: Any, settings: Settings) -> list[dict]:
+        """Detections per query image; the images are embedded in batches first."""
+        paths = [file_path(f) for f in query_images or []]
+        pred.embed_many(paths, batch_size=self.config.embed_batch_size)
+        found = pred.detect_many(paths, **settings.detect_kwargs())
+        return [{"file": Path(path).name, **res.to_json()} for path, res in zip(paths, found)]
+
+    @engine_errors
+    def api_infer(self, training_data: str, example_images: list, query_images: list,
+                  confidence: float, iou_threshold: float, max_detections: float,
+                  score_mode: str, request: gr.Request) -> dict:
+        """Detect on query images from examples given as training data (reference schema)."""
+        settings = self._api_settings(confidence, iou_threshold, max_detections, score_mode)
+        s = self._api_session(request)
+        with s.lock:
+            training = self._api_training(training_data, example_images)
+            pred = s.predictor
+            pred.clear_imported()
+            report = pred.set_examples(training)
+            return {
+                "classes": list(report.class_names),
+                "match_report": [_match_json(b) for b in report.boxes],
+                "results": self._api_results(pred, query_images, settings),
+            }
+
+    @engine_errors
+    def api_infer_pt(self, pt_file: Any, query_images: list, confidence: float,
+                     iou_threshold: float, max_detections: float, score_mode: str,
+                     request: gr.Request) -> dict:
+        """Detect on query images with the exemplars of an exported `.pt`."""
+        settings = self._api_settings(confidence, iou_threshold, max_detections, score_mode)
+        path = file_path(pt_file)
+        if not path:
+            raise gr.Error("Upload a .pt file (pt_file).")
+        s = self._api_session(request)
+        with s.lock:
+            pred = s.predictor
+            pred.clear_imported()
+            pred.set_examples([])
+            prompts = pred.load_pt(path)
+            return {"classes": list(prompts.exemplars.class_names),
+                    "results": self._api_results(pred, query_images, settings)}
+
+    @engine_errors
+    def api_export(self, training_data: str, example_images: list, name: str, small: bool,
+                   request: gr.Request) -> str:
+        """Build a `.pt` from training data and return it (small = without image embeddings)."""
+        s = self._api_session(request)
+        with s.lock:
+            training = self._api_training(training_data, example_images)
+            pred = s.predictor
+            pred.clear_imported()
+            report = pred.set_examples(training)
+            if not len(pred.exemplars):
+                unmatched = "; ".join(b.reason or "" for b in report.unmatched)
+                raise gr.Error("None of the boxes matched a predicted box, so there is nothing "
+                               f"to export ({unmatched}).")
+            stem = safe_file_name(name or "owl-project", "owl-project")
+            target = s.work_dir(f"api-export-{time.time_ns()}") / (
+                f"{stem}-small.pt" if small else f"{stem}.pt")
+            return str(pred.export(target, small=bool(small),
+                                   settings={"project": name or stem}))
+
+
+def _match_json(match: Any) -> dict:
+    return {"image_index": match.image_index, "box_index": match.box_index, "cls": match.cls,
+            "negative": bool(match.negative), "matched": bool(match.matched),
+            "iou": round(float(match.iou), 4),
+            "snapped_xyxy": None if match.matched_xyxy is None
+            else [round(float(v), 2) for v in match.matched_xyxy],
+            "reason": match.reason}
+
+
+def _decode_base64(value: Any, index: int, names: Sequence[str] = ()) -> bytes:
+    """Image bytes from API input that must be base64 (server paths are never opened)."""
+    try:
+        return decode_base64(str(value or ""))
+    except ImageError:
+        hint = f" Uploaded file names: {list(names)}." if names else ""
+        raise gr.Error(f"training_data[{index}].image {str(value)[:60]!r} is neither the name "
+                       "or index of an uploaded example image nor base64 image data." + hint
+                       ) from None

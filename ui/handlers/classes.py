@@ -1,0 +1,83 @@
+"""Classes: pick, add, rename, remove. A box carries its class in its label, so renaming or
+removing a class rewrites the boxes too; the preview refresh is chained by the layout."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui import labels as L
+from ui.handlers.common import Area, engine_errors
+from ui.handlers.views import class_updates, recolor
+
+
+class ClassHandlers(Area):
+    """The class list and the boxes that use it."""
+
+    def on_class_pick(self, value: str | None, request: gr.Request) -> None:
+        """The class a box gets while its label dialog is still open."""
+        s = self.session(request)
+        with s.lock:
+            if value in s.project.classes:
+                s.project.active_class = value
+
+    @engine_errors
+    def on_add_class(self, name: str, request: gr.Request) -> dict:
+        s = self.session(request)
+        with s.lock:
+            p = s.project
+            try:
+                name = L.validate_class_name(name, p.classes)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
+            p.classes.append(name)
+            p.active_class = name
+            out = class_updates(self.c, p)
+            out[self.c.class_name] = ""
+            return out
+
+    @engine_errors
+    def on_rename_class(self, selected: str | None, name: str, request: gr.Request) -> dict:
+        """Rename the picked class; its boxes (positive and negative) follow."""
+        s = self.session(request)
+        with s.lock:
+            p = s.project
+            if selected not in p.classes:
+                raise gr.Error("Pick the class to rename in the Class list first.")
+            others = [c for c in p.classes if c != selected]
+            try:
+                name = L.validate_class_name(name, others)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
+            p.classes[p.classes.index(selected)] = name
+            for item in p.examples:
+                for box in item.boxes:
+                    parsed = L.parse_box(box, p.classes)
+                    if parsed.cls != selected:
+                        continue
+                    box["label"] = L.negative_label(name) if parsed.kind == "negative" else name
+            if p.active_class == selected:
+                p.active_class = name
+            out = class_updates(self.c, p, with_value=True)
+            out[self.c.class_name] = ""
+            return out
+
+    @engine_errors
+    def on_remove_class(self, selected: str | None, request: gr.Request) -> dict:
+        """Remove the picked class and every box of it."""
+        s = self.session(request)
+        with s.lock:
+            p = s.project
+            if selected not in p.classes:
+                raise gr.Error("Pick the class to remove in the Class list first.")
+            removed = 0
+            for item in p.examples:
+                keep = [b for b in item.boxes if L.parse_box(b, p.classes).cls != selected]
+                removed += len(item.boxes) - len(keep)
+                item.boxes = keep
+            p.classes.remove(selected)
+            if p.active_class == selected:
+                p.active_class = p.classes[0] if p.classes else ""
+            recolor(p)
+            if removed:
+                gr.Info(f"Removed class {selected!r} and its {removed} box(es).")
+            return class_updates(self.c, p, with_value=True)

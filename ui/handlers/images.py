@@ -1,0 +1,119 @@
+"""Images in: uploads (examples and queries), the bundled samples, and which example image the
+annotator shows. Adding an image only copies it into the session; the embedding step that
+each of these events chains (`ui.handlers.embedding`) does the slow part."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ui.formats import bundled_images
+from ui.handlers.common import Area, engine_errors, file_path, image_size, uploaded
+from ui.handlers.views import annotator_value, examples_updates, status_text
+from ui.session import ImageItem, Session
+
+
+def add_images(s: Session, paths: Sequence[tuple[str, str]], as_example: bool) -> int:
+    """Copy images (path, display name) into the session as examples or query images, warning
+    about files that are not images; returns the index of the first example added (which
+    becomes the annotator's image)."""
+    p = s.project
+    first = len(p.examples)
+    bad = []
+    for path, name in paths:
+        try:
+            size = image_size(path)
+        except ValueError as exc:
+            bad.append(str(exc))
+            continue
+        item = ImageItem(s.store_image(path, name), name, size)
+        (p.examples if as_example else p.queries).append(item)
+    for message in bad:
+        gr.Warning(message)
+    if as_example and len(p.examples) > first:
+        p.current = first
+    return first
+
+
+class ImageHandlers(Area):
+    """Uploads, samples, example selection and removal."""
+
+    def _examples_changed(self, s: Session) -> dict:
+        out = examples_updates(self.c, s.project)
+        out[self.c.annotator] = gr.update(value=annotator_value(s.project))
+        out[self.c.status] = status_text(s)
+        return out
+
+    @engine_errors
+    def on_upload_examples(self, files: Any, request: gr.Request) -> dict:
+        """New example images; the first one opens in the annotator."""
+        s = self.session(request)
+        with s.lock:
+            add_images(s, uploaded(files), as_example=True)
+            return self._examples_changed(s)
+
+    @engine_errors
+    def on_upload_queries(self, files: Any, request: gr.Request) -> dict:
+        """New query images (the preview shows them once embedded)."""
+        s = self.session(request)
+        with s.lock:
+            add_images(s, uploaded(files), as_example=False)
+            return {self.c.status: status_text(s)}
+
+    @engine_errors
+    def on_annotator_upload(self, payload: dict | None, request: gr.Request) -> dict:
+        """An image dropped straight onto the empty annotator becomes an example."""
+        s = self.session(request)
+        image = (payload or {}).get("image") or {}
+        path = file_path(image)
+        if not path:
+            return {}
+        name = image.get("orig_name") or Path(path).name
+        with s.lock:
+            add_images(s, [(path, name)], as_example=True)
+            return self._examples_changed(s)
+
+    def on_sample_select(self, evt: gr.SelectData, request: gr.Request) -> None:
+        """Remember the clicked sample for the "Add as ..." buttons."""
+        s = self.session(request)
+        s.selected_sample = int(evt.index or 0)
+
+    def _selected_sample(self, request: gr.Request) -> str:
+        s = self.session(request)
+        images = bundled_images()
+        if not images:
+            raise gr.Error("No bundled images found in assets/images.")
+        return str(images[min(s.selected_sample, len(images) - 1)])
+
+    @engine_errors
+    def on_sample_to_examples(self, request: gr.Request) -> dict:
+        return self.on_upload_examples([self._selected_sample(request)], request)
+
+    @engine_errors
+    def on_sample_to_queries(self, request: gr.Request) -> dict:
+        return self.on_upload_queries([self._selected_sample(request)], request)
+
+    @engine_errors
+    def on_example_select(self, evt: gr.SelectData, request: gr.Request) -> dict:
+        """Open the clicked example in the annotator."""
+        s = self.session(request)
+        with s.lock:
+            p = s.project
+            if 0 <= int(evt.index or 0) < len(p.examples):
+                p.current = int(evt.index)
+            return {self.c.annotator: gr.update(value=annotator_value(p))}
+
+    @engine_errors
+    def on_remove_example(self, request: gr.Request) -> dict:
+        """Drop the annotator's example image and its boxes."""
+        s = self.session(request)
+        with s.lock:
+            p = s.project
+            if p.current_example is None:
+                raise gr.Error("No example image to remove.")
+            p.examples.pop(p.current)
+            p.current = min(p.current, len(p.examples) - 1)
+            return self._examples_changed(s)

@@ -1,0 +1,269 @@
+"""The live preview: detections on the query images, per-class counts, and the per-box
+diagnostics, recomputed from cached embeddings after every edit.
+
+`refresh` is the edit -> preview path, so it does as little as it can (see `ui.profiling`,
+``OWL_PROFILE=1``, for where the time goes):
+
+* nothing at all when nothing it shows depends on changed (the key: training data, classes,
+  images and their hashes, settings);
+* only embedded images take part: an example still being embedded waits (its boxes are listed
+  as waiting), so an edit never runs the vision tower;
+* each picture is drawn and encoded only when its detections changed (`PictureCache`), as a
+  JPEG file Gradio merely copies;
+* outputs whose value did not change are left out of the answer (less to send and redraw),
+  and the others are sent as plain values, not `gr.update`s, unless a property changed;
+* the `.pt` downloads are rewritten by their own chained event (`ui.handlers.project`), after
+  the preview is on screen.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+
+from ui import labels as L
+from ui.drawing import draw_detections, draw_snaps, signature
+from ui.handlers.common import Area, engine_errors, read_settings
+from ui.handlers.views import status_text
+from ui.profiling import StageTimer
+from ui.session import ImageItem, Project, Session, Settings
+
+DIAG_HEADERS = ["image", "#", "class", "kind", "IoU", "snapped to (x0, y0, x1, y1)", "status"]
+
+
+def embedded_training_data(p: Project) -> tuple[list[dict], list[tuple[int, int]], int]:
+    """`Project.training_data` restricted to embedded example images, and how many boxes wait
+    for their image's embedding."""
+    training, origin = p.training_data()
+    ready = {e.path for e in p.examples if e.content_hash}
+    kept = [entry for entry in training if entry["image"] in ready]
+    kept_origin = [o for o in origin if p.examples[o[0]].content_hash]
+    return kept, kept_origin, len(origin) - len(kept_origin)
+
+
+class PreviewHandlers(Area):
+    """The preview, its settings and the actions on its selected image."""
+
+    # ------------------------------------------------------------------ the refresh
+    def refresh(self, s: Session, settings: Settings, what: str = "refresh") -> dict:
+        """Preview, counts and diagnostics for the session's current state (call under
+        ``s.lock``); only outputs whose value changed are returned."""
+        timer = StageTimer(what)
+        p = s.project
+        training, origin, waiting = embedded_training_data(p)
+        items = self._preview_items(s, settings)
+        key = json.dumps([training, p.classes, [(i.path, i.content_hash) for i in items],
+                          [e.content_hash for e in p.examples], settings.__dict__, p.current,
+                          s.imported_version], default=str)
+        if key == s.preview_key:
+            return {}
+        pred = s.predictor
+        with timer.stage("set_examples"):
+            report = pred.set_examples(training, class_names=list(p.classes))
+        s.report = report
+        ready = [i for i in items if i.content_hash is not None]
+        with timer.stage("detect", len(ready)):
+            found = pred.detect_many([i.path for i in ready], **settings.detect_kwargs())
+        results = {i.path: r for i, r in zip(ready, found)}
+        has_prompts = len(pred.exemplars) > 0
+        colors_by_name = {n: L.class_color(i) for i, n in enumerate(p.classes)}
+        gallery, rows = [], []
+        totals: dict[str, int] = {n: 0 for n in p.classes}
+        for item in items:
+            res = results.get(item.path)
+            if res is None:  # the embedding step fills it in
+                with timer.stage("base"):
+                    gallery.append((self._plain_picture(s, item.path),
+                                    f"{item.name} · embedding…"))
+                continue
+            picture = self._detections_picture(s, item.path, res, colors_by_name, timer)
+            gallery.append((picture, self._caption(item, res, has_prompts)))
+            if item in p.queries:
+                counts = res.counts()
+                rows.append([item.name] + [counts.get(n, 0) for n in p.classes]
+                            + [sum(counts.values())])
+                for n, c in counts.items():
+                    totals[n] = totals.get(n, 0) + c
+        if rows:
+            rows.append(["all query images"] + [totals.get(n, 0) for n in p.classes]
+                        + [sum(totals.get(n, 0) for n in p.classes)])
+        s.results = results
+        s.preview_items = items
+        s.preview_key = key
+        if gallery:
+            s.selected_preview = min(s.selected_preview, len(gallery) - 1)
+        headers = ["image"] + list(p.classes) + ["total"]
+        out: dict = {}
+        self._send(s, out, self.c.preview, "preview", gallery,
+                   selected_index=s.selected_preview if gallery else None)
+        self._send(s, out, self.c.counts, "counts", rows, headers=headers,
+                   column_count=(len(headers), "fixed"))
+        with timer.stage("diagnostics"):
+            out.update(self._diagnostics(s, report, origin, waiting, timer))
+        timer.report()
+        return out
+
+    def _preview_items(self, s: Session, settings: Settings) -> list[ImageItem]:
+        items = list(s.project.queries)
+        if settings.show_examples:
+            seen = {q.path for q in items}
+            items += [e for e in s.project.examples if e.path not in seen]
+        return items
+
+    @staticmethod
+    def _caption(item: ImageItem, res: Any, has_prompts: bool) -> str:
+        if not has_prompts:
+            return f"{item.name} · draw a box on an example to start"
+        summary = ", ".join(f"{n}: {c}" for n, c in res.counts().items()) or "no classes"
+        return f"{item.name} · {summary}"
+
+    @staticmethod
+    def _plain_picture(s: Session, path: str) -> str:
+        """The image as it is (shown while it waits for its embedding)."""
+        return s.pictures.render("plain", path, "", lambda base, scale: base)
+
+    @staticmethod
+    def _detections_picture(s: Session, path: str, res: Any, colors_by_name: dict[str, str],
+                            timer: StageTimer) -> str:
+        """The image with its detections drawn (drawn and encoded only when they changed)."""
+        names = list(res.class_names)
+        n_classes = len(colors_by_name)
+        colors = [colors_by_name.get(n, L.class_color(n_classes + i))
+                  for i, n in enumerate(names)]
+        sig = signature(res.xyxy, res.class_id, res.confidence, names, colors)
+        cached = s.pictures.cached("detections", path, sig)
+        if cached is not None:
+            return cached
+        with timer.stage("draw"):
+            base, scale = s.pictures.base(path)
+            picture = draw_detections(base, res.xyxy * scale, res.class_id, res.confidence,
+                                      names, colors)
+        with timer.stage("encode"):
+            return s.pictures.save("detections", path, sig, picture)
+
+    @staticmethod
+    def _send(s: Session, out: dict, component: Any, name: str, value: Any, **props: Any) -> None:
+        """Put `value` into `out` only if it differs from the value last sent; as a plain value
+        unless one of the component's `props` changed too. (A `gr.update` makes Gradio rebuild
+        the component and its config for the session: 5-10 ms each; a plain value is only
+        postprocessed.)"""
+        props_changed = any(s.shown.get((name, k), s) != v for k, v in props.items())
+        if not props_changed and s.shown.get(name, s) == value:
+            return
+        s.shown[name] = value
+        if props_changed:
+            s.shown.update({(name, k): v for k, v in props.items()})
+            out[component] = gr.update(value=value, **props)
+        else:
+            out[component] = value
+
+    # ------------------------------------------------------------------ diagnostics
+    def _diagnostics(self, s: Session, report: Any, origin: list[tuple[int, int]],
+                     waiting: int, timer: StageTimer) -> dict:
+        """The per-box table (what each drawn box snapped to), the warning about boxes that
+        matched nothing, and the current example with its snapped boxes drawn."""
+        p = s.project
+        rows, warnings = [], []
+        snaps: dict[str, list] = {"drawn": [], "snapped": [], "titles": [], "matched": [],
+                                  "negative": [], "class_index": []}
+        ordinal: dict[int, int] = {}
+        for n, match in enumerate(report.boxes):
+            ei, _ = origin[n] if n < len(origin) else (-1, -1)
+            ordinal[ei] = bi = ordinal.get(ei, 0) + 1  # 1-based among the example's boxes
+            item = p.examples[ei] if 0 <= ei < len(p.examples) else None
+            name = item.name if item else "?"
+            snapped = ("" if match.matched_xyxy is None else
+                       "(" + ", ".join(f"{v:.0f}" for v in match.matched_xyxy) + ")")
+            status = "matched" if match.matched else "⚠ no match (ignored)"
+            kind = "negative" if match.negative else "positive"
+            rows.append([name, bi, match.cls, kind, round(float(match.iou), 2), snapped,
+                         status])
+            if not match.matched:
+                label = L.negative_label(match.cls) if match.negative else match.cls
+                warnings.append(f"**{name}** box {bi} ({label}): {match.reason}")
+            if ei == p.current:
+                snaps["drawn"].append(match.drawn_xyxy)
+                snaps["snapped"].append(match.matched_xyxy)
+                snaps["titles"].append(f"#{bi} IoU {match.iou:.2f}")
+                snaps["matched"].append(bool(match.matched))
+                snaps["negative"].append(bool(match.negative))
+                snaps["class_index"].append(p.classes.index(match.cls)
+                                            if match.cls in p.classes else 0)
+        if warnings:
+            many = len(warnings) > 1
+            text = (f"⚠ **{len(warnings)} box{'es' if many else ''} matched no predicted box "
+                    f"and {'are' if many else 'is'} ignored:**\n\n"
+                    + "\n".join(f"- {w}" for w in warnings))
+        elif len(rows) == 1:
+            text = "✓ The box snapped to a predicted box."
+        elif rows:
+            text = f"✓ All {len(rows)} boxes snapped to a predicted box."
+        elif waiting:
+            text = ""
+        else:
+            text = "No boxes yet. Draw one on the example image."
+        if waiting:
+            text += (("\n\n" if text else "") + f"⏳ {waiting} box{'es' if waiting != 1 else ''}"
+                     " on an image still being embedded: shown here when it is ready.")
+        item = p.current_example
+        picture = None
+        if item is not None:
+            sig = signature(snaps)
+            picture = s.pictures.cached("snaps", item.path, sig)
+            if picture is None:
+                with timer.stage("draw"):
+                    base, scale = s.pictures.base(item.path)
+                    drawn = draw_snaps(
+                        base, [tuple(v * scale for v in d) for d in snaps["drawn"]],
+                        [None if m is None else tuple(v * scale for v in m)
+                         for m in snaps["snapped"]],
+                        snaps["titles"], snaps["matched"], snaps["negative"],
+                        snaps["class_index"])
+                with timer.stage("encode"):
+                    picture = s.pictures.save("snaps", item.path, sig, drawn)
+        out: dict = {}
+        self._send(s, out, self.c.diag_table, "diag_table", rows or None)
+        self._send(s, out, self.c.diag_warning, "diag_warning", text)
+        self._send(s, out, self.c.diag_image, "diag_image", picture)
+        return out
+
+    # ------------------------------------------------------------------ events
+    @engine_errors
+    def on_settings(self, confidence, iou_threshold, max_detections, score_mode, show_examples,
+                    request: gr.Request) -> dict:
+        """A slider/radio moved, or another step (upload, class edit, embedding) finished:
+        bring the preview up to date."""
+        s = self.session(request)
+        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                 show_examples)
+        with s.lock:
+            return self.refresh(s, settings)
+
+    def on_preview_select(self, evt: gr.SelectData, request: gr.Request) -> None:
+        """Remember the clicked preview image (for "Correct" and "Remove")."""
+        s = self.session(request)
+        s.selected_preview = int(evt.index or 0)
+
+    def selected_item(self, s: Session) -> ImageItem:
+        """The preview image the user picked last."""
+        if not s.preview_items:
+            raise gr.Error("No preview image yet: add a query image first.")
+        return s.preview_items[min(s.selected_preview, len(s.preview_items) - 1)]
+
+    @engine_errors
+    def on_remove_query(self, confidence, iou_threshold, max_detections, score_mode,
+                        show_examples, request: gr.Request) -> dict:
+        s = self.session(request)
+        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                 show_examples)
+        with s.lock:
+            item = self.selected_item(s)
+            if item not in s.project.queries:
+                raise gr.Error(f"{item.name} is an example image; remove it from the examples.")
+            s.project.queries.remove(item)
+            s.selected_preview = 0
+            out = self.refresh(s, settings)
+            out[self.c.status] = status_text(s)
+            return out

@@ -1,0 +1,179 @@
+"""The project as files: the bundled example projects, the `.pt` downloads and imports, and
+the query images' detections as COCO / YOLO / Pascal VOC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ui import labels as L
+from ui.formats import bundled_projects, export_detections, load_project_file
+from ui.handlers.common import Area, engine_errors, file_path, read_settings, size_text
+from ui.handlers.images import add_images
+from ui.handlers.preview import embedded_training_data
+from ui.handlers.views import (
+    class_updates,
+    examples_updates,
+    imported_text,
+    status_text,
+)
+from ui.profiling import StageTimer
+from ui.session import Project, Session, Settings, safe_file_name
+
+
+class ProjectHandlers(Area):
+    """Example projects, `.pt` export/import, detection export."""
+
+    def on_project_name(self, name: str, request: gr.Request) -> None:
+        """The name the downloads are called after."""
+        s = self.session(request)
+        with s.lock:
+            s.project.name = " ".join(str(name or "").split()) or "my-project"
+
+    @engine_errors
+    def on_load_example_project(self, choice: str | None, request: gr.Request) -> dict:
+        """Replace the session's project by a bundled one (its images get embedded next)."""
+        projects = bundled_projects()
+        if not projects:
+            raise gr.Error("No example project found in assets/.")
+        path = projects.get(choice or "", next(iter(projects.values())))
+        project = load_project_file(path)
+        s = self.session(request)
+        with s.lock:
+            p = Project(name=project.name, classes=list(project.classes),
+                        active_class=project.classes[0] if project.classes else "")
+            s.project = p
+            for entry in project.training_data:
+                add_images(s, [(entry["image"], Path(entry["image"]).name)], True)
+                item = p.examples[-1]
+                item.boxes = [L.box_for_label(L.clip_xyxy(L.reference_to_xyxy(b), item.size),
+                                              b["cls"], bool(b.get("negative")), p.classes)
+                              for b in reversed(entry["boxes"])]  # newest first, see Project
+            for query in project.query_images:
+                add_images(s, [(query, Path(query).name)], False)
+            p.current = 0 if p.examples else -1
+            out = class_updates(self.c, p, with_value=True)
+            out.update(examples_updates(self.c, p))
+            out[self.c.project_name] = p.name
+            out[self.c.status] = status_text(s, f"loaded example project {p.name!r}")
+            return out
+
+    # ------------------------------------------------------------------ .pt out
+    @engine_errors
+    def on_downloads(self, confidence, iou_threshold, max_detections, score_mode,
+                     show_examples, request: gr.Request) -> dict:
+        """(Re)write the full and small `.pt` behind the download buttons when their content
+        changed. Chained after each refresh, so the preview never waits for the file writes
+        (the full `.pt` carries the examples' embeddings: megabytes on the base model)."""
+        s = self.session(request)
+        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                 show_examples)
+        with s.lock:
+            timer = StageTimer("downloads")
+            with timer.stage("export"):
+                out = self._downloads(s, settings)
+            if out:
+                timer.report()
+            return out
+
+    def _downloads(self, s: Session, settings: Settings) -> dict:
+        # the exemplars are the last refresh's; export only what that refresh showed
+        training, _, _ = embedded_training_data(s.project)
+        meta = self._export_settings(s, settings, training)
+        key = json.dumps([meta, s.imported_version, s.preview_key], default=str)
+        if key == s.export_key and s.exports:
+            return {}
+        stem = safe_file_name(s.project.name, "owl-project")
+        folder = s.work_dir("export")
+        full = s.predictor.export(folder / f"{stem}.pt", settings=meta)
+        small = s.predictor.export(folder / f"{stem}-small.pt", small=True, settings=meta)
+        s.exports = (str(full), str(small))
+        s.export_key = key
+        n = len(s.predictor.exemplars)
+        info = (f"Downloads ready: `{Path(full).name}` ({size_text(full)}) and "
+                f"`{Path(small).name}` ({size_text(small)}), {n} exemplar{'s' if n != 1 else ''}.")
+        return {self.c.download_full: gr.update(value=str(full), interactive=True),
+                self.c.download_small: gr.update(value=str(small), interactive=True),
+                self.c.export_info: info}
+
+    @staticmethod
+    def _export_settings(s: Session, settings: Settings, training: list[dict]) -> dict:
+        hashes = {e.path: e.content_hash for e in s.project.examples}
+        return {
+            "project": s.project.name, "classes": list(s.project.classes),
+            "confidence": settings.confidence, "iou_threshold": settings.iou_threshold,
+            "max_detections": settings.max_detections, "score_mode": settings.score_mode,
+            "examples": [{"name": Path(t["image"]).name.split("-", 1)[-1],
+                          "image_hash": hashes.get(t["image"]) or "", "boxes": t["boxes"]}
+                         for t in training],
+        }
+
+    # ------------------------------------------------------------------ .pt in
+    @engine_errors
+    def on_import_pt(self, file: Any, request: gr.Request) -> dict:
+        """Load a `.pt`: its exemplars stay active (merged with drawn boxes), its classes join
+        the class list, its embeddings enter the cache, its saved settings move the sliders."""
+        path = file_path(file)
+        if not path:
+            return {}
+        s = self.session(request)
+        with s.lock:
+            prompts = s.predictor.load_pt(path)
+            p = s.project
+            for name in prompts.exemplars.class_names:
+                if name not in p.classes:
+                    p.classes.append(name)
+            if not p.active_class and p.classes:
+                p.active_class = p.classes[0]
+            s.imported.append(Path(path).name)
+            s.imported_version += 1
+            saved = dict((prompts.meta or {}).get("settings") or {})
+            out = class_updates(self.c, p)
+            if saved.get("project"):
+                p.name = str(saved["project"])
+                out[self.c.project_name] = p.name
+            for comp, key in ((self.c.confidence, "confidence"), (self.c.iou, "iou_threshold"),
+                              (self.c.max_detections, "max_detections"),
+                              (self.c.score_mode, "score_mode")):
+                if key in saved:
+                    out[comp] = saved[key]
+            out[self.c.imported_md] = imported_text(s)
+            return out
+
+    @engine_errors
+    def on_forget_imported(self, request: gr.Request) -> dict:
+        """Drop the imported exemplars (drawn boxes stay)."""
+        s = self.session(request)
+        with s.lock:
+            s.predictor.clear_imported()
+            s.imported = []
+            s.imported_version += 1
+            return {self.c.imported_md: imported_text(s)}
+
+    # ------------------------------------------------------------------ detections out
+    @engine_errors
+    def on_export_detections(self, fmt: str, request: gr.Request) -> dict:
+        """The query images' current detections as a zipped dataset in `fmt`."""
+        s = self.session(request)
+        with s.lock:
+            queries = [q for q in s.project.queries if q.path in s.results]
+            if not queries:
+                raise gr.Error("No detections to export yet: add query images and draw a box.")
+            items, used = [], set()
+            for q in queries:
+                name = safe_file_name(q.name, "image.png")
+                stem, suffix = Path(name).stem, Path(name).suffix
+                n = 1
+                while name in used:
+                    n += 1
+                    name = f"{stem}-{n}{suffix}"
+                used.add(name)
+                items.append((q.path, name, s.results[q.path]))
+            stem = safe_file_name(s.project.name, "owl-project")
+            tag = {"COCO JSON": "coco", "YOLO": "yolo", "Pascal VOC": "voc"}[fmt]
+            path = export_detections(items, s.project.classes, fmt,
+                                     s.work_dir("detections") / tag, f"{stem}-{tag}.zip")
+            return {self.c.detections_file: str(path)}

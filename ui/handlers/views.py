@@ -1,0 +1,115 @@
+"""Component values built from a session's state: legend, annotator value, galleries, the
+status line. Pure functions of the project (plus the page's components to address), so
+every handler shows the same state the same way."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import gradio as gr
+
+from ui import labels as L
+from ui.session import ImageItem, Project, Session
+
+
+def legend_html(classes: Sequence[str]) -> str:
+    """Colour chips for each class and its negative."""
+    if not classes:
+        return "<div class='legend'><i>No classes yet: add one.</i></div>"
+    chips = []
+    for i, name in enumerate(classes):
+        color = L.class_color(i)
+        safe = html.escape(name)
+        chips.append(f"<span class='chip' style='background:{color}'>{safe}</span>"
+                     f"<span class='chip neg' style='background:{L.NEGATIVE_COLOR}'>"
+                     f"{L.NEGATIVE_PREFIX}{safe}</span>")
+    chips.append(f"<span class='chip' style='background:{L.SUGGESTION_COLOR}'>"
+                 "grey = suggestion (a detection; relabel it to use it)</span>")
+    return "<div class='legend'>" + "".join(chips) + "</div>"
+
+
+def annotator_value(p: Project) -> dict | None:
+    """The current example image with its boxes, each in the colour its label means."""
+    item = p.current_example
+    if item is None:
+        return None
+    boxes = []
+    for box in item.boxes:
+        color = L.normalise_color(box.get("color")) or L.hex_to_rgb(
+            L.label_color(L.parse_label(box.get("label"), p.classes), p.classes))
+        boxes.append({"xmin": box["xmin"], "ymin": box["ymin"], "xmax": box["xmax"],
+                      "ymax": box["ymax"], "label": box.get("label", ""), "color": color})
+    return {"image": item.path, "boxes": boxes}
+
+
+def gallery(items: Sequence[ImageItem], boxes: bool = False) -> list[tuple[str, str]]:
+    """(path, caption) per image; with `boxes`, the caption counts the drawn boxes."""
+    out = []
+    for item in items:
+        caption = item.name
+        if boxes:
+            n = sum(1 for b in item.boxes if L.parse_box(b, []).kind != "suggestion")
+            caption += f" · {n} box{'es' if n != 1 else ''}"
+        out.append((item.path, caption))
+    return out
+
+
+def class_updates(c: Any, p: Project, *, with_value: bool = False) -> dict:
+    """Class dropdown, colour legend and the annotator's label list (and value)."""
+    labels, colors = L.label_choices(p.classes)
+    annot = {"label_list": labels, "label_colors": colors}
+    if with_value:
+        annot["value"] = annotator_value(p)
+    return {
+        c.class_pick: gr.update(choices=p.classes,
+                                value=p.active_class if p.active_class in p.classes else None),
+        c.legend: legend_html(p.classes),
+        c.annotator: gr.update(**annot),
+    }
+
+
+def examples_updates(c: Any, p: Project) -> dict:
+    """The example gallery, with the current example selected."""
+    return {c.examples_gallery: gr.update(value=gallery(p.examples, boxes=True),
+                                          selected_index=p.current if p.current >= 0 else None)}
+
+
+def recolor(p: Project) -> None:
+    """Give every box the colour its label means (after classes changed)."""
+    for item in p.examples:
+        for box in item.boxes:
+            parsed = L.parse_box(box, p.classes)
+            if parsed.kind != "unlabeled":
+                box["color"] = L.hex_to_rgb(L.label_color(parsed, p.classes))
+
+
+def status_text(s: Session, note: str = "") -> str:
+    """One line about the images; empty while some wait for the embedding step (its
+    progress bar then has the line to itself)."""
+    p = s.project
+    pending = sum(1 for i in p.examples + p.queries if i.content_hash is None)
+    if pending and not note:
+        return ""
+    parts = [f"{len(p.examples)} example image(s), {len(p.queries)} query image(s)"]
+    parts.append(f"{pending} waiting to be embedded" if pending else "all embedded")
+    if note:
+        parts.append(note)
+    return " · ".join(parts)
+
+
+def imported_text(s: Session) -> str:
+    """What the imported `.pt` files contribute, per class."""
+    ex = s.predictor.imported_exemplars
+    if not s.imported or len(ex.class_names) == 0:
+        return "No `.pt` imported."
+    ids, neg = ex.class_ids.cpu().numpy(), ex.negative.cpu().numpy()
+    parts = []
+    for cid, name in enumerate(ex.class_names):
+        pos_n = int(((ids == cid) & ~neg).sum())
+        neg_n = int(((ids == cid) & neg).sum())
+        if pos_n or neg_n:
+            parts.append(f"**{name}**: {pos_n} positive, {neg_n} negative")
+    return (f"Imported from {', '.join(s.imported)}: " + "; ".join(parts)
+            + ". These exemplars stay active next to the boxes you draw.")
