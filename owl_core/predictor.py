@@ -433,15 +433,21 @@ class OwlPredictor:
         return self._light(detect, self.embeddings(image), self._prompts.combined, confidence,
                            iou_threshold, max_detections, score_mode)
 
-    def detect_many(self, images: Iterable[ImageInput], **kwargs: Any) -> list[DetectionResult]:
+    def detect_many(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        confidence: float = DEFAULT_CONFIDENCE,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        score_mode: ScoreMode = "reference",
+    ) -> list[DetectionResult]:
         """`detect` for several images with the same prompts and thresholds."""
         prompts = self._prompts.combined
-        params = {"confidence": DEFAULT_CONFIDENCE, "iou_threshold": DEFAULT_IOU_THRESHOLD,
-                  "max_detections": DEFAULT_MAX_DETECTIONS, "score_mode": "reference", **kwargs}
         embs = [self.embeddings(img) for img in images]  # any embedding runs here, not below
         return self._light(lambda: [
-            detect(emb, prompts, params["confidence"], params["iou_threshold"],
-                   params["max_detections"], params["score_mode"]) for emb in embs])
+            detect(emb, prompts, confidence, iou_threshold, max_detections, score_mode)
+            for emb in embs])
 
     def _light(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Small CPU tensor work on the single-intra-op-thread worker (see `_run_light`)."""

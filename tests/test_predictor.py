@@ -275,3 +275,12 @@ def test_same_content_twice_in_one_call_is_embedded_once_with_patches(tiny_model
     assert infos[0].content_hash == infos[1].content_hash
     assert pred.cache_stats().entries_device == 1
     assert pred.embeddings(img).has_patches  # the query copy didn't replace the example entry
+
+
+def test_a_query_path_can_later_become_an_example(predictor, image_file):
+    # the path is memoised as its hash after the first embed; all-patch embeddings are then
+    # asked for (a query image turned into an example): the file must be read again
+    predictor.embed(image_file)
+    assert not predictor.embeddings(image_file).has_patches
+    predictor.embed(image_file, keep_patches=True)
+    assert predictor.embeddings(image_file).has_patches
