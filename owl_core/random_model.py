@@ -531,7 +531,6 @@ def _shape_weights(model, spec: RandomPreset, seed: int) -> None:
         h = h + layer.mlp(normed)
 
     feats = token_features(model, patches, pos_index)
-    f_con = feats[:, con]
     gain = (feats[:, 8] - feats[:, 9]) / (2 * table[pos_index, 8])
     readout = 1.0 / (2 * alpha * gain.median())
 
