@@ -99,7 +99,7 @@ def cannot_load_message(args: argparse.Namespace, error: BaseException) -> str:
         "  * weights already on disk (a folder with config.json and model.safetensors):\n"
         "        python app.py --model /path/to/owlv2-base-patch16-ensemble\n"
         "  * download them once where there is internet access, e.g.\n"
-        "        huggingface-cli download google/owlv2-base-patch16-ensemble "
+        "        hf download google/owlv2-base-patch16-ensemble "
         "--local-dir models/owlv2-base\n"
         "    then: python app.py --model models/owlv2-base\n"
         "  * just try the interface on an untrained model (detections are meaningless):\n"
