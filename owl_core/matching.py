@@ -172,18 +172,15 @@ def match_boxes(
 
     Returns:
         Per box: (patch index among all P patches, or None when unmatched; best IoU; XYXY
-        pixels of the best predicted box; reason when unmatched). When only top-K boxes are
-        known, the index refers to rows of `emb.class_embeds` and is returned negative-free
-        through `topk` semantics: see `exemplar_embedding`.
+        pixels of the best predicted box; reason when unmatched). For embeddings imported from a
+        `.pt` (top K only) the index is a row of `emb.class_embeds`; `exemplar_embedding`
+        resolves either kind.
     """
     if not boxes:
         return []
-    width, height = emb.image_size
     candidates = emb.patch_boxes if emb.patch_boxes is not None else emb.boxes
     cand_xyxy = box_convert(candidates.float(), "cxcywh", "xyxy")
-    drawn = torch.tensor([b.xyxy for b in boxes], dtype=torch.float32)
-    drawn[:, 0::2] = drawn[:, 0::2].clamp(0, width)
-    drawn[:, 1::2] = drawn[:, 1::2].clamp(0, height)
+    drawn = torch.tensor([clipped_xyxy(b, emb.image_size) for b in boxes], dtype=torch.float32)
     inside = (drawn[:, 2] > drawn[:, 0]) & (drawn[:, 3] > drawn[:, 1])
     norm = OwlTransform.pixels_to_boxes(drawn, emb.image_size).to(cand_xyxy.device)
     iou = box_iou(norm, cand_xyxy)  # (n_drawn, P)

@@ -334,7 +334,9 @@ class OwlPredictor:
         """
         parsed = parse_training_data(training_data)
         names = self._class_list(parsed, class_names)
-        pairs = self._embed([t.image for t in parsed], [True] * len(parsed), progress=progress)
+        # all-patch embeddings only where a box must be matched against every patch
+        pairs = self._embed([t.image for t in parsed], [bool(t.boxes) for t in parsed],
+                            progress=progress)
         hashes = [info.content_hash for info, _ in pairs]
         key = self._examples_key(parsed, hashes, names)
         with self._state_lock:

@@ -67,6 +67,12 @@ class ApiHandlers(Area):
             out.append({"image": resolved, "boxes": entry.get("boxes", [])})
         return out
 
+    def _api_examples(self, pred: Any, training_data: str, example_images: list) -> Any:
+        """Replace the API session's prompts by these examples alone; their `MatchReport`."""
+        training = self._api_training(training_data, example_images)
+        pred.clear_imported()
+        return pred.set_examples(training)
+
     @staticmethod
     def _api_settings(confidence, iou_threshold, max_detections, score_mode) -> Settings:
         if score_mode not in SCORE_MODES:
@@ -88,10 +94,8 @@ class ApiHandlers(Area):
         settings = self._api_settings(confidence, iou_threshold, max_detections, score_mode)
         s = self._api_session(request)
         with s.lock:
-            training = self._api_training(training_data, example_images)
             pred = s.predictor
-            pred.clear_imported()
-            report = pred.set_examples(training)
+            report = self._api_examples(pred, training_data, example_images)
             return {
                 "classes": list(report.class_names),
                 "match_report": [_match_json(b) for b in report.boxes],
@@ -122,10 +126,8 @@ class ApiHandlers(Area):
         """Build a `.pt` from training data and return it (small = without image embeddings)."""
         s = self._api_session(request)
         with s.lock:
-            training = self._api_training(training_data, example_images)
             pred = s.predictor
-            pred.clear_imported()
-            report = pred.set_examples(training)
+            report = self._api_examples(pred, training_data, example_images)
             if not len(pred.exemplars):
                 unmatched = "; ".join(b.reason or "" for b in report.unmatched)
                 raise gr.Error("None of the boxes matched a predicted box, so there is nothing "
