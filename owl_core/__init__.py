@@ -19,16 +19,18 @@ from typing import Any
 _EXPORTS = {
     "CacheStats": "cache", "EmbeddingCache": "cache",
     "ImageEmbeddings": "embedding",
-    "ImageError": "images",
+    "ImageError": "errors", "LimitError": "errors", "OwlError": "errors",
+    "ProjectError": "errors", "PtFormatError": "errors", "SettingsError": "errors",
+    "TrainingDataError": "errors", "ModelLoadError": "model_loading",
+    "DetectParams": "params",
     "BoxMatch": "matching", "Exemplars": "matching", "MatchReport": "matching",
-    "DEFAULT_MODEL_ID": "model_loading", "ModelLoadError": "model_loading",
+    "DEFAULT_MODEL_ID": "model_loading",
     "OwlModel": "model_loading", "load_model": "model_loading",
     "EmbedInfo": "predictor", "OwlPredictor": "predictor",
     "make_random_model": "random_model",
     "SCORE_MODES": "scoring", "DetectionResult": "scoring",
-    "PtFormatError": "serialization", "SerializedPrompts": "serialization",
+    "SerializedPrompts": "serialization",
     "load_pt": "serialization",
-    "TrainingDataError": "training_data",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -20,6 +20,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from owl_core.errors import ImageError
+
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 #: Largest accepted image, in pixels (width * height). Override with OWL_MAX_IMAGE_PIXELS.
@@ -34,8 +36,6 @@ _MAX_PATH_CHARS = 4096
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
-class ImageError(ValueError):
-    """An image could not be read; the message says which and how to fix it."""
 
 
 @dataclass(frozen=True)

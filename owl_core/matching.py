@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from torchvision.ops import box_convert, box_iou
+from torchvision.ops import box_iou
 
 from owl_core.embedding import ImageEmbeddings
+from owl_core.params import DEFAULT_MATCH_THRESHOLD
+from owl_core.geometry import (clip_xyxy, pixels_to_square_tensor,
+                               square_cxcywh_to_xyxy_tensor)
 from owl_core.training_data import PromptBox
-from owl_core.transforms import OwlTransform
 
 #: Default IoU a drawn box needs with a predicted box to become an exemplar (reference: 0.3).
-DEFAULT_MATCH_THRESHOLD = 0.3
 
 
 @dataclass(frozen=True)
@@ -179,10 +180,10 @@ def match_boxes(
     if not boxes:
         return []
     candidates = emb.patch_boxes if emb.patch_boxes is not None else emb.boxes
-    cand_xyxy = box_convert(candidates.float(), "cxcywh", "xyxy")
+    cand_xyxy = square_cxcywh_to_xyxy_tensor(candidates)
     drawn = torch.tensor([clipped_xyxy(b, emb.image_size) for b in boxes], dtype=torch.float32)
     inside = (drawn[:, 2] > drawn[:, 0]) & (drawn[:, 3] > drawn[:, 1])
-    norm = OwlTransform.pixels_to_boxes(drawn, emb.image_size).to(cand_xyxy.device)
+    norm = pixels_to_square_tensor(drawn, emb.image_size).to(cand_xyxy.device)
     iou = box_iou(norm, cand_xyxy)  # (n_drawn, P)
     best_iou, best_idx = iou.max(dim=1)
     best_pix = OwlTransform.boxes_to_pixels(candidates[best_idx].float(), emb.image_size).cpu()
@@ -212,7 +213,4 @@ def exemplar_embedding(emb: ImageEmbeddings, index: int) -> torch.Tensor | None:
 
 def clipped_xyxy(box: PromptBox, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
     """The drawn box clipped to the (width, height) image, XYXY pixels."""
-    width, height = image_size
-    x0, y0, x1, y1 = box.xyxy
-    return (min(max(x0, 0.0), width), min(max(y0, 0.0), height),
-            min(max(x1, 0.0), width), min(max(y1, 0.0), height))
+    return clip_xyxy(box.xyxy, image_size)

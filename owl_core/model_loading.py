@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from owl_core.errors import ModelLoadError as _ModelLoadError
+
 if TYPE_CHECKING:
     from transformers import Owlv2ForObjectDetection
 
@@ -54,18 +56,11 @@ _REMEDY = (
 )
 
 
-class ModelLoadError(RuntimeError):
-    """A checkpoint could not be loaded. The message names the model, the problem and the fix.
-
-    Attributes:
-        model_id: the model as given.
-        problem: what went wrong, without the remedies.
-    """
+class ModelLoadError(_ModelLoadError):
+    __doc__ = _ModelLoadError.__doc__
 
     def __init__(self, model_id: str, problem: str, remedy: str = _REMEDY) -> None:
-        self.model_id = model_id
-        self.problem = problem
-        super().__init__(f"Cannot load the OWLv2 model {model_id!r}: {problem} {remedy}".strip())
+        super().__init__(model_id, problem, remedy)
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,12 +21,13 @@ import torch
 
 from owl_core.cache import CacheStats, EmbeddingCache
 from owl_core.embedding import ImageEmbeddings, compute_embeddings
+from owl_core.errors import ImageError, PtFormatError, SettingsError
 from owl_core.images import ImageInput, ImageSource, resolve_image
 from owl_core.matching import (DEFAULT_MATCH_THRESHOLD, BoxMatch, Exemplars, ExemplarSource,
                                MatchReport, clipped_xyxy, exemplar_embedding, match_boxes)
 from owl_core.model_loading import DEFAULT_MODEL_ID, OwlModel, load_model
-from owl_core.scoring import (DEFAULT_CONFIDENCE, DEFAULT_IOU_THRESHOLD,
-                              DEFAULT_MAX_DETECTIONS, DetectionResult, ScoreMode, detect)
+from owl_core.params import DetectParams, ScoreMode
+from owl_core.scoring import DetectionResult, detect
 from owl_core.serialization import (SerializedPrompts, build_payload, load_pt as _load_pt_file,
                                     save_pt)
 from owl_core.training_data import TrainingDataError, TrainingImage, parse_training_data
@@ -64,6 +65,14 @@ def _run_light(fn: Callable[..., _T], *args: Any) -> _T:
             torch.set_num_threads(threads)
             _LIGHT_POOL = pool
     return _LIGHT_POOL.submit(fn, *args).result()
+
+
+def _params(params: DetectParams | None, confidence: float | None, iou_threshold: float | None,
+            max_detections: int | None, score_mode: str | None) -> DetectParams:
+    """`params` (or the defaults) with the explicitly given keyword values applied."""
+    return (params or DetectParams()).replace(
+        confidence=confidence, iou_threshold=iou_threshold, max_detections=max_detections,
+        score_mode=score_mode)
 
 
 @dataclass(frozen=True)
@@ -127,9 +136,9 @@ class OwlPredictor:
         else:
             self.owl = load_model(model, device=device, dtype=dtype, compile=compile)
         if int(top_k) < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}.")
+            raise SettingsError(f"top_k must be >= 1, got {top_k}.")
         if not 0.0 < float(match_threshold) <= 1.0:
-            raise ValueError(f"match_threshold must be in (0, 1], got {match_threshold}.")
+            raise SettingsError(f"match_threshold must be in (0, 1], got {match_threshold}.")
         self.top_k = min(int(top_k), self.owl.grid_size ** 2)
         self.match_threshold = float(match_threshold)
         self.transform = OwlTransform(self.owl.input_size, tuple(self.owl.image_mean),
@@ -207,7 +216,7 @@ class OwlPredictor:
         """
         flags = [keep_patches] * len(images) if isinstance(keep_patches, bool) else list(keep_patches)
         if len(flags) != len(images):
-            raise ValueError("keep_patches must be a bool or one flag per image.")
+            raise SettingsError("keep_patches must be a bool or one flag per image.")
         return [info for info, _ in self._embed(images, flags, batch_size, progress)]
 
     def _embed(
@@ -232,7 +241,7 @@ class OwlPredictor:
                 # embeddings asked for: read the file after all
                 todo.append((i, resolve_image(image)))
             elif isinstance(source, str):
-                raise ValueError(f"image {source} is known only by its hash and is no longer "
+                raise ImageError(f"image {source} is known only by its hash and is no longer "
                                  "cached (or lacks what is needed); pass the image itself.")
             else:
                 todo.append((i, source))
@@ -421,34 +430,42 @@ class OwlPredictor:
     def detect(
         self,
         image: ImageInput,
+        params: DetectParams | None = None,
         *,
-        confidence: float = DEFAULT_CONFIDENCE,
-        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-        max_detections: int = DEFAULT_MAX_DETECTIONS,
-        score_mode: ScoreMode = "reference",
+        confidence: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+        score_mode: ScoreMode | None = None,
     ) -> DetectionResult:
         """Detect the current classes on one image (embedding it first if needed).
+
+        Args:
+            params: detection settings (defaults: `DetectParams()`); keyword arguments given
+                explicitly override its fields.
 
         Returns:
             `DetectionResult` in original-image pixels (XYXY, clipped).
         """
-        return self._light(detect, self.embeddings(image), self._prompts.combined, confidence,
-                           iou_threshold, max_detections, score_mode)
+        p = _params(params, confidence, iou_threshold, max_detections, score_mode)
+        return self._light(detect, self.embeddings(image), self._prompts.combined, p.confidence,
+                           p.iou_threshold, p.max_detections, p.score_mode)
 
     def detect_many(
         self,
         images: Iterable[ImageInput],
+        params: DetectParams | None = None,
         *,
-        confidence: float = DEFAULT_CONFIDENCE,
-        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-        max_detections: int = DEFAULT_MAX_DETECTIONS,
-        score_mode: ScoreMode = "reference",
+        confidence: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+        score_mode: ScoreMode | None = None,
     ) -> list[DetectionResult]:
         """`detect` for several images with the same prompts and thresholds."""
+        p = _params(params, confidence, iou_threshold, max_detections, score_mode)
         prompts = self._prompts.combined
         embs = [self.embeddings(img) for img in images]  # any embedding runs here, not below
         return self._light(lambda: [
-            detect(emb, prompts, confidence, iou_threshold, max_detections, score_mode)
+            detect(emb, prompts, p.confidence, p.iou_threshold, p.max_detections, p.score_mode)
             for emb in embs])
 
     def _light(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -509,7 +526,7 @@ class OwlPredictor:
         """Raise if the file's embeddings can't be compared with this model's."""
         dim = self.owl.class_embed_dim
         if len(prompts.exemplars) and prompts.exemplars.embeds.shape[1] != dim:
-            raise ValueError(
+            raise PtFormatError(
                 f"the .pt holds {prompts.exemplars.embeds.shape[1]}-dim embeddings from "
                 f"{prompts.huggingface_id!r}, but the loaded model {self.owl.model_id!r} makes "
                 f"{dim}-dim ones; load the matching model (--model {prompts.huggingface_id}).")

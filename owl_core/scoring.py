@@ -10,21 +10,17 @@ best positive similarity for that class, whatever the confidence (reference defe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_convert, nms
 
 from owl_core.embedding import ImageEmbeddings
+from owl_core.errors import SettingsError
+from owl_core.geometry import square_to_pixels_tensor
 from owl_core.matching import Exemplars
-from owl_core.transforms import OwlTransform
+from owl_core.params import (DEFAULT_CONFIDENCE, DEFAULT_IOU_THRESHOLD,  # noqa: F401 (re-exported)
+                             DEFAULT_MAX_DETECTIONS, SCORE_MODES, DetectParams, ScoreMode)
 
-ScoreMode = Literal["reference", "calibrated"]
-SCORE_MODES: tuple[str, ...] = ("reference", "calibrated")
-DEFAULT_CONFIDENCE = 0.9
-DEFAULT_IOU_THRESHOLD = 0.3
-DEFAULT_MAX_DETECTIONS = 300
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ def class_scores(emb: ImageEmbeddings, exemplars: Exemplars,
     """(K, C) score of each cached candidate for each class; 0 where the class has no
     positives or a negative wins."""
     if mode not in SCORE_MODES:
-        raise ValueError(f"unknown score mode {mode!r}; use one of {SCORE_MODES}.")
+        raise SettingsError(f"unknown score mode {mode!r}; use one of {SCORE_MODES}.")
     num_classes = len(exemplars.class_names)
     k = emb.num_boxes
     device = emb.class_embeds.device
@@ -129,7 +125,7 @@ def detect(
     boxes = box_convert(emb.boxes[cand].float(), "cxcywh", "xyxy")
     keep = batched_nms(boxes, cand_scores, cls, iou_threshold)
     keep = keep[nms(boxes[keep], cand_scores[keep], iou_threshold)][:max_detections]
-    pixels = OwlTransform.boxes_to_pixels(emb.boxes[cand[keep]], emb.image_size)
+    pixels = square_to_pixels_tensor(emb.boxes[cand[keep]], emb.image_size)
     return DetectionResult(
         xyxy=pixels.cpu().numpy().astype(np.float32),
         confidence=cand_scores[keep].float().cpu().numpy(),
@@ -140,9 +136,5 @@ def detect(
 
 
 def _check_thresholds(confidence: float, iou_threshold: float, max_detections: int) -> None:
-    if not 0.0 <= float(confidence) <= 1.0:
-        raise ValueError(f"confidence must be in [0, 1], got {confidence}.")
-    if not 0.0 <= float(iou_threshold) <= 1.0:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}.")
-    if int(max_detections) < 0:
-        raise ValueError(f"max_detections must be >= 0, got {max_detections}.")
+    DetectParams(confidence=confidence, iou_threshold=iou_threshold,
+                 max_detections=max_detections)

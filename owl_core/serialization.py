@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from owl_core.embedding import ImageEmbeddings
+from owl_core.errors import PtFormatError
 from owl_core.matching import Exemplars, ExemplarSource
 
 FORMAT_VERSION = 1
@@ -39,8 +40,6 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()
 
 
-class PtFormatError(ValueError):
-    """A `.pt` file that is not a valid serialized OWLv2 prompt set."""
 
 
 @dataclass(frozen=True)

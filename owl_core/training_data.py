@@ -10,11 +10,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from owl_core.errors import TrainingDataError
+from owl_core.geometry import cxcywh_to_xyxy
 from owl_core.images import ImageInput
 
 
-class TrainingDataError(ValueError):
-    """Malformed training data; the message names the image/box and the fix."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class PromptBox:
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
-        return (self.x - self.w / 2, self.y - self.h / 2, self.x + self.w / 2, self.y + self.h / 2)
+        return cxcywh_to_xyxy(self.x, self.y, self.w, self.h)
 
 
 @dataclass(frozen=True)

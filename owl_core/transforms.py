@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_convert
+
+from owl_core.geometry import pixels_to_square_tensor, square_to_pixels_tensor
 
 #: Pad value in [0, 1] pixel space (before normalisation). Current transformers pads with 0.0
 #: (reported LVIS AP 44.0 vs 43.4 with the old 0.5).
@@ -110,16 +111,10 @@ class OwlTransform:
 
     @staticmethod
     def boxes_to_pixels(boxes_cxcywh: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-        """Nx4 cxcywh normalised to the padded square -> Nx4 XYXY float pixels, clipped to the
-        (width, height) image."""
-        width, height = image_size
-        xyxy = box_convert(boxes_cxcywh.float(), "cxcywh", "xyxy") * max(width, height)
-        xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width)
-        xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, height)
-        return xyxy
+        """See `geometry.square_to_pixels_tensor`."""
+        return square_to_pixels_tensor(boxes_cxcywh, image_size)
 
     @staticmethod
     def pixels_to_boxes(xyxy: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-        """Nx4 XYXY pixels of a (width, height) image -> Nx4 XYXY normalised to the padded
-        square (the space predicted boxes live in)."""
-        return xyxy.float() / max(image_size)
+        """See `geometry.pixels_to_square_tensor`."""
+        return pixels_to_square_tensor(xyxy, image_size)

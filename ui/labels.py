@@ -11,7 +11,7 @@ A drawn box carries its class and polarity in its label text, so the annotator c
   suffix: the component's label dialog only lists choices that contain the current label.)
 
 Annotator boxes are XYXY pixels (``xmin, ymin, xmax, ymax``); the engine's reference schema is
-centre + size (``x, y, w, h``). Conversions live here, as pure functions.
+centre + size (``x, y, w, h``). Geometry lives in `owl_core.geometry` (re-exported here).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+from owl_core.geometry import (clip_xyxy, iou_xyxy, reference_to_xyxy,  # noqa: F401 (re-exported)
+                               xyxy_to_reference)
 
 NEGATIVE_PREFIX = "NOT "
 #: Negatives are red whatever their class, so they never look like a positive.
@@ -125,26 +128,10 @@ def parse_label(label: str | None, classes: Sequence[str]) -> ParsedLabel:
     return ParsedLabel("positive", text, text not in classes)
 
 
-def clip_xyxy(box: Sequence[float], size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """Order and clip an XYXY box to a (width, height) image."""
-    width, height = size
-    x0, x1 = sorted((float(box[0]), float(box[2])))
-    y0, y1 = sorted((float(box[1]), float(box[3])))
-    return (min(max(x0, 0.0), width), min(max(y0, 0.0), height),
-            min(max(x1, 0.0), width), min(max(y1, 0.0), height))
 
 
-def xyxy_to_reference(xyxy: Sequence[float], cls: str, negative: bool) -> dict:
-    """XYXY pixels -> reference box ``{"x", "y", "w", "h", "cls", "negative"}`` (x, y centre)."""
-    x0, y0, x1, y1 = (float(v) for v in xyxy)
-    return {"x": round((x0 + x1) / 2, 2), "y": round((y0 + y1) / 2, 2),
-            "w": round(x1 - x0, 2), "h": round(y1 - y0, 2), "cls": cls, "negative": bool(negative)}
 
 
-def reference_to_xyxy(box: dict) -> tuple[float, float, float, float]:
-    """Reference box (centre + size) -> XYXY pixels."""
-    x, y, w, h = (float(box[k]) for k in ("x", "y", "w", "h"))
-    return (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
 
 
 def annotator_box(xyxy: Sequence[float], label: str, color: str) -> dict:
@@ -197,11 +184,3 @@ def box_is_usable(box: dict, size: tuple[int, int]) -> bool:
     x0, y0, x1, y1 = clip_xyxy((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), size)
     return (x1 - x0) >= MIN_BOX_SIDE and (y1 - y0) >= MIN_BOX_SIDE
 
-
-def iou_xyxy(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two XYXY boxes (0 when either has no area)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
