@@ -1,0 +1,55 @@
+"""Bounds on everything that comes from outside (requests, files, projects).
+
+One place for the numbers so the parser, the `.pt` loader, the HTTP API and the UI refuse the
+same things with the same words. Each can be raised by an environment variable read when
+`current()` is called (never at import). A breach raises `LimitError` naming the limit and how
+to change it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from owl_core.errors import LimitError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds (inclusive). Environment variable: ``OWL_`` + the field name in capitals."""
+
+    max_class_name_chars: int = 200
+    max_classes: int = 200
+    max_boxes_per_image: int = 1_000
+    max_boxes_total: int = 5_000
+    max_images_per_request: int = 64
+    max_training_images: int = 256
+    max_request_bytes: int = 64 * 1024**2
+    max_upload_bytes: int = 64 * 1024**2
+    max_image_pixels: int = 80_000_000
+    max_pt_bytes: int = 4 * 1024**3
+    max_pt_unpacked_bytes: int = 8 * 1024**3
+    max_pt_tensor_elements: int = 500_000_000
+
+    def check(self, name: str, value: int, what: str) -> None:
+        """Raise `LimitError` when `value` exceeds the limit `name`; `what` names the input."""
+        limit = getattr(self, name)
+        if value > limit:
+            raise LimitError(f"{what}: {value:,} is over the limit of {limit:,} ({name}); "
+                             f"reduce it, or raise the limit with OWL_{name.upper()}.")
+
+
+def current() -> Limits:
+    """The limits in force: defaults, overridden by ``OWL_<NAME>`` environment variables."""
+    values = {}
+    for f in fields(Limits):
+        raw = os.environ.get(f"OWL_{f.name.upper()}")
+        if raw is None:
+            continue
+        try:
+            values[f.name] = int(raw)
+        except ValueError:
+            raise LimitError(f"OWL_{f.name.upper()}={raw!r} is not an integer.") from None
+        if values[f.name] < 0:
+            raise LimitError(f"OWL_{f.name.upper()} must be >= 0, got {raw}.")
+    return Limits(**values)
