@@ -1,0 +1,146 @@
+"""OWLv2 few-shot studio: draw a few examples in the browser, watch the detections update.
+
+The body of `app.py` (kept as a thin wrapper) lives here so an installed package (`owl-studio
+app`) ships it too.
+
+    python app.py                                  # google/owlv2-base-patch16-ensemble
+    python app.py --model /path/to/owlv2-folder    # weights already on disk
+    python app.py --random-weights tiny            # try the UI on an untrained model
+    OWL_PROFILE=1 python app.py ...                # log where each preview refresh's time goes
+
+One model is loaded and shared; every browser session gets its own `OwlPredictor` (its own
+embedding caches). The page itself lives in `ui/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_ID = "google/owlv2-base-patch16-ensemble"
+RANDOM_PRESETS = ("tiny", "base")
+MB = 1024 ** 2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="OWLv2 few-shot object detection studio (Gradio).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=DEFAULT_MODEL_ID,
+                       help="Hugging Face hub id or local folder with OWLv2 weights.")
+    model.add_argument("--random-weights", choices=RANDOM_PRESETS, default=None,
+                       help="Ignore --model and use a randomly initialised checkpoint of this "
+                            "size (created on first use); detections are meaningless.")
+    model.add_argument("--random-weights-dir", default=str(ROOT / "models"),
+                       help="Where --random-weights checkpoints are created and reused.")
+    model.add_argument("--device", default=None,
+                       help="cpu, cuda, cuda:1, ... (default: $OWL_DEVICE, else cuda if "
+                            "available, else cpu).")
+    model.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
+                       help="Compute precision (default: fp16 on CUDA, fp32 on CPU).")
+    cache = parser.add_argument_group("caches (per browser session)")
+    cache.add_argument("--device-cache-mb", type=int, default=1024,
+                       help="Embedding cache on the compute device, MiB.")
+    cache.add_argument("--host-cache-mb", type=int, default=2048,
+                       help="Embedding cache in host memory, MiB (on CPU both tiers are one).")
+    cache.add_argument("--disk-cache-dir", default=None,
+                       help="Folder for a persistent embedding cache shared by all sessions.")
+    cache.add_argument("--disk-cache-mb", type=int, default=None,
+                       help="Size bound of the disk cache, MiB.")
+    cache.add_argument("--max-sessions", type=int, default=8,
+                       help="Live browser sessions kept (least recently used dropped first).")
+    engine = parser.add_argument_group("detection")
+    engine.add_argument("--top-k", type=int, default=300,
+                        help="Candidate boxes kept per image (by objectness).")
+    engine.add_argument("--match-threshold", type=float, default=0.3,
+                        help="IoU a drawn box needs with a predicted box to become an example.")
+    engine.add_argument("--embed-batch-size", type=positive_int, default=None,
+                        help="Images per vision-tower pass when uploads are embedded (default: "
+                             "4 on a GPU, 1 on a CPU, where batching measured no faster).")
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default="127.0.0.1",
+                        help="Address to listen on (0.0.0.0 for every interface).")
+    server.add_argument("--port", type=int, default=7860)
+    server.add_argument("--share", action="store_true",
+                        help="Also open a public *.gradio.live link (off by default).")
+    return parser.parse_args(argv)
+
+
+def load_owl_model(args: argparse.Namespace):
+    """The shared `OwlModel`; raises `owl_core.ModelLoadError` (or OSError/ValueError) when the
+    weights can't be loaded."""
+    from owl_core import load_model, make_random_model
+
+    model_ref = args.model
+    if args.random_weights:
+        folder = Path(args.random_weights_dir) / f"random-{args.random_weights}"
+        if not (folder / "config.json").is_file():
+            print(f"Creating a random-weights '{args.random_weights}' checkpoint in {folder} ...",
+                  flush=True)
+            make_random_model(args.random_weights, folder)
+        model_ref = str(folder)
+    return load_model(model_ref, device=args.device, dtype=args.dtype)
+
+
+def cannot_load_message(args: argparse.Namespace, error: BaseException) -> str:
+    reason = getattr(error, "problem", None) or str(error).strip() or type(error).__name__
+    return (
+        f"\nCould not load the OWLv2 model {args.model!r}:\n  {reason}\n\n"
+        "How to continue:\n"
+        "  * weights already on disk (a folder with config.json and model.safetensors):\n"
+        "        python app.py --model /path/to/owlv2-base-patch16-ensemble\n"
+        "  * download them once where there is internet access, e.g.\n"
+        "        hf download google/owlv2-base-patch16-ensemble "
+        "--local-dir models/owlv2-base\n"
+        "    then: python app.py --model models/owlv2-base\n"
+        "  * just try the interface on an untrained model (detections are meaningless):\n"
+        "        python app.py --random-weights tiny\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from owl_core import ModelLoadError
+
+    name = f"random-{args.random_weights}" if args.random_weights else args.model
+    print(f"Loading model {name} ...", flush=True)
+    try:
+        model = load_owl_model(args)
+    except (ModelLoadError, OSError, ValueError, RuntimeError) as exc:
+        print(cannot_load_message(args, exc), file=sys.stderr)
+        return 2
+
+    from ui import StudioConfig, build_demo, launch_kwargs
+    from ui.profiling import profiling_enabled
+
+    if profiling_enabled():  # one line per refresh: set_examples, detect, draw, encode, ...
+        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("ui.profile").setLevel(logging.INFO)
+
+    config = StudioConfig(
+        predictor_kwargs={
+            "top_k": args.top_k, "match_threshold": args.match_threshold,
+            "device_cache_bytes": args.device_cache_mb * MB,
+            "host_cache_bytes": args.host_cache_mb * MB,
+            "disk_cache_dir": args.disk_cache_dir,
+            "disk_cache_bytes": None if args.disk_cache_mb is None else args.disk_cache_mb * MB,
+        },
+        random_preset=args.random_weights,
+        max_sessions=args.max_sessions,
+        embed_batch_size=args.embed_batch_size,
+    )
+    demo = build_demo(model, config)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(**launch_kwargs(server_name=args.host, server_port=args.port, share=args.share))
+    return 0
