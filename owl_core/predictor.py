@@ -115,6 +115,10 @@ class OwlPredictor:
         device_cache_bytes, host_cache_bytes: byte budgets of the memory tiers.
         disk_cache_dir: folder of a persistent embedding cache shared between processes.
         disk_cache_bytes: byte budget of that folder.
+        cache: an existing `EmbeddingCache` to use instead of making one (the cache
+            arguments above are then ignored): a server shares one between its sessions, so
+            one budget bounds them all (embeddings are keyed by image content + model
+            settings, so sharing is safe).
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class OwlPredictor:
         host_cache_bytes: int = DEFAULT_HOST_CACHE_BYTES,
         disk_cache_dir: str | Path | None = None,
         disk_cache_bytes: int | None = None,
+        cache: EmbeddingCache[ImageEmbeddings] | None = None,
     ) -> None:
         if isinstance(model, OwlModel):
             self.owl = model
@@ -143,10 +148,12 @@ class OwlPredictor:
         self.match_threshold = float(match_threshold)
         self.transform = OwlTransform(self.owl.input_size, tuple(self.owl.image_mean),
                                       tuple(self.owl.image_std), DEFAULT_PAD_VALUE)
-        self._cache: EmbeddingCache[ImageEmbeddings] = EmbeddingCache(
-            device=self.owl.device, device_bytes=int(device_cache_bytes),
-            host_bytes=int(host_cache_bytes), disk_dir=disk_cache_dir,
-            disk_bytes=disk_cache_bytes, value_type=ImageEmbeddings)
+        if cache is None:
+            cache = EmbeddingCache(
+                device=self.owl.device, device_bytes=int(device_cache_bytes),
+                host_bytes=int(host_cache_bytes), disk_dir=disk_cache_dir,
+                disk_bytes=disk_cache_bytes, value_type=ImageEmbeddings)
+        self._cache: EmbeddingCache[ImageEmbeddings] = cache
         self._compute_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._class_cache: OrderedDict[str, tuple[Exemplars, MatchReport]] = OrderedDict()
