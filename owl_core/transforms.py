@@ -3,22 +3,52 @@
 OWLv2 sees every image as the top-left part of a padded square, so predicted boxes are
 normalised to that square: pixel = normalised * max(width, height). `OwlTransform` keeps the
 image and the box conversions in one place, in both directions.
+
+Two preprocessings (`PREPROCESSING_MODES`), both legitimate; embeddings of one never mix with
+the other's (the mode is part of the embedding cache key and of every `.pt`'s metadata):
+
+- ``"hf"`` (default): current transformers' `Owlv2ImageProcessor`: antialiased resize, pad 0.0.
+- ``"roboflow"``: Roboflow Inference's OwlV2: plain bilinear resize WITHOUT antialiasing to
+  ``(int(r * h), int(r * w))`` with ``r = min(S / h, S / w)``, pasted top-left on a canvas of
+  0.5 (in [0, 1] pixel units, i.e. before normalisation), then the whole canvas normalised.
+  Needed to reproduce that reference's detections (its exemplars and `.pt` files).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from owl_core.errors import ImageError, SettingsError
 from owl_core.geometry import pixels_to_square_tensor, square_to_pixels_tensor
 
 #: Pad value in [0, 1] pixel space (before normalisation). Current transformers pads with 0.0
 #: (reported LVIS AP 44.0 vs 43.4 with the old 0.5).
 DEFAULT_PAD_VALUE = 0.0
+#: Pad value of Roboflow Inference's OwlV2 preprocessing (in [0, 1] pixel space).
+ROBOFLOW_PAD_VALUE = 0.5
+
+Preprocessing = Literal["hf", "roboflow"]
+PREPROCESSING_MODES: tuple[str, ...] = ("hf", "roboflow")
+DEFAULT_PREPROCESSING: Preprocessing = "hf"
+
+
+def check_preprocessing(value: object) -> Preprocessing:
+    """`value` if it names a preprocessing mode, else a `SettingsError` naming the choices."""
+    if value not in PREPROCESSING_MODES:
+        raise SettingsError(f"unknown preprocessing {value!r}; use one of "
+                            f"{', '.join(PREPROCESSING_MODES)}.")
+    return value  # type: ignore[return-value]
+
+
+def default_pad_value(preprocessing: Preprocessing) -> float:
+    """The pad value each preprocessing mode is defined with."""
+    return ROBOFLOW_PAD_VALUE if preprocessing == "roboflow" else DEFAULT_PAD_VALUE
 
 
 @dataclass(frozen=True)
@@ -29,16 +59,35 @@ class OwlTransform:
         input_size: side of the square model input, in pixels (960 base, 1008 large).
         image_mean: per-channel mean in [0, 1] space (CLIP).
         image_std: per-channel std in [0, 1] space (CLIP).
-        pad_value: fill of the padded area in [0, 1] pixel space.
+        pad_value: fill of the padded area in [0, 1] pixel space; None = the mode's own
+            (0.0 for "hf", 0.5 for "roboflow").
+        preprocessing: "hf" (transformers' processor) or "roboflow" (Roboflow Inference's
+            OwlV2); see the module docstring.
     """
 
     input_size: int
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
-    pad_value: float = DEFAULT_PAD_VALUE
+    pad_value: float | None = None
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING
+
+    def __post_init__(self) -> None:
+        check_preprocessing(self.preprocessing)
+        if self.pad_value is None:
+            object.__setattr__(self, "pad_value", default_pad_value(self.preprocessing))
+        object.__setattr__(self, "pad_value", float(self.pad_value))
+
+    @classmethod
+    def for_mode(cls, input_size: int, image_mean: tuple[float, float, float],
+                 image_std: tuple[float, float, float],
+                 preprocessing: Preprocessing = DEFAULT_PREPROCESSING) -> "OwlTransform":
+        """The transform of a preprocessing mode, with that mode's pad value."""
+        return cls(input_size, image_mean, image_std, None, check_preprocessing(preprocessing))
 
     def resized_shape(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the image content inside the padded square (longest side = input_size)."""
+        if self.preprocessing == "roboflow":
+            return _roboflow_shape(height, width, self.input_size)
         scale = self.input_size / max(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
@@ -61,13 +110,15 @@ class OwlTransform:
             rgb = np.array(rgb, order="C")
         image = torch.as_tensor(rgb)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != torch.uint8:
-            raise ValueError(
+            raise ImageError(
                 f"expected (H, W, 3) uint8 RGB pixels, got shape {tuple(image.shape)} "
                 f"{image.dtype}; decode images with owl_core.images.resolve_image(...).decode()."
             )
         height, width = int(image.shape[0]), int(image.shape[1])
         if height == 0 or width == 0:
-            raise ValueError(f"expected a non-empty image, got {height}x{width} pixels.")
+            raise ImageError(f"expected a non-empty image, got {height}x{width} pixels.")
+        if self.preprocessing == "roboflow":
+            return self._preprocess_roboflow(image)
         size = self.input_size
         side = max(height, width)
         if side != size:
@@ -105,6 +156,21 @@ class OwlTransform:
         out[:, :new_h, :new_w] = content
         return out
 
+    def _preprocess_roboflow(self, image: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (3, S, S): Roboflow Inference's OwlV2 preprocessing, step for
+        step in the same float32 operations (so its embeddings are reproduced bit for bit):
+        /255, bilinear resize without antialiasing (on the channels-last view, as there),
+        paste top-left on a pad-valued canvas, normalise the whole canvas."""
+        size = self.input_size
+        new_h, new_w = _roboflow_shape(int(image.shape[0]), int(image.shape[1]), size)
+        chw = image.permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255.0
+        chw = F.interpolate(chw, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        canvas = torch.full((1, 3, size, size), self.pad_value, dtype=torch.float32)
+        canvas[:, :, :new_h, :new_w] = chw
+        mean = torch.tensor(self.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        return ((canvas - mean) / std)[0]
+
     def preprocess_batch(self, images: list[np.ndarray]) -> torch.Tensor:
         """List of (H, W, 3) uint8 RGB -> (B, 3, S, S) float32."""
         return torch.stack([self.preprocess(img) for img in images])
@@ -118,3 +184,10 @@ class OwlTransform:
     def pixels_to_boxes(xyxy: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """See `geometry.pixels_to_square_tensor`."""
         return pixels_to_square_tensor(xyxy, image_size)
+
+
+def _roboflow_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) Roboflow resizes to: ``int(r * h), int(r * w)`` with ``r = min(S / h, S / w)``
+    (truncated, so the long side may come out one pixel short of S), at least 1."""
+    r = min(size / height, size / width)
+    return max(1, int(r * height)), max(1, int(r * width))
