@@ -11,7 +11,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from owl_core.errors import LimitError
+from owl_core.errors import ImageError, LimitError, PtFormatError, TrainingDataError
+
+
+class TrainingDataLimitError(LimitError, TrainingDataError):
+    """Training data over a bound (class-name length, classes, boxes, images)."""
+
+
+class ImageLimitError(LimitError, ImageError):
+    """An image over the pixel bound."""
+
+
+class PtLimitError(LimitError, PtFormatError):
+    """A `.pt` over a bound (bytes on disk, unpacked bytes, members, tensor elements)."""
 
 
 @dataclass(frozen=True)
@@ -30,13 +42,19 @@ class Limits:
     max_pt_bytes: int = 4 * 1024**3
     max_pt_unpacked_bytes: int = 8 * 1024**3
     max_pt_tensor_elements: int = 500_000_000
+    max_pt_members: int = 10_000
+    max_pt_compression_ratio: int = 200
+    max_embedding_dim: int = 4_096
 
-    def check(self, name: str, value: int, what: str) -> None:
-        """Raise `LimitError` when `value` exceeds the limit `name`; `what` names the input."""
+    def check(self, name: str, value: int, what: str,
+              error: type[LimitError] = LimitError) -> None:
+        """Raise `error` (a `LimitError`) when `value` exceeds the limit `name`; `what` names
+        the input. The subclasses above are also the area's own error (e.g. `ImageError`), so
+        callers that catch either see it."""
         limit = getattr(self, name)
         if value > limit:
-            raise LimitError(f"{what}: {value:,} is over the limit of {limit:,} ({name}); "
-                             f"reduce it, or raise the limit with OWL_{name.upper()}.")
+            raise error(f"{what}: {value:,} is over the limit of {limit:,} ({name}); "
+                        f"reduce it, or raise the limit with OWL_{name.upper()}.")
 
 
 def current() -> Limits:
