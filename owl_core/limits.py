@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from owl_core.errors import ImageError, LimitError, PtFormatError, TrainingDataError
+from owl_core.errors import ImageError, LimitError, ProjectError, PtFormatError, TrainingDataError
 
 
 class TrainingDataLimitError(LimitError, TrainingDataError):
@@ -24,6 +24,10 @@ class ImageLimitError(LimitError, ImageError):
 
 class PtLimitError(LimitError, PtFormatError):
     """A `.pt` over a bound (bytes on disk, unpacked bytes, members, tensor elements)."""
+
+
+class ProjectLimitError(LimitError, ProjectError):
+    """A project (or project zip) over a bound (images, unpacked bytes, files)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Limits:
     max_pt_members: int = 10_000
     max_pt_compression_ratio: int = 200
     max_embedding_dim: int = 4_096
+    max_project_images: int = 100_000
+    max_project_zip_bytes: int = 16 * 1024**3
+    max_project_zip_files: int = 100_000
 
     def check(self, name: str, value: int, what: str,
               error: type[LimitError] = LimitError) -> None:
