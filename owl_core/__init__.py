@@ -31,6 +31,8 @@ _EXPORTS = {
     "SCORE_MODES": "scoring", "DetectionResult": "scoring",
     "SerializedPrompts": "serialization",
     "load_pt": "serialization",
+    "ImageRecord": "project", "Label": "project", "Project": "project", "Prompt": "project",
+    "load_project": "project", "save_project": "project",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,0 +1,902 @@
+"""Labeling projects: the UI-free model of what a person labels, and its ONE reader and writer.
+
+A project is a folder::
+
+    my-project/
+        project.json        versioned (see `FORMAT_VERSION`), written atomically
+        project.json.bak    the previous save
+        images/             the images the project owns (content-addressed file names)
+        embeddings/         optional embedding store (`Project.embedding_dir`)
+
+Inside a project boxes are XYXY pixels of the image as shown upright (EXIF applied); the
+reference ``{x, y, w, h}`` centre form only appears in `Project.training_data()` (what
+`OwlPredictor.set_examples` takes) and in the derived ``training_data`` key of the file, kept so
+tools that read the old example-project form still read a new project. Conversions go through
+`owl_core.geometry`.
+
+Per image there are *prompts* (the drawn positive / negative examples the detector learns from)
+and, separately, reviewed *labels* (ground truth a person accepted, corrected or drew) with a
+review status. Invalid data raises `ProjectError` (or `LimitError` over a bound), never a
+half-changed project: every setter validates the new value before it replaces the old one.
+
+The older form ``{"name", "classes", "training_data", "query_images"}`` (image paths relative to
+the file) still loads; saving such a project copies its images into ``images/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image, UnidentifiedImageError
+
+from owl_core import geometry, limits
+from owl_core.errors import ImageError, LimitError, OwlError, ProjectError
+from owl_core.params import DetectParams
+
+FORMAT_NAME = "owl-studio-project"
+#: Version written by `save_project`. 1 = the old example-project form (no "version" key).
+FORMAT_VERSION = 2
+PROJECT_FILE = "project.json"
+BACKUP_FILE = "project.json.bak"
+IMAGES_DIR = "images"
+EMBEDDINGS_DIR = "embeddings"
+LOCK_FILE = ".project.lock"
+_TMP_PREFIX = ".project.json."
+_TMP_SUFFIX = ".tmp"
+
+Role = Literal["example", "query"]
+ROLES: tuple[str, ...] = ("example", "query")
+LabelSource = Literal["accepted", "corrected", "drawn"]
+LABEL_SOURCES: tuple[str, ...] = ("accepted", "corrected", "drawn")
+ReviewStatus = Literal["not_reviewed", "in_review", "done"]
+REVIEW_STATUSES: tuple[str, ...] = ("not_reviewed", "in_review", "done")
+#: Prefix the studio uses to show a negative box; a class may not start with it.
+NEGATIVE_PREFIX = "NOT "
+#: Image formats a project accepts (PIL format name -> file suffix).
+IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "BMP": ".bmp",
+                 "TIFF": ".tif", "GIF": ".gif"}
+#: How far (pixels) a box may reach past the image edge (float rounding of drawn boxes).
+EDGE_TOLERANCE = 1.0
+_MAX_JSON_BYTES = 256 * 1024**2
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HASH = re.compile(r"^[0-9a-f]{8,128}$")
+
+
+# ------------------------------------------------------------------------------- validation
+def _fail(where: str, message: str) -> ProjectError:
+    return ProjectError(f"{where}: {message}" if where else message)
+
+
+def validate_class_name(name: Any, where: str = "class name") -> str:
+    """A cleaned class name (whitespace runs collapsed), or `ProjectError` saying why not."""
+    if not isinstance(name, str):
+        raise _fail(where, f"must be a string, got {type(name).__name__}.")
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise _fail(where, "empty; type a class name (for example: coin).")
+    if any(not ch.isprintable() for ch in cleaned):
+        raise _fail(where, f"{cleaned[:40]!r} contains control characters; remove them.")
+    if cleaned.upper().startswith(NEGATIVE_PREFIX) or cleaned.upper() == NEGATIVE_PREFIX.strip():
+        raise _fail(where, f"{cleaned!r} can't start with {NEGATIVE_PREFIX.strip()!r}; that "
+                           "prefix marks negative boxes.")
+    limits.current().check("max_class_name_chars", len(cleaned), f"{where} {cleaned[:40]!r}",
+                           limits.ProjectLimitError)
+    return cleaned
+
+
+def _xyxy(box: Any, size: tuple[int, int], where: str) -> geometry.XYXY:
+    """A validated XYXY pixel box: 4 finite numbers, positive area, inside the image."""
+    if isinstance(box, (str, bytes)) or not isinstance(box, Sequence) or len(box) != 4:
+        raise _fail(where, f"xyxy must be 4 numbers [x0, y0, x1, y1] in pixels, got {box!r}.")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+           for v in box):
+        raise _fail(where, f"xyxy must be 4 finite numbers, got {list(box)!r}.")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise _fail(where, f"box [{x0}, {y0}, {x1}, {y1}] has no area; x0 < x1 and y0 < y1 "
+                           "are needed (XYXY pixels).")
+    width, height = size
+    tol = EDGE_TOLERANCE
+    if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+        raise _fail(where, f"box [{x0}, {y0}, {x1}, {y1}] reaches outside the {width}x{height} "
+                           "image; clip it to the image (geometry.clip_xyxy).")
+    return geometry.clip_xyxy((x0, y0, x1, y1), size)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, f"'negative' must be true or false, got {value!r}.")
+    return value
+
+
+# ------------------------------------------------------------------------------- boxes
+@dataclass(frozen=True)
+class Prompt:
+    """A drawn example box: XYXY pixels (image upright), its class, positive or negative."""
+
+    xyxy: geometry.XYXY
+    cls: str
+    negative: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cls", validate_class_name(self.cls, "prompt class"))
+        _flag(self.negative, "prompt")
+        if len(self.xyxy) != 4 or not geometry.is_finite_box(self.xyxy):
+            raise ProjectError(f"prompt: xyxy must be 4 finite numbers, got {self.xyxy!r}.")
+        object.__setattr__(self, "xyxy", tuple(float(v) for v in self.xyxy))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"xyxy": list(self.xyxy), "cls": self.cls, "negative": self.negative}
+
+
+@dataclass(frozen=True)
+class Label:
+    """A reviewed ground-truth box: XYXY pixels, class, how it came to be, optional score."""
+
+    xyxy: geometry.XYXY
+    cls: str
+    source: LabelSource = "drawn"
+    confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cls", validate_class_name(self.cls, "label class"))
+        if self.source not in LABEL_SOURCES:
+            raise ProjectError(f"label: source must be one of {', '.join(LABEL_SOURCES)}, got "
+                               f"{self.source!r}.")
+        if len(self.xyxy) != 4 or not geometry.is_finite_box(self.xyxy):
+            raise ProjectError(f"label: xyxy must be 4 finite numbers, got {self.xyxy!r}.")
+        object.__setattr__(self, "xyxy", tuple(float(v) for v in self.xyxy))
+        c = self.confidence
+        if c is not None:
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) \
+                    or not 0.0 <= c <= 1.0:
+                raise ProjectError(f"label: confidence must be a number in [0, 1] or null, got "
+                                   f"{c!r}.")
+            object.__setattr__(self, "confidence", float(c))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"xyxy": list(self.xyxy), "cls": self.cls, "source": self.source,
+                "confidence": self.confidence}
+
+
+def _prompt(value: Any, where: str) -> Prompt:
+    if isinstance(value, Prompt):
+        return value
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"a prompt must be {{'xyxy', 'cls', 'negative'}}, got "
+                           f"{type(value).__name__}.")
+    try:
+        return Prompt(tuple(value.get("xyxy") or ()), value.get("cls"),
+                      _flag(value.get("negative", False), where))
+    except ProjectError as exc:
+        raise _fail(where, str(exc)) from None
+
+
+def _label(value: Any, where: str) -> Label:
+    if isinstance(value, Label):
+        return value
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"a label must be {{'xyxy', 'cls', 'source', 'confidence'}}, got "
+                           f"{type(value).__name__}.")
+    try:
+        return Label(tuple(value.get("xyxy") or ()), value.get("cls"),
+                     value.get("source", "drawn"), value.get("confidence"))
+    except ProjectError as exc:
+        raise _fail(where, str(exc)) from None
+
+
+# ------------------------------------------------------------------------------- images
+def new_image_id() -> str:
+    """A fresh random image id (12 hex digits); ids are never derived from content, so removing
+    an image and adding it again gives a new id."""
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a project.
+
+    Attributes:
+        id: stable id, unique in the project, never reused.
+        file: path relative to the project folder (``images/<hash>.<ext>``); images of an old
+            project file loaded in place may point elsewhere until the project is saved.
+        name: the original file name, for people.
+        size: (width, height) in pixels after EXIF rotation.
+        content_hash: `owl_core.images` hash of the file's bytes (the embedding cache key).
+        role: "example" or "query": which of the studio's panes shows it.
+        prompts: drawn example boxes.
+        labels: reviewed ground-truth boxes (kept apart from prompts).
+        status: review status, "not_reviewed" | "in_review" | "done".
+    """
+
+    id: str
+    file: str
+    name: str
+    size: tuple[int, int]
+    content_hash: str
+    role: Role = "example"
+    prompts: tuple[Prompt, ...] = ()
+    labels: tuple[Label, ...] = ()
+    status: ReviewStatus = "not_reviewed"
+
+    def __post_init__(self) -> None:
+        where = f"image {self.id!r}"
+        if not isinstance(self.id, str) or not _ID.match(self.id):
+            raise ProjectError(f"image id {self.id!r}: expected 1-64 letters, digits, '-' or "
+                               "'_'.")
+        if not isinstance(self.file, str) or not self.file.strip() or "\0" in self.file:
+            raise _fail(where, f"file must be a path relative to the project, got "
+                               f"{self.file!r}.")
+        if not isinstance(self.name, str) or len(self.name) > 1024:
+            raise _fail(where, "name must be a string of at most 1024 characters.")
+        size = tuple(self.size) if isinstance(self.size, (list, tuple)) else ()
+        if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
+                                 for v in size):
+            raise _fail(where, f"size must be [width, height] in pixels, got {self.size!r}.")
+        object.__setattr__(self, "size", (int(size[0]), int(size[1])))
+        if not isinstance(self.content_hash, str) or not _HASH.match(self.content_hash):
+            raise _fail(where, f"content_hash must be a lowercase hex digest, got "
+                               f"{self.content_hash!r}.")
+        if self.role not in ROLES:
+            raise _fail(where, f"role must be one of {', '.join(ROLES)}, got {self.role!r}.")
+        if self.status not in REVIEW_STATUSES:
+            raise _fail(where, f"status must be one of {', '.join(REVIEW_STATUSES)}, got "
+                               f"{self.status!r}.")
+        lim = limits.current()
+        prompts = tuple(_prompt(p, f"{where} prompts[{i}]") for i, p in enumerate(self.prompts))
+        labels = tuple(_label(b, f"{where} labels[{i}]") for i, b in enumerate(self.labels))
+        lim.check("max_boxes_per_image", len(prompts), f"{where}: prompt boxes",
+                  limits.ProjectLimitError)
+        lim.check("max_boxes_per_image", len(labels), f"{where}: labels", limits.ProjectLimitError)
+        for i, p in enumerate(prompts):
+            _xyxy(p.xyxy, self.size, f"{where} prompts[{i}]")
+        for i, b in enumerate(labels):
+            _xyxy(b.xyxy, self.size, f"{where} labels[{i}]")
+        object.__setattr__(self, "prompts", prompts)
+        object.__setattr__(self, "labels", labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "file": self.file, "name": self.name,
+                "width": self.size[0], "height": self.size[1],
+                "content_hash": self.content_hash, "role": self.role,
+                "prompts": [p.to_dict() for p in self.prompts],
+                "labels": [b.to_dict() for b in self.labels], "status": self.status}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "image") -> ImageRecord:
+        if not isinstance(data, Mapping):
+            raise _fail(where, f"expected an object, got {type(data).__name__}.")
+        prompts, labels = data.get("prompts", []), data.get("labels", [])
+        for key, value in (("prompts", prompts), ("labels", labels)):
+            if not isinstance(value, list):
+                raise _fail(where, f"{key!r} must be a list, got {type(value).__name__}.")
+        return cls(id=data.get("id"), file=data.get("file"), name=data.get("name", ""),
+                   size=(data.get("width"), data.get("height")),
+                   content_hash=data.get("content_hash"), role=data.get("role", "example"),
+                   prompts=tuple(prompts), labels=tuple(labels),
+                   status=data.get("status", "not_reviewed"))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a project needs to know about an image file's bytes."""
+
+    content_hash: str
+    size: tuple[int, int]
+    suffix: str
+
+
+def inspect_image(data: bytes, label: str = "image") -> ImageInfo:
+    """Hash (the engine's), upright (width, height) and file suffix of encoded image bytes.
+
+    Reads the header only. Raises `ImageError` for bytes that are not a supported image and
+    `LimitError` for an image over ``max_image_pixels``.
+    """
+    from owl_core.images import resolve_image
+
+    if not data:
+        raise ImageError(f"{label}: the file is empty.")
+    content_hash = resolve_image(bytes(data)).content_hash
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = img.format, img.size
+            try:
+                orientation = img.getexif().get(0x0112, 1)
+            except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError):
+                # malformed EXIF: decoding ignores it too
+                orientation = 1
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as exc:
+        raise ImageError(f"{label}: not a readable image ({exc}); use PNG, JPEG, WebP, BMP or "
+                         "TIFF.") from exc
+    if fmt not in IMAGE_FORMATS:
+        raise ImageError(f"{label}: {fmt} images are not supported; use PNG, JPEG, WebP, BMP or "
+                         "TIFF.")
+    if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 degrees swap the sides
+        width, height = height, width
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{label}: the image is empty ({width}x{height}).")
+    limits.current().check("max_image_pixels", width * height, f"{label} ({width}x{height})",
+                           limits.ImageLimitError)
+    return ImageInfo(content_hash, (width, height), IMAGE_FORMATS[fmt])
+
+
+def _read_bounded(path: Path, label: str) -> bytes:
+    lim = limits.current()
+    try:
+        size = path.stat().st_size
+        lim.check("max_upload_bytes", size, f"{label}: file size", limits.ImageLimitError)
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{label}: no such image file ({path}).") from None
+    except IsADirectoryError:
+        raise ImageError(f"{label}: is a folder, not an image file.") from None
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read the file ({exc.strerror or exc}).") from exc
+
+
+# ------------------------------------------------------------------------------- the project
+@dataclass
+class Project:
+    """A labeling project: classes, images with their boxes, detection settings.
+
+    Change it through the methods (they validate and keep classes, prompts and labels
+    consistent); `save_project` writes it. ``folder`` is where it lives (None: not on disk yet).
+    """
+
+    name: str = "my-project"
+    classes: list[str] = field(default_factory=list)
+    images: list[ImageRecord] = field(default_factory=list)
+    settings: DetectParams = field(default_factory=DetectParams)
+    folder: Path | None = None
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        self.name = _project_name(self.name)
+        if not isinstance(self.settings, DetectParams):
+            raise ProjectError("settings must be a DetectParams.")
+        if self.folder is not None:
+            self.folder = Path(self.folder)
+        self.classes = _class_list(self.classes)
+        self.images = list(self.images)
+        self._check_images(self.images)
+
+    # ---------------------------------------------------------------- queries
+    def __eq__(self, other: object) -> bool:  # the folder is where it is, not what it is
+        if not isinstance(other, Project):
+            return NotImplemented
+        return (self.name, self.classes, self.images, self.settings) == (
+            other.name, other.classes, other.images, other.settings)
+
+    @property
+    def embedding_dir(self) -> Path:
+        """The project's own embedding store (``embeddings/``; created by whoever uses it)."""
+        return self._require_folder("an embedding store") / EMBEDDINGS_DIR
+
+    def image(self, image_id: str) -> ImageRecord:
+        for record in self.images:
+            if record.id == image_id:
+                return record
+        raise ProjectError(f"no image with id {image_id!r} in project {self.name!r}.")
+
+    def image_path(self, record: ImageRecord | str) -> Path:
+        """Absolute path of an image's file."""
+        record = self.image(record) if isinstance(record, str) else record
+        return (self._require_folder("image paths") / record.file).resolve()
+
+    def class_index(self, name: str) -> int:
+        """Index of a class, matched case-insensitively; `ProjectError` when absent."""
+        key = " ".join(str(name).split()).casefold()
+        for i, cls in enumerate(self.classes):
+            if cls.casefold() == key:
+                return i
+        raise ProjectError(f"no class {name!r} in project {self.name!r} (classes: "
+                           f"{', '.join(self.classes) or 'none'}); add it first.")
+
+    def training_data(self) -> list[dict[str, Any]]:
+        """Reference-schema training data (absolute image paths, centre x/y/w/h boxes) of every
+        image with prompt boxes: what `OwlPredictor.set_examples` takes, with `classes`."""
+        return [{"image": str(self.image_path(r)),
+                 "boxes": [geometry.xyxy_to_reference(p.xyxy, p.cls, p.negative, ndigits=None)
+                           for p in r.prompts]}
+                for r in self.images if r.prompts]
+
+    def query_images(self) -> list[Path]:
+        """Absolute paths of the images whose role is "query"."""
+        return [self.image_path(r) for r in self.images if r.role == "query"]
+
+    # ---------------------------------------------------------------- images
+    def add_image(self, source: str | os.PathLike | bytes, name: str | None = None,
+                  role: Role = "example") -> ImageRecord:
+        """Copy an image (a path or the file's bytes) into ``images/`` and add a record.
+
+        The file is named by its content hash, so the same picture added twice (e.g. as example
+        and as query) is stored once and no other image is ever overwritten. Returns the new
+        record (a new id every time).
+        """
+        folder = self._require_folder("adding images")
+        if role not in ROLES:
+            raise ProjectError(f"role must be one of {', '.join(ROLES)}, got {role!r}.")
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            limits.current().check("max_upload_bytes", len(data), f"{name or 'image'}: size",
+                                   limits.ImageLimitError)
+            label = name or "image bytes"
+        else:
+            path = Path(os.fspath(source))
+            label = name or path.name
+            data = _read_bounded(path, label)
+            name = name or path.name
+        info = inspect_image(data, label)
+        display = _display_name(name or f"image{info.suffix}")
+        rel = f"{IMAGES_DIR}/{info.content_hash}{info.suffix}"
+        _write_file_once(folder / rel, data)
+        record = ImageRecord(id=self._fresh_id(), file=rel, name=display, size=info.size,
+                             content_hash=info.content_hash, role=role)
+        self._check_images([*self.images, record])
+        self.images.append(record)
+        return record
+
+    def remove_image(self, image_id: str) -> ImageRecord:
+        """Drop an image record; its file is deleted when no other record uses it."""
+        record = self.image(image_id)
+        self.images = [r for r in self.images if r.id != image_id]
+        if self.folder is not None and not any(r.file == record.file for r in self.images):
+            target = (self.folder / record.file).resolve()
+            if _inside(target, self.folder / IMAGES_DIR):
+                target.unlink(missing_ok=True)
+        return record
+
+    def set_role(self, image_id: str, role: Role) -> ImageRecord:
+        return self._replace(image_id, role=role)
+
+    def set_prompt_boxes(self, image_id: str, prompts: Iterable[Prompt | Mapping]) -> ImageRecord:
+        """Replace an image's prompt boxes (`Prompt` or ``{"xyxy", "cls", "negative"}``); each
+        class must be one of the project's (spelled as the project spells it)."""
+        items = [_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        items = [dataclasses.replace(p, cls=self.classes[self.class_index(p.cls)])
+                 for p in items]
+        return self._replace(image_id, prompts=tuple(items))
+
+    def set_labels(self, image_id: str, labels: Iterable[Label | Mapping],
+                   status: ReviewStatus | None = None) -> ImageRecord:
+        """Replace an image's reviewed labels (and optionally its review status)."""
+        items = [_label(b, f"labels[{i}]") for i, b in enumerate(labels)]
+        items = [dataclasses.replace(b, cls=self.classes[self.class_index(b.cls)])
+                 for b in items]
+        changes: dict[str, Any] = {"labels": tuple(items)}
+        if status is not None:
+            changes["status"] = status
+        return self._replace(image_id, **changes)
+
+    def set_status(self, image_id: str, status: ReviewStatus) -> ImageRecord:
+        return self._replace(image_id, status=status)
+
+    def set_settings(self, settings: DetectParams | Mapping[str, Any]) -> DetectParams:
+        self.settings = (settings if isinstance(settings, DetectParams)
+                         else DetectParams.from_dict(settings, strict=True))
+        return self.settings
+
+    # ---------------------------------------------------------------- classes
+    def add_class(self, name: str) -> str:
+        cleaned = validate_class_name(name)
+        self.classes = _class_list([*self.classes, cleaned])
+        return cleaned
+
+    def rename_class(self, old: str, new: str) -> str:
+        """Rename a class; its prompt boxes and labels carry the new name."""
+        index = self.class_index(old)
+        old_name, cleaned = self.classes[index], validate_class_name(new)
+        classes = list(self.classes)
+        classes[index] = cleaned
+        classes = _class_list(classes)  # a clash with another class raises here, nothing changed
+
+        def rename(box):
+            return dataclasses.replace(box, cls=cleaned) if box.cls == old_name else box
+
+        self.images = [dataclasses.replace(r, prompts=tuple(map(rename, r.prompts)),
+                                           labels=tuple(map(rename, r.labels)))
+                       for r in self.images]
+        self.classes = classes
+        return cleaned
+
+    def remove_class(self, name: str) -> str:
+        """Remove a class with every prompt box and label of it."""
+        removed = self.classes[self.class_index(name)]
+        self.images = [dataclasses.replace(
+            r, prompts=tuple(p for p in r.prompts if p.cls != removed),
+            labels=tuple(b for b in r.labels if b.cls != removed)) for r in self.images]
+        self.classes = [c for c in self.classes if c != removed]
+        return removed
+
+    # ---------------------------------------------------------------- file form
+    def to_dict(self) -> dict[str, Any]:
+        """The ``project.json`` content (see the module docstring)."""
+        return {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION, "name": self.name,
+            "classes": list(self.classes), "settings": self.settings.to_dict(),
+            "images": [r.to_dict() for r in self.images],
+            # derived, for readers of the old form; ignored when a versioned file is read
+            "training_data": [{"image": r.file, "boxes": [
+                geometry.xyxy_to_reference(p.xyxy, p.cls, p.negative, ndigits=None)
+                for p in r.prompts]} for r in self.images if r.prompts],
+            "query_images": [r.file for r in self.images if r.role == "query"],
+        }
+
+    # ---------------------------------------------------------------- internals
+    def _require_folder(self, what: str) -> Path:
+        if self.folder is None:
+            raise ProjectError(f"project {self.name!r} has no folder yet; {what} needs one "
+                               "(create it with ProjectStore.create or save_project(project, "
+                               "folder)).")
+        return self.folder
+
+    def _fresh_id(self) -> str:
+        taken = {r.id for r in self.images}
+        while (image_id := new_image_id()) in taken:
+            pass
+        return image_id
+
+    def _replace(self, image_id: str, **changes: Any) -> ImageRecord:
+        index = next((i for i, r in enumerate(self.images) if r.id == image_id), None)
+        if index is None:
+            raise ProjectError(f"no image with id {image_id!r} in project {self.name!r}.")
+        record = dataclasses.replace(self.images[index], **changes)  # validates
+        images = list(self.images)
+        images[index] = record
+        self._check_images(images)
+        self.images = images
+        return record
+
+    def _check_images(self, images: Sequence[ImageRecord]) -> None:
+        lim = limits.current()
+        ids: set[str] = set()
+        known = {c for c in self.classes}
+        total = 0
+        for record in images:
+            if not isinstance(record, ImageRecord):
+                raise ProjectError(f"images must be ImageRecord, got {type(record).__name__}.")
+            if record.id in ids:
+                raise ProjectError(f"image id {record.id!r} is used twice.")
+            ids.add(record.id)
+            for box in (*record.prompts, *record.labels):
+                if box.cls not in known:
+                    raise ProjectError(f"image {record.id!r}: class {box.cls!r} is not one of "
+                                       f"the project's classes ({', '.join(self.classes) or 'none'}"
+                                       "); add it first.")
+            total += len(record.prompts)
+        lim.check("max_boxes_total", total, f"project {self.name!r}: prompt boxes",
+                  limits.ProjectLimitError)
+        lim.check("max_project_images", len(images), f"project {self.name!r}: images",
+                  limits.ProjectLimitError)
+
+
+def _project_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise ProjectError(f"project name must be a string, got {type(name).__name__}.")
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise ProjectError("project name is empty; give the project a name.")
+    if len(cleaned) > 200 or any(not ch.isprintable() for ch in cleaned):
+        raise ProjectError(f"project name {cleaned[:40]!r}...: at most 200 printable characters.")
+    return cleaned
+
+
+def _class_list(classes: Any) -> list[str]:
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+        raise ProjectError(f"classes must be a list of names, got {classes!r}.")
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for i, name in enumerate(classes):
+        cleaned = validate_class_name(name, f"classes[{i}]")
+        if cleaned.casefold() in seen:
+            raise ProjectError(f"classes[{i}]: {cleaned!r} is already a class "
+                               f"({seen[cleaned.casefold()]!r}); class names are unique "
+                               "regardless of case.")
+        seen[cleaned.casefold()] = cleaned
+        out.append(cleaned)
+    limits.current().check("max_classes", len(out), "classes", limits.ProjectLimitError)
+    return out
+
+
+def _display_name(name: str) -> str:
+    name = Path(str(name).replace("\\", "/")).name
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    return name[:255] or "image"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _write_file_once(target: Path, data: bytes) -> None:
+    """Write content-addressed bytes: a file already there holds the same bytes; never a
+    half-written file (temp file + rename)."""
+    if target.is_file() and target.stat().st_size == len(data):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------- the reader
+def project_file(path: str | os.PathLike) -> Path:
+    """The ``project.json`` of a project folder (or the file itself)."""
+    path = Path(path)
+    return path / PROJECT_FILE if path.is_dir() else path
+
+
+def read_json(path: Path, what: str = "project file") -> Any:
+    """Parse a bounded UTF-8 JSON file; `ProjectError` naming the file on any failure."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ProjectError(f"{path}: cannot read the {what} (No such file or directory); check "
+                           "the path.") from None
+    except OSError as exc:
+        raise ProjectError(f"{path}: cannot read the {what} ({exc.strerror or exc}).") from exc
+    if size > _MAX_JSON_BYTES:
+        raise LimitError(f"{path}: {size:,} bytes is over the {_MAX_JSON_BYTES:,}-byte limit "
+                         f"for a {what}.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProjectError(f"{path}: cannot read the {what} ({exc.strerror or exc}); check the "
+                           "path.") from exc
+    except UnicodeDecodeError as exc:
+        raise ProjectError(f"{path}: not UTF-8 text ({exc}); save the JSON as UTF-8.") from exc
+    except json.JSONDecodeError as exc:
+        hint = ""
+        if path.name == PROJECT_FILE and (path.parent / BACKUP_FILE).is_file():
+            hint = f" {BACKUP_FILE} next to it holds the previous save."
+        raise ProjectError(f"{path}: not valid JSON ({exc}); fix the file or export it "
+                           f"again.{hint}") from exc
+
+
+def load_project(path: str | os.PathLike, *, allow_external: bool = False) -> Project:
+    """Read a project folder (or its ``project.json``), either form.
+
+    Args:
+        path: the project folder or its JSON file.
+        allow_external: accept image paths outside the folder (absolute, or ``../``). Only for
+            files a person pointed at themselves (CLI, the bundled examples); a project folder
+            from a zip or an upload never needs it.
+
+    Raises:
+        ProjectError: unreadable, malformed, or an image path escaping the folder.
+    """
+    file = project_file(path)
+    data = read_json(file)
+    return project_from_dict(data, file.parent, allow_external=allow_external, source=str(file))
+
+
+def project_from_dict(data: Any, folder: str | os.PathLike, *, allow_external: bool = False,
+                      source: str = "project.json") -> Project:
+    """A `Project` from parsed ``project.json`` content whose relative paths are relative to
+    ``folder`` (the one reader: versioned and old form)."""
+    folder = Path(folder).resolve()
+    if isinstance(data, list):  # a bare reference-schema list: an unnamed project
+        data = {"training_data": data}
+    if not isinstance(data, Mapping):
+        raise ProjectError(f"{source}: expected a JSON object with \"classes\" and \"images\" "
+                           f"(or \"training_data\"), got {type(data).__name__}.")
+    version = data.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ProjectError(f"{source}: \"version\" must be a positive integer, got {version!r}.")
+    if version > FORMAT_VERSION:
+        raise ProjectError(f"{source}: project format version {version} is newer than this "
+                           f"program reads ({FORMAT_VERSION}); update owl-studio.")
+    try:
+        if version == 1:
+            return _from_v1(data, folder, allow_external, source)
+        images = data.get("images", [])
+        if not isinstance(images, list):
+            raise ProjectError("\"images\" must be a list.")
+        limits.current().check("max_project_images", len(images), "images",
+                               limits.ProjectLimitError)
+        records = [ImageRecord.from_dict(d, f"images[{i}]") for i, d in enumerate(images)]
+        for record in records:
+            _check_path(record.file, folder, allow_external, f"image {record.id!r}")
+        project = Project(name=data.get("name") or folder.name, classes=data.get("classes", []),
+                          images=records, settings=DetectParams.from_dict(data.get("settings")),
+                          folder=folder)
+    except OwlError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise type(exc)(f"{source}: {exc}") from None
+    return project
+
+
+def _check_path(rel: str, folder: Path, allow_external: bool, where: str) -> Path:
+    target = Path(rel)
+    resolved = (folder / target).resolve()
+    if not allow_external and (target.is_absolute() or not _inside(resolved, folder)):
+        raise ProjectError(f"{where}: path {rel!r} leads outside the project folder; a project "
+                           f"only refers to its own files (under {IMAGES_DIR}/).")
+    return resolved
+
+
+def _from_v1(data: Mapping, folder: Path, allow_external: bool, source: str) -> Project:
+    """The old form: {"name", "classes", "training_data": [{"image", "boxes": [x, y, w, h, cls,
+    negative]}], "query_images": [path]} with paths relative to the file."""
+    from owl_core.training_data import parse_training_data
+
+    classes = data.get("classes")
+    if classes is not None and (not isinstance(classes, list)
+                                or not all(isinstance(c, str) for c in classes)):
+        raise ProjectError(f"\"classes\" must be a list of class names, got {classes!r}.")
+    entries = parse_training_data(data.get("training_data", []))  # TrainingDataError names box
+    queries = data.get("query_images", [])
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        raise ProjectError(f"\"query_images\" must be a list of image paths, got {queries!r}.")
+    class_names = list(classes or [])
+    seen = {" ".join(c.split()).casefold() for c in class_names}
+    for entry in entries:
+        for box in entry.boxes:
+            if box.cls.casefold() not in seen:
+                seen.add(box.cls.casefold())
+                class_names.append(box.cls)
+    project = Project(name=data.get("name") or folder.name, classes=class_names,
+                      settings=DetectParams.from_dict(data.get("settings")), folder=folder,
+                      version=1)
+    infos: dict[Path, ImageInfo] = {}
+
+    def record_for(image: Any, where: str, role: str) -> ImageRecord:
+        if not isinstance(image, str) or image.lstrip()[:5].lower() == "data:":
+            raise ProjectError(f"{where}: a project's images must be file paths; use a "
+                               "training-data list for images given as data.")
+        path = _check_path(image, folder, allow_external, where)
+        if path not in infos:
+            infos[path] = inspect_image(_read_bounded(path, image), image)
+        info = infos[path]
+        rel = os.path.relpath(path, folder) if not Path(image).is_absolute() else str(path)
+        return ImageRecord(id=project._fresh_id(), file=Path(rel).as_posix(),
+                           name=_display_name(path.name), size=info.size,
+                           content_hash=info.content_hash, role=role)
+
+    for i, entry in enumerate(entries):
+        record = record_for(entry.image, f"training_data[{i}]", "example")
+        project.images.append(record)
+        prompts = [Prompt(geometry.clip_xyxy(b.xyxy, record.size), b.cls, b.negative)
+                   for b in entry.boxes]
+        project.set_prompt_boxes(record.id, [p for p in prompts
+                                             if geometry.area_xyxy(p.xyxy) > 0])
+    for i, query in enumerate(queries):
+        project.images.append(record_for(query, f"query_images[{i}]", "query"))
+    project._check_images(project.images)
+    return project
+
+
+# ------------------------------------------------------------------------------- the writer
+def save_project(project: Project, folder: str | os.PathLike | None = None) -> Path:
+    """Write ``project.json`` atomically (temp file, fsync, rename) and keep the previous one as
+    ``project.json.bak``; temp files left by a crashed save are removed. Images that live
+    outside the folder (an old-form project read in place) are copied into ``images/`` first.
+    Holds the folder's lock, so two writers never interleave. Returns the file written."""
+    from filelock import FileLock, Timeout
+
+    target = Path(folder) if folder is not None else project._require_folder("saving")
+    target.mkdir(parents=True, exist_ok=True)
+    target = target.resolve()
+    try:
+        with FileLock(str(target / LOCK_FILE), timeout=30):
+            return _save_locked(project, target)
+    except Timeout:
+        raise ProjectError(f"{target}: another program holds the project's lock ({LOCK_FILE}) "
+                           "for more than 30 s; close it, or delete the lock file if none "
+                           "runs.") from None
+
+
+def _save_locked(project: Project, target: Path) -> Path:
+    for leftover in target.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+    source = project.folder.resolve() if project.folder is not None else None
+    adopted: list[ImageRecord] = []
+    for record in project.images:
+        path = (source / record.file).resolve() if source is not None else Path(record.file)
+        rel = record.file
+        if source != target or not _inside(path, target / IMAGES_DIR):
+            if not path.is_file():
+                raise ProjectError(f"image {record.id!r}: its file {path} is missing; remove "
+                                   "the image or put the file back.")
+            suffix = path.suffix.lower() if path.suffix.lower() in IMAGE_FORMATS.values() \
+                else inspect_image(_read_bounded(path, record.name), record.name).suffix
+            rel = f"{IMAGES_DIR}/{record.content_hash}{suffix}"
+            dest = target / rel
+            if not dest.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dest)
+        adopted.append(dataclasses.replace(record, file=rel) if rel != record.file else record)
+    project.images = adopted
+    project.folder = target
+    project.version = FORMAT_VERSION
+    text = json.dumps(project.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    final = target / PROJECT_FILE
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=target)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if final.is_file():
+            _keep_backup(final, target / BACKUP_FILE)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target)
+    return final
+
+
+def _keep_backup(current: Path, backup: Path) -> None:
+    """``backup`` becomes a copy of ``current`` (a hard link where possible), atomically."""
+    tmp = backup.with_name(f"{_TMP_PREFIX}bak-{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    try:
+        os.link(current, tmp)
+    except OSError:
+        shutil.copyfile(current, tmp)
+    os.replace(tmp, backup)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------- training files
+def read_training_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str] | None]:
+    """Training data and class order from a file: a project folder or ``project.json`` (either
+    form), or a bare reference-schema list. Relative image paths resolve from the file's folder;
+    strings that are no file there (base64 data) are passed on as they are.
+
+    Returns:
+        (reference-schema training data with absolute image paths, classes or None)
+    """
+    file = project_file(path)
+    data = read_json(file, "training data")
+    if isinstance(data, list):  # a bare list may hold base64 images: resolve only real files
+        out = []
+        for entry in data:
+            if isinstance(entry, dict) and isinstance(entry.get("image"), str):
+                image = entry["image"]
+                candidate = file.parent / image
+                if (len(image) < 4096 and not os.path.isabs(image)
+                        and not image.lstrip().startswith("data:") and candidate.is_file()):
+                    entry = {**entry, "image": str(candidate.resolve())}
+            out.append(entry)
+        return out, None
+    project = project_from_dict(data, file.parent, allow_external=True, source=str(file))
+    return project.training_data(), list(project.classes)
