@@ -1,0 +1,310 @@
+"""The quality meter: how well the current prompt finds the reviewed labels.
+
+Reviewed labels (a person accepted, corrected or drew them) are the ground truth. At a given
+confidence the meter reports per class and overall precision, recall and F1 (a detection is a
+true positive when it overlaps an unmatched ground-truth box of its class with IoU >= 0.5,
+matched highest-IoU first by `supervision.match_detections`, the matcher behind supervision's
+`Precision` / `Recall` / `F1Score`), plus mAP@50 over all detections
+(`supervision.metrics.MeanAveragePrecision`, COCO rules), and a *suggested confidence*: the one
+that maximises overall F1 on the measured images.
+
+Images that carry prompt boxes (example images) are left out and counted as such: grading a
+prompt on its own examples would flatter it.
+
+Detections are computed once at confidence 0 (`evaluate_project`), then thresholded for every
+confidence: score thresholding commutes with the greedy NMS the engine runs, so the thresholded
+result is exactly what `detect` at that confidence returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import supervision as sv
+from supervision.metrics import MeanAveragePrecision
+
+from owl_core.errors import ProjectError
+from owl_core.params import DetectParams
+from owl_core.scoring import DetectionResult
+
+#: IoU a detection needs with a ground-truth box of its class to count as found.
+MATCH_IOU = 0.5
+
+Prediction = sv.Detections | DetectionResult
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """Counts and scores of one class (or of all classes pooled, name ``"all"``).
+
+    Attributes:
+        name: the class name, or "all".
+        true_positives / false_positives / false_negatives: at the evaluated confidence.
+        precision, recall, f1: from those counts (0 when undefined).
+        ap50: average precision at IoU 0.5 over all detections; None without ground truth.
+    """
+
+    name: str
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    f1: float
+    ap50: float | None
+
+    @property
+    def support(self) -> int:
+        """Ground-truth boxes of the class."""
+        return self.true_positives + self.false_negatives
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """The confidence that maximises overall F1, with the overall scores it gives."""
+
+    confidence: float
+    precision: float
+    recall: float
+    f1: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The meter's reading.
+
+    Attributes:
+        confidence: the confidence the counts are taken at.
+        classes: one `ClassScore` per class, in class order.
+        overall: the counts of all classes pooled (micro average); ``ap50`` is mAP@50.
+        suggested: the F1-maximising confidence, or None without detections or ground truth.
+        images_measured: reviewed images measured.
+        left_out: names of reviewed images left out because they are example images.
+    """
+
+    confidence: float
+    classes: tuple[ClassScore, ...]
+    overall: ClassScore
+    suggested: Suggestion | None
+    images_measured: int
+    left_out: tuple[str, ...]
+
+    @property
+    def map50(self) -> float | None:
+        return self.overall.ap50
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (the CLI's ``--json``)."""
+        out = asdict(self)
+        out["map50"] = self.map50
+        out["left_out"] = list(self.left_out)
+        out["images_left_out"] = len(self.left_out)
+        return out
+
+    def table(self) -> str:
+        """A fixed-width text table: one row per class, then "all"."""
+        width = max([len(c.name) for c in self.classes] + [5])
+        head = (f"{'class':<{width}}  {'P':>6} {'R':>6} {'F1':>6} {'AP50':>6} "
+                f"{'TP':>5} {'FP':>5} {'FN':>5}")
+        rows = [head, "-" * len(head)]
+        for c in (*self.classes, self.overall):
+            ap = "-" if c.ap50 is None else f"{c.ap50:.3f}"
+            rows.append(f"{c.name:<{width}}  {c.precision:>6.3f} {c.recall:>6.3f} {c.f1:>6.3f} "
+                        f"{ap:>6} {c.true_positives:>5} {c.false_positives:>5} "
+                        f"{c.false_negatives:>5}")
+        rows.append(f"confidence {self.confidence:g}; {self.images_measured} reviewed image(s) "
+                    f"measured, {len(self.left_out)} left out (example images)")
+        if self.suggested is not None:
+            s = self.suggested
+            rows.append(f"suggested confidence {s.confidence:.4f}: P {s.precision:.3f} "
+                        f"R {s.recall:.3f} F1 {s.f1:.3f}")
+        return "\n".join(rows)
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else 0.0
+
+
+def _score(name: str, tp: int, fp: int, fn: int, ap50: float | None) -> ClassScore:
+    return ClassScore(name, int(tp), int(fp), int(fn), _ratio(tp, tp + fp), _ratio(tp, tp + fn),
+                      _ratio(2 * tp, 2 * tp + fp + fn), ap50)
+
+
+def _as_detections(item: Prediction | None, class_names: Sequence[str], what: str,
+                   need_confidence: bool) -> sv.Detections:
+    """A validated `sv.Detections` whose class ids index `class_names`."""
+    if item is None:
+        return sv.Detections.empty()
+    if isinstance(item, DetectionResult):
+        if tuple(item.class_names) != tuple(class_names):
+            missing = sorted(set(item.class_names) - set(class_names))
+            if missing:
+                raise ProjectError(f"{what}: classes {missing} are not project classes "
+                                   f"{list(class_names)}; detect with the project's classes.")
+            remap = np.array([list(class_names).index(n) for n in item.class_names], dtype=int)
+            item = DetectionResult(item.xyxy, item.confidence, remap[item.class_id],
+                                   tuple(class_names), item.image_size)
+        det = item.to_supervision()
+    elif isinstance(item, sv.Detections):
+        det = item
+    else:
+        raise ProjectError(f"{what}: expected supervision.Detections or DetectionResult, got "
+                           f"{type(item).__name__}.")
+    if len(det) == 0:
+        return sv.Detections.empty()
+    if det.class_id is None:
+        raise ProjectError(f"{what}: boxes without class ids; set Detections.class_id.")
+    ids = np.asarray(det.class_id)
+    if ids.min() < 0 or ids.max() >= len(class_names):
+        raise ProjectError(f"{what}: class id {int(ids.max())} is outside the "
+                           f"{len(class_names)} classes {list(class_names)}.")
+    if need_confidence and det.confidence is None:
+        raise ProjectError(f"{what}: detections without confidence; pass the detector's scores.")
+    if not np.isfinite(det.xyxy).all():
+        raise ProjectError(f"{what}: a box has a non-finite coordinate.")
+    return det
+
+
+def _above(det: sv.Detections, confidence: float) -> sv.Detections:
+    return det[det.confidence >= confidence] if len(det) else det
+
+
+def _counts(gts: Sequence[sv.Detections], preds: Sequence[sv.Detections], confidence: float,
+            num_classes: int) -> np.ndarray:
+    """(C, 3) true positives, false positives, false negatives per class at `confidence`."""
+    tp = np.zeros(num_classes, np.int64)
+    n_pred = np.zeros(num_classes, np.int64)
+    n_gt = np.zeros(num_classes, np.int64)
+    for gt, pred in zip(gts, preds, strict=True):
+        pred = _above(pred, confidence)
+        if len(gt):
+            n_gt += np.bincount(gt.class_id, minlength=num_classes)
+        if len(pred):
+            n_pred += np.bincount(pred.class_id, minlength=num_classes)
+        if len(gt) and len(pred):
+            pairs, _, _ = sv.match_detections(pred, gt, MATCH_IOU)
+            tp += np.bincount(pred.class_id[pairs[:, 0]], minlength=num_classes)
+    return np.stack([tp, n_pred - tp, n_gt - tp], axis=1)
+
+
+def _ranked_hits(gt: sv.Detections, pred: sv.Detections) -> np.ndarray:
+    """(P,) bool, per prediction (in the given order): whether it finds a ground-truth box of
+    its class not found by a higher-scoring prediction (IoU >= `MATCH_IOU`, best IoU first).
+    Under this rule a prediction's hit doesn't depend on the lower-scoring ones, so one pass
+    rates every threshold."""
+    hits = np.zeros(len(pred), bool)
+    if not len(gt) or not len(pred):
+        return hits
+    order = np.argsort(-pred.confidence, kind="stable")
+    iou = sv.box_iou_batch(pred.xyxy[order], gt.xyxy)
+    iou[pred.class_id[order][:, None] != gt.class_id[None, :]] = -1.0
+    free = np.ones(len(gt), bool)
+    for rank, row in enumerate(iou):
+        row = np.where(free, row, -1.0)
+        best = int(row.argmax())
+        if row[best] >= MATCH_IOU:
+            hits[order[rank]] = True
+            free[best] = False
+    return hits
+
+
+def suggest_confidence(gts: Sequence[sv.Detections],
+                       preds: Sequence[sv.Detections]) -> float | None:
+    """The detection score that, used as the confidence, maximises overall F1 (ties: the
+    highest such score). None without ground truth or detections.
+
+    Every distinct score is tried at once: hits ranked by score, cumulated, F1 = 2 TP /
+    (detections kept + ground truth).
+    """
+    n_gt = sum(len(g) for g in gts)
+    confs = [p.confidence for p in preds if len(p)]
+    if n_gt == 0 or not confs:
+        return None
+    conf = np.concatenate(confs).astype(np.float64)
+    hits = np.concatenate([_ranked_hits(g, p) for g, p in zip(gts, preds, strict=True)
+                           if len(p)])
+    order = np.argsort(-conf, kind="stable")
+    conf, cum_tp = conf[order], np.cumsum(hits[order])
+    # the last detection of each run of equal scores: a threshold keeps the whole run
+    last = np.flatnonzero(np.append(conf[1:] != conf[:-1], True))
+    f1 = 2 * cum_tp[last] / (last + 1 + n_gt)
+    return float(conf[last[int(np.argmax(f1))]])
+
+
+def _average_precision(gts: Sequence[sv.Detections], preds: Sequence[sv.Detections],
+                       num_classes: int) -> tuple[float | None, list[float | None]]:
+    """mAP@50 and AP@50 per class (None for classes without ground truth)."""
+    per_class: list[float | None] = [None] * num_classes
+    if not any(len(g) for g in gts):
+        return None, per_class
+    most = max([len(p) for p in preds] + [0])
+    metric = MeanAveragePrecision(max_detection_thresholds=(1, 10, max(100, most)))
+    result = metric.update(list(preds), list(gts)).compute()
+    for cid, ap in zip(result.matched_classes.tolist(), result.ap_per_class[:, 0].tolist(),
+                       strict=True):
+        if 0 <= cid < num_classes and ap >= 0:
+            per_class[cid] = float(ap)
+    return (float(result.map50) if result.map50 >= 0 else None), per_class
+
+
+def evaluate(
+    ground_truth: Sequence[sv.Detections],
+    predictions: Sequence[Prediction | None],
+    class_names: Sequence[str],
+    confidence: float,
+    *,
+    is_example: Sequence[bool] | None = None,
+    image_names: Sequence[str] | None = None,
+) -> Evaluation:
+    """Measure detections against reviewed labels.
+
+    Args:
+        ground_truth: per image, the reviewed labels: `sv.Detections` with (N, 4) XYXY pixels and
+            class ids indexing `class_names`.
+        predictions: per image, the detections (`sv.Detections` with confidence, or
+            `DetectionResult`), ideally taken at a low confidence so the sweep and mAP see all
+            of them; None for an image that is left out.
+        class_names: class id -> name.
+        confidence: the confidence the P/R/F1 counts are taken at, in [0, 1].
+        is_example: per image, whether it carries prompt boxes (then it is left out).
+        image_names: per image, a name for the "left out" list (default: its index).
+
+    Raises:
+        SettingsError: confidence out of [0, 1].
+        ProjectError: lists of different lengths, class ids out of range, missing scores.
+    """
+    confidence = DetectParams(confidence=confidence).confidence
+    n = len(ground_truth)
+    for what, seq in (("predictions", predictions), ("is_example", is_example),
+                      ("image_names", image_names)):
+        if seq is not None and len(seq) != n:
+            raise ProjectError(f"{what} has {len(seq)} entries for {n} ground-truth images; "
+                               "give one per image.")
+    names = list(class_names)
+    if len(set(names)) != len(names):
+        raise ProjectError(f"class names must be unique, got {names}.")
+    flags = list(is_example) if is_example is not None else [False] * n
+    labels = [str(x) for x in image_names] if image_names is not None else [str(i)
+                                                                          for i in range(n)]
+    gts, preds = [], []
+    for i in range(n):
+        if flags[i]:
+            continue
+        gts.append(_as_detections(ground_truth[i], names, f"ground truth of image {labels[i]}",
+                                  need_confidence=False))
+        preds.append(_as_detections(predictions[i], names, f"detections on image {labels[i]}",
+                                    need_confidence=True))
+    counts = _counts(gts, preds, confidence, len(names))
+    map50, ap = _average_precision(gts, preds, len(names))
+    classes = tuple(_score(name, *counts[c], ap[c]) for c, name in enumerate(names))
+    overall = _score("all", *counts.sum(axis=0), map50)
+    best = suggest_confidence(gts, preds)
+    suggested = None
+    if best is not None:
+        at_best = _score("all", *_counts(gts, preds, best, len(names)).sum(axis=0), None)
+        suggested = Suggestion(best, at_best.precision, at_best.recall, at_best.f1)
+    left_out = tuple(labels[i] for i in range(n) if flags[i])
+    return Evaluation(confidence, classes, overall, suggested, len(gts), left_out)

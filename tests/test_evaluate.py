@@ -1,0 +1,203 @@
+"""Tests for the quality meter (`owl_core.evaluate`): numbers against a hand computation,
+the suggested confidence, example images left out, bad input refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import supervision as sv
+from supervision.metrics import AveragingMethod, F1Score, Precision, Recall
+
+from owl_core.errors import ProjectError, SettingsError
+from owl_core.evaluate import evaluate, suggest_confidence
+from owl_core.scoring import DetectionResult
+
+CLASSES = ["cat", "dog"]
+CAT, DOG = 0, 1
+
+
+def dets(rows, scores: bool = True) -> sv.Detections:
+    """rows: (x0, y0, x1, y1, class_id[, confidence])."""
+    if not rows:
+        return sv.Detections.empty()
+    arr = np.array(rows, dtype=float)
+    return sv.Detections(xyxy=arr[:, :4], class_id=arr[:, 4].astype(int),
+                         confidence=arr[:, 5] if scores else None)
+
+
+# Two images, two classes. Every prediction is marked with what it is at confidence 0.5.
+GT_A = dets([(0, 0, 10, 10, CAT), (20, 0, 30, 10, CAT), (0, 20, 10, 30, DOG)], scores=False)
+PRED_A = dets([
+    (0, 0, 10, 10, CAT, 0.9),      # TP (cat 1)
+    (40, 40, 50, 50, CAT, 0.8),    # FP (nothing there)
+    (0, 20, 10, 30, DOG, 0.6),     # TP (the dog)
+    (20, 0, 30, 10, CAT, 0.3),     # below 0.5: cat 2 is a FN at 0.5
+])
+GT_B = dets([(0, 0, 20, 20, DOG)], scores=False)
+PRED_B = dets([
+    (50, 50, 60, 60, DOG, 0.7),    # FP
+    (60, 60, 70, 70, CAT, 0.55),   # FP (image B has no cat)
+    (1, 1, 20, 20, DOG, 0.4),      # below 0.5 (IoU 361/400 with the dog): dog of B is a FN
+    (80, 80, 90, 90, CAT, 0.2),    # FP, below 0.5
+])
+
+
+def test_counts_and_scores_match_a_hand_computation():
+    ev = evaluate([GT_A, GT_B], [PRED_A, PRED_B], CLASSES, confidence=0.5)
+    cat, dog = ev.classes
+    # cat: TP = cat 1; FP = (40,40) and (60,60) in B; FN = cat 2 (its detection scores 0.3)
+    assert (cat.true_positives, cat.false_positives, cat.false_negatives) == (1, 2, 1)
+    assert cat.precision == pytest.approx(1 / 3)
+    assert cat.recall == pytest.approx(1 / 2)
+    assert cat.f1 == pytest.approx(2 * 1 / (2 * 1 + 2 + 1))
+    # dog: TP = the dog of A; FP = (50,50) in B; FN = the dog of B (its detection scores 0.4)
+    assert (dog.true_positives, dog.false_positives, dog.false_negatives) == (1, 1, 1)
+    assert (dog.precision, dog.recall, dog.f1) == pytest.approx((0.5, 0.5, 0.5))
+    # all classes pooled: TP 2, FP 3, FN 2
+    assert (ev.overall.true_positives, ev.overall.false_positives,
+            ev.overall.false_negatives) == (2, 3, 2)
+    assert ev.overall.precision == pytest.approx(2 / 5)
+    assert ev.overall.recall == pytest.approx(2 / 4)
+    assert ev.overall.f1 == pytest.approx(4 / 9)
+    assert ev.images_measured == 2 and ev.left_out == ()
+
+
+def test_ap50_matches_a_hand_computation():
+    ev = evaluate([GT_A, GT_B], [PRED_A, PRED_B], CLASSES, confidence=0.5)
+    # cat, by score: .9 hit, .8 miss, .55 miss, .3 hit, .2 miss; 2 cats. Interpolated precision
+    # is 1 up to recall 0.5 (51 of COCO's 101 recall points) and 0.5 above (50 points).
+    cat_ap = (51 * 1.0 + 50 * 0.5) / 101
+    # dog, by score: .7 miss, .6 hit, .4 hit; 2 dogs. Precision 2/3 at recall 1 is the
+    # interpolated precision everywhere.
+    dog_ap = 2 / 3
+    assert ev.classes[CAT].ap50 == pytest.approx(cat_ap)
+    assert ev.classes[DOG].ap50 == pytest.approx(dog_ap)
+    assert ev.map50 == pytest.approx((cat_ap + dog_ap) / 2)
+
+
+def test_suggested_confidence_is_the_known_f1_optimum():
+    # All 8 detections by score, hit or miss; 4 ground-truth boxes. F1 = 2 TP / (kept + 4):
+    #   .9 hit 2/5  .8 miss 2/6  .7 miss 2/7  .6 hit 4/8  .55 miss 4/9  .4 hit 6/10
+    #   .3 hit 8/11 (best)  .2 miss 8/12
+    ev = evaluate([GT_A, GT_B], [PRED_A, PRED_B], CLASSES, confidence=0.5)
+    assert ev.suggested is not None
+    assert ev.suggested.confidence == pytest.approx(0.3)
+    assert ev.suggested.f1 == pytest.approx(8 / 11)
+    assert ev.suggested.precision == pytest.approx(4 / 7)
+    assert ev.suggested.recall == pytest.approx(1.0)
+    # applying it gives the same reading
+    again = evaluate([GT_A, GT_B], [PRED_A, PRED_B], CLASSES, ev.suggested.confidence)
+    assert again.overall.f1 == pytest.approx(ev.suggested.f1)
+
+
+def test_suggested_confidence_prefers_the_higher_of_equal_optima():
+    gt = dets([(0, 0, 10, 10, CAT)], scores=False)
+    # 0.9: 1 hit of 1 kept -> F1 1.0; nothing lower can beat it
+    pred = dets([(0, 0, 10, 10, CAT, 0.9), (50, 50, 60, 60, CAT, 0.5)])
+    assert suggest_confidence([gt], [pred]) == pytest.approx(0.9)
+    # two detections with the same score are kept or dropped together
+    tied = dets([(0, 0, 10, 10, CAT, 0.5), (50, 50, 60, 60, CAT, 0.5),
+                 (20, 20, 30, 30, CAT, 0.1)])
+    assert suggest_confidence([gt], [tied]) == pytest.approx(0.5)
+
+
+def test_suggested_confidence_is_none_without_ground_truth_or_detections():
+    assert suggest_confidence([sv.Detections.empty()], [PRED_A]) is None
+    assert suggest_confidence([GT_A], [sv.Detections.empty()]) is None
+    ev = evaluate([GT_A], [None], CLASSES, 0.5)
+    assert ev.suggested is None and ev.overall.recall == 0.0
+    assert ev.overall.false_negatives == 3 and ev.map50 == 0.0
+
+
+def test_suggestion_equals_the_brute_force_optimum_of_the_meter():
+    """On random images (each detection near at most one object, several near the same one),
+    the vectorised sweep picks the threshold the meter itself scores best."""
+    rng = np.random.default_rng(3)
+    gts, preds = [], []
+    for _ in range(6):
+        n = int(rng.integers(0, 6))
+        cells = rng.choice(36, size=n, replace=False)
+        gt_rows = [(c % 6 * 100, c // 6 * 100, c % 6 * 100 + 40, c // 6 * 100 + 40,
+                    int(rng.integers(0, 2))) for c in cells]
+        pred_rows = []
+        for x0, y0, x1, y1, cls in gt_rows:
+            for _ in range(int(rng.integers(0, 3))):
+                dx, dy = rng.integers(-8, 9, size=2)
+                pred_rows.append((x0 + dx, y0 + dy, x1 + dx, y1 + dy,
+                                  cls if rng.random() < 0.8 else 1 - cls, rng.random()))
+        for _ in range(int(rng.integers(0, 4))):  # in the empty gaps between grid cells
+            x, y = rng.integers(0, 6, size=2) * 100 + 55
+            pred_rows.append((x, y, x + 30, y + 30, int(rng.integers(0, 2)), rng.random()))
+        gts.append(dets(gt_rows, scores=False))
+        preds.append(dets(pred_rows))
+    best = suggest_confidence(gts, preds)
+    scores = np.unique(np.concatenate([p.confidence for p in preds if len(p)]))
+    brute = [evaluate(gts, preds, CLASSES, float(s)).overall.f1 for s in scores]
+    assert evaluate(gts, preds, CLASSES, best).overall.f1 == pytest.approx(max(brute))
+
+
+@pytest.mark.parametrize("confidence", [0.0, 0.35, 0.5, 0.85])
+def test_counts_agree_with_supervisions_own_metrics(confidence):
+    ev = evaluate([GT_A, GT_B], [PRED_A, PRED_B], CLASSES, confidence)
+    kept = [p[p.confidence >= confidence] for p in (PRED_A, PRED_B)]
+    targets = [GT_A, GT_B]
+    for metric, field in ((Precision, "precision"), (Recall, "recall"), (F1Score, "f1")):
+        result = metric(averaging_method=AveragingMethod.MICRO).update(kept, targets).compute()
+        scores = result._result_view()  # per-class rows follow result.matched_classes
+        assert getattr(ev.overall, field) == pytest.approx(scores.score_at_50)
+        for row, cid in zip(scores.per_class_scores[:, 0], scores.matched_classes, strict=True):
+            assert getattr(ev.classes[cid], field) == pytest.approx(row)
+
+
+def test_example_images_are_left_out_and_counted():
+    ev = evaluate([GT_A, GT_B], [PRED_A, PRED_B], CLASSES, 0.5, is_example=[False, True],
+                  image_names=["a.jpg", "b.jpg"])
+    assert ev.left_out == ("b.jpg",) and ev.images_measured == 1
+    cat, dog = ev.classes
+    # image A alone: cat TP 1, FP 1 (40,40), FN 1; dog TP 1
+    assert (cat.true_positives, cat.false_positives, cat.false_negatives) == (1, 1, 1)
+    assert (dog.true_positives, dog.false_positives, dog.false_negatives) == (1, 0, 0)
+    assert ev.to_dict()["images_left_out"] == 1
+    # a left-out image needs no detections at all
+    assert evaluate([GT_A, GT_B], [PRED_A, None], CLASSES, 0.5,
+                    is_example=[False, True]).overall == ev.overall
+
+
+def test_class_without_ground_truth_has_no_ap():
+    ev = evaluate([GT_A], [PRED_A], CLASSES + ["bird"], 0.5)
+    assert ev.classes[2].ap50 is None and ev.classes[2].support == 0
+    assert "bird" in ev.table() and "left out" in ev.table()
+
+
+def test_detection_results_are_mapped_to_the_project_classes_by_name():
+    # the detector's class order differs from the project's
+    result = DetectionResult(np.array([[0, 0, 10, 10], [0, 20, 10, 30]], np.float32),
+                             np.array([0.9, 0.8], np.float32), np.array([1, 0]),
+                             ("dog", "cat"), (100, 100))
+    ev = evaluate([GT_A], [result], CLASSES, 0.5)
+    assert ev.classes[CAT].true_positives == 1 and ev.classes[DOG].true_positives == 1
+    stranger = DetectionResult(result.xyxy, result.confidence, result.class_id,
+                               ("dog", "horse"), (100, 100))
+    with pytest.raises(ProjectError, match="horse"):
+        evaluate([GT_A], [stranger], CLASSES, 0.5)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    # confidence outside [0, 1]
+    ({"confidence": 1.5}, SettingsError, "confidence"),
+    # one prediction list for two images
+    ({"predictions": [PRED_A]}, ProjectError, "1 entries for 2"),
+    # a class id beyond the class list
+    ({"ground_truth": [dets([(0, 0, 1, 1, 5)], scores=False), GT_B]}, ProjectError,
+     "outside"),
+    # detections without scores
+    ({"predictions": [dets([(0, 0, 1, 1, 0)], scores=False), PRED_B]}, ProjectError,
+     "confidence"),
+    # duplicate class names
+    ({"class_names": ["cat", "cat"]}, ProjectError, "unique"),
+])
+def test_bad_input_is_refused(kwargs, error, match):
+    args = {"ground_truth": [GT_A, GT_B], "predictions": [PRED_A, PRED_B],
+            "class_names": CLASSES, "confidence": 0.5, **kwargs}
+    with pytest.raises(error, match=match):
+        evaluate(**args)
