@@ -16,7 +16,7 @@ from torchvision.ops import box_iou
 from owl_core.embedding import ImageEmbeddings
 from owl_core.params import DEFAULT_MATCH_THRESHOLD
 from owl_core.geometry import (clip_xyxy, pixels_to_square_tensor,
-                               square_cxcywh_to_xyxy_tensor)
+                               square_cxcywh_to_xyxy_tensor, square_to_pixels_tensor)
 from owl_core.training_data import PromptBox
 
 #: Default IoU a drawn box needs with a predicted box to become an exemplar (reference: 0.3).
@@ -186,7 +186,7 @@ def match_boxes(
     norm = pixels_to_square_tensor(drawn, emb.image_size).to(cand_xyxy.device)
     iou = box_iou(norm, cand_xyxy)  # (n_drawn, P)
     best_iou, best_idx = iou.max(dim=1)
-    best_pix = OwlTransform.boxes_to_pixels(candidates[best_idx].float(), emb.image_size).cpu()
+    best_pix = square_to_pixels_tensor(candidates[best_idx].float(), emb.image_size).cpu()
     out = []
     for i in range(len(boxes)):
         value = float(best_iou[i]) if bool(inside[i]) else 0.0
