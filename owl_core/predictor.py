@@ -31,7 +31,8 @@ from owl_core.scoring import DetectionResult, detect
 from owl_core.serialization import (SerializedPrompts, build_payload, load_pt as _load_pt_file,
                                     save_pt)
 from owl_core.training_data import TrainingDataError, TrainingImage, parse_training_data
-from owl_core.transforms import DEFAULT_PAD_VALUE, OwlTransform
+from owl_core.transforms import (DEFAULT_PREPROCESSING, OwlTransform, Preprocessing,
+                                 check_preprocessing)
 
 DEFAULT_TOP_K = 300
 #: Cache budgets (bytes); env OWL_DEVICE_CACHE_MB / OWL_HOST_CACHE_MB override the defaults.
@@ -65,6 +66,21 @@ def _run_light(fn: Callable[..., _T], *args: Any) -> _T:
             torch.set_num_threads(threads)
             _LIGHT_POOL = pool
     return _LIGHT_POOL.submit(fn, *args).result()
+
+
+def pt_preprocessing(prompts: SerializedPrompts) -> Preprocessing:
+    """The preprocessing a `.pt`'s exemplars were made with: our metadata's "preprocessing"
+    ("hf" in files written before it was recorded); "roboflow" for a file without our
+    metadata (written by Roboflow Inference)."""
+    if not prompts.meta:
+        return "roboflow"
+    mode = prompts.meta.get("preprocessing", DEFAULT_PREPROCESSING)
+    try:
+        return check_preprocessing(mode)
+    except SettingsError as exc:
+        raise PtFormatError(f"the .pt records preprocessing {mode!r}, which this version does "
+                            "not know; load it with an explicit preprocessing= or export it "
+                            "again.") from exc
 
 
 def _params(params: DetectParams | None, confidence: float | None, iou_threshold: float | None,
@@ -119,6 +135,9 @@ class OwlPredictor:
             arguments above are then ignored): a server shares one between its sessions, so
             one budget bounds them all (embeddings are keyed by image content + model
             settings, so sharing is safe).
+        preprocessing: "hf" (transformers' processor) or "roboflow" (Roboflow Inference's
+            OwlV2, to reproduce its detections); None = "hf" unless a loaded `.pt` says
+            otherwise (a file written by Roboflow selects "roboflow", see `load_pt`).
     """
 
     def __init__(
@@ -135,7 +154,10 @@ class OwlPredictor:
         disk_cache_dir: str | Path | None = None,
         disk_cache_bytes: int | None = None,
         cache: EmbeddingCache[ImageEmbeddings] | None = None,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
+        if preprocessing is not None:
+            check_preprocessing(preprocessing)
         if isinstance(model, OwlModel):
             self.owl = model
         else:
@@ -146,8 +168,11 @@ class OwlPredictor:
             raise SettingsError(f"match_threshold must be in (0, 1], got {match_threshold}.")
         self.top_k = min(int(top_k), self.owl.grid_size ** 2)
         self.match_threshold = float(match_threshold)
-        self.transform = OwlTransform(self.owl.input_size, tuple(self.owl.image_mean),
-                                      tuple(self.owl.image_std), DEFAULT_PAD_VALUE)
+        self.transform = OwlTransform.for_mode(
+            self.owl.input_size, tuple(self.owl.image_mean), tuple(self.owl.image_std),
+            preprocessing or DEFAULT_PREPROCESSING)
+        #: None = not chosen by the caller: a loaded `.pt` may select its own (see `load_pt`)
+        self._preprocessing_choice: Preprocessing | None = preprocessing
         if cache is None:
             cache = EmbeddingCache(
                 device=self.owl.device, device_bytes=int(device_cache_bytes),
@@ -167,7 +192,30 @@ class OwlPredictor:
         """Everything besides the pixels that changes an embedding."""
         dtype = str(self.owl.autocast_dtype) if self.owl.autocast_dtype else "fp32"
         return (f"{self.owl.source}|{self.owl.input_size}|{self.transform.pad_value}|"
-                f"{self.top_k}|{dtype}")
+                f"{self.top_k}|{dtype}|{self.transform.preprocessing}")
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The image preprocessing in use: "hf" or "roboflow" (see `owl_core.transforms`)."""
+        return self.transform.preprocessing
+
+    def set_preprocessing(self, preprocessing: Preprocessing) -> None:
+        """Switch the image preprocessing (and pin it: a later `load_pt` keeps it).
+
+        Embeddings are cached per mode, so images are embedded again on first use in the new
+        mode; exemplars already set stay as they are (call `set_examples` again to re-match
+        them on the new embeddings).
+        """
+        self._switch_preprocessing(check_preprocessing(preprocessing))
+        self._preprocessing_choice = preprocessing
+
+    def _switch_preprocessing(self, preprocessing: Preprocessing) -> None:
+        if preprocessing == self.transform.preprocessing:
+            return
+        with self._compute_lock:  # no embedding is keyed with one mode and computed in another
+            self.transform = OwlTransform.for_mode(
+                self.transform.input_size, self.transform.image_mean, self.transform.image_std,
+                preprocessing)
 
     def _key(self, content_hash: str) -> str:
         return hashlib.blake2b(f"{content_hash}|{self.fingerprint}".encode(),
@@ -378,6 +426,8 @@ class OwlPredictor:
             examples = self._prompts.examples
             empty = Exemplars.empty((), self.owl.class_embed_dim)
             self._prompts = _Prompts(examples, empty, examples, self._prompts.report)
+        if self._preprocessing_choice is None:  # the file's mode no longer applies
+            self._switch_preprocessing(DEFAULT_PREPROCESSING)
 
     @staticmethod
     def _class_list(parsed: list[TrainingImage], class_names: Sequence[str] | None) -> list[str]:
@@ -524,6 +574,7 @@ class OwlPredictor:
 
         return {
             "input_size": self.owl.input_size, "pad_value": self.transform.pad_value,
+            "preprocessing": self.transform.preprocessing,
             "top_k": self.top_k, "match_threshold": self.match_threshold,
             "fingerprint": self.fingerprint, "transformers_version": str(transformers.__version__),
             "torch_version": str(torch.__version__), "settings": dict(settings or {}),
@@ -539,15 +590,26 @@ class OwlPredictor:
                 f"{dim}-dim ones; load the matching model (--model {prompts.huggingface_id}).")
         return prompts
 
-    def load_pt(self, path: str | Path) -> SerializedPrompts:
+    def load_pt(self, path: str | Path, *,
+                preprocessing: Preprocessing | None = None) -> SerializedPrompts:
         """Load an exported `.pt`: its exemplars become the imported set, and its image
         embeddings enter the cache when they were made with the same settings.
+
+        Images scored against the file are preprocessed as its exemplars were: unless
+        `preprocessing` is given here or was given to the constructor, the predictor switches
+        to the file's mode (our metadata's "preprocessing", "hf" when absent; "roboflow" for a
+        file without our metadata, i.e. written by Roboflow Inference).
 
         Raises:
             PtFormatError: unreadable, hostile or malformed file (nothing is changed then).
             ValueError: embeddings of another model size.
         """
-        prompts = self.preload_embeddings(path)
+        prompts = self.check_compatible(_load_pt_file(path))
+        if preprocessing is not None:
+            self.set_preprocessing(preprocessing)
+        elif self._preprocessing_choice is None:
+            self._switch_preprocessing(pt_preprocessing(prompts))
+        self._preload(prompts)
         with self._state_lock:
             examples = self._prompts.examples
             combined = prompts.exemplars.merged(examples) if len(examples.class_names) \
@@ -559,11 +621,14 @@ class OwlPredictor:
         """Put a `.pt`'s image embeddings into the cache (when made with this model and these
         settings) without touching the prompts, so its images are never embedded again."""
         prompts = self.check_compatible(_load_pt_file(path))
+        self._preload(prompts)
+        return prompts
+
+    def _preload(self, prompts: SerializedPrompts) -> None:
         if prompts.meta.get("fingerprint") == self.fingerprint:
             for content_hash, emb in prompts.image_embeds.items():
                 if _HASH_RE.fullmatch(content_hash) and self._key(content_hash) not in self._cache:
                     self._cache.put(self._key(content_hash), emb)
-        return prompts
 
     @classmethod
     def from_pt(cls, path: str | Path, model: OwlModel | str | None = None,

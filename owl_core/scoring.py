@@ -1,15 +1,30 @@
 """Score cached candidates against exemplars, all classes at once, then NMS.
 
-reference mode: score = (max positive cosine + 1) / 2, as Roboflow Inference's OwlV2.
-calibrated mode: sigmoid((max positive cosine + logit_shift) * logit_scale), the model's own
-calibration (reference defect 8: it computes shift/scale and never uses them).
-A negative exemplar suppresses a candidate whose similarity to it is at least the candidate's
-best positive similarity for that class, whatever the confidence (reference defect 2).
+Scores (per candidate box and class):
+- reference mode: (max positive cosine + 1) / 2, as Roboflow Inference's OwlV2;
+- calibrated mode: sigmoid((max positive cosine + logit_shift) * logit_scale), the model's own
+  calibration (reference defect 8: it computes shift/scale and never uses them).
+
+Negative exemplars act in two ways (both always on):
+1. Per candidate (ours): a candidate whose similarity to a class's negative is at least its
+   best positive similarity for that class is never that class's detection, whatever the
+   confidence (reference defect 2: there a negative only acts if it clears the confidence).
+2. Spatially (the reference's): per class, candidates scoring at least `confidence` against
+   the class's negatives (same score formula, negatives in place of positives) take part in
+   that class's NMS together with the positive candidates; afterwards only positive ones are
+   kept. So a negative-like box that outscores an overlapping positive box (IoU above the NMS
+   threshold) removes it, as in Roboflow Inference.
+
+Boxes that lie wholly in the padding (zero area once clipped to the image) are dropped before
+NMS: they are not objects of the image and never reported (the reference reports them).
+Then per-class NMS (above), class-agnostic NMS, and the cut to `max_detections`. NMS runs on
+the unclipped boxes, as in the reference.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_convert, nms
@@ -18,9 +33,14 @@ from owl_core.embedding import ImageEmbeddings
 from owl_core.errors import SettingsError
 from owl_core.geometry import square_to_pixels_tensor
 from owl_core.matching import Exemplars
-from owl_core.params import (DEFAULT_CONFIDENCE, DEFAULT_IOU_THRESHOLD,  # noqa: F401 (re-exported)
-                             DEFAULT_MAX_DETECTIONS, SCORE_MODES, DetectParams, ScoreMode)
-
+from owl_core.params import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_MAX_DETECTIONS,
+    SCORE_MODES,
+    DetectParams,
+    ScoreMode,
+)
 
 
 @dataclass(frozen=True)
@@ -73,35 +93,116 @@ class DetectionResult:
         )
 
     @classmethod
-    def empty(cls, class_names: tuple[str, ...], image_size: tuple[int, int]) -> "DetectionResult":
+    def empty(cls, class_names: tuple[str, ...], image_size: tuple[int, int]) -> DetectionResult:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
                    np.zeros(0, np.int64), class_names, image_size)
+
+
+def class_similarities(emb: ImageEmbeddings,
+                       exemplars: Exemplars) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best cosine similarity of each candidate to each class's positive and negative
+    exemplars: two (K, C) float tensors, -inf where the class has no such exemplar."""
+    num_classes = len(exemplars.class_names)
+    k = emb.num_boxes
+    device = emb.class_embeds.device
+    neg_inf = torch.full((k, num_classes), float("-inf"), device=device)
+    if num_classes == 0 or len(exemplars) == 0:
+        return neg_inf, neg_inf.clone()
+    ex = exemplars.to(device)
+    sims = emb.class_embeds.float() @ ex.embeds.float().T  # (K, N)
+    index = ex.class_ids.expand(k, -1)
+    pos = ~ex.negative
+    best_pos = neg_inf.scatter_reduce(1, index[:, pos], sims[:, pos], "amax")
+    best_neg = neg_inf.scatter_reduce(1, index[:, ~pos], sims[:, ~pos], "amax")
+    return best_pos, best_neg
+
+
+def similarity_to_score(sims: torch.Tensor, logit_shift: torch.Tensor,
+                        logit_scale: torch.Tensor, mode: ScoreMode) -> torch.Tensor:
+    """Map (..., K, C) best similarities to scores in [0, 1] (0 where -inf: no exemplar).
+
+    Args:
+        sims: (..., K, C) cosine similarities.
+        logit_shift, logit_scale: (..., K) per-candidate calibration (calibrated mode only).
+    """
+    if mode not in SCORE_MODES:
+        raise SettingsError(f"unknown score mode {mode!r}; use one of {SCORE_MODES}.")
+    if mode == "reference":
+        scores = (sims + 1) / 2
+    else:
+        scores = torch.sigmoid((sims + logit_shift[..., None].float())
+                               * logit_scale[..., None].float())
+    return torch.where(torch.isfinite(sims), scores, torch.zeros_like(scores))
+
+
+def positive_and_negative_scores(
+    best_pos: torch.Tensor, best_neg: torch.Tensor, logit_shift: torch.Tensor,
+    logit_scale: torch.Tensor, mode: ScoreMode,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., K, C) positive scores (0 where the class has no positive or negative rule 1
+    removes the candidate) and negative scores (for the spatial rule 2)."""
+    pos_scores = similarity_to_score(best_pos, logit_shift, logit_scale, mode)
+    keep = torch.isfinite(best_pos) & (best_neg < best_pos)
+    pos_scores = torch.where(keep, pos_scores, torch.zeros_like(pos_scores))
+    return pos_scores, similarity_to_score(best_neg, logit_shift, logit_scale, mode)
 
 
 def class_scores(emb: ImageEmbeddings, exemplars: Exemplars,
                  mode: ScoreMode = "reference") -> torch.Tensor:
     """(K, C) score of each cached candidate for each class; 0 where the class has no
-    positives or a negative wins."""
-    if mode not in SCORE_MODES:
-        raise SettingsError(f"unknown score mode {mode!r}; use one of {SCORE_MODES}.")
-    num_classes = len(exemplars.class_names)
-    k = emb.num_boxes
-    device = emb.class_embeds.device
-    if num_classes == 0 or len(exemplars) == 0:
-        return torch.zeros(k, num_classes, device=device)
-    ex = exemplars.to(device)
-    sims = emb.class_embeds.float() @ ex.embeds.float().T  # (K, N)
-    index = ex.class_ids.expand(k, -1)
-    neg_inf = torch.full((k, num_classes), float("-inf"), device=device)
-    pos = ~ex.negative
-    best_pos = neg_inf.scatter_reduce(1, index[:, pos], sims[:, pos], "amax")
-    best_neg = neg_inf.scatter_reduce(1, index[:, ~pos], sims[:, ~pos], "amax")
-    if mode == "reference":
-        scores = (best_pos + 1) / 2
-    else:
-        scores = torch.sigmoid((best_pos + emb.logit_shift[:, None]) * emb.logit_scale[:, None])
-    keep = torch.isfinite(best_pos) & (best_neg < best_pos)
-    return torch.where(keep, scores, torch.zeros_like(scores))
+    positives or a negative wins (rule 1; the spatial rule 2 acts in `detect`)."""
+    best_pos, best_neg = class_similarities(emb, exemplars)
+    return positive_and_negative_scores(best_pos, best_neg, emb.logit_shift, emb.logit_scale,
+                                        mode)[0]
+
+
+def in_image(boxes_cxcywh: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """(K,) bool: the box keeps some area once clipped to the (width, height) image (False for
+    boxes wholly in the padding of the model's square)."""
+    xyxy = square_to_pixels_tensor(boxes_cxcywh, image_size)
+    return (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+
+
+def select_detections(
+    boxes_cxcywh: torch.Tensor,
+    pos_scores: torch.Tensor,
+    neg_scores: torch.Tensor,
+    class_names: tuple[str, ...],
+    image_size: tuple[int, int],
+    params: DetectParams,
+) -> DetectionResult:
+    """Threshold, drop padding boxes, per-class NMS with the negative candidates (rule 2),
+    class-agnostic NMS, cut to `max_detections`: one image.
+
+    Args:
+        boxes_cxcywh: (K, 4) candidate boxes normalised to the padded square.
+        pos_scores, neg_scores: (K, C) from `positive_and_negative_scores`.
+        image_size: (width, height) of the original image.
+    """
+    if len(class_names) == 0 or params.max_detections == 0:
+        return DetectionResult.empty(class_names, image_size)
+    inside = in_image(boxes_cxcywh, image_size)[:, None]
+    conf = params.confidence
+    pos_cand, pos_cls = ((pos_scores >= conf) & (pos_scores > 0) & inside).nonzero(as_tuple=True)
+    if len(pos_cand) == 0:
+        return DetectionResult.empty(class_names, image_size)
+    neg_cand, neg_cls = ((neg_scores >= conf) & (neg_scores > 0) & inside).nonzero(as_tuple=True)
+    cand = torch.cat([pos_cand, neg_cand])
+    cls = torch.cat([pos_cls, neg_cls])
+    scores = torch.cat([pos_scores[pos_cand, pos_cls], neg_scores[neg_cand, neg_cls]]).float()
+    positive = torch.arange(len(cand), device=cand.device) < len(pos_cand)
+    boxes = box_convert(boxes_cxcywh[cand].float(), "cxcywh", "xyxy")
+    keep = batched_nms(boxes, scores, cls, params.iou_threshold)
+    keep = keep[positive[keep]]  # negatives have done their job: suppressing
+    keep = keep[nms(boxes[keep], scores[keep], params.iou_threshold)][:params.max_detections]
+    pixels = square_to_pixels_tensor(boxes_cxcywh[cand[keep]], image_size)
+    return DetectionResult(
+        xyxy=pixels.cpu().numpy().astype(np.float32),
+        confidence=scores[keep].cpu().numpy(),
+        class_id=cls[keep].cpu().numpy().astype(np.int64),
+        class_names=class_names,
+        image_size=image_size,
+    )
 
 
 def detect(
@@ -112,29 +213,12 @@ def detect(
     max_detections: int = DEFAULT_MAX_DETECTIONS,
     mode: ScoreMode = "reference",
 ) -> DetectionResult:
-    """Score, threshold, per-class NMS, class-agnostic NMS, cut to max_detections."""
-    _check_thresholds(confidence, iou_threshold, max_detections)
-    names = exemplars.class_names
-    scores = class_scores(emb, exemplars, mode)
-    cand, cls = (scores >= confidence).nonzero(as_tuple=True)
-    cand_scores = scores[cand, cls]
-    cand_scores_pos = cand_scores > 0
-    cand, cls, cand_scores = cand[cand_scores_pos], cls[cand_scores_pos], cand_scores[cand_scores_pos]
-    if len(cand) == 0 or max_detections == 0:
-        return DetectionResult.empty(names, emb.image_size)
-    boxes = box_convert(emb.boxes[cand].float(), "cxcywh", "xyxy")
-    keep = batched_nms(boxes, cand_scores, cls, iou_threshold)
-    keep = keep[nms(boxes[keep], cand_scores[keep], iou_threshold)][:max_detections]
-    pixels = square_to_pixels_tensor(emb.boxes[cand[keep]], emb.image_size)
-    return DetectionResult(
-        xyxy=pixels.cpu().numpy().astype(np.float32),
-        confidence=cand_scores[keep].float().cpu().numpy(),
-        class_id=cls[keep].cpu().numpy().astype(np.int64),
-        class_names=names,
-        image_size=emb.image_size,
-    )
-
-
-def _check_thresholds(confidence: float, iou_threshold: float, max_detections: int) -> None:
-    DetectParams(confidence=confidence, iou_threshold=iou_threshold,
-                 max_detections=max_detections)
+    """Score, threshold, per-class NMS (negatives included), class-agnostic NMS, cut to
+    max_detections. See the module docstring for the rules."""
+    params = DetectParams(confidence=confidence, iou_threshold=iou_threshold,
+                          max_detections=max_detections, score_mode=mode)
+    best_pos, best_neg = class_similarities(emb, exemplars)
+    pos_scores, neg_scores = positive_and_negative_scores(
+        best_pos, best_neg, emb.logit_shift, emb.logit_scale, params.score_mode)
+    return select_detections(emb.boxes, pos_scores, neg_scores, exemplars.class_names,
+                             emb.image_size, params)
