@@ -1,0 +1,94 @@
+"""ASGI middleware: refuse request bodies over a byte limit with 413, before they are read.
+
+The limit is checked twice: on the declared ``Content-Length`` (refused before a byte of the
+body is read) and while the body streams in (a chunked or lying client is cut off as soon as
+it passes the limit), so the server never holds more than the limit of one body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Apply `max_bytes()` to HTTP requests whose path starts with one of `paths`."""
+
+    def __init__(self, app: Any, paths: tuple[str, ...], max_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self.paths = tuple(paths)
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.paths):
+            await self.app(scope, receive, send)
+            return
+        limit = int(self.max_bytes())
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await _reply(send, 400, "the Content-Length header is not a number.")
+                return
+            if length > limit:
+                await _reply(send, 413, _message(limit, length))
+                return
+        received = 0
+        overflow = False  # the body passed the limit: whatever the app answers becomes 413
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, overflow
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    overflow = True
+                    raise _TooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if overflow:  # the app turned our signal into its own error reply: replace it
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _reply(send, 413, _message(limit, None))
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not overflow:
+                raise
+            if not started:
+                await _reply(send, 413, _message(limit, None))
+
+
+def _message(limit: int, length: int | None) -> str:
+    size = f"{length:,} bytes" if length is not None else "more bytes than allowed"
+    return (f"the request body ({size}) is over the limit of {limit:,} bytes "
+            "(max_request_bytes); send fewer or smaller images per request, or raise the limit "
+            "with OWL_MAX_REQUEST_BYTES.")
+
+
+async def _reply(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"message": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,160 @@
+"""Request and response bodies of the REST API (pydantic), shaped like Roboflow Inference's.
+
+`OwlV2Request` mirrors the reference's `OwlV2InferenceRequest` on the wire: the same field
+names and defaults, ints *and* floats for box coordinates, and the reference's bookkeeping
+fields (`api_key`, `model_id`, `owlv2_version_id`, ...) accepted and ignored, as is any other
+unknown field. The responses mirror its `ObjectDetectionInferenceResponse`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from owl_core import limits
+from owl_core.params import MAX_DETECTIONS_LIMIT, SCORE_MODES
+
+#: A finite number (JSON has no NaN / Infinity, but Python's json module reads them).
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+IMAGE_TYPES = ("base64", "numpy", "url", "file")
+
+
+class ImageRef(BaseModel):
+    """One image: ``{"type": "base64" | "numpy" | "url" | "file", "value": ...}``.
+
+    base64: the image file's bytes (or a ``data:image/...;base64,`` URL). numpy: base64 of a
+    pickled (H, W, 3) uint8 array in BGR order, as the reference sends it (read with an
+    allow-list unpickler: data only). url: refused unless the server runs with
+    ``--allow-url-images``. file: always refused (the server never reads its own files).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["base64", "numpy", "url", "file"] = Field(
+        description="How `value` carries the image: base64, numpy, url or file.",
+        examples=["base64"])
+    value: str = Field(description="The image data (base64 text) or its URL.",
+                       examples=["iVBORw0KGgo..."])
+
+
+class TrainBox(BaseModel):
+    """A drawn box: x, y = centre, w, h = size, in pixels of its image."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    x: Finite = Field(description="Centre x in pixels (int or float).")
+    y: Finite = Field(description="Centre y in pixels (int or float).")
+    w: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(description="Width, pixels.")
+    h: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(description="Height, pixels.")
+    cls: str = Field(min_length=1, description="Class name of the object in the box.")
+    negative: bool = Field(False, description="True: a look-alike that must not be detected.")
+
+    @field_validator("cls")
+    @classmethod
+    def _cls_bounded(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the class name is empty")
+        bound = limits.current().max_class_name_chars
+        if len(value) > bound:
+            raise ValueError(f"the class name has {len(value):,} characters, over the limit of "
+                             f"{bound:,} (max_class_name_chars); shorten it")
+        return value
+
+
+class TrainingImage(BaseModel):
+    """An example image and the boxes drawn on it (may be empty)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    image: ImageRef
+    boxes: list[TrainBox] = Field(default_factory=list)
+
+
+class OwlV2Request(BaseModel):
+    """Body of ``POST /owlv2/infer`` (the reference's `OwlV2InferenceRequest`, plus our
+    optional NMS / score settings)."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    image: ImageRef | list[ImageRef] = Field(
+        description="Image(s) to detect on; a list gives a list of responses.")
+    training_data: list[TrainingImage] = Field(
+        description="Example images with boxes (reference schema).")
+    confidence: Unit | None = Field(0.99, description="Minimum score of a detection.")
+    visualize_predictions: bool | None = Field(
+        False, description="Return the image with the detections drawn, as base64 JPEG.")
+    visualization_labels: bool | None = Field(
+        False, description="Draw class names and scores on the visualization.")
+    visualization_stroke_width: Annotated[int, Field(ge=1, le=50)] | None = Field(
+        1, description="Box line width of the visualization, pixels.")
+    iou_threshold: Unit | None = Field(0.3, description="NMS IoU threshold (ours).")
+    max_detections: Annotated[int, Field(ge=0, le=MAX_DETECTIONS_LIMIT)] | None = Field(
+        300, description="Most detections per image (ours).")
+    score_mode: Literal[SCORE_MODES] | None = Field(  # type: ignore[valid-type]
+        "reference", description="reference: (cos + 1) / 2; calibrated: the model's logit.")
+    # the reference's bookkeeping fields: accepted, ignored
+    id: str | None = Field(None, max_length=200,
+                              description="Request id, echoed as inference_id.")
+    api_key: str | None = Field(None, description="Ignored (reference compatibility).")
+    model_id: str | None = Field(None, description="Ignored (reference compatibility).")
+    owlv2_version_id: str | None = Field(None,
+                                            description="Ignored (reference compatibility).")
+
+    def images(self) -> list[ImageRef]:
+        return list(self.image) if isinstance(self.image, list) else [self.image]
+
+
+class Prediction(BaseModel):
+    """One detection: x, y = box centre, width, height in pixels of the original image."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    x: float
+    y: float
+    width: float
+    height: float
+    confidence: float
+    class_name: str = Field(alias="class")
+    class_confidence: float | None = None
+    class_id: int
+    tracker_id: int | None = None
+    detection_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    parent_id: str | None = None
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class DetectionResponse(BaseModel):
+    """Detections on one image (the reference's `ObjectDetectionInferenceResponse`)."""
+
+    inference_id: str | None = None
+    frame_id: int | None = None
+    time: float | None = Field(None, description="Seconds the whole request took so far.")
+    image: ImageSize
+    predictions: list[Prediction]
+    visualization: str | None = Field(None, description="Base64 JPEG when asked for.")
+
+
+class ErrorResponse(BaseModel):
+    """Any refused request: `message` says what is wrong and how to fix it."""
+
+    message: str
+    detail: Any = None
+
+
+class WeightsInfo(BaseModel):
+    name: str
+    class_names: list[str]
+    huggingface_id: str
+
+
+def prediction_dicts(result_json: dict[str, Any]) -> list[dict[str, Any]]:
+    """The engine's `DetectionResult.to_json()` predictions with fresh detection ids."""
+    return [{**p, "detection_id": str(uuid.uuid4())} for p in result_json["predictions"]]
