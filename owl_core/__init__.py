@@ -33,6 +33,7 @@ _EXPORTS = {
     "load_pt": "serialization",
     "ImageRecord": "project", "Label": "project", "Project": "project", "Prompt": "project",
     "load_project": "project", "save_project": "project",
+    "ProjectStore": "project_io", "open_image_folder": "project_import",
 }
 __all__ = sorted(_EXPORTS)
 

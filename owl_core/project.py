@@ -613,9 +613,10 @@ def _class_list(classes: Any) -> list[str]:
 
 
 def _display_name(name: str) -> str:
-    name = Path(str(name).replace("\\", "/")).name
-    name = "".join(ch for ch in name if ch.isprintable()).strip()
-    return name[:255] or "image"
+    """A name for people: a relative POSIX path at most (no drive, root or '..'), printable."""
+    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    name = "".join(ch for ch in "/".join(parts) if ch.isprintable()).strip()
+    return name[-255:] or "image"
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -855,12 +856,15 @@ def _save_locked(project: Project, target: Path) -> Path:
 
 def _keep_backup(current: Path, backup: Path) -> None:
     """``backup`` becomes a copy of ``current`` (a hard link where possible), atomically."""
+    if backup.is_file() and os.path.samefile(current, backup):
+        return  # an interrupted save already linked it
     tmp = backup.with_name(f"{_TMP_PREFIX}bak-{secrets.token_hex(4)}{_TMP_SUFFIX}")
     try:
         os.link(current, tmp)
     except OSError:
         shutil.copyfile(current, tmp)
     os.replace(tmp, backup)
+    tmp.unlink(missing_ok=True)  # rename() between two links to one file leaves the source
 
 
 def _fsync_dir(folder: Path) -> None:
