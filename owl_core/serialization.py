@@ -8,38 +8,96 @@ ignores.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import pickle
+import pickletools
 import re
 import tempfile
 import time
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from owl_core import limits
 from owl_core.embedding import ImageEmbeddings
-from owl_core.errors import PtFormatError
+from owl_core.errors import PtFormatError, SettingsError
+from owl_core.limits import PtLimitError
 from owl_core.matching import Exemplars, ExemplarSource
+from owl_core.params import DetectParams
 
 FORMAT_VERSION = 1
 META_KEY = "owl_studio"
-#: Refuse files larger than this many bytes (OWL_MAX_PT_BYTES), before unpickling anything.
-MAX_PT_BYTES = int(os.environ.get("OWL_MAX_PT_BYTES", 4 * 1024**3))
 _REQUIRED = ("huggingface_id", "class_names", "train_data_dict")
+#: Roboflow Inference's own cache class, pickled by its older exports for ``image_embeds``
+#: (``inference/models/owlv2/owlv2.py``): an ``OrderedDict`` subclass with a ``size_limit``.
+#: The weights-only loader maps exactly this name to ``OrderedDict``: data, never its code.
+ROBOFLOW_LIMITED_SIZE_DICT = "inference.models.owlv2.owlv2.LimitedSizeDict"
+#: How far an exemplar / image embedding row's L2 norm may stray from 1 (fp16 storage, the
+#: reference's +1e-6 in the denominator) before the file is refused; within it rows are
+#: renormalised, so reference scores (cos + 1) / 2 stay in [0, 1].
+NORM_TOLERANCE = 0.02
+#: Rows this close to unit norm are kept bit for bit (an export loads back exactly).
+_EXACT_NORM = 1e-5
+#: Most characters of the ids and of the project name a file may carry.
+MAX_ID_CHARS = 200
+#: Deepest nesting of containers accepted in a file (ours is 4 deep).
+MAX_DEPTH = 16
+#: A temp file of ours not written to for this long was left by a crashed save.
+STALE_TMP_SECONDS = 600.0
+_TMP_MARK = ".owl-"
+_TMP_SUFFIX = ".tmp"
+_TMP_RE = re.compile(r"^\..*\.owl-[A-Za-z0-9_]+\.tmp$")
+#: The settings keys of ours that a file may carry besides `DetectParams`' fields.
+_SETTINGS_EXTRA = ("project",)
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; done once, at import
+@functools.cache
+def _file_mode() -> int:
+    """Mode of written files: what open() would give (mkstemp alone makes them owner-only).
+    Read once, when first needed, from /proc (no umask change) or by the umask round trip."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
-#: Mode of written files: what open() would give (mkstemp alone makes them owner-only).
-_FILE_MODE = 0o666 & ~_read_umask()
+@functools.cache
+def _allow_roboflow_classes() -> None:
+    """Allow-list Roboflow's `LimitedSizeDict` as a plain `OrderedDict` (once, on first load).
+
+    torch's weights-only unpickler only fills exact dict / OrderedDict / Counter objects with
+    items, so the name maps to `OrderedDict` itself; its ``size_limit`` lands in the
+    instance ``__dict__`` and is ignored. Nothing of Roboflow's is imported or run."""
+    torch.serialization.add_safe_globals([(OrderedDict, ROBOFLOW_LIMITED_SIZE_DICT)])
 
 
+def default_roboflow_id(huggingface_id: str) -> str:
+    """The id Roboflow's `SerializedOwlV2` needs: ``owlv2/<model name>``, as its own exporter
+    derives it (``google/X`` -> ``owlv2/X``); it then loads ``google/<model name>``."""
+    name = huggingface_id.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1] or "model"
+    return f"owlv2/{name}"[:MAX_ID_CHARS]
+
+
+def _check_id(value: Any, what: str, fail: Callable[[str], PtFormatError]) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise fail(f"{what!r} must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise fail(f"{what!r} has {len(value):,} characters; at most {MAX_ID_CHARS} are "
+                   "accepted")
+    return value
 
 
 @dataclass(frozen=True)
@@ -48,10 +106,14 @@ class SerializedPrompts:
 
     Attributes:
         huggingface_id: model the embeddings belong to.
-        roboflow_id: free-form id kept for Roboflow compatibility.
-        exemplars: class names and exemplar embeddings (with provenance when we wrote it).
+        roboflow_id: id Roboflow's loader needs (``owlv2/<model name>``); "" if absent.
+        exemplars: class names (our class order when the file has it) and exemplar
+            embeddings (unit rows, with provenance when we wrote it).
         image_embeds: content hash -> top-K embeddings (only entries whose size is known).
-        meta: our metadata dict (empty for files written by other tools).
+            Data from the file's author: keep them with these prompts, never in a shared cache.
+        meta: our metadata dict (empty for files written by other tools); its "settings" hold
+            only validated detection settings (and the project name).
+        settings: the validated detection settings the file carries, or None.
     """
 
     huggingface_id: str
@@ -59,6 +121,7 @@ class SerializedPrompts:
     exemplars: Exemplars
     image_embeds: dict[str, ImageEmbeddings] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    settings: DetectParams | None = None
 
 
 def canonical_order(exemplars: Exemplars) -> Exemplars:
@@ -72,21 +135,41 @@ def canonical_order(exemplars: Exemplars) -> Exemplars:
                      exemplars.class_ids.cpu()[order], exemplars.negative.cpu()[order], sources)
 
 
+def _with_class_order(exemplars: Exemplars, names: list[str]) -> Exemplars:
+    """The same rows with class ids renumbered for `names` (a permutation of the classes)."""
+    remap = torch.tensor([names.index(n) for n in exemplars.class_names], dtype=torch.long)
+    ids = remap[exemplars.class_ids.cpu()] if len(exemplars) else exemplars.class_ids.cpu()
+    return Exemplars(tuple(names), exemplars.embeds, ids, exemplars.negative, exemplars.sources)
+
+
 def build_payload(
     *,
     huggingface_id: str,
     exemplars: Exemplars,
     image_embeds: dict[str, ImageEmbeddings] | None,
     meta: dict[str, Any],
-    roboflow_id: str = "",
+    roboflow_id: str | None = None,
 ) -> dict[str, Any]:
-    """The dict written to disk. `image_embeds=None` gives the "small" variant."""
-    ordered = canonical_order(exemplars)
+    """The dict written to disk. `image_embeds=None` gives the "small" variant.
+
+    ``class_names`` (and ``train_data_dict``) are SORTED: Roboflow's newer loader numbers
+    classes through the sorted names, its older one in file order, so sorted reads the same
+    in both. Our own class order is kept in ``meta["class_order"]`` and restored by `load_pt`.
+    An empty `roboflow_id` becomes `default_roboflow_id` (Roboflow's loader refuses "").
+    """
+    order = list(exemplars.class_names)
+    ordered = canonical_order(_with_class_order(exemplars, sorted(order)))
+    rf_id = roboflow_id.strip() if isinstance(roboflow_id, str) else ""
+    rf_id = rf_id or default_roboflow_id(huggingface_id)
+    if len(rf_id) > MAX_ID_CHARS:
+        raise SettingsError(f"roboflow_id has {len(rf_id):,} characters; at most "
+                            f"{MAX_ID_CHARS} are accepted.")
     embeds = image_embeds or {}
     full_meta = dict(meta)
     full_meta.update({
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "class_order": order,
         "exemplars": [
             {"image_hash": s.image_hash, "box_xyxy": [float(v) for v in s.box_xyxy],
              "cls": s.cls, "negative": bool(s.negative), "iou": float(s.iou)}
@@ -97,7 +180,7 @@ def build_payload(
     })
     return {
         "huggingface_id": huggingface_id,
-        "roboflow_id": roboflow_id,
+        "roboflow_id": rf_id,
         "class_names": list(ordered.class_names),
         "train_data_dict": ordered.to_train_data_dict(),
         "image_embeds": {h: tuple(t.detach().cpu().clone() for t in e.reference_tuple())
@@ -108,16 +191,19 @@ def build_payload(
 
 def save_pt(payload: dict[str, Any], path: str | Path) -> Path:
     """Write atomically (temp file + rename in the same folder): a crash or a concurrent
-    export never leaves a half-written file at `path` (reference defect 6)."""
+    export never leaves a half-written file at `path` (reference defect 6). Temp files of
+    ours that a crashed save left in the folder (untouched for `STALE_TMP_SECONDS`) go."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp_files(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}", suffix=_TMP_SUFFIX,
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -125,38 +211,144 @@ def save_pt(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def remove_stale_temp_files(folder: str | Path, max_age: float = STALE_TMP_SECONDS) -> int:
+    """Delete `save_pt` temp files in `folder` not written to for `max_age` seconds (a live
+    save keeps touching its file); return how many went. Other files are never touched."""
+    now = time.time()
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not _TMP_RE.match(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and \
+                    now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to delete
+            continue
+    return removed
+
+
 def load_pt(path: str | Path) -> SerializedPrompts:
     """Load and validate a `.pt` with ``weights_only=True``.
 
+    Before anything is unpickled the file's size and its zip archive's declared contents
+    (members, unpacked bytes, compression ratios) are checked against `owl_core.limits`;
+    after loading, every tensor. Messages name the file, never its folder (uploads live in
+    server temp folders).
+
     Raises:
         PtFormatError: missing/unreadable file, a pickle that needs code to load (refused,
-            never run), or a structure that is not a serialized OWLv2 prompt set.
+            never run), a structure that is not a serialized OWLv2 prompt set, or a bound
+            exceeded (then also a `LimitError`).
     """
     path = Path(path)
+    name = path.name
     if not path.is_file():
-        raise PtFormatError(f"{path}: no such file.")
-    size = path.stat().st_size
-    if size > MAX_PT_BYTES:
-        raise PtFormatError(f"{path}: {size:,} bytes is over the {MAX_PT_BYTES:,}-byte limit; "
-                            "raise it with the environment variable OWL_MAX_PT_BYTES if the file "
-                            "is expected to be this large.")
+        raise PtFormatError(f"{name}: no such file.")
+    lim = limits.current()
+    lim.check("max_pt_bytes", path.stat().st_size, f"{name}: file size in bytes", PtLimitError)
+    if not zipfile.is_zipfile(path):
+        _refuse_non_zip(path, name)
+    _check_archive(path, name, lim)
+    _allow_roboflow_classes()
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         code = _needed_code(str(exc))
         if code is None:  # not a pickle of ours at all (text, random bytes, ...)
-            raise PtFormatError(f"{path}: not a readable .pt file (corrupt, or not a .pt at "
+            raise PtFormatError(f"{name}: not a readable .pt file (corrupt, or not a .pt at "
                                 "all). Export it again.") from exc
-        raise PtFormatError(
-            f"{path}: refused to load: the file needs code or classes ({code}) that a prompt "
-            "export never contains, so it was not loaded and nothing in it ran. Only load .pt "
-            "files exported by this studio or Roboflow's OwlV2."
-        ) from exc
+        raise _refused(name, code) from exc
     except Exception as exc:  # truncated zip, wrong format, ...
         detail = " ".join(str(exc).split())[:300]
-        raise PtFormatError(f"{path}: not a readable .pt file ({type(exc).__name__}: {detail}). "
+        raise PtFormatError(f"{name}: not a readable .pt file ({type(exc).__name__}: {detail}). "
                             "Export it again.") from exc
-    return parse_payload(raw, str(path))
+    _check_tree(raw, name, lim)
+    return parse_payload(raw, name)
+
+
+def _refused(name: str, code: str) -> PtFormatError:
+    return PtFormatError(
+        f"{name}: refused to load: the file needs code or classes ({code}) that a prompt "
+        "export never contains, so it was not loaded and nothing in it ran. Only load .pt "
+        "files exported by this studio or Roboflow's OwlV2.")
+
+
+def _refuse_non_zip(path: Path, name: str) -> None:
+    """Every file torch.save writes (since torch 1.6) is a zip archive. Anything else is
+    refused without torch.load: a bare pickle that names classes or functions is reported as
+    needing code (found by reading its opcodes, nothing run); the rest is unreadable."""
+    code = None
+    try:
+        with open(path, "rb") as fh:
+            strings: list[str] = []
+            for i, (op, arg, _) in enumerate(pickletools.genops(fh)):
+                if i > 100_000:
+                    break
+                if op.name in ("GLOBAL", "INST"):
+                    code = str(arg).replace(" ", ".")
+                elif op.name == "STACK_GLOBAL":
+                    code = ".".join(strings[-2:]) or "a global"
+                elif isinstance(arg, str):
+                    strings.append(arg[:100])
+                if code is not None:
+                    break
+    except Exception:  # noqa: BLE001 -- not a pickle at all: reported as unreadable below
+        code = None
+    if code is not None:
+        raise _refused(name, code)
+    raise PtFormatError(f"{name}: not a readable .pt file (not the zip archive torch.save "
+                        "writes). Export it again.")
+
+
+def _check_archive(path: Path, name: str, lim: limits.Limits) -> None:
+    """Refuse zip bombs from the central directory alone: too many members, too many declared
+    unpacked bytes, or a member that claims to inflate more than the compression-ratio bound."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise PtFormatError(f"{name}: not a readable .pt file (a broken zip archive: {exc}). "
+                            "Export it again.") from None
+    lim.check("max_pt_members", len(infos), f"{name}: members in the archive", PtLimitError)
+    total = sum(info.file_size for info in infos)
+    lim.check("max_pt_unpacked_bytes", total, f"{name}: unpacked bytes", PtLimitError)
+    for info in infos:
+        if info.compress_type == zipfile.ZIP_STORED:
+            continue
+        ratio = info.file_size // max(info.compress_size, 1)
+        lim.check("max_pt_compression_ratio", ratio,
+                  f"{name}: compression ratio of a member", PtLimitError)
+
+
+def _check_tree(raw: Any, name: str, lim: limits.Limits) -> None:
+    """Walk everything the file holds: bounded nesting, plain dense tensors only, and at
+    most `max_pt_tensor_elements` elements in all."""
+    elements = 0
+    stack: list[tuple[Any, int]] = [(raw, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PtFormatError(f"{name}: containers nested more than {MAX_DEPTH} deep; this "
+                                "is not a serialized OWLv2 prompt set. Export it again.")
+        if isinstance(node, torch.Tensor):
+            if node.layout != torch.strided or node.is_quantized or node.is_meta \
+                    or node.is_nested:
+                raise PtFormatError(f"{name}: holds a {node.layout} / quantized / meta tensor; "
+                                    "prompt exports hold plain dense tensors only. Export it "
+                                    "again.")
+            elements += node.numel()
+        elif isinstance(node, dict):
+            stack.extend((k, depth + 1) for k in node)
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+    lim.check("max_pt_tensor_elements", elements, f"{name}: tensor elements", PtLimitError)
 
 
 def _needed_code(message: str) -> str | None:
@@ -166,68 +358,132 @@ def _needed_code(message: str) -> str | None:
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
     if found:
         return found.group(1)
-    detail = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\n\n|$)", message, re.S)
-    if detail and re.search(r"global|class|reduce|build", detail.group(1), re.I):
+    detail = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\n\n|$)", message, re.DOTALL)
+    if detail and re.search(r"global|class|reduce|build|new object", detail.group(1),
+                            re.IGNORECASE):
         return " ".join(detail.group(1).split())[:200]
     return None
 
 
 def parse_payload(raw: Any, label: str = "payload") -> SerializedPrompts:
-    """Validate the structure of a loaded payload; see `load_pt`."""
+    """Validate everything a loaded payload holds; see `load_pt`. Tensors come out detached,
+    float32, contiguous, with unit rows; settings as `DetectParams`."""
     def fail(msg: str) -> PtFormatError:
         return PtFormatError(f"{label}: {msg}. This is not a valid serialized OWLv2 prompt set; "
                              "export it again (python -m owl_core export, or Export in the app).")
 
+    lim = limits.current()
     if not isinstance(raw, dict):
         raise fail(f"expected a dict, got {type(raw).__name__}")
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise fail(f"missing keys {missing}")
-    hf_id = raw["huggingface_id"]
-    if not isinstance(hf_id, str) or not hf_id:
-        raise fail("'huggingface_id' must be a non-empty string")
+    hf_id = _check_id(raw["huggingface_id"], "huggingface_id", fail)
     names = raw["class_names"]
-    if not isinstance(names, (list, tuple)) or not all(
-            isinstance(n, str) and n.strip() for n in names):
+    if not isinstance(names, (list, tuple)):
         raise fail("'class_names' must be a list of non-empty strings")
+    lim.check("max_classes", len(names), f"{label}: classes", PtLimitError)
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise fail("'class_names' must be a list of non-empty strings")
+    longest = max((len(n) for n in names), default=0)
+    lim.check("max_class_name_chars", longest, f"{label}: characters in a class name",
+              PtLimitError)
+    names = list(names)
     if len(set(names)) != len(names):
         raise fail("'class_names' has duplicates")
     tdd = raw["train_data_dict"]
     if not isinstance(tdd, dict):
         raise fail("'train_data_dict' must be a dict")
-    dim = None
+    dim: int | None = None
+    clean: dict[str, dict[str, torch.Tensor | None]] = {}
     for cls, entry in tdd.items():
-        if cls not in names:
-            raise fail(f"train_data_dict has class {cls!r} that is not in class_names")
+        if not isinstance(cls, str) or cls not in names:
+            shown = cls[:60] if isinstance(cls, str) else cls
+            raise fail(f"train_data_dict has class {shown!r} that is not in class_names")
         if not isinstance(entry, dict):
             raise fail(f"train_data_dict[{cls!r}] must be a dict with 'positive'/'negative'")
+        clean[cls] = {}
         for key in ("positive", "negative"):
             t = entry.get(key)
-            if t is None:
-                continue
-            if not isinstance(t, torch.Tensor) or t.ndim != 2 or not t.is_floating_point():
-                raise fail(f"train_data_dict[{cls!r}][{key!r}] must be a float (N, D) tensor or "
-                           f"None, got {_describe(t)}")
-            if not torch.isfinite(t).all():
-                raise fail(f"train_data_dict[{cls!r}][{key!r}] holds NaN/inf")
-            if dim is None:
-                dim = t.shape[1]
-            elif t.shape[1] != dim:
-                raise fail(f"exemplar dims disagree ({t.shape[1]} vs {dim})")
+            if t is not None:
+                t = _unit_rows(t, f"train_data_dict[{cls!r}][{key!r}]", "(N, D)", lim, fail,
+                               label)
+                if dim is None:
+                    dim = t.shape[1]
+                elif t.shape[1] != dim:
+                    raise fail(f"exemplar dims disagree ({t.shape[1]} vs {dim})")
+                if not len(t):
+                    t = None
+            clean[cls][key] = t
     meta = raw.get(META_KEY)
     meta = {} if meta is None else meta
     if not isinstance(meta, dict):
         raise fail(f"'{META_KEY}' must be a dict")
+    meta = dict(meta)
     sources = _parse_sources(meta.get("exemplars") or [], fail)
-    exemplars = Exemplars.from_train_data_dict(list(names), tdd, sources)
+    exemplars = Exemplars.from_train_data_dict(names, clean, sources)
     if len(exemplars) and dim is not None:
         exemplars = Exemplars(exemplars.class_names, exemplars.embeds.reshape(-1, dim),
                               exemplars.class_ids, exemplars.negative, exemplars.sources)
+    order = meta.get("class_order")
+    if order is not None:
+        if not isinstance(order, list) or sorted(order, key=str) != sorted(names) \
+                or not all(isinstance(n, str) for n in order):
+            raise fail("our class order is not a permutation of 'class_names'")
+        exemplars = _with_class_order(exemplars, order)
+    settings = _parse_settings(meta, fail)
     image_embeds = raw.get("image_embeds")
     image_embeds = _parse_image_embeds({} if image_embeds is None else image_embeds, meta, dim,
-                                       fail)
-    roboflow_id = raw.get("roboflow_id") or ""
-    return SerializedPrompts(hf_id, str(roboflow_id), exemplars, image_embeds, meta)
+                                       lim, fail, label)
+    roboflow_id = raw.get("roboflow_id")
+    roboflow_id = "" if roboflow_id in (None, "") else _check_id(roboflow_id, "roboflow_id", fail)
+    return SerializedPrompts(hf_id, roboflow_id, exemplars, image_embeds, meta, settings)
+
+
+def _parse_settings(meta: dict, fail) -> DetectParams | None:
+    """Validate ``meta["settings"]``: detection settings through `DetectParams.from_dict`,
+    the project name as a bounded string; every other key is dropped. ``meta`` is updated."""
+    raw = meta.get("settings")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise fail("the saved settings must be a dict")
+    try:
+        params = DetectParams.from_dict(raw)
+    except (SettingsError, TypeError) as exc:
+        raise fail(f"bad saved settings ({exc})") from None
+    keep = {k: v for k, v in params.to_dict().items() if k in raw and raw[k] is not None}
+    for key in _SETTINGS_EXTRA:
+        value = raw.get(key)
+        if isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS:
+            keep[key] = value
+    meta["settings"] = keep
+    return params
+
+
+def _unit_rows(t: Any, where: str, shape: str, lim: limits.Limits, fail,
+               label: str) -> torch.Tensor:
+    """A float (N, D) tensor of unit rows: detached, float32, contiguous, renormalised; or
+    `fail` naming what is wrong (dtype, shape, width, NaN/inf, norms)."""
+    if not isinstance(t, torch.Tensor) or t.ndim != 2 or not t.is_floating_point() \
+            or t.is_complex():
+        raise fail(f"{where} must be a float {shape} tensor or None, got {_describe(t)}")
+    if t.shape[1] < 1:
+        raise fail(f"{where} has zero-width rows (shape {tuple(t.shape)})")
+    lim.check("max_embedding_dim", t.shape[1], f"{label}: {where}: embedding width",
+              PtLimitError)
+    t = t.detach().to(torch.float32).contiguous()
+    if not torch.isfinite(t).all():
+        raise fail(f"{where} holds NaN/inf")
+    if len(t):
+        norms = torch.linalg.vector_norm(t, dim=1)
+        worst = float((norms - 1).abs().max())
+        if not worst <= NORM_TOLERANCE:  # also catches an inf norm of huge finite rows
+            raise fail(f"{where} rows must be L2-normalised embeddings; their norms range "
+                       f"from {float(norms.min()):.3g} to {float(norms.max()):.3g}")
+        if worst > _EXACT_NORM:
+            t = t / norms[:, None]
+    return t
 
 
 def _describe(value: Any) -> str:
@@ -243,17 +499,24 @@ def _parse_sources(items: Any, fail) -> tuple[ExemplarSource, ...]:
     for item in items:
         try:
             box = tuple(float(v) for v in item["box_xyxy"])
-            if len(box) != 4:
-                raise ValueError(f"box_xyxy has {len(box)} values, expected 4")
-            out.append(ExemplarSource(str(item["image_hash"]), box, str(item["cls"]),
-                                      bool(item["negative"]), float(item["iou"])))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise fail(f"bad exemplar provenance entry ({exc})") from None
+            if len(box) != 4 or not all(math.isfinite(v) for v in box):
+                raise ValueError(f"box_xyxy has {len(box)} values, expected 4 finite ones")
+            image_hash, cls = item["image_hash"], item["cls"]
+            if not isinstance(image_hash, str) or len(image_hash) > 128 \
+                    or not isinstance(cls, str) or len(cls) > MAX_ID_CHARS:
+                raise ValueError("image_hash / cls must be short strings")
+            iou = float(item["iou"])
+            if not 0.0 <= iou <= 1.0:
+                raise ValueError(f"iou {iou} is not in [0, 1]")
+            out.append(ExemplarSource(image_hash, box, cls, bool(item["negative"]), iou))
+        except (KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
+            raise fail(f"bad exemplar provenance entry ({str(exc)[:200]})") from None
     return tuple(out)
 
 
-def _parse_image_embeds(raw: Any, meta: dict, dim: int | None, fail) -> dict[str, ImageEmbeddings]:
-    if not isinstance(raw, dict):
+def _parse_image_embeds(raw: Any, meta: dict, dim: int | None, lim: limits.Limits,
+                        fail, label: str) -> dict[str, ImageEmbeddings]:
+    if not isinstance(raw, dict):  # a Roboflow LimitedSizeDict arrives as an OrderedDict
         raise fail("'image_embeds' must be a dict")
     sizes = meta.get("image_sizes") or {}
     if not isinstance(sizes, dict):
@@ -262,28 +525,41 @@ def _parse_image_embeds(raw: Any, meta: dict, dim: int | None, fail) -> dict[str
     for key, value in raw.items():
         if not isinstance(key, str):
             raise fail("image_embeds keys must be strings")
+        shown = key if len(key) <= 64 else key[:64] + "..."
         if not isinstance(value, (tuple, list)) or len(value) != 5 or not all(
                 isinstance(t, torch.Tensor) for t in value):
-            raise fail(f"image_embeds[{key!r}] must be a 5-tuple of tensors (objectness, boxes, "
-                       "class_embeds, logit_shift, logit_scale)")
-        obj, boxes, embeds, shift, scale = (t.float() for t in value)
+            raise fail(f"image_embeds[{shown!r}] must be a 5-tuple of tensors (objectness, "
+                       "boxes, class_embeds, logit_shift, logit_scale)")
+        if not all(t.is_floating_point() and not t.is_complex() for t in value):
+            raise fail(f"image_embeds[{shown!r}] must hold float tensors, got "
+                       f"{[str(t.dtype) for t in value]}")
+        obj, boxes, embeds, shift, scale = (t.detach().to(torch.float32).contiguous()
+                                            for t in value)
         k = obj.shape[0] if obj.ndim == 1 else -1
         if (k < 0 or boxes.shape != (k, 4) or embeds.ndim != 2 or embeds.shape[0] != k
-                or shift.reshape(-1).shape[0] != k or scale.reshape(-1).shape[0] != k):
-            raise fail(f"image_embeds[{key!r}] tensors have inconsistent shapes "
+                or shift.numel() != k or scale.numel() != k):
+            raise fail(f"image_embeds[{shown!r}] tensors have inconsistent shapes "
                        f"{[tuple(t.shape) for t in value]}; expected (K,), (K, 4), (K, D), (K,), "
                        "(K,)")
         if dim is not None and embeds.shape[1] != dim:
-            raise fail(f"image_embeds[{key!r}] embedding dim {embeds.shape[1]} != exemplar dim {dim}")
-        if not all(torch.isfinite(t).all() for t in (obj, boxes, embeds, shift, scale)):
-            raise fail(f"image_embeds[{key!r}] holds NaN/inf")
+            raise fail(f"image_embeds[{shown!r}] embedding dim {embeds.shape[1]} != exemplar "
+                       f"dim {dim}")
+        if not all(torch.isfinite(t).all() for t in (obj, boxes, shift, scale)):
+            raise fail(f"image_embeds[{shown!r}] holds NaN/inf")
+        embeds = _unit_rows(embeds, f"image_embeds[{shown!r}] class embeddings", "(K, D)", lim,
+                            fail, label)
+        if k and (obj.min() < 0 or obj.max() > 1 or boxes.min() < 0 or boxes.max() > 1
+                  or scale.min() < 0):
+            raise fail(f"image_embeds[{shown!r}]: objectness and boxes must lie in [0, 1] and "
+                       "logit scales be >= 0")
         size = sizes.get(key)
         if size is None:
             continue  # foreign cache entry: without its image size the boxes can't be placed
         if (not isinstance(size, (list, tuple)) or len(size) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 10**6
                            for v in size)):
-            raise fail(f"image size of {key!r} must be [width, height] in pixels, got {size!r}")
+            raise fail(f"image size of {shown!r} must be [width, height] in pixels, got "
+                       f"{size!r}"[:300])
         out[key] = ImageEmbeddings(obj, boxes, embeds, shift.reshape(-1), scale.reshape(-1),
                                    image_size=(int(size[0]), int(size[1])))
     return out

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
+import sys
 import threading
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,9 +17,16 @@ import torch
 
 from owl_core import serialization
 from owl_core.embedding import ImageEmbeddings
+from owl_core.errors import LimitError
 from owl_core.matching import Exemplars, ExemplarSource
-from owl_core.serialization import (META_KEY, PtFormatError, build_payload, load_pt,
-                                    parse_payload, save_pt)
+from owl_core.serialization import (
+    META_KEY,
+    PtFormatError,
+    build_payload,
+    load_pt,
+    parse_payload,
+    save_pt,
+)
 
 D = 8  # embedding dim of the synthetic exemplars
 K = 5  # top-K rows of the synthetic image embeddings
@@ -78,9 +89,12 @@ def test_payload_has_the_reference_layout():
     assert set(data) == REFERENCE_KEYS | {META_KEY}
     assert data["huggingface_id"] == "google/owlv2-base-patch16-ensemble"
     assert data["roboflow_id"] == "ws/proj/1"
-    assert data["class_names"] == ["coin", "cup", "nut", "bolt"]
+    # sorted in the file (Roboflow's newer loader numbers classes through the sorted names,
+    # its older one in file order: sorted reads the same in both); our order in our metadata
+    assert data["class_names"] == ["bolt", "coin", "cup", "nut"]
+    assert data[META_KEY]["class_order"] == ["coin", "cup", "nut", "bolt"]
     tdd = data["train_data_dict"]
-    assert list(tdd) == ["coin", "cup", "nut", "bolt"]
+    assert list(tdd) == ["bolt", "coin", "cup", "nut"]
     for entry in tdd.values():
         assert set(entry) == {"positive", "negative"}
         for value in entry.values():
@@ -178,7 +192,7 @@ def test_foreign_file_without_our_metadata_loads(tmp_path):
     path = tmp_path / "roboflow.pt"
     torch.save(data, path)
     loaded = load_pt(path)
-    assert loaded.exemplars.class_names == ("coin", "cup", "nut", "bolt")
+    assert loaded.exemplars.class_names == ("bolt", "coin", "cup", "nut")  # the file's order
     assert len(loaded.exemplars) == 5 and loaded.exemplars.sources == ()
     assert loaded.image_embeds == {} and loaded.meta == {}
 
@@ -249,11 +263,10 @@ def test_unreadable_files(content, tmp_path):
 
 def test_files_over_the_size_limit_are_refused_before_loading(tmp_path, monkeypatch):
     path = save_pt(payload(), tmp_path / "big.pt")
-    monkeypatch.setattr(serialization, "MAX_PT_BYTES", 100)
+    monkeypatch.setenv("OWL_MAX_PT_BYTES", "100")  # read when called, not at import
     monkeypatch.setattr(serialization.torch, "load", lambda *a, **k: pytest.fail("loaded"))
-    with pytest.raises(PtFormatError, match=r"big\.pt: [\d,]+ bytes is over the 100-byte limit; "
-                                            r"raise it with the environment variable "
-                                            r"OWL_MAX_PT_BYTES"):
+    with pytest.raises(LimitError, match=r"big\.pt: file size in bytes: [\d,]+ is over the limit "
+                                         r"of 100 \(max_pt_bytes\).*OWL_MAX_PT_BYTES"):
         load_pt(path)
 
 
@@ -295,8 +308,8 @@ NAN_ROW = torch.full((1, D), float("nan"))
      r"train_data_dict\['cup'\] must be a dict with 'positive'/'negative'"),
     # 1-D exemplar tensor
     (mutate(lambda d: d["train_data_dict"]["cup"].update(positive=torch.zeros(D))),
-     r"train_data_dict\['cup'\]\['positive'\] must be a float \(N, D\) tensor or None, got a "
-     r"torch\.float32 tensor of shape \(8,\)"),
+     (r"train_data_dict\['cup'\]\['positive'\] must be a float \(N, D\) tensor or None, got a "
+     r"torch\.float32 tensor of shape \(8,\)")),
     # 3-D exemplar tensor
     (mutate(lambda d: d["train_data_dict"]["cup"].update(negative=torch.zeros(1, 1, D))),
      r"\['negative'\] must be a float \(N, D\) tensor or None, got .* shape \(1, 1, 8\)"),
@@ -310,7 +323,7 @@ NAN_ROW = torch.full((1, D), float("nan"))
     (mutate(lambda d: d["train_data_dict"]["cup"].update(positive=NAN_ROW)),
      r"train_data_dict\['cup'\]\['positive'\] holds NaN/inf"),
     # exemplar dims disagree between classes
-    (mutate(lambda d: d["train_data_dict"]["cup"].update(positive=torch.zeros(1, D + 1))),
+    (mutate(lambda d: d["train_data_dict"]["cup"].update(positive=torch.ones(1, D + 1) / 3)),
      r"exemplar dims disagree \(9 vs 8\)"),
     # our metadata not a dict
     (mutate(lambda d: d.update({META_KEY: [1]})), r"'owl_studio' must be a dict"),
@@ -318,7 +331,7 @@ NAN_ROW = torch.full((1, D), float("nan"))
     (mutate(lambda d: d[META_KEY]["exemplars"][0].pop("iou")), r"bad exemplar provenance entry"),
     # provenance box with 3 numbers
     (mutate(lambda d: d[META_KEY]["exemplars"][0].update(box_xyxy=[1, 2, 3])),
-     r"bad exemplar provenance entry \(box_xyxy has 3 values, expected 4\)"),
+     r"bad exemplar provenance entry \(box_xyxy has 3 values, expected 4 finite ones\)"),
     # image_embeds not a dict
     (mutate(lambda d: d.update(image_embeds=[])), r"'image_embeds' must be a dict"),
     # an image entry with 4 tensors
@@ -328,8 +341,8 @@ NAN_ROW = torch.full((1, D), float("nan"))
     (mutate(lambda d: d["image_embeds"].update({HASH_A: (torch.zeros(K), torch.zeros(K, 3),
                                                         torch.zeros(K, D), torch.zeros(K),
                                                         torch.zeros(K))})),
-     r"image_embeds\['a+'\] tensors have inconsistent shapes \[\(5,\), \(5, 3\), \(5, 8\), "
-     r"\(5,\), \(5,\)\]"),
+     (r"image_embeds\['a+'\] tensors have inconsistent shapes \[\(5,\), \(5, 3\), \(5, 8\), "
+     r"\(5,\), \(5,\)\]")),
     # fewer class embeddings than boxes
     (mutate(lambda d: d["image_embeds"].update({HASH_A: (torch.zeros(K), torch.zeros(K, 4),
                                                         torch.zeros(K - 1, D), torch.zeros(K),
@@ -424,7 +437,7 @@ def test_concurrent_saves(same_path, tmp_path):
             barrier.wait()
             for _ in range(5):
                 save_pt(datas[i], paths[i])
-        except BaseException as exc:  # surfaced below
+        except BaseException as exc:  # noqa: BLE001 -- surfaced below
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
@@ -442,3 +455,250 @@ def test_concurrent_saves(same_path, tmp_path):
     for p in set(paths):
         loaded = load_pt(p)
         assert len(loaded.image_embeds) == (2 if loaded.meta["writer"] == 0 else 0)
+
+
+# ---------------------------------------------------------------------------- bounds
+def rezip(source: Path, target: Path, extra: dict[str, bytes] | None = None,
+          compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    """Copy a torch.save archive member by member (deflated), adding `extra` members."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", compression) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        prefix = src.infolist()[0].filename.split("/")[0]
+        for name, data in (extra or {}).items():
+            dst.writestr(f"{prefix}/{name}", data)
+    return target
+
+
+@pytest.mark.parametrize("env, limit", [
+    # a member of 20 MB of zeros, deflated about 1000:1 (a zip bomb in miniature)
+    ({}, "max_pt_compression_ratio"),
+    # the declared unpacked size of all members
+    ({"OWL_MAX_PT_UNPACKED_BYTES": "10000", "OWL_MAX_PT_COMPRESSION_RATIO": "100000"},
+     "max_pt_unpacked_bytes"),
+    # too many members
+    ({"OWL_MAX_PT_MEMBERS": "3", "OWL_MAX_PT_COMPRESSION_RATIO": "100000"}, "max_pt_members"),
+])
+def test_zip_bombs_are_refused_from_the_archive_directory(env, limit, tmp_path, monkeypatch):
+    plain = save_pt(payload(small=True), tmp_path / "plain.pt")
+    bomb = rezip(plain, tmp_path / "bomb.pt", {"data/999": bytes(20 * 1024**2)})
+    assert bomb.stat().st_size < 200_000
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(serialization.torch, "load", lambda *a, **k: pytest.fail("unpacked"))
+    with pytest.raises(PtFormatError, match=rf"bomb\.pt: .* is over the limit of .*\({limit}\)") \
+            as info:
+        load_pt(bomb)
+    assert isinstance(info.value, LimitError)
+
+
+def test_tensor_elements_are_bounded(tmp_path, monkeypatch):
+    path = save_pt(payload(), tmp_path / "p.pt")
+    total = sum(t.numel() for e in torch.load(path, weights_only=True)["image_embeds"].values()
+                for t in e) + 5 * D
+    monkeypatch.setenv("OWL_MAX_PT_TENSOR_ELEMENTS", str(total - 1))
+    with pytest.raises(LimitError, match=r"p\.pt: tensor elements: .*max_pt_tensor_elements"):
+        load_pt(path)
+    monkeypatch.setenv("OWL_MAX_PT_TENSOR_ELEMENTS", str(total))
+    assert len(load_pt(path).exemplars) == 5
+
+
+def test_messages_name_the_file_not_its_folder(tmp_path):
+    folder = tmp_path / "gradio" / "0123abcd"
+    folder.mkdir(parents=True)
+    (folder / "upload.pt").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(PtFormatError) as info:
+        load_pt(folder / "upload.pt")
+    assert "upload.pt" in str(info.value) and str(folder) not in str(info.value)
+
+
+# ---------------------------------------------------------------------------- tensor contents
+def unit(n: int, d: int = D) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.ones(n, d), dim=1)
+
+
+@pytest.mark.parametrize("tensor, message", [
+    # sparse
+    (unit(1).to_sparse(), r"sparse_coo / quantized / meta tensor"),
+    # bool
+    (torch.ones(1, D, dtype=torch.bool), (r"must be a float \(N, D\) tensor or None, got a "
+                                         r"torch\.bool tensor")),
+    # integer
+    (torch.ones(1, D, dtype=torch.int32), r"got a torch\.int32 tensor"),
+    # zero-width rows
+    (torch.zeros(2, 0), r"zero-width rows \(shape \(2, 0\)\)"),
+    # wider than any OWLv2 embedding
+    (unit(1, 5000), r"embedding width: 5,000 is over the limit of 4,096"),
+    # huge vectors: (cos + 1) / 2 would leave [0, 1]
+    (unit(1) * 1e3, r"rows must be L2-normalised embeddings; their norms range from 1e\+03"),
+    # zero vector
+    (torch.zeros(1, D), r"rows must be L2-normalised .* from 0 to 0"),
+    # inf
+    (torch.full((1, D), float("inf")), r"holds NaN/inf"),
+    # complex
+    (torch.ones(1, D, dtype=torch.complex64), r"got a torch\.complex64 tensor"),
+])
+def test_bad_exemplar_tensors_are_refused(tensor, message, tmp_path):
+    data = payload(small=True)
+    data["train_data_dict"]["cup"]["positive"] = tensor
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(PtFormatError, match=r"bad\.pt: .*" + message):
+        load_pt(tmp_path / "bad.pt")
+
+
+def test_near_unit_rows_are_renormalised_and_grads_dropped(tmp_path):
+    data = payload()
+    data["train_data_dict"]["cup"]["positive"] = (unit(1) * 1.01).requires_grad_(True)
+    key = next(iter(data["image_embeds"]))
+    obj, boxes, embeds, shift, scale = data["image_embeds"][key]
+    data["image_embeds"][key] = (obj.requires_grad_(True), boxes, embeds.half(), shift,
+                                 scale[:, None])  # fp16 and (K, 1): as Roboflow stores them
+    torch.save(data, tmp_path / "p.pt")
+    loaded = load_pt(tmp_path / "p.pt")
+    ex = loaded.exemplars
+    assert not ex.embeds.requires_grad and ex.embeds.dtype == torch.float32
+    torch.testing.assert_close(torch.linalg.vector_norm(ex.embeds, dim=1),
+                               torch.ones(len(ex)), rtol=0, atol=1e-6)
+    emb = loaded.image_embeds[key]
+    assert all(not t.requires_grad and t.dtype == torch.float32 for t in emb.reference_tuple())
+    assert emb.logit_scale.shape == (K,)
+
+
+@pytest.mark.parametrize("index, value, message", [
+    # objectness is a probability
+    (0, torch.full((K,), 2.0), r"objectness and boxes must lie in \[0, 1\]"),
+    # boxes are normalised to the padded square
+    (1, torch.full((K, 4), -3.0), r"objectness and boxes must lie in \[0, 1\]"),
+    # class embeddings are unit rows
+    (2, unit(K) * 50, r"class embeddings rows must be L2-normalised"),
+    # integer tensors
+    (3, torch.zeros(K, dtype=torch.long), r"must hold float tensors"),
+])
+def test_bad_image_embeddings_are_refused(index, value, message, tmp_path):
+    data = payload()
+    entry = list(data["image_embeds"][HASH_A])
+    entry[index] = value
+    data["image_embeds"][HASH_A] = tuple(entry)
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(PtFormatError, match=r"bad\.pt: .*" + message):
+        load_pt(tmp_path / "bad.pt")
+
+
+def test_settings_are_validated_and_unknown_keys_dropped(tmp_path):
+    good = payload(settings={"confidence": 0.5, "score_mode": "calibrated", "project": "coins",
+                             "junk": {"x": 1}})
+    loaded = load_pt(save_pt(good, tmp_path / "ok.pt"))
+    assert loaded.settings is not None and loaded.settings.confidence == 0.5
+    assert loaded.settings.score_mode == "calibrated"
+    assert loaded.meta["settings"] == {"confidence": 0.5, "score_mode": "calibrated",
+                                       "project": "coins"}
+    for bad in ({"confidence": 7}, {"max_detections": -1}, {"score_mode": "magic"},
+                {"iou_threshold": "high"}, [1, 2]):
+        with pytest.raises(PtFormatError, match=r"bad\.pt: .*(bad saved settings|settings must)"):
+            load_pt(save_pt(payload(settings=bad), tmp_path / "bad.pt"))
+
+
+def test_pickle_payload_is_reported_as_needing_code_not_as_corrupt(tmp_path):
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(os.system, protocol=4))  # STACK_GLOBAL, no zip around it
+    with pytest.raises(PtFormatError, match=r"evil\.pt: refused to load: .*\(posix\.system\)"):
+        load_pt(path)
+
+
+# ---------------------------------------------------------------------------- Roboflow files
+def test_default_roboflow_id_is_what_roboflows_loader_needs(tmp_path):
+    data = build_payload(huggingface_id="google/owlv2-base-patch16-ensemble",
+                         exemplars=make_exemplars(), image_embeds=None, meta={})
+    assert data["roboflow_id"] == "owlv2/owlv2-base-patch16-ensemble"
+    local = build_payload(huggingface_id="/models/my-owl", exemplars=make_exemplars(),
+                          image_embeds=None, meta={}, roboflow_id="  ")
+    assert local["roboflow_id"] == "owlv2/my-owl"
+    assert load_pt(save_pt(data, tmp_path / "a.pt")).roboflow_id == data["roboflow_id"]
+
+
+def test_class_order_survives_and_both_roboflow_readings_agree(tmp_path):
+    raw = torch.load(save_pt(payload(), tmp_path / "p.pt"), weights_only=True)
+    # newer Roboflow loader: class id = index in sorted(class_names); older: file order
+    assert raw["class_names"] == sorted(raw["class_names"]) == list(raw["train_data_dict"])
+    loaded = load_pt(tmp_path / "p.pt")
+    assert loaded.exemplars.class_names == ("coin", "cup", "nut", "bolt")  # ours restored
+    original = make_exemplars()
+    for cls in original.class_names:
+        for negative in (False, True):
+            assert rows_of(loaded.exemplars, cls, negative) == rows_of(original, cls, negative)
+    raw[META_KEY]["class_order"] = ["coin", "cup", "nut"]  # not a permutation
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(PtFormatError, match="class order is not a permutation"):
+        load_pt(tmp_path / "bad.pt")
+
+
+ROBOFLOW_MODULE = "inference.models.owlv2.owlv2"
+
+
+def fake_roboflow_module(monkeypatch, class_name: str = "LimitedSizeDict") -> type:
+    """A stand-in for Roboflow's module, so pickle records the exact module / class path."""
+    import collections
+    import types
+
+    cls = type(class_name, (collections.OrderedDict,), {"__module__": ROBOFLOW_MODULE})
+    parts = ROBOFLOW_MODULE.split(".")
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    setattr(sys.modules[ROBOFLOW_MODULE], class_name, cls)
+    return cls
+
+
+def pickled_globals(path: Path) -> set[str]:
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    found, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "STACK_GLOBAL":
+            found.add(".".join(strings[-2:]))
+        elif op.name == "GLOBAL":
+            found.add(arg.replace(" ", "."))
+        elif isinstance(arg, str):
+            strings.append(arg)
+    return found
+
+
+def test_roboflow_limited_size_dict_loads_as_plain_data(tmp_path, monkeypatch):
+    cls = fake_roboflow_module(monkeypatch)
+    data = payload()
+    del data[META_KEY]
+    cache = cls()
+    cache.size_limit = 10  # what Roboflow's __init__ sets
+    for key, value in data["image_embeds"].items():
+        cache[key] = value
+    data["image_embeds"] = cache
+    data["class_names"] = ["coin", "cup", "nut", "bolt"]  # the older exporter's order
+    torch.save(data, tmp_path / "roboflow-small.pt")
+    assert f"{ROBOFLOW_MODULE}.LimitedSizeDict" in pickled_globals(tmp_path / "roboflow-small.pt")
+    monkeypatch.delitem(sys.modules, ROBOFLOW_MODULE)  # nothing of Roboflow's is importable
+    loaded = load_pt(tmp_path / "roboflow-small.pt")
+    assert loaded.exemplars.class_names == ("coin", "cup", "nut", "bolt")
+    assert len(loaded.exemplars) == 5 and loaded.image_embeds == {}  # no sizes: not usable
+
+
+def test_only_that_exact_roboflow_class_is_allowed(tmp_path, monkeypatch):
+    cls = fake_roboflow_module(monkeypatch, "SomethingElse")
+    data = payload(small=True)
+    data["image_embeds"] = cls()
+    torch.save(data, tmp_path / "other.pt")
+    with pytest.raises(PtFormatError, match=rf"refused to load: .*{ROBOFLOW_MODULE}\.SomethingElse"):
+        load_pt(tmp_path / "other.pt")
+
+
+# ---------------------------------------------------------------------------- temp files
+def test_stale_temp_files_of_a_crashed_save_are_removed_on_the_next_save(tmp_path):
+    stale = tmp_path / ".prompts.pt.owl-abc_1234.tmp"  # what a save killed mid-way leaves
+    fresh = tmp_path / ".other.pt.owl-zzz99999.tmp"  # a save in progress right now
+    foreign = tmp_path / ".someone-elses.tmp"
+    for p in (stale, fresh, foreign):
+        p.write_bytes(b"")
+    old = time.time() - serialization.STALE_TMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(foreign, (old, old))
+    save_pt(payload(small=True), tmp_path / "prompts.pt")
+    assert sorted(os.listdir(tmp_path)) == sorted([fresh.name, foreign.name, "prompts.pt"])
