@@ -70,8 +70,10 @@ def is_public_address(address: str) -> bool:
     except ValueError:
         return False
     if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if mapped is not None and not is_public_address(str(mapped)):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if ip.ipv4_mapped is not None:
+            return is_public_address(str(ip.ipv4_mapped))
+        if embedded is not None and not is_public_address(str(embedded)):
             return False
     return bool(ip.is_global) and not (ip.is_private or ip.is_loopback or ip.is_link_local
                                        or ip.is_multicast or ip.is_reserved
