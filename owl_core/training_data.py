@@ -7,12 +7,19 @@ Schema (Roboflow Inference OwlV2): a list of ``{"image": ..., "boxes": [{"x", "y
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
+from owl_core import limits
 from owl_core.errors import TrainingDataError
 from owl_core.geometry import cxcywh_to_xyxy
 from owl_core.images import ImageInput
+from owl_core.limits import TrainingDataLimitError
+
+#: Largest coordinate / size accepted, in pixels: far beyond any image the pixel limit allows,
+#: small enough that box arithmetic never overflows.
+MAX_COORDINATE = 1e9
 
 
 
@@ -46,19 +53,47 @@ def _number(box: dict, key: str, where: str) -> float:
     value = box[key]
     if isinstance(value, bool):  # float(True) == 1.0 would hide a mix-up of fields
         raise TrainingDataError(f"{where}: {key} must be a number of pixels, got {value!r}.")
-    if not isinstance(value, (int, float)):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise TrainingDataError(f"{where}: {key} must be a number of pixels, got "
-                                    f"{box[key]!r}.") from None
-    value = float(value)
-    if not math.isfinite(value):
-        raise TrainingDataError(f"{where}: {key} must be a finite number of pixels, got {value}.")
+    if isinstance(value, str) and len(value) > 64:
+        raise TrainingDataError(f"{where}: {key} must be a number of pixels, got a string of "
+                                f"{len(value):,} characters.")
+    try:
+        value = float(value)
+    except OverflowError:  # a 400-digit integer
+        value = math.inf
+    except (TypeError, ValueError):
+        shown = repr(box[key])
+        shown = shown if len(shown) <= 60 else shown[:60] + "..."
+        raise TrainingDataError(f"{where}: {key} must be a number of pixels, got "
+                                f"{shown}.") from None
+    if not math.isfinite(value) or abs(value) > MAX_COORDINATE:
+        raise TrainingDataError(f"{where}: {key} must be a finite number of pixels, got "
+                                f"{_short_number(box[key])} (at most {MAX_COORDINATE:.0e} in "
+                                "size).")
     return value
 
 
-def parse_box(box: Any, where: str) -> PromptBox:
+def _short_number(value: Any) -> str:
+    """A number for a message: huge integers are not printed digit by digit."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = str(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def check_class_name(cls: Any, where: str, lim: limits.Limits | None = None) -> str:
+    """A class name, stripped: a non-empty string of at most `max_class_name_chars`."""
+    if not isinstance(cls, str) or not cls.strip():
+        shown = repr(cls)
+        shown = shown if len(shown) <= 60 else shown[:60] + "..."
+        raise TrainingDataError(f"{where}: 'cls' must be a non-empty class name (a string), "
+                                f"got {shown}.")
+    (lim or limits.current()).check("max_class_name_chars", len(cls),
+                                    f"{where}: characters in the class name {cls[:40]!r}...",
+                                    TrainingDataLimitError)
+    return cls.strip()
+
+
+def parse_box(box: Any, where: str, lim: limits.Limits | None = None) -> PromptBox:
     """Validate one box dict; see the module docstring for the schema."""
     if isinstance(box, PromptBox):
         return box
@@ -72,10 +107,7 @@ def parse_box(box: Any, where: str) -> PromptBox:
     if "cls" not in box:
         hint = " (found 'class': rename it to 'cls')" if "class" in box else ""
         raise TrainingDataError(f"{where}: missing field 'cls', the class name{hint}.")
-    cls = box["cls"]
-    if not isinstance(cls, str) or not cls.strip():
-        raise TrainingDataError(f"{where}: 'cls' must be a non-empty class name (a string), "
-                                f"got {cls!r}.")
+    cls = check_class_name(box["cls"], where, lim)
     negative = box.get("negative", False)
     if not isinstance(negative, bool):
         try:  # 0 / 1 (and numpy bools) are fine; strings such as "false" are not
@@ -86,15 +118,20 @@ def parse_box(box: Any, where: str) -> PromptBox:
             negative = bool(negative)
         else:
             raise TrainingDataError(f"{where}: 'negative' must be true or false, got {negative!r}.")
-    return PromptBox(x, y, w, h, cls.strip(), negative)
+    return PromptBox(x, y, w, h, cls, negative)
 
 
 def parse_training_data(data: Any) -> list[TrainingImage]:
     """Validate reference-schema training data (a list of image entries).
 
+    Counts and lengths are checked against `owl_core.limits` before anything is copied (a
+    50 MB class name is refused after reading its length).
+
     Raises:
-        TrainingDataError: naming the entry (and box) that is wrong and how to fix it.
+        TrainingDataError: naming the entry (and box) that is wrong and how to fix it; a
+            `LimitError` too when a bound is exceeded.
     """
+    lim = limits.current()
     if isinstance(data, dict) and "training_data" in data:
         data = data["training_data"]
     if not isinstance(data, Sequence) or isinstance(data, (str, bytes)):
@@ -102,11 +139,18 @@ def parse_training_data(data: Any) -> list[TrainingImage]:
                 else "")
         raise TrainingDataError('training data must be a list of {"image": ..., "boxes": [...]} '
                                 f"entries, got {type(data).__name__}{hint}.")
+    lim.check("max_training_images", len(data), "training data: images",
+              TrainingDataLimitError)
     parsed = []
+    total = 0
+    classes: set[str] = set()
     for i, entry in enumerate(data):
         where = f"training_data[{i}]"
         if isinstance(entry, TrainingImage):
             parsed.append(entry)
+            total += len(entry.boxes)
+            classes.update(b.cls for b in entry.boxes)
+            _check_counts(lim, where, len(entry.boxes), total, classes)
             continue
         if not isinstance(entry, dict):
             raise TrainingDataError(f"{where}: expected a dict with 'image' and 'boxes', "
@@ -119,8 +163,36 @@ def parse_training_data(data: Any) -> list[TrainingImage]:
         if not isinstance(boxes, Sequence) or isinstance(boxes, (str, bytes)):
             raise TrainingDataError(f"{where}: 'boxes' must be a list of box dicts "
                                     f"(x, y, w, h, cls, negative), got {type(boxes).__name__}.")
-        parsed.append(TrainingImage(
-            image=entry["image"],
-            boxes=tuple(parse_box(b, f"{where}.boxes[{j}]") for j, b in enumerate(boxes)),
-        ))
+        total += len(boxes)
+        _check_counts(lim, where, len(boxes), total, classes)
+        parsed_boxes = []
+        for j, b in enumerate(boxes):
+            box = parse_box(b, f"{where}.boxes[{j}]", lim)
+            if box.cls not in classes:
+                classes.add(box.cls)
+                _check_counts(lim, where, len(boxes), total, classes)
+            parsed_boxes.append(box)
+        parsed.append(TrainingImage(image=entry["image"], boxes=tuple(parsed_boxes)))
     return parsed
+
+
+def _check_counts(lim: limits.Limits, where: str, boxes: int, total: int,
+                  classes: set[str]) -> None:
+    lim.check("max_boxes_per_image", boxes, f"{where}: boxes", TrainingDataLimitError)
+    lim.check("max_boxes_total", total, "training data: boxes in all", TrainingDataLimitError)
+    lim.check("max_classes", len(classes), "training data: classes", TrainingDataLimitError)
+
+
+def check_class_names(names: Sequence[Any]) -> list[str]:
+    """A caller's class list (order = class id): bounded count and name lengths, non-empty,
+    unique; names stripped."""
+    lim = limits.current()
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+        raise TrainingDataError(f"class names must be a list of strings, got "
+                                f"{type(names).__name__}.")
+    lim.check("max_classes", len(names), "class names", TrainingDataLimitError)
+    out = [check_class_name(n, f"class_names[{i}]", lim) for i, n in enumerate(names)]
+    if len(set(out)) != len(out):
+        dupes = sorted({n for n in out if out.count(n) > 1})[:5]
+        raise TrainingDataError(f"class names must be unique; repeated: {dupes}.")
+    return out

@@ -8,8 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from owl_core.training_data import (PromptBox, TrainingDataError, TrainingImage, parse_box,
-                                    parse_training_data)
+from owl_core.errors import LimitError
+from owl_core.training_data import (
+    PromptBox,
+    TrainingDataError,
+    TrainingImage,
+    check_class_names,
+    parse_box,
+    parse_training_data,
+)
 
 BOX = {"x": 50, "y": 40, "w": 20, "h": 10, "cls": "coin", "negative": False}
 
@@ -142,8 +149,8 @@ def test_null_negative_is_refused():
 
 @pytest.mark.parametrize("data, message", [
     # top level is a dict without "training_data"
-    ({"images": []}, r"^training data must be a list of \{\"image\": \.\.\., \"boxes\": \[\.\.\.\]\} "
-                     r"entries, got dict\.$"),
+    ({"images": []}, (r"^training data must be a list of \{\"image\": \.\.\., \"boxes\": \[\.\.\.\]\} "
+                     r"entries, got dict\.$")),
     # a single entry not wrapped in a list
     ({"image": "a.png", "boxes": []}, r"got dict \(a single entry\? wrap it in a list\)"),
     # a string (e.g. a path to the JSON instead of its content)
@@ -161,8 +168,8 @@ def test_null_negative_is_refused():
     # image given as an empty string
     ([{"image": " ", "boxes": []}], r"^training_data\[0\]: missing field 'image'"),
     # boxes as a dict
-    ([{"image": "a.png", "boxes": BOX}], r"^training_data\[0\]: 'boxes' must be a list of box "
-                                         r"dicts \(x, y, w, h, cls, negative\), got dict\.$"),
+    ([{"image": "a.png", "boxes": BOX}], (r"^training_data\[0\]: 'boxes' must be a list of box "
+                                         r"dicts \(x, y, w, h, cls, negative\), got dict\.$")),
     # boxes as a string
     ([{"image": "a.png", "boxes": "x=1"}], r"'boxes' must be a list .* got str"),
     # a box that is a list of numbers
@@ -188,3 +195,72 @@ def test_already_parsed_values_pass_through():
     assert parse_box(box, "here") is box
     assert parse_training_data([image]) == [image]
     assert parse_training_data([{"image": "x.png", "boxes": [box]}]) == [image]
+
+
+# ---------------------------------------------------------------------------- bounds
+@pytest.mark.parametrize("value", [
+    # a 400-digit integer: float() would raise OverflowError
+    10**400,
+    # as a string
+    "9" * 60,
+    # finite but absurd
+    1e300,
+    # a 50 MB string
+    "1" * 50_000_000,
+])
+def test_absurd_numbers_are_training_data_errors(value):
+    with pytest.raises(TrainingDataError, match=r"boxes\[0\]: w must be a (finite )?number of "
+                                                r"pixels, got (an integer of about 40\d digits|"
+                                                r"a string of|[\d.e+]+)") as info:
+        parse_training_data(data_with_box(w=value))
+    assert len(str(info.value)) < 300
+
+
+def test_huge_class_name_is_refused_cheaply_without_echoing_it():
+    name = "x" * 50_000_000
+    with pytest.raises(LimitError, match=r"boxes\[0\]: characters in the class name 'x+'\.\.\.: "
+                                         r"50,000,000 is over the limit of 200 "
+                                         r"\(max_class_name_chars\)") as info:
+        parse_training_data(data_with_box(cls=name))
+    assert isinstance(info.value, TrainingDataError)
+    assert len(str(info.value)) < 400
+    assert parse_training_data(data_with_box(cls="x" * 200))[0].boxes[0].cls == "x" * 200
+
+
+@pytest.mark.parametrize("limit, env, data", [
+    # classes
+    ("max_classes", {"OWL_MAX_CLASSES": "2"},
+     [{"image": "a.png", "boxes": [dict(BOX, cls=c) for c in "abc"]}]),
+    # boxes on one image
+    ("max_boxes_per_image", {"OWL_MAX_BOXES_PER_IMAGE": "2"},
+     [{"image": "a.png", "boxes": [BOX] * 3}]),
+    # boxes in all
+    ("max_boxes_total", {"OWL_MAX_BOXES_TOTAL": "3"},
+     [{"image": "a.png", "boxes": [BOX] * 2}, {"image": "b.png", "boxes": [BOX] * 2}]),
+    # images
+    ("max_training_images", {"OWL_MAX_TRAINING_IMAGES": "1"},
+     [{"image": "a.png"}, {"image": "b.png"}]),
+])
+def test_counts_are_bounded(limit, env, data, monkeypatch):
+    parse_training_data(data)  # fine with the default limits
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(LimitError, match=rf"is over the limit of \d+ \({limit}\); reduce it, or "
+                                         rf"raise the limit with OWL_{limit.upper()}"):
+        parse_training_data(data)
+
+
+def test_default_limits_refuse_a_request_sized_attack():
+    many = [{"image": "a.png", "boxes": [dict(BOX, cls=f"c{i}") for i in range(201)]}]
+    with pytest.raises(LimitError, match=r"max_classes"):
+        parse_training_data(many)
+
+
+def test_class_name_lists_are_checked_too():
+    assert check_class_names([" a ", "b"]) == ["a", "b"]
+    with pytest.raises(LimitError, match="max_class_name_chars"):
+        check_class_names(["a", "b" * 201])
+    with pytest.raises(TrainingDataError, match=r"unique; repeated: \['a'\]"):
+        check_class_names(["a", "a "])
+    with pytest.raises(TrainingDataError, match="non-empty class name"):
+        check_class_names(["a", 3])
