@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import pickle
 import threading
 from pathlib import Path
@@ -206,9 +207,9 @@ def test_bad_bodies_get_a_4xx_that_says_why(client, images, case):
 
 def test_nan_and_infinity_are_refused(client, images):
     ref = _ref(images["coins"])
-    raw = ('{"image": %s, "training_data": [{"image": %s, "boxes": [{"x": NaN, "y": 1, '
-           '"w": Infinity, "h": 2, "cls": "a"}]}]}') % (
-        __import__("json").dumps(ref), __import__("json").dumps(ref))
+    box = '{"x": NaN, "y": 1, "w": Infinity, "h": 2, "cls": "a"}'
+    raw = (f'{{"image": {json.dumps(ref)}, "training_data": [{{"image": {json.dumps(ref)}, '
+           f'"boxes": [{box}]}}]}}')
     response = client.post("/owlv2/infer", content=raw,
                            headers={"content-type": "application/json"})
     assert response.status_code == 422
