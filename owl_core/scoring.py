@@ -101,20 +101,33 @@ class DetectionResult:
 def class_similarities(emb: ImageEmbeddings,
                        exemplars: Exemplars) -> tuple[torch.Tensor, torch.Tensor]:
     """Best cosine similarity of each candidate to each class's positive and negative
-    exemplars: two (K, C) float tensors, -inf where the class has no such exemplar."""
+    exemplars: two (K, C) float tensors, -inf where the class has no such exemplar.
+
+    One matrix product per (class, sign) with exactly that group's exemplars, (N_c, D) @
+    (D, K), as Roboflow Inference computes it: a single product over all exemplars rounds
+    differently in the last bit, which reorders near-tied candidates (flat image regions give
+    many) in NMS and so changes which of them survive.
+    """
     num_classes = len(exemplars.class_names)
     k = emb.num_boxes
     device = emb.class_embeds.device
-    neg_inf = torch.full((k, num_classes), float("-inf"), device=device)
-    if num_classes == 0 or len(exemplars) == 0:
-        return neg_inf, neg_inf.clone()
-    ex = exemplars.to(device)
-    sims = emb.class_embeds.float() @ ex.embeds.float().T  # (K, N)
-    index = ex.class_ids.expand(k, -1)
-    pos = ~ex.negative
-    best_pos = neg_inf.scatter_reduce(1, index[:, pos], sims[:, pos], "amax")
-    best_neg = neg_inf.scatter_reduce(1, index[:, ~pos], sims[:, ~pos], "amax")
-    return best_pos, best_neg
+    best = torch.full((2, num_classes, k), float("-inf"), device=device)
+    if num_classes and len(exemplars):
+        embeds = exemplars.embeds.to(device).float()
+        image_t = emb.class_embeds.float().T  # (D, K)
+        for (negative, cls), rows in _groups(exemplars).items():
+            best[negative, cls] = (embeds[rows] @ image_t).amax(0)
+    return best[0].T, best[1].T
+
+
+def _groups(exemplars: Exemplars) -> dict[tuple[int, int], torch.Tensor]:
+    """(negative, class id) -> row indices of that group's exemplars, in their order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for row, (cls, negative) in enumerate(zip(exemplars.class_ids.tolist(),
+                                              exemplars.negative.tolist(), strict=True)):
+        groups.setdefault((int(negative), cls), []).append(row)
+    return {key: torch.tensor(rows, device=exemplars.embeds.device)
+            for key, rows in groups.items()}
 
 
 def similarity_to_score(sims: torch.Tensor, logit_shift: torch.Tensor,
