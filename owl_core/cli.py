@@ -69,6 +69,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--match-threshold", type=float, default=0.3,
                    help="IoU a drawn box needs with a predicted box")
     p.add_argument("--cache-dir", default=None, help="persistent embedding cache folder")
+    p.add_argument("--preprocessing", default=None, choices=["hf", "roboflow"],
+                   help="image preprocessing: hf (transformers, the default) or roboflow "
+                        "(Roboflow Inference's, to reproduce its detections); default: hf, or "
+                        "the mode of the .pt given with --weights (roboflow for a file written "
+                        "by Roboflow)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +113,8 @@ def _predictor(args: argparse.Namespace, model: str, top_k: int | None = None):
 
     top_k = args.top_k if args.top_k is not None else (top_k or DEFAULT_TOP_K)
     return OwlPredictor(model, device=args.device, dtype=args.dtype, top_k=top_k,
-                        match_threshold=args.match_threshold, disk_cache_dir=args.cache_dir)
+                        match_threshold=args.match_threshold, disk_cache_dir=args.cache_dir,
+                        preprocessing=args.preprocessing)
 
 
 def _report_unmatched(report) -> None:
