@@ -15,17 +15,18 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from owl_core import limits
 from owl_core.errors import ImageError
+from owl_core.limits import ImageLimitError
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
-#: Largest accepted image, in pixels (width * height). Override with OWL_MAX_IMAGE_PIXELS.
-MAX_IMAGE_PIXELS = int(os.environ.get("OWL_MAX_IMAGE_PIXELS", 80_000_000))
+#: PIL's decompression-bomb message, from which the declared size is read.
+_BOMB = re.compile(r"Image size \((\d+) pixels\)")
 
 #: A data URL with a base64 payload (any media type, optional parameters).
 _DATA_URL = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
@@ -69,19 +70,50 @@ def _hash_bytes(*parts: bytes) -> str:
     return h.hexdigest()
 
 
+def _too_large(label: str, size: str, pixels: int, limit: int) -> ImageLimitError:
+    return ImageLimitError(
+        f"{label}: the image is too large ({size}{pixels:,} pixels; the limit is {limit:,}, "
+        "max_image_pixels). Downscale it first, or raise the limit with the environment "
+        "variable OWL_MAX_IMAGE_PIXELS.")
+
+
 def _check_size(width: int, height: int, label: str) -> None:
+    """Refuse empty images and images over `max_image_pixels` (read when called)."""
     if width <= 0 or height <= 0:
         raise ImageError(f"{label}: the image is empty ({width}x{height} pixels).")
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ImageError(
-            f"{label}: the image is too large ({width}x{height} = {width * height:,} pixels; "
-            f"the limit is {MAX_IMAGE_PIXELS:,}). Downscale it first, or raise the limit with "
-            "the environment variable OWL_MAX_IMAGE_PIXELS."
-        )
+    limit = limits.current().max_image_pixels
+    if width * height > limit:
+        raise _too_large(label, f"{width}x{height} = ", width * height, limit)
+
+
+def _bomb_error(exc: Image.DecompressionBombError, label: str) -> ImageLimitError:
+    """PIL refuses to even open images over twice its own limit; say it with ours."""
+    found = _BOMB.search(str(exc))
+    pixels = int(found.group(1)) if found else 0
+    return _too_large(label, "", pixels, limits.current().max_image_pixels)
+
+
+def check_header(data: bytes, label: str = "image") -> tuple[int, int] | None:
+    """(width, height) from the header alone, after checking it against the pixel limit;
+    None when PIL does not recognise the bytes (decoding then says why). Nothing is decoded.
+
+    Raises:
+        ImageError: an image over `max_image_pixels` (also a `LimitError`) or empty.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            size = img.size
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(exc, label) from None
+    except Exception:  # noqa: BLE001 -- unreadable: reported when decoded
+        return None
+    _check_size(size[0], size[1], label)
+    return size
 
 
 def decode_bytes(data: bytes, label: str = "image") -> np.ndarray:
-    """Decode encoded image bytes to (H, W, 3) uint8 RGB, honouring EXIF orientation."""
+    """Decode encoded image bytes to (H, W, 3) uint8 RGB, honouring EXIF orientation.
+    The header's size is checked against the pixel limit before any pixel is decoded."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_size(img.width, img.height, label)
@@ -89,9 +121,7 @@ def decode_bytes(data: bytes, label: str = "image") -> np.ndarray:
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(
-            f"{label}: the image is too large for the image decoder ({exc}). Downscale it first."
-        ) from exc
+        raise _bomb_error(exc, label) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(
             f"{label}: could not read the image ({exc}). Use a PNG, JPEG, WebP, BMP or TIFF file."
@@ -215,6 +245,7 @@ def resolve_image(image: ImageInput) -> ImageSource:
         data = bytes(image)
         if not data:
             raise ImageError("image bytes: empty input; pass the bytes of an image file.")
+        check_header(data, "image bytes")
         return ImageSource(_hash_bytes(data), data, None, "image bytes")
     if isinstance(image, (str, os.PathLike)):
         text = os.fspath(image)
@@ -222,6 +253,7 @@ def resolve_image(image: ImageInput) -> ImageSource:
             text = os.fsdecode(text)
         if isinstance(image, str) and text.lstrip()[:5].lower() == "data:":
             data = decode_base64(text)
+            check_header(data, "base64 image")
             return ImageSource(_hash_bytes(data), data, None, "base64 image")
         if not text.strip():
             raise ImageError("empty image path; pass a file path, PIL image, RGB array, bytes or "
@@ -229,32 +261,36 @@ def resolve_image(image: ImageInput) -> ImageSource:
         error: str | None = None
         if len(text) <= _MAX_PATH_CHARS and "\0" not in text:
             path = Path(text).expanduser()
+            name = path.name or "image file"  # never the folder: uploads live in temp folders
             try:
                 if path.is_file():
                     data = path.read_bytes()
                     if not data:
-                        raise ImageError(f"{path}: the file is empty; re-export or re-download "
+                        raise ImageError(f"{name}: the file is empty; re-export or re-download "
                                          "the image.")
-                    return ImageSource(_hash_bytes(data), data, None, str(path))
+                    check_header(data, name)
+                    return ImageSource(_hash_bytes(data), data, None, name)
                 if path.is_dir():
-                    error = f"{text}: is a folder, not an image file."
+                    error = f"{name}: is a folder, not an image file."
             except OSError as exc:
-                error = f"{text}: cannot read the file ({exc.strerror or exc})."
+                error = f"{name}: cannot read the file ({exc.strerror or 'error'})."
         if error is None and isinstance(image, str) and _looks_like_base64(text):
             try:
                 data = decode_base64(text)
             except ImageError:
                 data = b""
             if data and _is_image_header(data):
+                check_header(data, "base64 image")
                 return ImageSource(_hash_bytes(data), data, None, "base64 image")
             error = (f"{text[:60]}{'...' if len(text) > 60 else ''}: no such image file, and not "
                      "a base64-encoded image either. Check the path, or pass base64 of an image "
                      "file's bytes.")
         if error is not None:
             raise ImageError(error)
-        shown = text if len(text) <= 200 else text[:200] + "..."
-        raise ImageError(f"{shown}: no such image file. Check the path (relative paths are "
-                         f"resolved from {os.getcwd()}).")
+        shown = Path(text).name if len(text) <= _MAX_PATH_CHARS else text[:60] + "..."
+        where = ("relative paths start in the working folder" if not os.path.isabs(text)
+                 else "the folder is not shown")
+        raise ImageError(f"{shown or 'image'}: no such image file. Check the path ({where}).")
     raise ImageError(
         f"unsupported image input of type {type(image).__name__}; pass a file path, PIL image, "
         "RGB numpy array, bytes or a base64 string."
@@ -266,7 +302,9 @@ def _is_image_header(data: bytes) -> bool:
     try:
         with Image.open(io.BytesIO(data)):
             return True
-    except Exception:  # any failure to identify: not an image
+    except Image.DecompressionBombError:  # an image, too large: check_header says so
+        return True
+    except Exception:  # noqa: BLE001 -- any failure to identify: not an image
         return False
 
 
@@ -275,7 +313,7 @@ def _exif_upright(image: Image.Image) -> Image.Image:
     when there is nothing to turn."""
     try:
         orientation = image.getexif().get(0x0112, 1)
-    except Exception:  # malformed EXIF: use the pixels as they are
+    except Exception:  # noqa: BLE001 -- malformed EXIF: use the pixels as they are
         return image
     return ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from owl_core import images
-from owl_core.images import ImageError, ImageSource, array_to_rgb, decode_bytes, resolve_image
+from owl_core.errors import LimitError
+from owl_core.images import (
+    ImageError,
+    ImageSource,
+    array_to_rgb,
+    decode_bytes,
+    resolve_image,
+)
 
 H, W = 12, 18  # small, non-square: a transposed result can't pass for the right one
 
@@ -373,21 +381,68 @@ def test_bad_arrays(array, message):
 
 @pytest.mark.parametrize("form", ["path", "bytes", "base64", "PIL", "numpy"])
 def test_images_over_the_pixel_limit_are_refused(form, tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", H * W - 1)
+    monkeypatch.setenv("OWL_MAX_IMAGE_PIXELS", str(H * W - 1))  # read when called
     arr = colour_picture()
     data = png_bytes(arr)
     value = {"path": write(tmp_path, "big.png", data), "bytes": data,
              "base64": base64.b64encode(data).decode(), "PIL": Image.fromarray(arr),
              "numpy": arr}[form]
-    with pytest.raises(ImageError, match=rf"too large \({W}x{H} = {H * W} pixels; the limit is "
-                                         rf"{H * W - 1}\)\. Downscale it first, or raise the limit"
-                                         r" with the environment variable OWL_MAX_IMAGE_PIXELS"):
+    with pytest.raises(LimitError, match=rf"too large \({W}x{H} = {H * W:,} pixels; the limit is "
+                                         rf"{H * W - 1:,}, max_image_pixels\)\. Downscale it "
+                                         r"first, or raise the limit with the environment "
+                                         r"variable OWL_MAX_IMAGE_PIXELS") as info:
         resolve_image(value).decode()
+    assert isinstance(info.value, ImageError)
 
 
 def test_images_at_the_pixel_limit_are_accepted(monkeypatch):
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", H * W)
+    monkeypatch.setenv("OWL_MAX_IMAGE_PIXELS", str(H * W))
     assert resolve_image(png_bytes(colour_picture())).decode().shape == (H, W, 3)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` and holds no pixels: what a decompression bomb
+    looks like to anything that reads only the header."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [
+    # 900 MP: PIL itself refuses to open it (DecompressionBombError)
+    30_000,
+    # 169 MP: PIL opens it, our limit (80 MP) refuses it from the header
+    13_000,
+])
+@pytest.mark.parametrize("form", ["bytes", "path", "base64", "decode_bytes"])
+def test_header_size_is_checked_before_decoding(side, form, tmp_path):
+    data = png_header_only(side, side)
+    folder = tmp_path / "gradio" / "5f1e"
+    folder.mkdir(parents=True)
+    path = write(folder, "bomb.png", data)
+    act = {"bytes": lambda: resolve_image(data).decode(),
+           "path": lambda: resolve_image(path).decode(),
+           "base64": lambda: resolve_image(base64.b64encode(data).decode()).decode(),
+           "decode_bytes": lambda: decode_bytes(data, "bomb.png")}[form]
+    with pytest.raises(ImageError, match=rf"too large \(.*{side * side:,} pixels; the limit is "
+                                         r"80,000,000, max_image_pixels\)") as info:
+        act()
+    assert isinstance(info.value, LimitError)
+    assert not isinstance(info.value, Image.DecompressionBombError)
+    assert str(folder) not in str(info.value)
+
+
+def test_error_messages_show_file_names_not_server_folders(tmp_path):
+    folder = tmp_path / "gradio" / "0a1b2c"
+    folder.mkdir(parents=True)
+    for path, message in ((write(folder, "empty.png", b""), "empty.png: the file is empty"),
+                          (write(folder, "bad.png", b"not an image" * 9), "bad.png: could not"),
+                          (folder / "gone.png", "gone.png: no such image file")):
+        with pytest.raises(ImageError, match=message) as info:
+            resolve_image(str(path)).decode()
+        assert str(folder) not in str(info.value) and str(tmp_path) not in str(info.value)
 
 
 def test_decode_bytes_labels_errors():
