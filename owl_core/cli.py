@@ -1,11 +1,20 @@
-"""Command line: predict with examples or an exported `.pt`, export `.pt`, make random models.
+"""Command line: predict with examples, a project or an exported `.pt`; export `.pt`; and the
+subcommands other modules add (make-random-model, label, evaluate).
 
-    python -m owl_core predict --model MODEL --training-data train.json IMAGE...
-    python -m owl_core predict --weights exported.pt IMAGE...
-    python -m owl_core export --model MODEL --training-data train.json --out FILE.pt
-    python -m owl_core make-random-model --preset tiny OUT_DIR
+    owl-studio predict --model MODEL --training-data train.json IMAGE...
+    owl-studio predict --project DIR [IMAGE...]      # default images: the project's queries
+    owl-studio predict --weights exported.pt IMAGE...
+    owl-studio export --model MODEL (--training-data train.json | --project DIR) --out FILE.pt
+    owl-studio make-random-model --preset tiny OUT_DIR
 
-Bad input exits non-zero with a one-line ``error: ...`` on stderr.
+(``python -m owl_core`` is the same without the studio's ``app`` subcommand.) Detection
+settings come from the flags, else from the project (``--project``), else the defaults. Bad
+input exits with status 2 and a one-line ``error: ...`` on stderr.
+
+Adding a subcommand: write ``add_subcommand(subparsers) -> argparse.ArgumentParser`` in your
+module (register the parser with ``set_defaults(handler=fn)``, ``fn(args) -> int`` the exit
+status; raise `OwlError` on bad input) and list the module in `SUBCOMMAND_MODULES`. The studio
+adds ``app`` the same way from `ui.cli` (owl_core never imports ui).
 """
 
 from __future__ import annotations
@@ -14,49 +23,21 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import Any
 
+from owl_core.errors import OwlError, SettingsError
 from owl_core.model_loading import DEFAULT_MODEL_ID
+from owl_core.params import SCORE_MODES, DetectParams
 from owl_core.predictor import DEFAULT_TOP_K
-from owl_core.scoring import (DEFAULT_CONFIDENCE, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS,
-                              SCORE_MODES)
+from owl_core.project import read_training_file  # the one reader (also used by label)
 
+#: Modules with an ``add_subcommand(subparsers)`` hook, in --help order. A module that is not
+#: there (an optional part) is left out.
+SUBCOMMAND_MODULES: list[str] = ["owl_core.random_model", "owl_core.label", "owl_core.evaluate"]
 
-def read_training_file(path: str | Path) -> tuple[list[dict[str, Any]], list[str] | None]:
-    """Read a train.json (a list in the reference schema, or a project with "training_data"
-    and "classes"); relative image paths are resolved from the file's folder."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the training data ({exc.strerror or exc}); "
-                         "check the --training-data path.") from exc
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc}); save the JSON as UTF-8.") from exc
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); fix the file or export it "
-                         "again.") from exc
-    classes = None
-    if isinstance(data, dict):
-        classes = data.get("classes")
-        data = data.get("training_data")
-        if classes is not None and (not isinstance(classes, list)
-                                    or not all(isinstance(c, str) for c in classes)):
-            raise ValueError(f"{path}: \"classes\" must be a list of class names, got "
-                             f"{classes!r}.")
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of {{\"image\", \"boxes\"}} entries or a "
-                         "project with \"training_data\".")
-    out = []
-    for entry in data:
-        if isinstance(entry, dict) and isinstance(entry.get("image"), str):
-            image = entry["image"]
-            candidate = path.parent / image
-            if not os.path.isabs(image) and not image.startswith("data:") and candidate.exists():
-                entry = {**entry, "image": str(candidate)}
-        out.append(entry)
-    return out, classes
+AddSubcommand = Callable[[Any], argparse.ArgumentParser]
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -66,8 +47,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=None,
                    help=f"candidates kept per image (default: {DEFAULT_TOP_K}, or the value the "
                         ".pt given with --weights was exported with)")
-    p.add_argument("--match-threshold", type=float, default=0.3,
-                   help="IoU a drawn box needs with a predicted box")
+    p.add_argument("--match-threshold", type=float, default=None,
+                   help="IoU a drawn box needs with a predicted box (default: the project's, "
+                        "else 0.3)")
     p.add_argument("--cache-dir", default=None, help="persistent embedding cache folder")
     p.add_argument("--preprocessing", default=None, choices=["hf", "roboflow"],
                    help="image preprocessing: hf (transformers, the default) or roboflow "
@@ -76,44 +58,77 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "by Roboflow)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from owl_core.random_model import add_subcommand as add_random_model_subcommand
-
-    parser = argparse.ArgumentParser(prog="python -m owl_core", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_predict(sub: Any) -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="print one JSON response per image")
     src = pred.add_mutually_exclusive_group(required=True)
-    src.add_argument("--training-data", help="train.json in the reference schema")
+    src.add_argument("--training-data", help="train.json in the reference schema, or a project "
+                                             "file")
+    src.add_argument("--project", help="a project folder (its examples and settings)")
     src.add_argument("--weights", help="an exported .pt")
     pred.add_argument("--model", default=None,
                       help=f"hub id or folder (default: {DEFAULT_MODEL_ID}, or the .pt's model)")
-    pred.add_argument("images", nargs="+", help="image files")
-    pred.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
-    pred.add_argument("--iou-threshold", type=float, default=DEFAULT_IOU_THRESHOLD)
-    pred.add_argument("--max-detections", type=int, default=DEFAULT_MAX_DETECTIONS)
-    pred.add_argument("--score-mode", default="reference", choices=SCORE_MODES)
+    pred.add_argument("images", nargs="*",
+                      help="image files (with --project, default: its query images)")
+    pred.add_argument("--confidence", type=float, default=None, help="default: 0.9 or the "
+                                                                     "project's")
+    pred.add_argument("--iou-threshold", type=float, default=None, help="default: 0.3 or the "
+                                                                        "project's")
+    pred.add_argument("--max-detections", type=int, default=None, help="default: 300 or the "
+                                                                       "project's")
+    pred.add_argument("--score-mode", default=None, choices=SCORE_MODES,
+                      help="default: reference or the project's")
     _add_common(pred)
+    pred.set_defaults(handler=_run_predict)
+    return pred
 
+
+def _add_export(sub: Any) -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write the class embeddings as a .pt")
     exp.add_argument("--model", default=DEFAULT_MODEL_ID, help="hub id or local folder")
-    exp.add_argument("--training-data", required=True)
+    src = exp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--training-data", help="train.json in the reference schema, or a project "
+                                             "file")
+    src.add_argument("--project", help="a project folder (its examples and settings)")
     exp.add_argument("--out", required=True, help="destination .pt")
     exp.add_argument("--previous", default=None, help="an earlier .pt whose exemplars to keep")
     exp.add_argument("--small", action="store_true", help="leave out the image embeddings")
     exp.add_argument("--roboflow-id", default="")
     _add_common(exp)
+    exp.set_defaults(handler=_run_export)
+    return exp
 
-    add_random_model_subcommand(sub)  # make-random-model: owned by owl_core.random_model
+
+def build_parser(prog: str = "python -m owl_core",
+                 extra: Sequence[AddSubcommand] = ()) -> argparse.ArgumentParser:
+    """The parser of every subcommand: predict, export, those of `SUBCOMMAND_MODULES`, then
+    ``extra`` hooks (how `ui.cli` adds ``app``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="OWLv2 few-shot object detection: predict, export prompt sets, "
+                               "label folders, evaluate (see 'COMMAND --help').")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in extra:
+        add(sub)
+    _add_predict(sub)
+    _add_export(sub)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.add_subcommand(sub)
     return parser
 
 
-def _predictor(args: argparse.Namespace, model: str, top_k: int | None = None):
+# ------------------------------------------------------------------------------- handlers
+def _predictor(args: argparse.Namespace, model: str, params: DetectParams,
+               top_k: int | None = None):
     from owl_core.predictor import OwlPredictor
 
     top_k = args.top_k if args.top_k is not None else (top_k or DEFAULT_TOP_K)
     return OwlPredictor(model, device=args.device, dtype=args.dtype, top_k=top_k,
-                        match_threshold=args.match_threshold, disk_cache_dir=args.cache_dir,
+                        match_threshold=params.match_threshold, disk_cache_dir=args.cache_dir,
                         preprocessing=args.preprocessing)
 
 
@@ -124,13 +139,35 @@ def _report_unmatched(report) -> None:
               file=sys.stderr)
 
 
-def _training_data(path: str) -> tuple[list[dict[str, Any]], list[str] | None]:
-    """Read and validate the training data (before any model is loaded: fail fast)."""
+def _examples(args: argparse.Namespace
+              ) -> tuple[list[dict[str, Any]], list[str] | None, DetectParams, list[str]]:
+    """Training data, classes, settings (flags over the project's) and the project's query
+    images, read and validated before any model is loaded (fail fast)."""
     from owl_core.training_data import parse_training_data
 
-    data, classes = read_training_file(path)
+    queries: list[str] = []
+    if args.project:
+        from owl_core.project import load_project
+
+        project = load_project(args.project, allow_external=True)
+        data, classes, base = project.training_data(), list(project.classes), project.settings
+        if not data:
+            raise SettingsError(f"{args.project}: the project has no example boxes yet; draw "
+                                "some first.")
+        queries = [str(p) for p in project.query_images()]
+    else:
+        data, classes = read_training_file(args.training_data)
+        base = DetectParams()
     parse_training_data(data)
-    return data, classes
+    return data, classes, _params(args, base), queries
+
+
+def _params(args: argparse.Namespace, base: DetectParams) -> DetectParams:
+    return base.replace(confidence=getattr(args, "confidence", None),
+                        iou_threshold=getattr(args, "iou_threshold", None),
+                        max_detections=getattr(args, "max_detections", None),
+                        score_mode=getattr(args, "score_mode", None),
+                        match_threshold=args.match_threshold)
 
 
 def _check_images(images: Sequence[str]) -> None:
@@ -142,37 +179,42 @@ def _check_images(images: Sequence[str]) -> None:
             resolve_image(image)  # raises "no such image file" (or decodes base64 text)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "make-random-model":
-        return args.handler(args)
-    if args.command == "predict":
-        _check_images(args.images)
-        if args.weights:
-            from owl_core.serialization import load_pt
+def _run_predict(args: argparse.Namespace) -> int:
+    images = list(args.images)
+    if args.weights:
+        if not images:
+            raise SettingsError("predict: give the image files to detect on.")
+        _check_images(images)
+        from owl_core.serialization import load_pt
 
-            prompts = load_pt(args.weights)  # validated before the model is loaded
-            exported_top_k = prompts.meta.get("top_k")
-            predictor = _predictor(args, args.model or prompts.huggingface_id,
-                                   exported_top_k if isinstance(exported_top_k, int) else None)
-            predictor.load_pt(args.weights)
-        else:
-            data, classes = _training_data(args.training_data)
-            predictor = _predictor(args, args.model or DEFAULT_MODEL_ID)
-            _report_unmatched(predictor.set_examples(data, classes))
-        for image in args.images:
-            result = predictor.detect(image, confidence=args.confidence,
-                                      iou_threshold=args.iou_threshold,
-                                      max_detections=args.max_detections,
-                                      score_mode=args.score_mode)
-            print(json.dumps(result.to_json()), flush=True)
-        return 0
-    data, classes = _training_data(args.training_data)
+        params = _params(args, DetectParams())
+        prompts = load_pt(args.weights)  # validated before the model is loaded
+        exported_top_k = prompts.meta.get("top_k")
+        predictor = _predictor(args, args.model or prompts.huggingface_id, params,
+                               exported_top_k if isinstance(exported_top_k, int) else None)
+        predictor.load_pt(args.weights)
+    else:
+        data, classes, params, queries = _examples(args)
+        images = images or queries
+        if not images:
+            raise SettingsError("predict: give the image files to detect on (the project has no "
+                                "query images).")
+        _check_images(images)
+        predictor = _predictor(args, args.model or DEFAULT_MODEL_ID, params)
+        _report_unmatched(predictor.set_examples(data, classes))
+    for image in images:
+        result = predictor.detect(image, params)
+        print(json.dumps(result.to_json()), flush=True)
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    data, classes, params, _ = _examples(args)
     if args.previous:
         from owl_core.serialization import load_pt
 
         load_pt(args.previous)  # validated before the model is loaded
-    predictor = _predictor(args, args.model)
+    predictor = _predictor(args, args.model, params)
     if args.previous:  # its image embeddings enter the cache: its images are not embedded again
         predictor.preload_embeddings(args.previous)
     _report_unmatched(predictor.set_examples(data, classes))
@@ -182,11 +224,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: one-line errors, non-zero exit on bad input."""
+def run(argv: Sequence[str] | None = None, prog: str = "python -m owl_core",
+        extra: Sequence[AddSubcommand] = ()) -> int:
+    """Parse and run one command; errors propagate."""
+    args = build_parser(prog, extra).parse_args(argv)
+    return args.handler(args)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m owl_core",
+         extra: Sequence[AddSubcommand] = ()) -> int:
+    """Entry point: one-line errors (status 2) on bad input, 130 on Ctrl-C."""
     try:
-        return run(argv)
-    except (ValueError, RuntimeError, OSError) as exc:
+        return run(argv, prog, extra)
+    except (OwlError, ValueError, RuntimeError, OSError) as exc:
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
