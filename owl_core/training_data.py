@@ -16,6 +16,7 @@ from owl_core.errors import TrainingDataError
 from owl_core.geometry import cxcywh_to_xyxy
 from owl_core.images import ImageInput
 from owl_core.limits import TrainingDataLimitError
+from owl_core.project import training_entries
 
 #: Largest coordinate / size accepted, in pixels: far beyond any image the pixel limit allows,
 #: small enough that box arithmetic never overflows.
@@ -132,8 +133,7 @@ def parse_training_data(data: Any) -> list[TrainingImage]:
             `LimitError` too when a bound is exceeded.
     """
     lim = limits.current()
-    if isinstance(data, dict) and "training_data" in data:
-        data = data["training_data"]
+    data = training_entries(data)  # a Project or project dict: its entries (one rule)
     if not isinstance(data, Sequence) or isinstance(data, (str, bytes)):
         hint = (" (a single entry? wrap it in a list)" if isinstance(data, dict) and "image" in data
                 else "")

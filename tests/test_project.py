@@ -89,6 +89,7 @@ def test_content_hash_is_the_engines_and_training_data_is_what_set_examples_take
     assert [t["image"] for t in training] == [str(path)]
     parsed = parse_training_data(training)
     assert [b.xyxy for b in parsed[0].boxes] == [(1.0, 2.0, 30.0, 40.0), (5.0, 5.0, 20.0, 20.0)]
+    assert parse_training_data(filled) == parsed  # a Project is training data too
     assert filled.query_images() == [filled.image_path(filled.images[1])]
 
 
