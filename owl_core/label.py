@@ -313,6 +313,7 @@ class EmbedSink:
         self._pending: list[dict] = []  # journal lines waiting for their shard
         self._last_flush = time.monotonic()
         self.embedded = 0
+        self.reused = 0
         self.failed = 0
         self.tower_seconds = 0.0
         self._bar = None
@@ -328,6 +329,7 @@ class EmbedSink:
 
     def stored(self, image: InputImage, stat: tuple[int, int] | None, content_hash: str) -> None:
         """An image whose embeddings are (or were just put) in the store."""
+        self.reused += 1
         self._pending.append(self._entry(image, stat, hash=content_hash))
         self._tick()
 
@@ -470,6 +472,7 @@ class LabelJob:
             journal.close()
         summary.embed_seconds = time.perf_counter() - embed_start
         summary.embedded = sink.embedded
+        summary.reused += sink.reused
         summary.tower_seconds = sink.tower_seconds
         entries = self._score(store, journal, summary)
         classes = self.exemplars.class_names
