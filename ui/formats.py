@@ -22,7 +22,11 @@ from typing import Sequence
 import numpy as np
 import supervision as sv
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+#: Sample photos and example projects: ui/assets/ when installed (pyproject.toml ships
+#: assets/ there), assets/ next to ui/ in a checkout.
+ASSETS_DIR = next((d for d in (Path(__file__).resolve().parent / "assets",
+                               Path(__file__).resolve().parent.parent / "assets") if d.is_dir()),
+                  Path(__file__).resolve().parent.parent / "assets")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DETECTION_FORMATS = ("COCO JSON", "YOLO", "Pascal VOC")
 

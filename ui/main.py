@@ -17,10 +17,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Random-weight checkpoints: models/ in a checkout (next to app.py), else the user's cache.
+RANDOM_WEIGHTS_DIR = (ROOT / "models" if (ROOT / "app.py").is_file()
+                      else Path.home() / ".cache" / "owl_studio" / "models")
 DEFAULT_MODEL_ID = "google/owlv2-base-patch16-ensemble"
 RANDOM_PRESETS = ("tiny", "base")
 MB = 1024 ** 2
@@ -33,8 +36,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="OWLv2 few-shot object detection studio (Gradio).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     model = parser.add_argument_group("model")
@@ -43,7 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     model.add_argument("--random-weights", choices=RANDOM_PRESETS, default=None,
                        help="Ignore --model and use a randomly initialised checkpoint of this "
                             "size (created on first use); detections are meaningless.")
-    model.add_argument("--random-weights-dir", default=str(ROOT / "models"),
+    model.add_argument("--random-weights-dir", default=str(RANDOM_WEIGHTS_DIR),
                        help="Where --random-weights checkpoints are created and reused.")
     model.add_argument("--device", default=None,
                        help="cpu, cuda, cuda:1, ... (default: $OWL_DEVICE, else cuda if "
@@ -109,8 +113,8 @@ def cannot_load_message(args: argparse.Namespace, error: BaseException) -> str:
         "        python app.py --random-weights tiny\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     from owl_core import ModelLoadError
 
     name = f"random-{args.random_weights}" if args.random_weights else args.model
