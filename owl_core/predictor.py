@@ -30,7 +30,8 @@ from owl_core.params import DetectParams, ScoreMode
 from owl_core.scoring import DetectionResult, detect
 from owl_core.serialization import (SerializedPrompts, build_payload, load_pt as _load_pt_file,
                                     save_pt)
-from owl_core.training_data import TrainingDataError, TrainingImage, parse_training_data
+from owl_core.training_data import (TrainingDataError, TrainingImage, check_class_names,
+                                    parse_training_data)
 from owl_core.transforms import (DEFAULT_PREPROCESSING, OwlTransform, Preprocessing,
                                  check_preprocessing)
 
@@ -179,6 +180,10 @@ class OwlPredictor:
                 host_bytes=int(host_cache_bytes), disk_dir=disk_cache_dir,
                 disk_bytes=disk_cache_bytes, value_type=ImageEmbeddings)
         self._cache: EmbeddingCache[ImageEmbeddings] = cache
+        #: embeddings that came in a loaded `.pt`: data from the file's author, kept with this
+        #: predictor's imported prompts, never put in `_cache` (shared, maybe on disk)
+        self._file_embeds: EmbeddingCache[ImageEmbeddings] = EmbeddingCache(
+            device=self.owl.device, device_bytes=0, host_bytes=int(host_cache_bytes))
         self._compute_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._class_cache: OrderedDict[str, tuple[Exemplars, MatchReport]] = OrderedDict()
@@ -223,7 +228,7 @@ class OwlPredictor:
 
     def _resolve(self, image: ImageInput | str) -> ImageSource | str:
         """An `ImageSource`, or a bare content hash for inputs known without reading them."""
-        if isinstance(image, str) and _HASH_RE.fullmatch(image) and self._key(image) in self._cache:
+        if isinstance(image, str) and _HASH_RE.fullmatch(image) and self._has(self._key(image)):
             return image
         if isinstance(image, (str, os.PathLike)) and not str(image).startswith("data:"):
             path = os.fspath(image)
@@ -233,7 +238,7 @@ class OwlPredictor:
                 return resolve_image(image)
             stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
             memo = self._stat_memo.entries.get(path)
-            if memo is not None and memo[0] == stamp and self._key(memo[1]) in self._cache:
+            if memo is not None and memo[0] == stamp and self._has(self._key(memo[1])):
                 return memo[1]
             source = resolve_image(image)
             self._stat_memo.entries[path] = (stamp, source.content_hash)
@@ -288,7 +293,7 @@ class OwlPredictor:
         for i, image in enumerate(images):
             source = self._resolve(image)
             content_hash = source if isinstance(source, str) else source.content_hash
-            cached = self._cache.get(self._key(content_hash))
+            cached = self._lookup(self._key(content_hash))
             if cached is not None and (not flags[i] or self._enough(cached)):
                 results[i] = (EmbedInfo(content_hash, cached.image_size, True), cached)
             elif isinstance(source, str) and not (isinstance(image, str) and image == source):
@@ -339,7 +344,7 @@ class OwlPredictor:
         pending: list[tuple[int, ImageSource]] = []
         for i, source in chunk:  # another thread may have finished it while we waited
             key = self._key(source.content_hash)
-            cached = self._cache.get(key) if key in self._cache else None
+            cached = self._lookup(key) if self._has(key) else None
             if cached is not None and (not flags[i] or self._enough(cached)):
                 out[i] = (EmbedInfo(source.content_hash, cached.image_size, True), cached)
             else:
@@ -426,6 +431,7 @@ class OwlPredictor:
             examples = self._prompts.examples
             empty = Exemplars.empty((), self.owl.class_embed_dim)
             self._prompts = _Prompts(examples, empty, examples, self._prompts.report)
+        self._file_embeds.reset()  # the file's embeddings went with its prompts
         if self._preprocessing_choice is None:  # the file's mode no longer applies
             self._switch_preprocessing(DEFAULT_PREPROCESSING)
 
@@ -434,11 +440,7 @@ class OwlPredictor:
         seen = list(dict.fromkeys(b.cls for t in parsed for b in t.boxes))
         if class_names is None:
             return seen
-        names = [str(n).strip() for n in class_names]
-        if any(not n for n in names):
-            raise TrainingDataError("class names must be non-empty.")
-        if len(set(names)) != len(names):
-            raise TrainingDataError(f"class names must be unique, got {names}.")
+        names = check_class_names(class_names)  # bounded count / lengths, non-empty, unique
         missing = [n for n in seen if n not in names]
         if missing:
             raise TrainingDataError(f"boxes use classes {missing} that are not in class_names "
@@ -538,7 +540,7 @@ class OwlPredictor:
         *,
         small: bool = False,
         previous: str | Path | None = None,
-        roboflow_id: str = "",
+        roboflow_id: str | None = None,
         settings: dict[str, Any] | None = None,
     ) -> Path:
         """Write the current exemplars as a `.pt` (atomically) and return its path.
@@ -547,7 +549,9 @@ class OwlPredictor:
             path: destination file.
             small: leave out `image_embeds` (only the class embeddings).
             previous: an earlier export whose exemplars and image embeddings are kept too.
-            roboflow_id: stored as is, for Roboflow's `SerializedOwlV2`.
+            roboflow_id: for Roboflow's `SerializedOwlV2`, which needs ``owlv2/<model name>``
+                (it loads ``google/<model name>``); None or "" = derived from the model id
+                (`serialization.default_roboflow_id`).
             settings: extra metadata (e.g. the preview's thresholds) stored under "settings".
         """
         exemplars = self._prompts.combined
@@ -560,7 +564,7 @@ class OwlPredictor:
         if not small:
             for source in exemplars.sources:
                 if source.image_hash and source.image_hash not in image_embeds:
-                    emb = self._cache.get(self._key(source.image_hash))
+                    emb = self._lookup(self._key(source.image_hash))
                     if emb is not None:
                         image_embeds[source.image_hash] = emb
         payload = build_payload(
@@ -593,7 +597,8 @@ class OwlPredictor:
     def load_pt(self, path: str | Path, *,
                 preprocessing: Preprocessing | None = None) -> SerializedPrompts:
         """Load an exported `.pt`: its exemplars become the imported set, and its image
-        embeddings enter the cache when they were made with the same settings.
+        embeddings (when made with the same settings) serve this predictor only: they stay
+        with the imported prompts, never in the shared cache or its disk tier.
 
         Images scored against the file are preprocessed as its exemplars were: unless
         `preprocessing` is given here or was given to the constructor, the predictor switches
@@ -618,17 +623,33 @@ class OwlPredictor:
         return prompts
 
     def preload_embeddings(self, path: str | Path) -> SerializedPrompts:
-        """Put a `.pt`'s image embeddings into the cache (when made with this model and these
-        settings) without touching the prompts, so its images are never embedded again."""
+        """Keep a `.pt`'s image embeddings for this predictor (when made with this model and
+        these settings) without touching the prompts, so its images are not embedded again.
+        They never enter the shared cache (see `_preload`)."""
         prompts = self.check_compatible(_load_pt_file(path))
         self._preload(prompts)
         return prompts
 
     def _preload(self, prompts: SerializedPrompts) -> None:
+        # a file's embeddings are a stranger's data: they serve this predictor only (so its
+        # images aren't embedded again), never the shared cache or its disk tier, where they
+        # would feed fake boxes to every session using them
         if prompts.meta.get("fingerprint") == self.fingerprint:
             for content_hash, emb in prompts.image_embeds.items():
-                if _HASH_RE.fullmatch(content_hash) and self._key(content_hash) not in self._cache:
-                    self._cache.put(self._key(content_hash), emb)
+                if _HASH_RE.fullmatch(content_hash):
+                    self._file_embeds.put(self._key(content_hash), emb)
+
+    def _lookup(self, key: str) -> ImageEmbeddings | None:
+        """Embeddings under `key`: a loaded file's own first (they belong with its prompts),
+        then the (possibly shared) cache."""
+        if key in self._file_embeds:
+            found = self._file_embeds.get(key)
+            if found is not None:
+                return found
+        return self._cache.get(key)
+
+    def _has(self, key: str) -> bool:
+        return key in self._file_embeds or key in self._cache
 
     @classmethod
     def from_pt(cls, path: str | Path, model: OwlModel | str | None = None,
@@ -646,6 +667,7 @@ class OwlPredictor:
     def reset_cache(self, disk: bool = False) -> None:
         """Drop cached embeddings and class embeddings (and the disk tier if `disk`)."""
         self._cache.reset(disk=disk)
+        self._file_embeds.reset()
         with self._state_lock:
             self._class_cache.clear()
             self._stat_memo.entries.clear()

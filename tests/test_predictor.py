@@ -1,6 +1,7 @@
 """OwlPredictor end to end on the tiny random checkpoint."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +9,9 @@ import torch
 from PIL import Image
 
 from owl_core import OwlPredictor, TrainingDataError
+from owl_core import predictor as predictor_module
+from owl_core.cache import EmbeddingCache
+from owl_core.embedding import ImageEmbeddings, compute_embeddings
 from owl_core.images import ImageSource
 from owl_core.serialization import load_pt
 
@@ -17,7 +21,8 @@ def scene(seed=0, size=(128, 96)):
     rng = np.random.default_rng(seed)
     w, h = size
     img = rng.integers(60, 120, (h, w, 3), dtype=np.uint8)
-    for x0, y0, x1, y1, colour in [(10, 10, 42, 40, (220, 30, 30)), (70, 20, 110, 60, (30, 200, 40)),
+    for x0, y0, x1, y1, colour in [(10, 10, 42, 40, (220, 30, 30)),
+                                   (70, 20, 110, 60, (30, 200, 40)),
                                    (20, 55, 60, 90, (40, 40, 230))]:
         img[y0:y1, x0:x1] = colour
     return img
@@ -121,7 +126,8 @@ def test_unmatched_box_never_shifts_other_labels(predictor):
     assert ex.negative.tolist() == [False, True, False]
     # each exemplar is the embedding of the patch its own box snapped to
     emb = predictor.embeddings(img, keep_patches=True)
-    for row, b in zip(ex.embeds, [report.boxes[0], report.boxes[2], report.boxes[4]]):
+    for row, b in zip(ex.embeds, [report.boxes[0], report.boxes[2], report.boxes[4]],
+                      strict=True):
         sims = emb.patch_class_embeds @ row
         assert sims.max().item() == pytest.approx(1.0, abs=1e-5)
         assert b.iou >= predictor.match_threshold
@@ -220,10 +226,8 @@ def test_export_then_load_gives_identical_detections(predictor, image_file, tmp_
     np.testing.assert_array_equal(live.confidence, again.confidence)
     np.testing.assert_array_equal(live.class_id, again.class_id)
     # the full export carries the example image's embeddings; loading them avoids a recompute
-    assert loaded.cache_stats().entries_device >= 1
     before = loaded.cache_stats().misses
-    loaded.embed(image_file)
-    assert loaded.cache_stats().misses == before
+    assert loaded.embed(image_file) and loaded.cache_stats().misses == before
     small = load_pt(predictor.export(tmp_path / "s.pt", small=True))
     assert small.image_embeds == {} and len(small.exemplars) == 3
 
@@ -237,7 +241,8 @@ def test_incremental_export_keeps_old_and_new_exemplars(predictor, tmp_path):
     new = load_pt(fresh.export(tmp_path / "new.pt", previous=old))
     assert new.exemplars.class_names == ("red", "green")
     labels = sorted((new.exemplars.class_names[c], bool(n)) for c, n in
-                    zip(new.exemplars.class_ids.tolist(), new.exemplars.negative.tolist()))
+                    zip(new.exemplars.class_ids.tolist(), new.exemplars.negative.tolist(),
+                        strict=True))
     assert labels == [("green", False), ("red", False), ("red", True)]
     assert len(new.image_embeds) == 2  # the old image's embeddings carried over
     # exporting again on top of the result doesn't duplicate exemplars
@@ -245,14 +250,32 @@ def test_incremental_export_keeps_old_and_new_exemplars(predictor, tmp_path):
     assert len(again.exemplars) == 3
 
 
-def test_concurrent_embeds_compute_once(tiny_model):
+def test_concurrent_embeds_compute_once(tiny_model, monkeypatch):
+    """Four threads ask for one new image at once: the vision tower runs for it once."""
+    tower_images = []
+    barrier = threading.Barrier(4)
+
+    def counting(owl, pixel_values, *args, **kwargs):
+        tower_images.append(pixel_values.shape[0])
+        time.sleep(0.2)  # hold the tower so the other threads really wait on it
+        return compute_embeddings(owl, pixel_values, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "compute_embeddings", counting)
     pred = OwlPredictor(tiny_model, top_k=40)
     img = scene(3)
-    threads = [threading.Thread(target=pred.embed, args=(img,)) for _ in range(4)]
+    hashes = []
+
+    def worker():
+        barrier.wait()
+        hashes.append(pred.embed(img))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert len(hashes) == 4 and len(set(hashes)) == 1
+    assert sum(tower_images) == 1
     assert pred.cache_stats().entries_device == 1
 
 
@@ -284,3 +307,84 @@ def test_a_query_path_can_later_become_an_example(predictor, image_file):
     assert not predictor.embeddings(image_file).has_patches
     predictor.embed(image_file, keep_patches=True)
     assert predictor.embeddings(image_file).has_patches
+
+
+def poisoned_copy(source, target, content_hash):
+    """`source` with the embeddings of `content_hash` replaced by a stranger's: every box the
+    whole image, objectness 1, all class embeddings equal to the file's first exemplar."""
+    raw = torch.load(source, weights_only=True)
+    obj, boxes, embeds, shift, scale = raw["image_embeds"][content_hash]
+    exemplar = next(v["positive"] for v in raw["train_data_dict"].values()
+                    if v["positive"] is not None)[0]
+    raw["image_embeds"][content_hash] = (torch.ones_like(obj), torch.full_like(boxes, 0.5),
+                                         exemplar.expand_as(embeds).clone(), shift, scale)
+    torch.save(raw, target)
+    return target
+
+
+@pytest.mark.parametrize("sharing", [
+    # a persistent disk cache shared by processes (--disk-cache-dir)
+    "disk",
+    # one in-memory cache shared by the sessions of a server
+    "memory",
+])
+def test_embeddings_from_a_file_never_reach_a_shared_cache(sharing, tiny_model, image_file,
+                                                           tmp_path):
+    if sharing == "disk":
+        def make():
+            return OwlPredictor(tiny_model, top_k=40, disk_cache_dir=tmp_path / "disk")
+    else:
+        shared = EmbeddingCache(device="cpu", device_bytes=2**28, host_bytes=0,
+                                value_type=ImageEmbeddings)
+
+        def make():
+            return OwlPredictor(tiny_model, top_k=40, cache=shared)
+    author = OwlPredictor(tiny_model, top_k=40)
+    author.set_examples([{"image": str(image_file), "boxes": [box(10, 10, 42, 40, "red")]}])
+    content_hash = author.embed(image_file)
+    genuine = author.embeddings(image_file)
+    evil = poisoned_copy(author.export(tmp_path / "p.pt"), tmp_path / "evil.pt", content_hash)
+
+    victim_session, other_session = make(), make()
+    victim_session.load_pt(evil)
+    # the file's embeddings stay with the prompts they came with ...
+    assert torch.equal(victim_session.embeddings(image_file).objectness,
+                       torch.ones(genuine.num_boxes))
+    # ... and never reach the cache others read: they compute the real thing
+    assert list((tmp_path / "disk").glob("*.pt")) == []
+    assert other_session.cache_stats().entries_device == 0
+    theirs = other_session.embeddings(image_file)
+    torch.testing.assert_close(theirs.objectness, genuine.objectness)
+    other_session.set_examples([{"image": str(image_file),
+                                 "boxes": [box(10, 10, 42, 40, "red")]}])
+    found = other_session.detect(image_file, confidence=0.0)
+    assert not np.all(found.confidence >= 0.999)
+    # forgetting the imported prompts forgets their embeddings too
+    victim_session.clear_imported()
+    torch.testing.assert_close(victim_session.embeddings(image_file).objectness,
+                               genuine.objectness)
+
+
+def test_exports_carry_a_valid_roboflow_id(predictor, image_file, tmp_path):
+    predictor.set_examples([{"image": str(image_file), "boxes": [box(10, 10, 42, 40, "red")]}])
+    name = predictor.owl.model_id.rstrip("/").rsplit("/", 1)[-1]
+    for small in (False, True):
+        raw = torch.load(predictor.export(tmp_path / f"{small}.pt", small=small),
+                         weights_only=True)
+        assert raw["roboflow_id"] == f"owlv2/{name}"
+    chosen = predictor.export(tmp_path / "c.pt", roboflow_id="owlv2/owlv2-large-patch14")
+    assert load_pt(chosen).roboflow_id == "owlv2/owlv2-large-patch14"
+
+
+def test_class_names_order_survives_export(predictor, image_file, tmp_path):
+    predictor.set_examples([{"image": str(image_file), "boxes": [
+        box(70, 20, 110, 60, "zebra"), box(10, 10, 42, 40, "apple")]}])
+    assert predictor.class_names == ("zebra", "apple")
+    raw = torch.load(predictor.export(tmp_path / "p.pt"), weights_only=True)
+    assert raw["class_names"] == ["apple", "zebra"]
+    again = OwlPredictor.from_pt(tmp_path / "p.pt", model=predictor.owl, top_k=40)
+    assert again.class_names == ("zebra", "apple")
+    query = scene(5)
+    live = predictor.detect(query, confidence=0.0)
+    loaded = again.detect(query, confidence=0.0)
+    np.testing.assert_array_equal(live.class_id, loaded.class_id)
