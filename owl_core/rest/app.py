@@ -29,6 +29,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from owl_core import limits
 from owl_core.errors import ImageError, LimitError, OwlError, PtFormatError
@@ -241,7 +242,7 @@ class _Drawing:
         scene = sv.BoxAnnotator(thickness=self.stroke).annotate(scene, detections)
         if self.labels:
             names = detections.data.get("class_name", [])
-            text = [f"{n} {c:.2f}" for n, c in zip(names, detections.confidence)]
+            text = [f"{n} {c:.2f}" for n, c in zip(names, detections.confidence, strict=True)]
             scene = sv.LabelAnnotator().annotate(scene, detections, labels=text)
         buffer = io.BytesIO()
         Image.fromarray(scene[:, :, ::-1]).save(buffer, format="JPEG", quality=90)
@@ -289,6 +290,14 @@ def create_app(model: OwlModel, config: RestConfig | None = None,
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, detail = _validation_message(list(exc.errors()))
         return JSONResponse({"message": message, "detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in message:
+            message = "the request body could not be read: send UTF-8 JSON (or multipart form)."
+        return JSONResponse({"message": message}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(OwlError)
     async def _refused(request: Request, exc: OwlError) -> JSONResponse:

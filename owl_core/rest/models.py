@@ -17,8 +17,13 @@ from owl_core import limits
 from owl_core.params import MAX_DETECTIONS_LIMIT, SCORE_MODES
 
 #: A finite number (JSON has no NaN / Infinity, but Python's json module reads them).
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+#: Numbers and booleans are strict: ints and floats are both numbers, but `true` is not 1 and
+#: "3" is not 3 (the schema says so, and a mix-up of fields should not pass silently).
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Unit = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
+Size = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+Flag = Annotated[bool, Field(strict=True)]
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_DETECTIONS_LIMIT)]
 IMAGE_TYPES = ("base64", "numpy", "url", "file")
 
 
@@ -47,10 +52,10 @@ class TrainBox(BaseModel):
 
     x: Finite = Field(description="Centre x in pixels (int or float).")
     y: Finite = Field(description="Centre y in pixels (int or float).")
-    w: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(description="Width, pixels.")
-    h: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(description="Height, pixels.")
+    w: Size = Field(description="Width in pixels (int or float).")
+    h: Size = Field(description="Height in pixels (int or float).")
     cls: str = Field(min_length=1, description="Class name of the object in the box.")
-    negative: bool = Field(False, description="True: a look-alike that must not be detected.")
+    negative: Flag = Field(False, description="True: a look-alike that must not be detected.")
 
     @field_validator("cls")
     @classmethod
@@ -85,15 +90,14 @@ class OwlV2Request(BaseModel):
     training_data: list[TrainingImage] = Field(
         description="Example images with boxes (reference schema).")
     confidence: Unit | None = Field(0.99, description="Minimum score of a detection.")
-    visualize_predictions: bool | None = Field(
+    visualize_predictions: Flag | None = Field(
         False, description="Return the image with the detections drawn, as base64 JPEG.")
-    visualization_labels: bool | None = Field(
+    visualization_labels: Flag | None = Field(
         False, description="Draw class names and scores on the visualization.")
-    visualization_stroke_width: Annotated[int, Field(ge=1, le=50)] | None = Field(
+    visualization_stroke_width: Annotated[int, Field(strict=True, ge=1, le=50)] | None = Field(
         1, description="Box line width of the visualization, pixels.")
     iou_threshold: Unit | None = Field(0.3, description="NMS IoU threshold (ours).")
-    max_detections: Annotated[int, Field(ge=0, le=MAX_DETECTIONS_LIMIT)] | None = Field(
-        300, description="Most detections per image (ours).")
+    max_detections: Count | None = Field(300, description="Most detections per image (ours).")
     score_mode: Literal[SCORE_MODES] | None = Field(  # type: ignore[valid-type]
         "reference", description="reference: (cos + 1) / 2; calibrated: the model's logit.")
     # the reference's bookkeeping fields: accepted, ignored
