@@ -1,26 +1,21 @@
-"""Files in and out: bundled example projects, and detections as COCO / YOLO / Pascal VOC.
-
-Project file (``assets/*/project.json``)::
-
-    {"name": str, "classes": [str],
-     "training_data": [{"image": path relative to the file, "boxes": [{"x", "y", "w", "h",
-                        "cls", "negative"}]}],
-     "query_images": [path relative to the file]}
+"""Files in and out: the bundled example projects (read, like every project file, by
+`owl_core.project`), and detections as COCO / YOLO / Pascal VOC.
 
 Detection exports go through `supervision.DetectionDataset`, zipped with their images.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import supervision as sv
+
+from owl_core.errors import OwlError
+from owl_core.project import read_json
 
 #: Sample photos and example projects: ui/assets/ when installed (pyproject.toml ships
 #: assets/ there), assets/ next to ui/ in a checkout.
@@ -29,17 +24,6 @@ ASSETS_DIR = next((d for d in (Path(__file__).resolve().parent / "assets",
                   Path(__file__).resolve().parent.parent / "assets")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DETECTION_FORMATS = ("COCO JSON", "YOLO", "Pascal VOC")
-
-
-@dataclass(frozen=True)
-class ExampleProject:
-    """A project file read from disk (image paths made absolute)."""
-
-    name: str
-    classes: list[str]
-    training_data: list[dict]
-    query_images: list[str]
-    path: Path
 
 
 def bundled_images(assets_dir: Path = ASSETS_DIR) -> list[Path]:
@@ -60,42 +44,12 @@ def bundled_projects(assets_dir: Path = ASSETS_DIR) -> dict[str, Path]:
                    key=lambda p: (p.parent.name != "example_project", p.parent.name))
     for path in files:
         try:
-            name = str(json.loads(path.read_text()).get("name") or path.parent.name)
-        except (OSError, ValueError):
+            data = read_json(path)
+        except OwlError:
             continue
-        found[name] = path
+        name = data.get("name") if isinstance(data, dict) else None
+        found[str(name or path.parent.name)] = path
     return found
-
-
-def load_project_file(path: str | Path) -> ExampleProject:
-    """Read a project file; raises ValueError naming what is wrong."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable project file ({exc}).") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("training_data", []), list):
-        raise ValueError(f"{path}: expected {{'name', 'classes', 'training_data', "
-                         "'query_images'}}.")
-    base = path.parent
-
-    def resolve(rel: str) -> str:
-        image = (base / str(rel)).resolve()
-        if not image.is_file():
-            raise ValueError(f"{path}: image {rel!r} not found (looked at {image}).")
-        return str(image)
-
-    training = [{"image": resolve(entry["image"]), "boxes": list(entry.get("boxes", []))}
-                for entry in raw.get("training_data", [])]
-    classes = [str(c) for c in raw.get("classes", [])]
-    for entry in training:
-        for box in entry["boxes"]:
-            if box.get("cls") not in classes:
-                classes.append(str(box.get("cls")))
-    return ExampleProject(name=str(raw.get("name") or path.parent.name), classes=classes,
-                          training_data=training,
-                          query_images=[resolve(q) for q in raw.get("query_images", [])],
-                          path=path)
 
 
 def export_detections(

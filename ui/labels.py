@@ -17,11 +17,18 @@ centre + size (``x, y, w, h``). Geometry lives in `owl_core.geometry` (re-export
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
-from owl_core.geometry import (clip_xyxy, iou_xyxy, reference_to_xyxy,  # noqa: F401 (re-exported)
-                               xyxy_to_reference)
+from owl_core.errors import ProjectError
+from owl_core.geometry import (  # noqa: F401 (re-exported)
+    clip_xyxy,
+    iou_xyxy,
+    reference_to_xyxy,
+    xyxy_to_reference,
+)
+from owl_core.project import Prompt
+from owl_core.project import validate_class_name as project_class_name
 
 NEGATIVE_PREFIX = "NOT "
 #: Negatives are red whatever their class, so they never look like a positive.
@@ -71,15 +78,16 @@ def label_choices(classes: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def validate_class_name(name: str, existing: Sequence[str] = ()) -> str:
-    """A cleaned class name, or ValueError saying what is wrong with it."""
+    """A cleaned class name, or ValueError (`ProjectError`) saying what is wrong with it: the
+    project model's rules (printable, bounded length, no "NOT " prefix), and unique regardless
+    of case among `existing`."""
     name = " ".join(str(name or "").split())
     if not name:
-        raise ValueError("Type a class name first (for example: coin).")
-    if name.upper().startswith(NEGATIVE_PREFIX) or name.upper() == NEGATIVE_PREFIX.strip():
-        raise ValueError(f"{name!r}: a class name can't start with {NEGATIVE_PREFIX.strip()!r}; "
-                         "that prefix marks negative boxes.")
-    if name in existing:
-        raise ValueError(f"There is already a class called {name!r}.")
+        raise ProjectError("Type a class name first (for example: coin).")
+    name = project_class_name(name)
+    taken = next((c for c in existing if c.casefold() == name.casefold()), None)
+    if taken is not None:
+        raise ProjectError(f"There is already a class called {taken!r}.")
     return name
 
 
@@ -126,12 +134,6 @@ def parse_label(label: str | None, classes: Sequence[str]) -> ParsedLabel:
         cls = text[len(NEGATIVE_PREFIX):].strip()
         return ParsedLabel("negative", cls, cls not in classes)
     return ParsedLabel("positive", text, text not in classes)
-
-
-
-
-
-
 
 
 def annotator_box(xyxy: Sequence[float], label: str, color: str) -> dict:
@@ -184,3 +186,34 @@ def box_is_usable(box: dict, size: tuple[int, int]) -> bool:
     x0, y0, x1, y1 = clip_xyxy((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), size)
     return (x1 - x0) >= MIN_BOX_SIDE and (y1 - y0) >= MIN_BOX_SIDE
 
+
+# ------------------------------------------------------------------ annotator <-> project
+# The one place the annotator's boxes become the project's prompts and back.
+
+def annotator_to_prompts(boxes: Sequence[dict], classes: Sequence[str], active_class: str,
+                         size: tuple[int, int]) -> list[tuple[int, Prompt]]:
+    """The project prompts (XYXY pixels, clipped to the image) an example's annotator boxes
+    stand for, oldest first, each with the index of its annotator box.
+
+    The annotator puts a new box first in its list, so boxes are read last to first: the oldest
+    box is box 1 and numbers don't shift when a box is added. Suggestions, boxes without area
+    and boxes of unknown classes are left out; an unlabeled box (its label dialog is still
+    open) counts as `active_class`.
+    """
+    out = []
+    for index in reversed(range(len(boxes))):
+        box = boxes[index]
+        parsed = parse_box(box, classes)
+        if parsed.kind == "suggestion" or not box_is_usable(box, size):
+            continue
+        cls = parsed.cls if parsed.kind != "unlabeled" else active_class
+        if cls not in classes:
+            continue
+        xyxy = clip_xyxy((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), size)
+        out.append((index, Prompt(xyxy, cls, parsed.kind == "negative")))
+    return out
+
+
+def prompts_to_annotator(prompts: Sequence[Prompt], classes: Sequence[str]) -> list[dict]:
+    """Annotator boxes for project prompts (newest first, as the annotator keeps them)."""
+    return [box_for_label(p.xyxy, p.cls, p.negative, classes) for p in reversed(prompts)]

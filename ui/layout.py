@@ -83,16 +83,37 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                 elem_id="random-banner")
         gr.Markdown("## OWLv2 few-shot studio\nDraw a few examples of what you want found; "
                     "the preview updates as you draw.")
+        c.project_state = gr.BrowserState(None, storage_key="owl-studio-project",
+                                          secret=studio.browser_secret)
         with gr.Tabs():
             with gr.Tab("Studio", id="studio"):
+                with gr.Row(equal_height=True, elem_id="project-bar"):
+                    c.project_list = gr.Dropdown([], label="Project (saved as you work)",
+                                                 scale=3, elem_id="project-list",
+                                                 allow_custom_value=False)
+                    c.open_project = gr.Button("Open", scale=0, min_width=70, size="md",
+                                               elem_id="open-project")
+                    c.new_project = gr.Button("New", scale=0, min_width=70, size="md",
+                                              elem_id="new-project")
+                    c.duplicate_project = gr.Button("Duplicate", scale=0, min_width=90,
+                                                    size="md", elem_id="duplicate-project")
+                    c.delete_project = gr.Button("Delete", scale=0, min_width=80, size="md",
+                                                 variant="stop", elem_id="delete-project")
+                    c.project_name = gr.Textbox("my-project", label="Project name", scale=2,
+                                                elem_id="project-name")
+                    c.download_zip = gr.Button("⬇ Project .zip", scale=0, min_width=120,
+                                               size="md", elem_id="download-zip")
+                    c.open_zip = gr.UploadButton("Open .zip", file_types=[".zip"], scale=0,
+                                                 min_width=100, size="md", elem_id="open-zip")
+                c.project_zip = gr.File(label="Project (zip)", interactive=False, visible=False,
+                                        elem_id="project-zip")
                 with gr.Row(equal_height=True):
                     c.project_choice = gr.Dropdown(list(projects), label="Example project",
                                                    value=next(iter(projects), None), scale=2,
                                                    elem_id="project-choice")
-                    c.load_project = gr.Button("Load example project", variant="primary",
-                                               scale=1, size="md", elem_id="load-example-project")
-                    c.project_name = gr.Textbox("my-project", label="Project name", scale=2,
-                                                elem_id="project-name")
+                    c.load_project = gr.Button("Load example project (as a new project)",
+                                               variant="primary", scale=1, size="md",
+                                               elem_id="load-example-project")
                     c.download_full = gr.DownloadButton("⬇ .pt (full)", interactive=False,
                                                         scale=1, size="md", elem_id="download-full")
                     c.download_small = gr.DownloadButton("⬇ .pt (small)", interactive=False,
@@ -274,8 +295,29 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
         """Chain the preview refresh, then the `.pt` downloads (after the preview is shown)."""
         return dep.then(**refresh).then(**downloads)
 
-    refreshed(demo.load(studio.on_load, None, [c.status], **quiet))
+    # a project shown in the tab: everything that shows it, then the URL, preview, embeddings
+    project_out = class_out + [c.examples_gallery, c.project_name, c.confidence, c.iou,
+                               c.max_detections, c.score_mode, c.imported_md, c.project_state,
+                               c.project_list, c.status]
+
+    def opened(dep: Any) -> Any:
+        """URL, then the preview of what is embedded already, then the embedding step and
+        the preview again."""
+        url = dep.then(None, c.project_state, None, js=SET_URL_JS, **quiet)
+        return refreshed(url.then(**refresh).then(**embed))
+
+    opened(demo.load(studio.on_load, c.project_state, project_out, **quiet))
     demo.unload(studio.on_unload)
+    opened(c.open_project.click(studio.library.on_open, c.project_list, project_out, **quiet))
+    opened(c.new_project.click(studio.library.on_new, None, project_out, **quiet))
+    opened(c.duplicate_project.click(studio.library.on_duplicate, None, project_out, **quiet))
+    opened(c.delete_project.click(studio.library.on_delete, c.project_list, project_out,
+                                  js=CONFIRM_DELETE_JS, **quiet))
+    c.project_list.focus(studio.library.on_refresh_list, None, c.project_list, **quiet)
+    c.download_zip.click(studio.library.on_download_zip, None, c.project_zip, **_private())
+    opened(c.open_zip.upload(studio.library.on_open_zip, c.open_zip, project_out, **quiet))
+    opened(c.load_project.click(studio.library.on_load_example, c.project_choice, project_out,
+                                **quiet))
 
     # the annotator: every edit updates the preview
     c.annotator.change(studio.boxes.on_boxes_edited, [c.annotator] + settings,
@@ -326,9 +368,6 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                          **_private()).then(**downloads)
 
     # project, import/export
-    refreshed(c.load_project.click(studio.project.on_load_example_project, c.project_choice,
-                                   class_out + [c.examples_gallery, c.project_name, c.status],
-                                   **quiet).then(**refresh).then(**embed))
     for trigger in (c.project_name.blur, c.project_name.submit):  # the downloads' file names
         trigger(studio.project.on_project_name, c.project_name, None, **quiet).then(**downloads)
     refreshed(c.import_pt.upload(studio.project.on_import_pt, c.import_pt,
@@ -351,6 +390,16 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                                                c.api_small], c.api_file, api_name="export",
                        concurrency_id="embed")
 
+
+#: Puts the tab's project id into the address bar (so a reload or a bookmark opens it).
+SET_URL_JS = """(id) => {
+  if (id) { const u = new URL(window.location.href); u.searchParams.set('project', id);
+            window.history.replaceState(null, '', u.toString()); }
+  return [];
+}"""
+#: Asks before deleting; a cancelled click sends no project id (the handler does nothing).
+CONFIRM_DELETE_JS = """(id) => (id && window.confirm('Delete this project and its images for good?'))
+  ? id : null"""
 
 API_EXAMPLE_JSON = """[
   {"image": 0,

@@ -1,42 +1,63 @@
-"""Per-browser-session state: the project being edited and its own `OwlPredictor`.
+"""Per-browser-tab state: the project being edited (on disk) and a predictor.
 
-Every session owns a predictor (its own embedding caches; the model itself is shared), a folder
-with copies of the images it uploaded, and the project (classes, example images with their
-boxes, query images). Sessions live in a bounded `SessionStore` keyed by Gradio's
-``session_hash``; `demo.unload` drops them, and the least recently used one is dropped when
-the store is full, so memory stays bounded even for clients that never say goodbye.
+A tab works on one project of the server's `ProjectStore` (``--projects-dir``): the images live
+in the project folder, and every change is saved there shortly after it happens (`Saver`:
+debounced, atomic writes by `owl_core.project.save_project`). The page's view of the project
+(`Project`: annotator boxes with their colours, the example shown, the class a new box gets)
+converts to the project model and back in `to_core` / `from_core`; the boxes themselves in
+`ui.labels.annotator_to_prompts` / `prompts_to_annotator`.
+
+Sessions live in a bounded `SessionStore` keyed by Gradio's ``session_hash``. The store also
+remembers which project each tab has open (a much larger bound: ids only), so a session
+dropped to bound memory is opened again from disk on the tab's next event, never emptied; a
+reloaded page or a restarted server finds the project by the id in the URL or browser storage.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
+import logging
 import re
-import secrets
 import shutil
 import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from owl_core.errors import OwlError, ProjectError
+from owl_core.geometry import xyxy_to_reference
+from owl_core.params import DetectParams
+from owl_core.project import IMAGES_DIR, ImageRecord, new_image_id
+from owl_core.project import Project as CoreProject
 from ui import labels as L
 from ui.drawing import PREVIEW_MAX_SIDE, PictureCache
+
+log = logging.getLogger("ui.session")
+#: Classes of a new project (a first box needs a class to be drawn with).
+NEW_PROJECT_CLASSES = ("object",)
+#: Tabs whose open project the store remembers (ids only: a few bytes each).
+MAX_REMEMBERED_TABS = 10_000
 
 
 @dataclass
 class ImageItem:
-    """One image of the project, stored in the session folder.
+    """One image of the project, as the page shows it.
 
     Attributes:
-        path: the session's own copy (its file name is unique within the session, which is how
-            an annotator value finds its example again).
+        path: the image file in the project folder (its file name is how an annotator value
+            finds its example again).
         name: the original file name, for people.
         size: (width, height) in pixels, EXIF rotation applied.
         boxes: annotator-format boxes (XYXY pixels, label, colour), newest first (the
             annotator's order), examples only.
-        content_hash: the engine's hash, once embedded.
+        content_hash: the engine's hash, once embedded (None: waiting for the embedding step).
+        id: the project's image id ("" until the next save gives it one).
+        file: the image file relative to the project folder.
+        file_hash: the file's content hash (the project record's).
     """
 
     path: str
@@ -44,6 +65,9 @@ class ImageItem:
     size: tuple[int, int]
     boxes: list[dict] = field(default_factory=list)
     content_hash: str | None = None
+    id: str = ""
+    file: str = ""
+    file_hash: str = ""
 
     @property
     def key(self) -> str:
@@ -52,10 +76,10 @@ class ImageItem:
 
 @dataclass
 class Project:
-    """What the user is building: classes, examples with boxes, and query images."""
+    """The page's view of the project: classes, examples with boxes, and query images."""
 
     name: str = "my-project"
-    classes: list[str] = field(default_factory=lambda: ["object"])
+    classes: list[str] = field(default_factory=lambda: list(NEW_PROJECT_CLASSES))
     examples: list[ImageItem] = field(default_factory=list)
     queries: list[ImageItem] = field(default_factory=list)
     current: int = -1
@@ -76,28 +100,17 @@ class Project:
 
     def training_data(self) -> tuple[list[dict], list[tuple[int, int]]]:
         """The reference-schema training data, and for each box the (example index, annotator
-        box index) it came from. Unlabeled boxes count as `active_class`; suggestions and
-        boxes without area are left out; examples without boxes are left out.
-
-        The annotator puts a new box first in its list, so boxes are read last to first: the
-        oldest box is box 1 and numbers don't shift when a box is added."""
+        box index) it came from (see `ui.labels.annotator_to_prompts` for which boxes count);
+        examples without boxes are left out."""
         data: list[dict] = []
         origin: list[tuple[int, int]] = []
         for ei, item in enumerate(self.examples):
-            boxes = []
-            for bi in reversed(range(len(item.boxes))):
-                box = item.boxes[bi]
-                parsed = L.parse_box(box, self.classes)
-                if parsed.kind == "suggestion" or not L.box_is_usable(box, item.size):
-                    continue
-                cls = parsed.cls if parsed.kind != "unlabeled" else self.active_class
-                if cls not in self.classes:
-                    continue
-                xyxy = L.clip_xyxy((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), item.size)
-                boxes.append(L.xyxy_to_reference(xyxy, cls, parsed.kind == "negative"))
-                origin.append((ei, bi))
-            if boxes:
-                data.append({"image": item.path, "boxes": boxes})
+            pairs = L.annotator_to_prompts(item.boxes, self.classes, self.active_class,
+                                           item.size)
+            if pairs:
+                data.append({"image": item.path, "boxes": [
+                    xyxy_to_reference(p.xyxy, p.cls, p.negative) for _, p in pairs]})
+                origin += [(ei, bi) for bi, _ in pairs]
         return data, origin
 
 
@@ -116,6 +129,51 @@ class Settings:
                 "max_detections": int(self.max_detections), "score_mode": self.score_mode}
 
 
+# ------------------------------------------------------------------ view <-> project model
+def from_core(core: CoreProject) -> tuple[Project, Settings]:
+    """The page's view of a project read from disk (nothing embedded yet)."""
+    classes = list(core.classes)
+    view = Project(name=core.name, classes=classes, active_class=classes[0] if classes else "")
+    for record in core.images:
+        item = ImageItem(str(core.image_path(record)), record.name, record.size,
+                         boxes=L.prompts_to_annotator(record.prompts, classes), id=record.id,
+                         file=record.file, file_hash=record.content_hash)
+        (view.examples if record.role == "example" else view.queries).append(item)
+    view.current = 0 if view.examples else -1
+    p = core.settings
+    settings = Settings(p.confidence, p.iou_threshold, p.max_detections, p.score_mode)
+    return view, settings
+
+
+def to_core(view: Project, settings: Settings, core: CoreProject) -> CoreProject:
+    """The project model for the page's view, in `core`'s folder. Reviewed labels and review
+    status of images still there are kept (the page does not edit them); images without an
+    id get a new one."""
+    old = {r.id: r for r in core.images}
+    used: set[str] = set()
+    records = []
+    for role, items in (("example", view.examples), ("query", view.queries)):
+        for item in items:
+            while not item.id or item.id in used:  # a copy shown twice gets its own id
+                item.id = new_image_id()
+            used.add(item.id)
+            prev = old.get(item.id)
+            prompts = tuple(p for _, p in L.annotator_to_prompts(
+                item.boxes, view.classes, view.active_class, item.size)) if role == "example" \
+                else ()
+            labels = tuple(b for b in (prev.labels if prev else ()) if b.cls in view.classes)
+            records.append(ImageRecord(
+                id=item.id, file=item.file, name=item.name, size=item.size,
+                content_hash=item.file_hash, role=role, prompts=prompts, labels=labels,
+                status=prev.status if prev else "not_reviewed"))
+    params = DetectParams(confidence=settings.confidence, iou_threshold=settings.iou_threshold,
+                          max_detections=settings.max_detections,
+                          score_mode=settings.score_mode,
+                          match_threshold=core.settings.match_threshold)
+    return CoreProject(name=view.name, classes=list(view.classes), images=records,
+                       settings=params, folder=core.folder)
+
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -126,15 +184,26 @@ def safe_file_name(name: str, default: str = "file") -> str:
 
 
 class Session:
-    """One browser session (or one API client): predictor, project, files, last results."""
+    """One browser tab: predictor, the project on disk and its view, scratch files, last
+    results."""
 
     def __init__(self, session_id: str, predictor: Any, root: Path,
                  preview_max_side: int = PREVIEW_MAX_SIDE) -> None:
         self.id = session_id
         self.predictor = predictor
+        root.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="session-", dir=root))
-        self.project = Project()
+        self.preview_max_side = preview_max_side
         self.lock = threading.RLock()
+        self.core: CoreProject | None = None
+        self.project = Project()
+        self.settings = Settings()
+        self.saved_text: str | None = None   # project.json content of the last save
+        self.save_error: str | None = None
+        self._reset_view_state()
+        self.last_used = time.monotonic()
+
+    def _reset_view_state(self) -> None:
         self.results: dict[str, Any] = {}   # image path -> DetectionResult of the last preview
         self.preview_items: list[ImageItem] = []
         self.report = None                  # MatchReport of the last preview
@@ -145,20 +214,66 @@ class Session:
         self.imported_version = 0
         self.selected_sample = 0
         self.selected_preview = 0
-        self.pictures = PictureCache(self.dir / "pictures", preview_max_side)
+        self.pictures = PictureCache(self.dir / "pictures", self.preview_max_side)
         self.shown: dict[Any, Any] = {}     # output (and property) -> value last sent
-        self.last_used = time.monotonic()
-        self._counter = itertools.count(1)
-        self._token = secrets.token_hex(3)  # so an uploaded file's own name never matches ours
 
-    def store_image(self, source: str | Path, name: str | None = None) -> str:
-        """Copy an image into the session folder under a unique name; return the new path."""
-        source = Path(source)
-        name = safe_file_name(name or source.name, "image.png")
-        target = self.dir / "images" / f"img{next(self._counter):03d}{self._token}-{name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        return str(target)
+    @property
+    def project_id(self) -> str | None:
+        return self.core.folder.name if self.core is not None and self.core.folder else None
+
+    def open(self, core: CoreProject) -> None:
+        """Show this project (read from disk) in the tab; drops the previous one's results and
+        imported exemplars (call under ``self.lock``, after saving the previous one)."""
+        self.core = core
+        self.project, self.settings = from_core(core)
+        self.saved_text = json.dumps(core.to_dict(), sort_keys=True)
+        self.save_error = None
+        if self.predictor is not None and hasattr(self.predictor, "clear_imported"):
+            self.predictor.clear_imported()
+        self.pictures.clear()
+        self._reset_view_state()
+
+    def add_image(self, source: str | Path, name: str, as_example: bool) -> ImageItem:
+        """Copy an image into the project folder and show it as an example or query image.
+
+        Raises:
+            OwlError: not an image, or over a limit (checked from the header, nothing decoded).
+        """
+        if self.core is None:
+            raise ProjectError("No project is open in this tab; reload the page.")
+        name = Path(str(name or "").replace("\\", "/")).name or Path(source).name
+        record = self.core.add_image(source, name, "example" if as_example else "query")
+        item = ImageItem(str(self.core.image_path(record)), record.name, record.size,
+                         id=record.id, file=record.file, file_hash=record.content_hash)
+        (self.project.examples if as_example else self.project.queries).append(item)
+        return item
+
+    def save(self) -> bool:
+        """Write the project if the view changed since the last save (call under the lock).
+        Returns whether a file was written; a refusal is kept in `save_error` (shown on the
+        status line) and logged."""
+        if self.core is None or self.core.folder is None:
+            return False
+        try:
+            core = to_core(self.project, self.settings, self.core)
+            text = json.dumps(core.to_dict(), sort_keys=True)
+            if text == self.saved_text:
+                return False
+            if not self.core.folder.is_dir():
+                raise ProjectError("the project was deleted (in another tab?); open or create "
+                                   "another one.")
+            from owl_core.project import save_project
+
+            save_project(core)
+        except OwlError as exc:
+            self.save_error = str(exc)
+            log.warning("project %s not saved: %s", self.project_id, exc)
+            return False
+        self.core = core
+        self.saved_text = text
+        self.save_error = None
+        _remove_unused_images(core)
+        return True
 
     def work_dir(self, name: str) -> Path:
         path = self.dir / name
@@ -166,10 +281,9 @@ class Session:
         return path
 
     def close(self) -> None:
-        """Free the predictor's caches and delete the session's files."""
-        reset = getattr(self.predictor, "reset_cache", None)
-        if callable(reset):
-            reset()
+        """Drop the predictor (its embeddings stay in the server's shared cache, where the LRU
+        order lets them go when others need the room) and delete the session's scratch files
+        (the project stays on disk)."""
         self.predictor = None
         self.results.clear()
         self.pictures.clear()
@@ -177,30 +291,113 @@ class Session:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class SessionStore:
-    """Sessions by id, at most `max_sessions` (least recently used dropped first).
+def _remove_unused_images(core: CoreProject) -> None:
+    """Delete files in the project's ``images/`` that no image record uses any more (removed
+    images)."""
+    folder = core.folder / IMAGES_DIR if core.folder else None
+    if folder is None or not folder.is_dir():
+        return
+    used = {(core.folder / r.file).resolve() for r in core.images}
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith(".") and path.resolve() not in used:
+            path.unlink(missing_ok=True)
 
-    Args:
-        make_predictor: builds a fresh `OwlPredictor` (own caches, shared model).
-        root: folder for the sessions' files.
-        max_sessions: bound on live sessions.
-        preview_max_side: longest side of the sessions' preview pictures, pixels.
+
+class Saver:
+    """Saves sessions shortly after their last change, on one background thread.
+
+    `touch` (every event) sets a session's save time `delay` seconds ahead; the thread then
+    writes it under the session's lock if its project changed (`Session.save` compares). So a
+    burst of edits costs one write, and a change is on disk well under a second later.
     """
 
-    def __init__(self, make_predictor: Callable[[], Any], root: str | Path,
-                 max_sessions: int = 8, preview_max_side: int = PREVIEW_MAX_SIDE) -> None:
+    def __init__(self, delay: float = 0.3) -> None:
+        self.delay = float(delay)
+        self._due: dict[Session, float] = {}
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="owl-project-saver", daemon=True)
+        self._thread.start()
+
+    def touch(self, session: Session) -> None:
+        with self._cv:
+            self._due[session] = time.monotonic() + self.delay
+            self._cv.notify()
+
+    def flush(self, session: Session) -> None:
+        """Save now (e.g. before the session is dropped or switches project)."""
+        with self._cv:
+            self._due.pop(session, None)
+        _save(session)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            pending = list(self._due)
+            self._due.clear()
+            self._cv.notify()
+        for session in pending:
+            _save(session)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed:
+                    now = time.monotonic()
+                    due = [s for s, t in self._due.items() if t <= now]
+                    if due:
+                        for s in due:
+                            del self._due[s]
+                        break
+                    wait = min(self._due.values(), default=now + 3600) - now
+                    self._cv.wait(timeout=max(0.01, wait))
+                if self._closed:
+                    return
+            for session in due:
+                _save(session)
+
+
+def _save(session: Session) -> None:
+    try:
+        with session.lock:
+            session.save()
+    except Exception:  # a bug: keep the saver alive, say so in the log
+        log.exception("saving project %s failed", session.project_id)
+
+
+class SessionStore:
+    """Sessions by tab id, at most `max_sessions` (least recently used dropped first, after
+    saving), and the project each tab has open.
+
+    Args:
+        make_predictor: builds a fresh predictor (shared model and embedding cache).
+        root: folder for the sessions' scratch files.
+        projects: the server's `owl_core.project_io.ProjectStore`.
+        max_sessions: bound on live sessions.
+        preview_max_side: longest side of the sessions' preview pictures, pixels.
+        save_delay: seconds after the last change a project is saved.
+    """
+
+    def __init__(self, make_predictor: Callable[[], Any], root: str | Path, projects: Any,
+                 max_sessions: int = 8, preview_max_side: int = PREVIEW_MAX_SIDE,
+                 save_delay: float = 0.3) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}.")
         self._make_predictor = make_predictor
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.projects = projects
         self.max_sessions = int(max_sessions)
         self.preview_max_side = int(preview_max_side)
+        self.saver = Saver(save_delay)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._tabs: OrderedDict[str, str] = OrderedDict()  # tab id -> project id
         self._lock = threading.Lock()
+        self.restored = 0  # sessions opened again from disk after being dropped
 
-    def get(self, session_id: str) -> Session:
-        """The session with this id, created when new."""
+    def get(self, session_id: str, project_id: str | None = None) -> Session:
+        """The tab's session: live, or opened again from disk with the tab's project (a new
+        project when the tab never had one). A new session opens `project_id` when given."""
         evicted: list[Session] = []
         with self._lock:
             session = self._sessions.get(session_id)
@@ -210,27 +407,101 @@ class SessionStore:
                 self._sessions[session_id] = session
                 while len(self._sessions) > self.max_sessions:
                     evicted.append(self._sessions.popitem(last=False)[1])
+                fresh = True
+            else:
+                fresh = False
             self._sessions.move_to_end(session_id)
             session.last_used = time.monotonic()
+            remembered = self._tabs.get(session_id)
         for old in evicted:
-            with old.lock:
-                old.close()
+            self._close(old)
+        if fresh:
+            with session.lock:
+                if session.core is None:
+                    self._open_into(session, project_id or remembered)
+                    if project_id is None and remembered is not None \
+                            and session.project_id == remembered:
+                        self.restored += 1
+                        log.info("tab %s: project %s opened again from disk", session_id,
+                                 remembered)
+        self.saver.touch(session)
         return session
 
+    def open_tab(self, session_id: str, project_id: str | None) -> Session:
+        """Give the tab the project `project_id` (if it exists; else a new project). Used by
+        the page's load event and by Open / New / Duplicate / import."""
+        session = self.get(session_id, project_id)
+        with session.lock:
+            if session.core is None or (project_id is not None
+                                        and project_id != session.project_id):
+                self.saver.flush(session)
+                previous = session.core
+                self._open_into(session, project_id)
+                self._forget_if_untouched(previous, session)
+        return session
+
+    def _forget_if_untouched(self, core: CoreProject | None, now: Session) -> None:
+        """Delete a project the tab created and never used (no images, no name, default
+        classes), so reloads and project switches don't fill the list with empty projects."""
+        if core is None or core.folder is None or core.images or core.name != "my-project" \
+                or list(core.classes) != list(NEW_PROJECT_CLASSES):
+            return
+        project_id = core.folder.name
+        if any(s.project_id == project_id for s in self.live() if s is not now):
+            return
+        try:
+            self.projects.delete(project_id)
+        except OwlError as exc:
+            log.info("left the empty project %s: %s", project_id, exc)
+
+    def _open_into(self, session: Session, project_id: str | None) -> None:
+        core = None
+        if project_id:
+            try:
+                if self.projects.exists(project_id):
+                    core = self.projects.open(project_id)
+            except OwlError as exc:  # a bad id from a URL, or an unreadable project
+                log.warning("cannot open project %r: %s", project_id, exc)
+        if core is None:
+            core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
+        session.open(core)
+        with self._lock:
+            self._tabs[session.id] = session.project_id
+            self._tabs.move_to_end(session.id)
+            while len(self._tabs) > MAX_REMEMBERED_TABS:
+                self._tabs.popitem(last=False)
+
+    def peek(self, session_id: str) -> Session | None:
+        """The live session of a tab, without creating or reopening one."""
+        with self._lock:
+            return self._sessions.get(session_id)
+
+    def tab_project(self, session_id: str) -> str | None:
+        with self._lock:
+            return self._tabs.get(session_id)
+
+    def _close(self, session: Session) -> None:
+        self.saver.flush(session)
+        with session.lock:
+            session.close()
+
     def drop(self, session_id: str) -> bool:
-        """Forget a session and free its memory; False if it was not there."""
+        """Save and forget a session (its project stays on disk); False if it was not there."""
         with self._lock:
             session = self._sessions.pop(session_id, None)
         if session is None:
             return False
-        with session.lock:
-            session.close()
+        self._close(session)
         return True
 
     def ids(self) -> list[str]:
         """Ids of the live sessions, least recently used first."""
         with self._lock:
             return list(self._sessions)
+
+    def live(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
 
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._sessions
@@ -241,3 +512,5 @@ class SessionStore:
     def close(self) -> None:
         for session_id in list(self._sessions):
             self.drop(session_id)
+        self.saver.close()
+

@@ -62,8 +62,8 @@ def studio_app(tiny_model, tmp_path_factory):
 
     config = StudioConfig(random_preset="tiny", max_sessions=6,
                           work_dir=str(tmp_path_factory.mktemp("studio")),
-                          predictor_kwargs={"device_cache_bytes": 256 * 2**20,
-                                            "host_cache_bytes": 256 * 2**20})
+                          projects_dir=str(tmp_path_factory.mktemp("projects")),
+                          cache_bytes=512 * 2**20)
     demo = build_demo(tiny_model, config)
     demo.queue(default_concurrency_limit=4)
     try:
@@ -72,6 +72,7 @@ def studio_app(tiny_model, tmp_path_factory):
         yield demo.local_url.rstrip("/"), demo
     finally:
         demo.close()
+        demo.studio.close()
 
 
 @pytest.fixture(scope="session")

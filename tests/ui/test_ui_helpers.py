@@ -17,8 +17,9 @@ from ui.formats import (
     bundled_images,
     bundled_projects,
     export_detections,
-    load_project_file,
 )
+from owl_core.project import load_project
+from owl_core.project_io import ProjectStore
 from ui.session import ImageItem, Project, SessionStore, safe_file_name
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -111,44 +112,66 @@ def test_training_data_keeps_labels_with_their_boxes():
 
 
 class FakePredictor:
-    def __init__(self):
-        self.freed = False
-
-    def reset_cache(self):
-        self.freed = True
+    def clear_imported(self):
+        pass
 
 
-def test_sessions_are_isolated_bounded_and_freed(tmp_path):
+def test_sessions_are_isolated_bounded_and_come_back_from_disk(tmp_path):
     made: list[FakePredictor] = []
 
     def make():
         made.append(FakePredictor())
         return made[-1]
 
-    store = SessionStore(make, tmp_path, max_sessions=2)
+    store = SessionStore(make, tmp_path / "scratch", ProjectStore(tmp_path / "projects"),
+                         max_sessions=2)
     a, b = store.get("a"), store.get("b")
     assert a is not b and a.predictor is not b.predictor and a.project is not b.project
+    assert a.project_id != b.project_id
     a.project.classes.append("coin")
     assert b.project.classes == ["object"]
     assert store.get("a") is a                       # same id, same session; "a" now newest
+    with b.lock:
+        b.add_image(ASSETS / "images" / "coins.png", "coins.png", as_example=True)
+        b.project.examples[0].boxes = [_box(131, 28, 180, 74, "object")]
     folder_b = b.dir
     store.get("c")                                   # over the bound: "b" (LRU) is dropped
     assert store.ids() == ["a", "c"]
-    assert made[1].freed and not folder_b.exists()
-    assert store.drop("a") and not store.drop("a")
-    assert made[0].freed and store.ids() == ["c"]
+    assert b.predictor is None and not folder_b.exists()
+    again = store.get("b")                           # b's next event: opened from disk
+    assert again is not b and again.project_id == b.project_id and store.restored == 1
+    assert [e.name for e in again.project.examples] == ["coins.png"]
+    assert [(x["xmin"], x["ymax"], x["label"]) for x in again.project.examples[0].boxes] \
+        == [(131, 74, "object")]
+    assert store.ids() == ["c", "b"]                 # reopening "b" dropped "a"
+    assert store.drop("c") and not store.drop("c")
+    store.close()
 
 
-def test_store_image_names_are_unique_and_safe(tmp_path):
-    store = SessionStore(FakePredictor, tmp_path)
+def test_images_are_copied_into_the_project_under_safe_names(tmp_path):
+    store = SessionStore(FakePredictor, tmp_path / "scratch", ProjectStore(tmp_path / "p"))
     session = store.get("x")
     src = ASSETS / "images" / "coins.png"
-    first = session.store_image(src, "../../etc/coins.png")
-    second = session.store_image(src, "coins.png")
-    assert Path(first).parent == Path(second).parent == session.dir / "images"
-    assert Path(first).name != Path(second).name and Path(first).name.endswith("coins.png")
+    first = session.add_image(src, "../../etc/coins.png", as_example=True)
+    second = session.add_image(src, "coins.png", as_example=False)
+    folder = session.core.folder / "images"
+    assert Path(first.path).parent == Path(second.path).parent == folder
+    assert first.name == second.name == "coins.png" and first.id != second.id
     assert safe_file_name("My project: v2/3") == "3"
     assert safe_file_name("Coin counter") == "Coin-counter"
+    store.close()
+
+
+def test_annotator_boxes_and_project_prompts_convert_both_ways():
+    classes = ["coin", "cup"]
+    boxes = [_box(5, 5, 25, 25, "NOT cup"), _box(10, 10, 30, 30, "coin"),
+             _box(40, 40, 60, 60, "coin", GREY)]       # a suggestion is not a prompt
+    pairs = L.annotator_to_prompts(boxes, classes, "coin", (100, 80))
+    assert [(i, p.xyxy, p.cls, p.negative) for i, p in pairs] == [
+        (1, (10, 10, 30, 30), "coin", False), (0, (5, 5, 25, 25), "cup", True)]
+    back = L.prompts_to_annotator([p for _, p in pairs], classes)
+    assert [(b["xmin"], b["label"]) for b in back] == [(5, "NOT cup"), (10, "coin")]
+    assert L.annotator_to_prompts(back, classes, "coin", (100, 80)) == pairs
 
 
 def test_detections_are_drawn_in_rgb_class_colours():
@@ -165,17 +188,11 @@ def test_bundled_assets_and_project_files():
     assert {p.name for p in bundled_images()} >= {"coins.png", "chelsea.png"}
     projects = bundled_projects()
     assert next(iter(projects)) == "coins"
-    project = load_project_file(projects["coins"])
+    project = load_project(projects["coins"], allow_external=True)  # the one reader
     assert project.classes == ["coin"]
-    assert Path(project.training_data[0]["image"]).is_file()
-    assert len(project.training_data[0]["boxes"]) == 5
-
-
-def test_load_project_file_names_a_missing_image(tmp_path):
-    path = tmp_path / "project.json"
-    path.write_text(json.dumps({"name": "x", "training_data": [{"image": "nope.png"}]}))
-    with pytest.raises(ValueError, match="nope.png"):
-        load_project_file(path)
+    training = project.training_data()
+    assert Path(training[0]["image"]).is_file()
+    assert len(training[0]["boxes"]) == 5
 
 
 @pytest.mark.parametrize("fmt, expected", [

@@ -1,12 +1,12 @@
 """The named API endpoints (infer, infer_pt, export), for `gradio_client` and the "API &
-batch" tab. Each client gets its own session (``api:<session>``), apart from its browser tab's,
-so an API call never changes what the tab shows. Images come as uploads or base64, never as
-paths on the server."""
+batch" tab. Each call gets its own short-lived predictor (sharing the server's embedding
+cache), never a session: API calls take no browser tab's slot in the session store, and never
+change what a tab shows. Images come as uploads or base64, never as paths on the server.
+Exported files live in the server's `ExportSpool` only until Gradio has copied them."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,15 @@ import gradio as gr
 from owl_core.images import ImageError, decode_base64
 from owl_core.scoring import SCORE_MODES
 from ui.handlers.common import Area, engine_errors, file_path, read_settings
-from ui.session import Session, Settings, safe_file_name
+from ui.session import Settings, safe_file_name
 
 
 class ApiHandlers(Area):
     """`api_infer`, `api_infer_pt`, `api_export`."""
 
-    def _api_session(self, request: gr.Request | None) -> Session:
-        session_id = "api:" + (getattr(request, "session_hash", None) or "default")
-        return self.studio.store.get(session_id)
+    def _predictor(self) -> Any:
+        """A fresh predictor for one call: no prompts left from another call, no session."""
+        return self.studio.make_predictor()
 
     @staticmethod
     def _api_training(training_data: Any, example_images: Any) -> list[dict]:
@@ -92,15 +92,13 @@ class ApiHandlers(Area):
                   score_mode: str, request: gr.Request) -> dict:
         """Detect on query images from examples given as training data (reference schema)."""
         settings = self._api_settings(confidence, iou_threshold, max_detections, score_mode)
-        s = self._api_session(request)
-        with s.lock:
-            pred = s.predictor
-            report = self._api_examples(pred, training_data, example_images)
-            return {
-                "classes": list(report.class_names),
-                "match_report": [_match_json(b) for b in report.boxes],
-                "results": self._api_results(pred, query_images, settings),
-            }
+        pred = self._predictor()
+        report = self._api_examples(pred, training_data, example_images)
+        return {
+            "classes": list(report.class_names),
+            "match_report": [_match_json(b) for b in report.boxes],
+            "results": self._api_results(pred, query_images, settings),
+        }
 
     @engine_errors
     def api_infer_pt(self, pt_file: Any, query_images: list, confidence: float,
@@ -111,32 +109,25 @@ class ApiHandlers(Area):
         path = file_path(pt_file)
         if not path:
             raise gr.Error("Upload a .pt file (pt_file).")
-        s = self._api_session(request)
-        with s.lock:
-            pred = s.predictor
-            pred.clear_imported()
-            pred.set_examples([])
-            prompts = pred.load_pt(path)
-            return {"classes": list(prompts.exemplars.class_names),
-                    "results": self._api_results(pred, query_images, settings)}
+        pred = self._predictor()
+        prompts = pred.load_pt(path)
+        return {"classes": list(prompts.exemplars.class_names),
+                "results": self._api_results(pred, query_images, settings)}
 
     @engine_errors
     def api_export(self, training_data: str, example_images: list, name: str, small: bool,
                    request: gr.Request) -> str:
         """Build a `.pt` from training data and return it (small = without image embeddings)."""
-        s = self._api_session(request)
-        with s.lock:
-            pred = s.predictor
-            report = self._api_examples(pred, training_data, example_images)
-            if not len(pred.exemplars):
-                unmatched = "; ".join(b.reason or "" for b in report.unmatched)
-                raise gr.Error("None of the boxes matched a predicted box, so there is nothing "
-                               f"to export ({unmatched}).")
-            stem = safe_file_name(name or "owl-project", "owl-project")
-            target = s.work_dir(f"api-export-{time.time_ns()}") / (
-                f"{stem}-small.pt" if small else f"{stem}.pt")
-            return str(pred.export(target, small=bool(small),
-                                   settings={"project": name or stem}))
+        pred = self._predictor()
+        report = self._api_examples(pred, training_data, example_images)
+        if not len(pred.exemplars):
+            unmatched = "; ".join(b.reason or "" for b in report.unmatched)
+            raise gr.Error("None of the boxes matched a predicted box, so there is nothing "
+                           f"to export ({unmatched}).")
+        stem = safe_file_name(name or "owl-project", "owl-project")
+        target = self.studio.exports.new_folder() / (
+            f"{stem}-small.pt" if small else f"{stem}.pt")
+        return str(pred.export(target, small=bool(small), settings={"project": name or stem}))
 
 
 def _match_json(match: Any) -> dict:

@@ -90,7 +90,8 @@ class BoxHandlers(Area):
             found = next((i for i, e in enumerate(p.examples) if e.path == item.path
                           or (e.content_hash and e.content_hash == item.content_hash)), None)
             if found is None:
-                p.examples.append(ImageItem(item.path, item.name, item.size, content_hash=None))
+                p.examples.append(ImageItem(item.path, item.name, item.size, content_hash=None,
+                                            file=item.file, file_hash=item.file_hash))
                 found = len(p.examples) - 1
             example = p.examples[found]
             p.current = found

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from owl_core import limits
+from owl_core.errors import ImageError, OwlError
 from owl_core.scoring import SCORE_MODES
-from ui.drawing import open_rgb
 from ui.session import Session, Settings
 
 if TYPE_CHECKING:
@@ -44,9 +46,20 @@ class Area:
         return self.studio.session(request)
 
 
+#: An absolute path on the server (POSIX or Windows), as it may appear in an error message.
+_SERVER_PATH = re.compile(r"""(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\:]+[/\\])+""")
+
+
+def user_message(exc: BaseException) -> str:
+    """An error's message without server folders (``/tmp/gradio/ab12/x.png`` -> ``x.png``)."""
+    return _SERVER_PATH.sub("", str(exc)).strip() or type(exc).__name__
+
+
 def engine_errors(fn: Callable) -> Callable:
-    """Turn engine ValueError/RuntimeError/OSError into gr.Error with the same message (the
-    engine's messages are written for users), and an empty update dict into `gr.skip()`."""
+    """Turn the engine's refusals (`OwlError`, and ValueError from older code) into `gr.Error`
+    with the same message minus server paths (the messages are written for users); anything
+    else is a bug: logged with its traceback, and the page says so without details. An empty
+    update dict becomes `gr.skip()`."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -56,9 +69,19 @@ def engine_errors(fn: Callable) -> Callable:
             return gr.skip() if isinstance(out, dict) and not out else out
         except gr.Error:
             raise
-        except (ValueError, RuntimeError, OSError) as exc:
-            log.warning("%s failed: %s", fn.__name__, exc, exc_info=True)
-            raise gr.Error(str(exc)) from exc
+        except (OwlError, ValueError) as exc:
+            log.info("%s refused: %s", fn.__name__, exc)
+            raise gr.Error(user_message(exc)) from exc
+        except (RuntimeError, OSError) as exc:
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}); the "
+                           "details are in its log.") from exc
+        finally:  # whatever the handler changed is saved shortly (see ui.session.Saver)
+            area = args[0] if args else None
+            request = next((a for a in (*args, *kwargs.values())
+                            if isinstance(a, gr.Request)), None)
+            if isinstance(area, Area) and request is not None:
+                area.studio.touched(request)
 
     return wrapper
 
@@ -72,12 +95,38 @@ def read_settings(confidence, iou_threshold, max_detections, score_mode,
                     bool(show_examples))
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) after EXIF rotation; ValueError for a file that is not an image."""
+#: EXIF orientations that swap width and height (rotations by 90 / 270 degrees).
+_TRANSPOSED = {5, 6, 7, 8}
+
+
+def image_size(path: str | Path, name: str | None = None) -> tuple[int, int]:
+    """(width, height) after EXIF rotation, read from the file's header only: an image over
+    the pixel limit (or a decompression bomb) is refused before any pixel is decoded.
+
+    Raises:
+        ImageError: not an image, or too large (the message names `name`, never the path).
+    """
+    label = name or Path(path).name
+    limit = limits.current().max_image_pixels
     try:
-        return open_rgb(path).size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{Path(path).name}: not an image this studio can read ({exc}).") from exc
+        with Image.open(path) as img:  # lazy: reads the header, decodes nothing
+            width, height = img.size
+            if width * height > limit:
+                raise ImageError(
+                    f"{label}: the image is too large ({width}x{height} = "
+                    f"{width * height:,} pixels; the limit is {limit:,}). Downscale it first.")
+            if width < 1 or height < 1:
+                raise ImageError(f"{label}: the image is empty ({width}x{height} pixels).")
+            orientation = img.getexif().get(0x0112)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{label}: the image is too large to open safely "
+                         f"(limit {limit:,} pixels). Downscale it first.") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(f"{label}: not an image this studio can read. Use a PNG, JPEG, "
+                         "WebP, BMP or TIFF file.") from exc
+    return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
 def file_path(value: Any) -> str | None:

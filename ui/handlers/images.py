@@ -10,27 +10,38 @@ from typing import Any
 
 import gradio as gr
 
+from owl_core import limits
+from owl_core.errors import OwlError
 from ui.formats import bundled_images
-from ui.handlers.common import Area, engine_errors, file_path, image_size, uploaded
+from ui.handlers.common import (
+    Area,
+    engine_errors,
+    file_path,
+    image_size,
+    uploaded,
+    user_message,
+)
 from ui.handlers.views import annotator_value, examples_updates, status_text
-from ui.session import ImageItem, Session
+from ui.session import Session
 
 
 def add_images(s: Session, paths: Sequence[tuple[str, str]], as_example: bool) -> int:
-    """Copy images (path, display name) into the session as examples or query images, warning
-    about files that are not images; returns the index of the first example added (which
-    becomes the annotator's image)."""
+    """Copy images (path, display name) into the project as examples or query images, warning
+    about files that are refused (not an image, too large: checked from the header before
+    anything is decoded); returns the index of the first example added (which becomes the
+    annotator's image). Raises `gr.Error` when every file was refused."""
     p = s.project
     first = len(p.examples)
     bad = []
+    limits.current().check("max_images_per_request", len(paths), "images in one upload")
     for path, name in paths:
         try:
-            size = image_size(path)
-        except ValueError as exc:
-            bad.append(str(exc))
-            continue
-        item = ImageItem(s.store_image(path, name), name, size)
-        (p.examples if as_example else p.queries).append(item)
+            image_size(path, name)  # the header only: nothing decoded before the size check
+            s.add_image(path, name, as_example)  # copied into the project folder
+        except OwlError as exc:
+            bad.append(user_message(exc))
+    if bad and len(bad) == len(paths):  # nothing was added: say why as an error
+        raise gr.Error(" ".join(bad))
     for message in bad:
         gr.Warning(message)
     if as_example and len(p.examples) > first:

@@ -51,6 +51,7 @@ class PreviewHandlers(Area):
         """Preview, counts and diagnostics for the session's current state (call under
         ``s.lock``); only outputs whose value changed are returned."""
         timer = StageTimer(what)
+        s.settings = settings  # saved with the project
         p = s.project
         training, origin, waiting = embedded_training_data(p)
         items = self._preview_items(s, settings)

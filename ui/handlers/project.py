@@ -1,5 +1,6 @@
-"""The project as files: the bundled example projects, the `.pt` downloads and imports, and
-the query images' detections as COCO / YOLO / Pascal VOC."""
+"""The project as files: the project name, the `.pt` downloads and imports, and the query
+images' detections as COCO / YOLO / Pascal VOC. (Opening projects, the bundled examples and
+project zips: `ui.handlers.library`.)"""
 
 from __future__ import annotations
 
@@ -9,57 +10,27 @@ from typing import Any
 
 import gradio as gr
 
-from ui import labels as L
-from ui.formats import bundled_projects, export_detections, load_project_file
+from ui.formats import export_detections
 from ui.handlers.common import Area, engine_errors, file_path, read_settings, size_text
-from ui.handlers.images import add_images
 from ui.handlers.preview import embedded_training_data
 from ui.handlers.views import (
     class_updates,
-    examples_updates,
     imported_text,
-    status_text,
 )
 from ui.profiling import StageTimer
-from ui.session import Project, Session, Settings, safe_file_name
+from ui.session import Session, Settings, safe_file_name
 
 
 class ProjectHandlers(Area):
-    """Example projects, `.pt` export/import, detection export."""
-
-    def on_project_name(self, name: str, request: gr.Request) -> None:
-        """The name the downloads are called after."""
-        s = self.session(request)
-        with s.lock:
-            s.project.name = " ".join(str(name or "").split()) or "my-project"
+    """Project name, `.pt` export/import, detection export."""
 
     @engine_errors
-    def on_load_example_project(self, choice: str | None, request: gr.Request) -> dict:
-        """Replace the session's project by a bundled one (its images get embedded next)."""
-        projects = bundled_projects()
-        if not projects:
-            raise gr.Error("No example project found in assets/.")
-        path = projects.get(choice or "", next(iter(projects.values())))
-        project = load_project_file(path)
+    def on_project_name(self, name: str, request: gr.Request) -> None:
+        """The project's name (saved with it; the downloads are called after it)."""
         s = self.session(request)
+        cleaned = " ".join(str(name or "").split())[:200] or "my-project"
         with s.lock:
-            p = Project(name=project.name, classes=list(project.classes),
-                        active_class=project.classes[0] if project.classes else "")
-            s.project = p
-            for entry in project.training_data:
-                add_images(s, [(entry["image"], Path(entry["image"]).name)], True)
-                item = p.examples[-1]
-                item.boxes = [L.box_for_label(L.clip_xyxy(L.reference_to_xyxy(b), item.size),
-                                              b["cls"], bool(b.get("negative")), p.classes)
-                              for b in reversed(entry["boxes"])]  # newest first, see Project
-            for query in project.query_images:
-                add_images(s, [(query, Path(query).name)], False)
-            p.current = 0 if p.examples else -1
-            out = class_updates(self.c, p, with_value=True)
-            out.update(examples_updates(self.c, p))
-            out[self.c.project_name] = p.name
-            out[self.c.status] = status_text(s, f"loaded example project {p.name!r}")
-            return out
+            s.project.name = "".join(ch for ch in cleaned if ch.isprintable()) or "my-project"
 
     # ------------------------------------------------------------------ .pt out
     @engine_errors

@@ -3,22 +3,25 @@ handler object per area of the page."""
 
 from __future__ import annotations
 
-import tempfile
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
 
+from owl_core.project_io import ProjectStore
 from ui.drawing import PREVIEW_MAX_SIDE
 from ui.handlers.api import ApiHandlers
 from ui.handlers.boxes import BoxHandlers
 from ui.handlers.classes import ClassHandlers
 from ui.handlers.embedding import EmbeddingHandlers
 from ui.handlers.images import ImageHandlers
+from ui.handlers.library import LibraryHandlers
 from ui.handlers.preview import PreviewHandlers
 from ui.handlers.project import ProjectHandlers
-from ui.handlers.views import legend_html, status_text
+from ui.handlers.views import legend_html, project_updates
+from ui.runtime import ExportSpool, WorkDir, default_cache_bytes, shared_cache
 from ui.session import Session, SessionStore
 
 
@@ -27,10 +30,18 @@ class StudioConfig:
     """How the studio runs (filled from the command line by `app.py`).
 
     Attributes:
-        predictor_kwargs: passed to every session's `OwlPredictor` (cache sizes, top_k, ...).
+        predictor_kwargs: passed to every `OwlPredictor` (top_k, match_threshold).
         random_preset: name of the random-weights preset in use (None for real weights).
         max_sessions: live sessions kept at most (least recently used dropped first).
-        work_dir: folder for sessions' files (a temporary folder when None).
+        work_dir: parent folder of the server's scratch folder (the system temp folder when
+            None); scratch folders of servers that died are deleted at start.
+        cache_bytes: RAM budget of the one embedding cache all sessions and API calls share
+            (None: `ui.runtime.DEFAULT_CACHE_FRACTION` of the machine's RAM).
+        device_cache_bytes: accelerator-memory budget of that cache (ignored on CPU).
+        disk_cache_dir: folder of its persistent tier (None: no disk tier).
+        disk_cache_bytes: byte budget of that folder (None: the cache's default).
+        projects_dir: where projects are kept (None: inside the scratch folder, so they
+            last only as long as the server; `ui.main` passes the user's data folder).
         preview_max_side: longest side of preview pictures, pixels.
         default_confidence: the confidence slider's start value.
         embed_batch_size: images per vision-tower pass when embedding uploads; None picks
@@ -41,6 +52,11 @@ class StudioConfig:
     random_preset: str | None = None
     max_sessions: int = 8
     work_dir: str | None = None
+    cache_bytes: int | None = None
+    device_cache_bytes: int = 1024 * 1024 ** 2
+    disk_cache_dir: str | None = None
+    disk_cache_bytes: int | None = None
+    projects_dir: str | None = None
     preview_max_side: int = PREVIEW_MAX_SIDE
     default_confidence: float = 0.9
     embed_batch_size: int | None = None
@@ -73,7 +89,8 @@ class Studio:
     Args:
         model: the shared `OwlModel` every session's predictor uses.
         config: see `StudioConfig`.
-        make_predictor: builds a session's predictor (default: `OwlPredictor(model, **kwargs)`).
+        make_predictor: builds a predictor (default: `OwlPredictor(model, cache=self.cache,
+            **kwargs)`: every predictor shares the server's one embedding cache).
     """
 
     legend_html = staticmethod(legend_html)
@@ -85,15 +102,24 @@ class Studio:
         if not self.config.embed_batch_size:
             self.config = replace(self.config,
                                   embed_batch_size=default_embed_batch_size(model))
+        cfg = self.config
+        self.cache = shared_cache(
+            getattr(model, "device", "cpu"),
+            default_cache_bytes() if cfg.cache_bytes is None else cfg.cache_bytes,
+            cfg.device_cache_bytes, cfg.disk_cache_dir, cfg.disk_cache_bytes)
         if make_predictor is None:
             from owl_core import OwlPredictor
 
             def make_predictor():
-                return OwlPredictor(model, **self.config.predictor_kwargs)
+                return OwlPredictor(model, cache=self.cache, **self.config.predictor_kwargs)
 
-        root = self.config.work_dir or tempfile.mkdtemp(prefix="owl-studio-")
-        self.store = SessionStore(make_predictor, root, self.config.max_sessions,
-                                  self.config.preview_max_side)
+        self.make_predictor = make_predictor
+        self.work = WorkDir(cfg.work_dir)
+        self.exports = ExportSpool(self.work.path / "api-exports")
+        self.projects = ProjectStore(cfg.projects_dir or self.work.path / "projects")
+        self.projects.clean_scratch()
+        self.store = SessionStore(make_predictor, self.work.path / "sessions", self.projects,
+                                  cfg.max_sessions, cfg.preview_max_side)
         self.c = Components()
         self.images = ImageHandlers(self)
         self.embedding = EmbeddingHandlers(self)
@@ -102,20 +128,51 @@ class Studio:
         self.preview = PreviewHandlers(self)
         self.project = ProjectHandlers(self)
         self.api = ApiHandlers(self)
+        self.library = LibraryHandlers(self)
+
+    @property
+    def browser_secret(self) -> str:
+        """Key of the browser storage that remembers a tab's project: kept in the projects
+        folder, so a restarted server can still read what browsers stored."""
+        path = self.projects.root / ".browser-secret"
+        try:
+            return path.read_text().strip()
+        except OSError:
+            secret = secrets.token_hex(16)
+            path.write_text(secret)
+            return secret
 
     def session(self, request: gr.Request | None) -> Session:
-        """The browser tab's session (created on first use)."""
-        session_id = getattr(request, "session_hash", None) or "default"
-        return self.store.get(session_id)
+        """The browser tab's session (created on first use, or opened again from disk)."""
+        return self.store.get(tab_id(request))
 
-    def on_load(self, request: gr.Request) -> dict:
-        """Create the tab's session (the page's initial widgets already show a new project)."""
-        s = self.session(request)
+    def touched(self, request: gr.Request | None) -> None:
+        """An event changed (or may have changed) the tab's project: save it shortly."""
+        s = self.store.peek(tab_id(request))
+        if s is not None:
+            self.store.saver.touch(s)
+
+    def on_load(self, stored_id: str | None, request: gr.Request) -> dict:
+        """Open the tab's project: the one named in the URL (``?project=<id>``), else the one
+        this browser had open last, else a new one."""
+        params = dict(getattr(request, "query_params", None) or {})
+        wanted = params.get("project") or stored_id
+        s = self.store.open_tab(tab_id(request), wanted if isinstance(wanted, str) else None)
         with s.lock:
-            return {self.c.status: status_text(s)}
+            return project_updates(self.c, s, self.projects)
 
     def on_unload(self, request: gr.Request) -> None:
-        """Free a closed tab's predictor, caches and files."""
+        """Save a closed tab's project and free its predictor and scratch files."""
         session_id = getattr(request, "session_hash", None)
         if session_id:
             self.store.drop(session_id)
+
+    def close(self) -> None:
+        """Save every open project and delete the scratch folder (the server stops)."""
+        self.store.close()
+        self.work.close()
+
+
+def tab_id(request: gr.Request | None) -> str:
+    """The tab's session id (Gradio's ``session_hash``)."""
+    return getattr(request, "session_hash", None) or "default"

@@ -87,22 +87,55 @@ def recolor(p: Project) -> None:
 
 def status_text(s: Session, note: str = "") -> str:
     """One line about the images; empty while some wait for the embedding step (its
-    progress bar then has the line to itself)."""
+    progress bar then has the line to itself). A project that could not be saved says so."""
     p = s.project
     pending = sum(1 for i in p.examples + p.queries if i.content_hash is None)
+    warning = f"⚠ not saved: {s.save_error}" if s.save_error else ""
     if pending and not note:
-        return ""
+        return warning
     parts = [f"{len(p.examples)} example image(s), {len(p.queries)} query image(s)"]
     parts.append(f"{pending} waiting to be embedded" if pending else "all embedded")
     if note:
         parts.append(note)
+    if warning:
+        parts.append(warning)
     return " · ".join(parts)
+
+
+#: Projects listed in the project picker at most (most recently saved first).
+MAX_LISTED_PROJECTS = 500
+
+
+def project_choices(store: Any) -> list[tuple[str, str]]:
+    """(label, project id) of the saved projects, most recent first."""
+    return [(f"{info.name} · {info.images} image{'s' if info.images != 1 else ''} · {info.id}",
+             info.id) for info in store.list()[:MAX_LISTED_PROJECTS]]
+
+
+def project_updates(c: Any, s: Session, store: Any) -> dict:
+    """Every component that shows the tab's project, after it opened another one: classes,
+    examples and annotator, name, sliders, project picker, the id kept in the browser."""
+    p = s.project
+    out = class_updates(c, p, with_value=True)
+    out.update(examples_updates(c, p))
+    out[c.project_name] = p.name
+    out[c.confidence] = s.settings.confidence
+    out[c.iou] = s.settings.iou_threshold
+    out[c.max_detections] = s.settings.max_detections
+    out[c.score_mode] = s.settings.score_mode
+    out[c.imported_md] = imported_text(s)
+    out[c.project_state] = s.project_id
+    out[c.project_list] = gr.update(choices=project_choices(store), value=s.project_id)
+    out[c.status] = status_text(s)
+    return out
 
 
 def imported_text(s: Session) -> str:
     """What the imported `.pt` files contribute, per class."""
+    if not s.imported or s.predictor is None:
+        return "No `.pt` imported."
     ex = s.predictor.imported_exemplars
-    if not s.imported or len(ex.class_names) == 0:
+    if len(ex.class_names) == 0:
         return "No `.pt` imported."
     ids, neg = ex.class_ids.cpu().numpy(), ex.negative.cpu().numpy()
     parts = []

@@ -1,0 +1,112 @@
+"""The projects of the server (``--projects-dir``): open, new, duplicate, delete, download as
+a zip, open from a zip, and the bundled examples, each opened as a NEW project so the one in
+the tab is never replaced. Every switch saves the tab's project first (`SessionStore.open_tab`)
+and answers with every component that shows a project (`views.project_updates`); the layout
+chains the URL update, the preview refresh and the embedding step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ui.formats import bundled_projects
+from ui.handlers.common import Area, engine_errors, file_path
+from ui.handlers.views import project_choices, project_updates
+from ui.session import NEW_PROJECT_CLASSES, safe_file_name
+
+
+class LibraryHandlers(Area):
+    """Project management on the page."""
+
+    def _switch(self, request: gr.Request, project_id: str | None) -> dict:
+        from ui.handlers.studio import tab_id
+
+        s = self.studio.store.open_tab(tab_id(request), project_id)
+        with s.lock:
+            return project_updates(self.c, s, self.studio.projects)
+
+    @engine_errors
+    def on_open(self, project_id: str | None, request: gr.Request) -> dict:
+        """Open the project picked in the list (the current one is saved first)."""
+        if not project_id:
+            raise gr.Error("Pick a project in the list first.")
+        if not self.studio.projects.exists(project_id):
+            raise gr.Error("That project no longer exists (deleted in another tab?).")
+        return self._switch(request, project_id)
+
+    @engine_errors
+    def on_new(self, request: gr.Request) -> dict:
+        """A new, empty project."""
+        core = self.studio.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
+        return self._switch(request, core.folder.name)
+
+    @engine_errors
+    def on_duplicate(self, request: gr.Request) -> dict:
+        """A copy of the open project (saved first), opened in the tab."""
+        s = self.session(request)
+        self.studio.store.saver.flush(s)
+        with s.lock:
+            project_id, name = s.project_id, s.project.name
+        copy = self.studio.projects.duplicate(project_id, f"{name} copy")
+        gr.Info(f"Duplicated {name!r}: you are now editing the copy.")
+        return self._switch(request, copy.folder.name)
+
+    @engine_errors
+    def on_delete(self, project_id: str | None, request: gr.Request) -> dict:
+        """Delete the project picked in the list; deleting the open one opens a new one."""
+        if not project_id:
+            return {}
+        s = self.session(request)
+        out: dict = {}
+        if project_id == s.project_id:
+            out = self.on_new.__wrapped__(self, request)
+        self.studio.projects.delete(project_id)
+        choices = project_choices(self.studio.projects)
+        with s.lock:
+            out[self.c.project_list] = gr.update(choices=choices, value=s.project_id)
+        gr.Info("Project deleted.")
+        return out
+
+    def on_refresh_list(self, request: gr.Request) -> dict:
+        """The project list as it is on disk now (other tabs may have added projects)."""
+        s = self.session(request)
+        return {self.c.project_list: gr.update(choices=project_choices(self.studio.projects),
+                                               value=s.project_id)}
+
+    @engine_errors
+    def on_download_zip(self, request: gr.Request) -> dict:
+        """The open project (project.json + images) as a zip."""
+        s = self.session(request)
+        self.studio.store.saver.flush(s)
+        with s.lock:
+            project_id, stem = s.project_id, safe_file_name(s.project.name, "owl-project")
+            folder = s.work_dir("project-zip")
+        for old in folder.glob("*.zip"):
+            old.unlink(missing_ok=True)
+        path = self.studio.projects.export_zip(project_id, folder / f"{stem}.zip")
+        return {self.c.project_zip: gr.update(value=str(path), visible=True)}
+
+    @engine_errors
+    def on_open_zip(self, file: Any, request: gr.Request) -> dict:
+        """A project zip (from "Download project") opened as a new project."""
+        path = file_path(file)
+        if not path:
+            return {}
+        core = self.studio.projects.import_zip(path)
+        gr.Info(f"Opened {core.name!r} from the zip as a new project.")
+        return self._switch(request, core.folder.name)
+
+    @engine_errors
+    def on_load_example(self, choice: str | None, request: gr.Request) -> dict:
+        """A bundled example as a NEW project (the open project is kept as it is)."""
+        projects = bundled_projects()
+        if not projects:
+            raise gr.Error("No example project found in assets/.")
+        path = projects.get(choice or "", next(iter(projects.values())))
+        core = self.studio.projects.import_file(path)
+        out = self._switch(request, core.folder.name)
+        s = self.session(request)
+        with s.lock:
+            out[self.c.status] = f"opened the example {core.name!r} as a new project"
+        return out
