@@ -27,7 +27,8 @@ MAX_DETECTIONS_LIMIT = 10_000
 def _unit(name: str, value: Any, *, open_low: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SettingsError(f"{name} must be a number in [0, 1], got {value!r}.")
-    value = float(value)
+    value = float(value) if not isinstance(value, int) or abs(value) < 2**64 \
+        else (math.inf if value > 0 else -math.inf)  # float() of a 400-digit int overflows
     if not math.isfinite(value) or not (0.0 < value if open_low else 0.0 <= value) or value > 1.0:
         interval = "(0, 1]" if open_low else "[0, 1]"
         raise SettingsError(f"{name} must be in {interval}, got {value}.")
