@@ -18,9 +18,12 @@ result is exactly what `detect` at that confidence returns.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import supervision as sv
@@ -29,6 +32,10 @@ from supervision.metrics import MeanAveragePrecision
 from owl_core.errors import ProjectError
 from owl_core.params import DetectParams
 from owl_core.scoring import DetectionResult
+
+if TYPE_CHECKING:
+    from owl_core.predictor import OwlPredictor
+    from owl_core.project import Project
 
 #: IoU a detection needs with a ground-truth box of its class to count as found.
 MATCH_IOU = 0.5
@@ -133,9 +140,10 @@ def _score(name: str, tp: int, fp: int, fn: int, ap50: float | None) -> ClassSco
                       _ratio(2 * tp, 2 * tp + fp + fn), ap50)
 
 
-def _as_detections(item: Prediction | None, class_names: Sequence[str], what: str,
-                   need_confidence: bool) -> sv.Detections:
-    """A validated `sv.Detections` whose class ids index `class_names`."""
+def as_project_detections(item: Prediction | None, class_names: Sequence[str], what: str,
+                          need_confidence: bool = False) -> sv.Detections:
+    """A validated `sv.Detections` whose class ids index `class_names` (a `DetectionResult`'s
+    classes are mapped by name); `ProjectError` names `what` when it can't be."""
     if item is None:
         return sv.Detections.empty()
     if isinstance(item, DetectionResult):
@@ -214,7 +222,8 @@ def _ranked_hits(gt: sv.Detections, pred: sv.Detections) -> np.ndarray:
 def suggest_confidence(gts: Sequence[sv.Detections],
                        preds: Sequence[sv.Detections]) -> float | None:
     """The detection score that, used as the confidence, maximises overall F1 (ties: the
-    highest such score). None without ground truth or detections.
+    highest such score). None without ground truth or detections, or when no detection finds
+    anything (every threshold gives F1 = 0).
 
     Every distinct score is tried at once: hits ranked by score, cumulated, F1 = 2 TP /
     (detections kept + ground truth).
@@ -231,7 +240,8 @@ def suggest_confidence(gts: Sequence[sv.Detections],
     # the last detection of each run of equal scores: a threshold keeps the whole run
     last = np.flatnonzero(np.append(conf[1:] != conf[:-1], True))
     f1 = 2 * cum_tp[last] / (last + 1 + n_gt)
-    return float(conf[last[int(np.argmax(f1))]])
+    best = int(np.argmax(f1))
+    return float(conf[last[best]]) if f1[best] > 0 else None
 
 
 def _average_precision(gts: Sequence[sv.Detections], preds: Sequence[sv.Detections],
@@ -293,10 +303,12 @@ def evaluate(
     for i in range(n):
         if flags[i]:
             continue
-        gts.append(_as_detections(ground_truth[i], names, f"ground truth of image {labels[i]}",
-                                  need_confidence=False))
-        preds.append(_as_detections(predictions[i], names, f"detections on image {labels[i]}",
-                                    need_confidence=True))
+        gts.append(as_project_detections(ground_truth[i], names,
+                                         f"ground truth of image {labels[i]}",
+                                         need_confidence=False))
+        preds.append(as_project_detections(predictions[i], names,
+                                           f"detections on image {labels[i]}",
+                                           need_confidence=True))
     counts = _counts(gts, preds, confidence, len(names))
     map50, ap = _average_precision(gts, preds, len(names))
     classes = tuple(_score(name, *counts[c], ap[c]) for c, name in enumerate(names))
@@ -308,3 +320,157 @@ def evaluate(
         suggested = Suggestion(best, at_best.precision, at_best.recall, at_best.f1)
     left_out = tuple(labels[i] for i in range(n) if flags[i])
     return Evaluation(confidence, classes, overall, suggested, len(gts), left_out)
+
+
+# ------------------------------------------------------------------------------- projects
+@dataclass(frozen=True)
+class Measurement:
+    """A project's reviewed images with their detections at confidence 0: read the meter at any
+    confidence without detecting again (`at`). Detections depend on the prompts, the IoU
+    threshold, max_detections and score mode; a new confidence needs none of that.
+
+    Attributes:
+        class_names: the project's classes (class id -> name).
+        ground_truth: per reviewed image, its labels (XYXY pixels, class ids).
+        predictions: per reviewed image, its detections at confidence 0 (None: left out).
+        is_example: per reviewed image, whether it carries prompt boxes (left out).
+        image_names: per reviewed image, its file name.
+    """
+
+    class_names: tuple[str, ...]
+    ground_truth: tuple[sv.Detections, ...]
+    predictions: tuple[DetectionResult | None, ...]
+    is_example: tuple[bool, ...]
+    image_names: tuple[str, ...]
+
+    def at(self, confidence: float) -> Evaluation:
+        """The meter's reading at `confidence`."""
+        return evaluate(self.ground_truth, self.predictions, self.class_names, confidence,
+                        is_example=self.is_example, image_names=self.image_names)
+
+
+def reviewed_ground_truth(project: Project) -> list[tuple[Any, sv.Detections, bool]]:
+    """(record, labels as `sv.Detections`, is an example image) of every image reviewed "done".
+
+    An image is an example when it, or another record of the same picture, carries prompt
+    boxes."""
+    prompted = {r.content_hash for r in project.images if r.prompts}
+    out = []
+    for record in project.images:
+        if record.status != "done":
+            continue
+        if record.labels:
+            gt = sv.Detections(
+                xyxy=np.array([b.xyxy for b in record.labels], dtype=np.float32).reshape(-1, 4),
+                class_id=np.array([project.class_index(b.cls) for b in record.labels],
+                                  dtype=int))
+        else:
+            gt = sv.Detections.empty()
+        out.append((record, gt, record.content_hash in prompted))
+    return out
+
+
+def measure_project(project: Project, predictor: OwlPredictor,
+                    params: DetectParams | None = None) -> Measurement:
+    """Detect, with the predictor's current prompts, on the project's reviewed ("done") images
+    that are not example images, once, at confidence 0 (embeddings come from the predictor's
+    cache when it has them).
+
+    Args:
+        params: IoU threshold, max_detections and score mode to detect with (default: the
+            project's settings); its confidence is not used here.
+    """
+    params = (params or project.settings).replace(confidence=0.0)
+    items = reviewed_ground_truth(project)
+    measured = [r for r, _, example in items if not example]
+    results = iter(predictor.detect_many([project.image_path(r) for r in measured], params)
+                   if measured else [])
+    predictions = tuple(None if example else next(results) for _, _, example in items)
+    return Measurement(tuple(project.classes), tuple(gt for _, gt, _ in items), predictions,
+                       tuple(example for _, _, example in items),
+                       tuple(r.name for r, _, _ in items))
+
+
+def evaluate_project(project: Project, predictor: OwlPredictor,
+                     params: DetectParams | None = None) -> Evaluation:
+    """The meter for a project with the predictor's current prompts (see `measure_project`),
+    read at ``params.confidence`` (default: the project's settings)."""
+    params = params or project.settings
+    return measure_project(project, predictor, params).at(params.confidence)
+
+
+# ------------------------------------------------------------------------------- command line
+def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``evaluate --project DIR [--weights PT] [--confidence C] [--json]`` to a CLI."""
+    from owl_core.params import SCORE_MODES
+
+    p = subparsers.add_parser(
+        "evaluate", help="measure the prompt on a project's reviewed images (P/R/F1, mAP@50)",
+        description="Detect on the project's reviewed ('done') images that are not example "
+                    "images and compare with their labels: precision, recall, F1 at the "
+                    "confidence, AP@50 per class, and the confidence that maximises F1.")
+    p.add_argument("--project", required=True, help="project folder (or its project.json)")
+    p.add_argument("--weights", default=None,
+                   help="an exported .pt to measure instead of the project's own examples")
+    p.add_argument("--model", default=None,
+                   help="hub id or folder (default: the .pt's model, or "
+                        "google/owlv2-base-patch16-ensemble)")
+    p.add_argument("--confidence", type=float, default=None,
+                   help="confidence of the P/R/F1 counts (default: the project's setting)")
+    p.add_argument("--iou-threshold", type=float, default=None,
+                   help="NMS IoU (default: the project's setting)")
+    p.add_argument("--max-detections", type=int, default=None)
+    p.add_argument("--score-mode", default=None, choices=SCORE_MODES)
+    p.add_argument("--json", action="store_true", help="print one JSON object, not a table")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--top-k", type=int, default=None, help="candidates kept per image")
+    p.add_argument("--cache-dir", default=None, help="persistent embedding cache folder")
+    p.set_defaults(handler=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """The ``evaluate`` subcommand: prints a table (or ``--json``); returns the exit status."""
+    from owl_core.model_loading import DEFAULT_MODEL_ID
+    from owl_core.predictor import DEFAULT_TOP_K, OwlPredictor
+    from owl_core.project import load_project
+
+    project = load_project(args.project)
+    params = project.settings.replace(confidence=args.confidence,
+                                      iou_threshold=args.iou_threshold,
+                                      max_detections=args.max_detections,
+                                      score_mode=args.score_mode)
+    reviewed = reviewed_ground_truth(project)
+    if not reviewed:
+        raise ProjectError(f"{args.project}: no image is reviewed ('done') yet, so there is "
+                           "nothing to measure; review some images first.")
+    top_k, model = args.top_k, args.model
+    if args.weights:
+        from owl_core.serialization import load_pt
+
+        prompts = load_pt(args.weights)  # validated before the model is loaded
+        model = model or prompts.huggingface_id
+        exported = prompts.meta.get("top_k")
+        top_k = top_k or (exported if isinstance(exported, int) else None)
+    elif not project.training_data():
+        raise ProjectError(f"{args.project}: the project has no example boxes to detect with; "
+                           "draw examples, or pass --weights FILE.pt.")
+    predictor = OwlPredictor(model or DEFAULT_MODEL_ID, device=args.device, dtype=args.dtype,
+                             top_k=top_k or DEFAULT_TOP_K,
+                             match_threshold=params.match_threshold,
+                             disk_cache_dir=args.cache_dir)
+    if args.weights:
+        predictor.load_pt(args.weights)
+    else:
+        report = predictor.set_examples(project.training_data(), project.classes)
+        for box in report.unmatched:
+            print(f"warning: an example box ({box.cls}) matched nothing: {box.reason}",
+                  file=sys.stderr)
+    result = measure_project(project, predictor, params).at(params.confidence)
+    if result.images_measured == 0:
+        print(f"warning: all {len(result.left_out)} reviewed images are example images and "
+              "were left out; review images without example boxes to measure.",
+              file=sys.stderr)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    return 0

@@ -3,13 +3,21 @@ the suggested confidence, example images left out, bad input refused."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import supervision as sv
+from PIL import Image
 from supervision.metrics import AveragingMethod, F1Score, Precision, Recall
 
+from owl_core.cli import main as cli_main
 from owl_core.errors import ProjectError, SettingsError
-from owl_core.evaluate import evaluate, suggest_confidence
+from owl_core.evaluate import evaluate, evaluate_project, measure_project, suggest_confidence
+from owl_core.params import DetectParams
+from owl_core.predictor import OwlPredictor
+from owl_core.project import Project, load_project, save_project
 from owl_core.scoring import DetectionResult
 
 CLASSES = ["cat", "dog"]
@@ -88,6 +96,19 @@ def test_suggested_confidence_is_the_known_f1_optimum():
     # applying it gives the same reading
     again = evaluate([GT_A, GT_B], [PRED_A, PRED_B], CLASSES, ev.suggested.confidence)
     assert again.overall.f1 == pytest.approx(ev.suggested.f1)
+
+
+@pytest.mark.parametrize("height, hit", [
+    (4.5, False),  # IoU 0.45 with the 10x10 box: a miss
+    (5.0, True),   # IoU 0.50: counts
+    (5.5, True),   # IoU 0.55: a hit
+])
+def test_a_detection_needs_iou_half_to_count(height, hit):
+    gt = dets([(0, 0, 10, 10, CAT)], scores=False)
+    ev = evaluate([gt], [dets([(0, 0, 10, height, CAT, 0.9)])], CLASSES, 0.5)
+    assert ev.overall.true_positives == int(hit)
+    assert ev.overall.false_positives == int(not hit)
+    assert ev.suggested is None if not hit else ev.suggested.f1 == 1.0
 
 
 def test_suggested_confidence_prefers_the_higher_of_equal_optima():
@@ -201,3 +222,117 @@ def test_bad_input_is_refused(kwargs, error, match):
             "class_names": CLASSES, "confidence": 0.5, **kwargs}
     with pytest.raises(error, match=match):
         evaluate(**args)
+
+
+# ------------------------------------------------------------------------------- projects
+# 128x96 pictures of coloured rectangles; the tiny model (256 px input, 8 px patches) sees each
+# image pixel as 2x2 model pixels.
+WIDTH, HEIGHT = 128, 96
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+EXAMPLE_RECTS = [((10, 10, 34, 34), RED, "red"), ((20, 55, 44, 79), BLUE, "blue")]
+QUERY_RECTS = [((70, 8, 98, 36), RED, "red"), ((8, 40, 36, 68), RED, "red"),
+               ((80, 56, 108, 84), BLUE, "blue")]
+OTHER_RECTS = [((40, 30, 70, 60), BLUE, "blue")]
+
+
+def picture(rects) -> Image.Image:
+    img = np.full((HEIGHT, WIDTH, 3), 200, np.uint8)
+    for (x0, y0, x1, y1), colour, _ in rects:
+        img[y0:y1, x0:x1] = colour
+    return Image.fromarray(img)
+
+
+@pytest.fixture(scope="module")
+def project_dir(tmp_path_factory) -> Path:
+    """A saved project: an example image (prompts, reviewed), the same picture added again as a
+    reviewed query, a reviewed query, an unreviewed query and a reviewed empty query."""
+    root = tmp_path_factory.mktemp("eval_project")
+    for name, rects in (("example.png", EXAMPLE_RECTS), ("query.png", QUERY_RECTS),
+                        ("other.png", OTHER_RECTS), ("empty.png", [])):
+        picture(rects).save(root / name)
+    project = Project(name="meter", classes=["red", "blue"], folder=root / "project")
+    example = project.add_image(root / "example.png", role="example")
+    project.set_prompt_boxes(example.id, [{"xyxy": list(xyxy), "cls": cls, "negative": False}
+                                          for xyxy, _, cls in EXAMPLE_RECTS])
+    labels = [{"xyxy": list(xyxy), "cls": cls, "source": "drawn"}
+              for xyxy, _, cls in EXAMPLE_RECTS]
+    project.set_labels(example.id, labels, status="done")
+    again = project.add_image(root / "example.png", name="example-again.png", role="query")
+    project.set_labels(again.id, labels, status="done")
+    query = project.add_image(root / "query.png", role="query")
+    project.set_labels(query.id, [{"xyxy": list(xyxy), "cls": cls, "source": "accepted"}
+                                  for xyxy, _, cls in QUERY_RECTS], status="done")
+    other = project.add_image(root / "other.png", role="query")  # labelled, still in review
+    project.set_labels(other.id, [{"xyxy": list(xyxy), "cls": cls, "source": "drawn"}
+                                  for xyxy, _, cls in OTHER_RECTS], status="in_review")
+    empty = project.add_image(root / "empty.png", role="query")
+    project.set_status(empty.id, "done")
+    project.set_settings(DetectParams(confidence=0.5, iou_threshold=0.3))
+    save_project(project)
+    return root / "project"
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir) -> OwlPredictor:
+    # every patch is a candidate (32 x 32 grid): a drawn box's own patch scores 1.0
+    return OwlPredictor(str(tiny_model_dir), device="cpu", dtype="fp32", top_k=1024)
+
+
+def test_project_measures_reviewed_non_example_images_only(project_dir, predictor):
+    project = load_project(project_dir)
+    predictor.set_examples(project.training_data(), project.classes)
+    measurement = measure_project(project, predictor)
+    # done: example (prompts), example-again (same picture), query, empty; "other" in review
+    assert measurement.image_names == ("example.png", "example-again.png", "query.png",
+                                       "empty.png")
+    assert measurement.is_example == (True, True, False, False)
+    # no detection is run on the left-out images
+    assert measurement.predictions[0] is None and measurement.predictions[1] is None
+    ev = evaluate_project(project, predictor)
+    assert ev.left_out == ("example.png", "example-again.png")
+    assert ev.images_measured == 2
+    assert ev.confidence == 0.5
+    # the labels of query.png are the ground truth: 2 red, 1 blue
+    assert [c.support for c in ev.classes] == [2, 1]
+
+
+def test_thresholding_once_equals_detecting_at_each_confidence(project_dir, predictor):
+    """The meter detects once at confidence 0 and thresholds; `detect` at the confidence
+    itself must give the same numbers."""
+    project = load_project(project_dir)
+    predictor.set_examples(project.training_data(), project.classes)
+    measurement = measure_project(project, predictor)
+    scores = np.concatenate([p.confidence for p in measurement.predictions if p is not None])
+    assert len(scores) > 3
+    images = [project.image_path(r) for r in project.images
+              if r.status == "done" and r.name in ("query.png", "empty.png")]
+    for confidence in np.quantile(scores, [0.0, 0.5, 0.9, 1.0]).tolist():
+        params = project.settings.replace(confidence=confidence)
+        direct = evaluate(list(measurement.ground_truth[2:]),
+                          predictor.detect_many(images, params), project.classes, confidence)
+        assert measurement.at(confidence).classes == direct.classes
+        assert measurement.at(confidence).overall == direct.overall
+
+
+def test_cli_evaluate_prints_a_table_and_json(project_dir, tiny_model_dir, predictor, capsys):
+    flags = ["evaluate", "--project", str(project_dir), "--model", str(tiny_model_dir),
+             "--device", "cpu", "--dtype", "fp32", "--top-k", "1024", "--confidence", "0.6"]
+    assert cli_main(flags) == 0
+    table = capsys.readouterr().out
+    assert "red" in table and "blue" in table and "2 left out" in table
+    assert cli_main([*flags, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    project = load_project(project_dir)
+    predictor.set_examples(project.training_data(), project.classes)
+    expected = evaluate_project(project, predictor, project.settings.replace(confidence=0.6))
+    assert out["confidence"] == 0.6 and out["images_left_out"] == 2
+    assert out["overall"]["f1"] == pytest.approx(expected.overall.f1)
+    assert [c["name"] for c in out["classes"]] == ["red", "blue"]
+    assert out["map50"] == pytest.approx(expected.map50)
+
+
+def test_cli_evaluate_refuses_a_project_without_reviewed_images(tmp_path, capsys):
+    project = Project(name="fresh", classes=["red"], folder=tmp_path / "p")
+    save_project(project)
+    assert cli_main(["evaluate", "--project", str(tmp_path / "p")]) == 2
+    assert "no image is reviewed" in capsys.readouterr().err

@@ -1,0 +1,258 @@
+"""Export a project's labels as a dataset: COCO, YOLO or Pascal VOC.
+
+Reviewed images (status "done") contribute their reviewed labels; by choice, images not
+reviewed yet contribute the current detections the caller passes. Files are written by
+`supervision.DetectionDataset` (``as_coco`` / ``as_yolo`` / ``as_pascal_voc``) with the
+project's classes in project order (stable ids: YOLO/VOC class id = index, COCO
+category_id = index + 1) and nothing else: no placeholder class.
+
+Labels are XYXY pixels of the image as shown upright, so images are written upright: a file
+whose EXIF orientation rotates or mirrors it is decoded, turned and saved without the tag; any
+other file is copied byte for byte. Every tool then reads the pixels the labels describe.
+
+Layout of ``out``::
+
+    coco:  images/, annotations.json
+    yolo:  images/, labels/, data.yaml
+    voc:   images/, annotations/
+
+The folder is built next to ``out`` and renamed into place, so a failed export leaves nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import supervision as sv
+from PIL import Image, ImageOps
+
+from owl_core.errors import ImageError, ProjectError
+from owl_core.evaluate import Prediction, as_project_detections
+
+if TYPE_CHECKING:
+    from owl_core.project import ImageRecord, Project
+
+DatasetFormat = Literal["coco", "yolo", "voc"]
+DATASET_FORMATS: tuple[str, ...] = ("coco", "yolo", "voc")
+IMAGES_DIR = "images"
+_EXIF_ORIENTATION = 0x0112
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What an export wrote.
+
+    Attributes:
+        out: the dataset folder.
+        format: "coco", "yolo" or "voc".
+        images: images written.
+        boxes: boxes written.
+        reviewed: images exported with their reviewed labels.
+        from_detections: images not reviewed yet, exported with the given detections.
+        turned_upright: images re-encoded because their EXIF orientation turns them.
+        skipped: (image name, reason) of images left out.
+    """
+
+    out: Path
+    format: str
+    images: int
+    boxes: int
+    reviewed: int
+    from_detections: int
+    turned_upright: int
+    skipped: tuple[tuple[str, str], ...]
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError):
+        # malformed EXIF: the engine decodes such a file unturned too
+        return 1
+
+
+def write_upright(src: Path, dest: Path, size: tuple[int, int], label: str) -> bool:
+    """Write the image at `src` to `dest` as shown upright; True when it had to be turned.
+
+    Args:
+        size: the (width, height) the project's labels refer to; a file of another size
+            (edited since it was added) is refused rather than exported with wrong boxes.
+    """
+    try:
+        with Image.open(src) as img:
+            orientation = _orientation(img)
+            turned = orientation not in (1, 0)
+            if turned:
+                fmt = img.format
+                upright = ImageOps.exif_transpose(img)  # drops the orientation tag
+                if upright.size != tuple(size):
+                    raise ProjectError(f"{label}: the file is {upright.size[0]}x"
+                                       f"{upright.size[1]} upright but the project knows it as "
+                                       f"{size[0]}x{size[1]}; add the image again.")
+                options = {"quality": 95} if fmt == "JPEG" else {}
+                icc = img.info.get("icc_profile")
+                if icc:
+                    options["icc_profile"] = icc
+                upright.save(dest, format="JPEG" if fmt == "MPO" else fmt, **options)
+                return True
+            if img.size != tuple(size):
+                raise ProjectError(f"{label}: the file is {img.size[0]}x{img.size[1]} but the "
+                                   f"project knows it as {size[0]}x{size[1]}; add the image "
+                                   "again.")
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read the image ({exc}).") from exc
+    shutil.copyfile(src, dest)
+    return False
+
+
+def _file_name(record: ImageRecord, taken: set[str]) -> str:
+    """A safe file name, unique by stem (YOLO and VOC name annotation files by stem): the
+    person's file name with the suffix of the stored format."""
+    stem = _UNSAFE.sub("_", Path(record.name).stem).strip("._") or "image"
+    stem = stem[:100]
+    suffix = Path(record.file).suffix.lower() or ".png"
+    name, n = stem, 1
+    while name.casefold() in taken:
+        n += 1
+        name = f"{stem}-{n}"
+    taken.add(name.casefold())
+    return name + suffix
+
+
+def _labels(project: Project, record: ImageRecord) -> sv.Detections:
+    if not record.labels:
+        return sv.Detections.empty()
+    return sv.Detections(
+        xyxy=np.array([b.xyxy for b in record.labels], dtype=np.float32).reshape(-1, 4),
+        class_id=np.array([project.class_index(b.cls) for b in record.labels], dtype=int))
+
+
+def _inside_image(boxes: sv.Detections, size: tuple[int, int]) -> sv.Detections:
+    """Boxes clipped to the (width, height) image; boxes left without area dropped."""
+    if not len(boxes):
+        return boxes
+    xyxy = sv.clip_boxes(boxes.xyxy.astype(np.float32), size)
+    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return sv.Detections(xyxy=xyxy[keep], class_id=np.asarray(boxes.class_id)[keep])
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ProjectError(f"{out}: already exists and is not an empty folder; choose a new "
+                           "folder for the dataset.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def export_dataset(
+    project: Project,
+    out: str | os.PathLike,
+    format: DatasetFormat,
+    include_unreviewed: bool = False,
+    detections: Mapping[str, Prediction] | None = None,
+) -> ExportSummary:
+    """Write the project's labels as a COCO, YOLO or Pascal VOC dataset in `out`.
+
+    Args:
+        project: a project on disk (its images are read from its folder).
+        out: a new (or empty) folder.
+        format: "coco", "yolo" or "voc".
+        include_unreviewed: also export images not reviewed ("done") yet, with their
+            detections from `detections`; images without an entry there are skipped.
+        detections: image id -> detections (`DetectionResult` or `sv.Detections`, XYXY pixels
+            of the upright image), e.g. the studio's current preview.
+
+    Returns:
+        An `ExportSummary`.
+
+    Raises:
+        ProjectError: unknown format, `out` not empty, nothing to export, detections of
+            classes the project doesn't have, an image file changed since it was added.
+        ImageError: an image file that can't be read.
+    """
+    if format not in DATASET_FORMATS:
+        raise ProjectError(f"unknown dataset format {format!r}; use one of "
+                           f"{', '.join(DATASET_FORMATS)}.")
+    if not project.classes:
+        raise ProjectError(f"project {project.name!r} has no classes; add a class first.")
+    out = Path(out)
+    _prepare_out(out)
+    detections = detections or {}
+    chosen: list[tuple[ImageRecord, sv.Detections, bool]] = []
+    skipped: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    # reviewed records first, so a picture that is in the project twice exports its labels
+    for record in sorted(project.images, key=lambda r: r.status != "done"):
+        if record.status == "done":
+            boxes, reviewed = _labels(project, record), True
+        elif not include_unreviewed:
+            continue
+        elif record.id in detections:
+            boxes = _inside_image(as_project_detections(
+                detections[record.id], project.classes, f"detections of image {record.name!r}"),
+                record.size)
+            reviewed = False
+        else:
+            skipped.append((record.name, "not reviewed and no detections given"))
+            continue
+        if record.content_hash in seen:
+            skipped.append((record.name, f"same picture as {seen[record.content_hash]!r}"))
+            continue
+        seen[record.content_hash] = record.name
+        chosen.append((record, boxes, reviewed))
+    if not chosen:
+        hint = ("mark reviewed images done" if include_unreviewed else
+                "mark reviewed images done, or include unreviewed images with detections")
+        raise ProjectError(f"project {project.name!r}: no image to export; {hint}.")
+    order = {r.id: i for i, r in enumerate(project.images)}
+    chosen.sort(key=lambda item: order[item[0].id])  # project order in the dataset
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        summary = _write(project, chosen, staging, format, out, tuple(skipped))
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def _write(project: Project, chosen: list[tuple[ImageRecord, sv.Detections, bool]],
+           root: Path, format: str, out: Path,
+           skipped: tuple[tuple[str, str], ...]) -> ExportSummary:
+    images_dir = root / IMAGES_DIR
+    images_dir.mkdir()
+    taken: set[str] = set()
+    paths: list[str] = []
+    annotations: dict[str, sv.Detections] = {}
+    turned = 0
+    for record, boxes, _ in chosen:
+        dest = images_dir / _file_name(record, taken)
+        turned += write_upright(project.image_path(record), dest, record.size, record.name)
+        paths.append(str(dest))
+        annotations[str(dest)] = sv.Detections(xyxy=boxes.xyxy.astype(np.float32),
+                                               class_id=np.asarray(boxes.class_id, dtype=int))
+    dataset = sv.DetectionDataset(classes=list(project.classes), images=paths,
+                                  annotations=annotations)
+    if format == "coco":
+        dataset.as_coco(annotations_path=str(root / "annotations.json"))
+    elif format == "yolo":
+        dataset.as_yolo(annotations_directory_path=str(root / "labels"),
+                        data_yaml_path=str(root / "data.yaml"))
+    else:
+        dataset.as_pascal_voc(annotations_directory_path=str(root / "annotations"))
+    return ExportSummary(out=out, format=format, images=len(chosen),
+                         boxes=sum(len(b) for _, b, _ in chosen),
+                         reviewed=sum(r for _, _, r in chosen),
+                         from_detections=sum(not r for _, _, r in chosen),
+                         turned_upright=turned, skipped=skipped)
