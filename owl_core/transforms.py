@@ -80,7 +80,7 @@ class OwlTransform:
     @classmethod
     def for_mode(cls, input_size: int, image_mean: tuple[float, float, float],
                  image_std: tuple[float, float, float],
-                 preprocessing: Preprocessing = DEFAULT_PREPROCESSING) -> "OwlTransform":
+                 preprocessing: Preprocessing = DEFAULT_PREPROCESSING) -> OwlTransform:
         """The transform of a preprocessing mode, with that mode's pad value."""
         return cls(input_size, image_mean, image_std, None, check_preprocessing(preprocessing))
 
@@ -129,7 +129,7 @@ class OwlTransform:
             margin = 1 if scale > 0.5 else math.ceil(1 / scale) + 1
             pad_h, pad_w = min(margin, side - height), min(margin, side - width)
             if pad_h or pad_w:
-                fill = int(round(min(max(self.pad_value, 0.0), 1.0) * 255))
+                fill = round(min(max(self.pad_value, 0.0), 1.0) * 255)
                 image = F.pad(image, (0, 0, 0, pad_w, 0, pad_h), value=fill)
             chw = image.permute(2, 0, 1).unsqueeze(0)  # channels-last memory, NCHW view
             # scale_factor (not size) keeps the square's exact scale; the 1e-9 nudge makes

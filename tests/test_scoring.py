@@ -100,7 +100,7 @@ def test_vectorised_over_classes_matches_per_class_loop():
     cands = [F.normalize(torch.randn(D, generator=g), dim=0) for _ in range(30)]
     rows = [(F.normalize(torch.randn(D, generator=g), dim=0), int(c), bool(n))
             for c, n in zip(torch.randint(0, 4, (25,), generator=g),
-                            torch.rand(25, generator=g) < 0.3)]
+                            torch.rand(25, generator=g) < 0.3, strict=True)]
     emb, ex = make_emb(cands), make_ex(["a", "b", "c", "d"], rows)
     scores = class_scores(emb, ex)
     for c in range(4):
@@ -127,7 +127,8 @@ def test_nms_per_class_then_across_classes_and_max_detections():
     # the three overlapping boxes collapse to the best one, across classes too
     assert len(res) == 3
     assert res.confidence.tolist() == sorted(res.confidence.tolist(), reverse=True)
-    assert detect(emb, ex, confidence=0.5, iou_threshold=0.3, max_detections=2).confidence.shape == (2,)
+    cut = detect(emb, ex, confidence=0.5, iou_threshold=0.3, max_detections=2)
+    assert cut.confidence.shape == (2,)
     assert len(detect(emb, ex, confidence=0.5, iou_threshold=0.99)) == 5
 
 
@@ -155,3 +156,68 @@ def test_bad_parameters_raise(kwargs, match):
     emb = make_emb([unit(1, 0)])
     with pytest.raises(ValueError, match=match):
         detect(emb, make_ex(["x"], [(unit(1, 0), 0, False)]), **kwargs)
+
+
+# ---------------------------------------------------------------- negatives act spatially too
+# Candidate A is positive-like for class "x" (cos 0.8 with the positive: score 0.9); candidate
+# B is negative-like (cos 0.954 with the negative: negative score 0.977; cos 0.301 with the
+# positive). Boxes in the 200 px square of a 200 x 200 image.
+POS, NEG = unit(1, 0), unit(0, 1)
+A_VEC = unit(0.8, 0, 0.6)
+B_VEC = unit(0.3, 0.95)
+WEAK_B_VEC = unit(0.3, 0.7, math.sqrt(1 - 0.09 - 0.49))  # negative score 0.85
+A_BOX = [0.30, 0.30, 0.10, 0.10]
+OVERLAPPING = [0.32, 0.30, 0.10, 0.10]  # IoU with A 0.67
+APART = [0.70, 0.70, 0.10, 0.10]  # IoU with A 0
+
+
+@pytest.mark.parametrize("b_vec, b_box, b_class, a_kept", [
+    # a negative-like box that outscores an overlapping positive one removes it
+    (B_VEC, OVERLAPPING, 0, False),
+    # ... only where they overlap (IoU above the NMS threshold)
+    (B_VEC, APART, 0, True),
+    # ... only when it outscores the positive (0.85 < 0.9: A suppresses it instead)
+    (WEAK_B_VEC, OVERLAPPING, 0, True),
+    # ... only within its own class (a negative of "y" leaves class "x" alone)
+    (B_VEC, OVERLAPPING, 1, True),
+])
+def test_negative_like_box_suppresses_overlapping_positive(b_vec, b_box, b_class, a_kept):
+    emb = make_emb([A_VEC, b_vec], boxes=[A_BOX, b_box], size=(200, 200))
+    ex = make_ex(["x", "y"], [(POS, 0, False), (NEG, b_class, True),
+                              (unit(0, 0, 0, 1), 1, False)])
+    res = detect(emb, ex, confidence=0.8, iou_threshold=0.3)
+    # the negative-like box itself is never a detection
+    assert res.class_id.tolist() == ([0] if a_kept else [])
+    if a_kept:
+        np.testing.assert_allclose(res.xyxy[0], [50, 50, 70, 70], atol=1e-3)
+        assert res.confidence[0] == pytest.approx(0.9, abs=1e-5)
+
+
+@pytest.mark.parametrize("a_cos, confidence, a_kept", [
+    # the negative-like box (0.977) is below the confidence: it takes no part, A (0.995) stays
+    (0.99, 0.98, True),
+    # lowering the confidence lets it act, but A still outscores it
+    (0.99, 0.97, True),
+    # against a weaker A (0.95) it wins
+    (0.90, 0.90, False),
+])
+def test_negative_like_box_acts_only_above_the_confidence(a_cos, confidence, a_kept):
+    a_vec = unit(a_cos, 0, math.sqrt(1 - a_cos**2))
+    emb = make_emb([a_vec, B_VEC], boxes=[A_BOX, OVERLAPPING], size=(200, 200))
+    ex = make_ex(["x"], [(POS, 0, False), (NEG, 0, True)])
+    assert len(detect(emb, ex, confidence=confidence, iou_threshold=0.3)) == int(a_kept)
+
+
+# ---------------------------------------------------------------- boxes in the padding
+def test_boxes_wholly_in_the_padding_are_never_reported_nor_suppress():
+    # 200 x 100 image: the square is 200 px, the image covers y in [0, 0.5] of it
+    in_padding = [0.50, 0.56, 0.10, 0.10]  # y 0.51..0.61: nothing left after clipping
+    straddling = [0.50, 0.50, 0.10, 0.20]  # y 0.40..0.60: IoU with the one above 0.43
+    far_in_padding = [0.20, 0.90, 0.10, 0.10]
+    emb = make_emb([unit(1, 0), unit(1, 0.3), unit(1, 0)],
+                   boxes=[in_padding, straddling, far_in_padding], size=(200, 100))
+    res = detect(emb, make_ex(["x"], [(unit(1, 0), 0, False)]), confidence=0.5,
+                 iou_threshold=0.3)
+    assert len(res) == 1  # the straddling box, although the padding box scores higher
+    np.testing.assert_allclose(res.xyxy[0], [90, 80, 110, 100], atol=1e-3)
+    assert res.counts() == {"x": 1}
