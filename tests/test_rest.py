@@ -367,9 +367,13 @@ def test_pt_requests_that_cannot_work_get_400_without_server_paths(
     assert "/tmp" not in message and str(exported_pt.parent) not in message
 
 
+@pytest.mark.parametrize("shared_cache", [False, True])
 def test_uploaded_pt_embeddings_never_reach_other_requests(tiny_model, images, exported_pt,
-                                                           tmp_path):
+                                                           tmp_path, shared_cache):
     import torch
+
+    from owl_core.cache import EmbeddingCache
+    from owl_core.embedding import ImageEmbeddings
 
     payload = torch.load(exported_pt, weights_only=True)
     assert payload["image_embeds"], "the export must carry image embeddings for this test"
@@ -377,12 +381,16 @@ def test_uploaded_pt_embeddings_never_reach_other_requests(tiny_model, images, e
         payload["image_embeds"][key] = (obj, torch.full_like(boxes, 0.25), embeds, shift, scale)
     poisoned = tmp_path / "poisoned.pt"
     torch.save(payload, poisoned)
-    app = create_app(tiny_model, RestConfig())
+    cache = EmbeddingCache(device="cpu", device_bytes=2**26, host_bytes=2**26,
+                           value_type=ImageEmbeddings) if shared_cache else None
+    app = create_app(tiny_model, RestConfig(shared_cache=cache))
     client = TestClient(app)
     uploaded = client.post("/infer", data={"confidence": "0"}, files=[
         ("images", ("coins.png", images["coins"], "image/png")),
         ("weights_file", ("p.pt", poisoned.read_bytes(), "x/y"))])
     assert uploaded.status_code == 200
+    planted = uploaded.json()[0]["predictions"]  # the file's own request does use them
+    assert planted and all(round(p["width"]) == round(p["height"]) == 48 for p in planted)
     body = {**_reference_requests(images)["single_positive"], "confidence": 0.0,
             "visualize_predictions": False}
     after = client.post("/owlv2/infer", json=body).json()

@@ -54,13 +54,22 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
                             "available, else cpu).")
     model.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
                        help="Compute precision (default: fp16 on CUDA, fp32 on CPU).")
-    cache = parser.add_argument_group("caches (per browser session)")
+    cache = parser.add_argument_group(
+        "projects and caches (one embedding cache for the whole server, shared by sessions)")
+    cache.add_argument("--projects-dir", default=None,
+                       help="Where projects are saved (default: the user's data folder, "
+                            "~/.local/share/owl-studio/projects on Linux).")
+    cache.add_argument("--cache-mb", "--host-cache-mb", dest="cache_mb", type=int,
+                       default=None,
+                       help="RAM budget of the embedding cache, MiB (default: a quarter of "
+                            "the machine's RAM).")
     cache.add_argument("--device-cache-mb", type=int, default=1024,
-                       help="Embedding cache on the compute device, MiB.")
-    cache.add_argument("--host-cache-mb", type=int, default=2048,
-                       help="Embedding cache in host memory, MiB (on CPU both tiers are one).")
+                       help="GPU-memory budget of the embedding cache, MiB (CUDA only).")
     cache.add_argument("--disk-cache-dir", default=None,
-                       help="Folder for a persistent embedding cache shared by all sessions.")
+                       help="Folder of the persistent embedding cache, so a restart embeds "
+                            "nothing again (default: <projects-dir>/../embeddings).")
+    cache.add_argument("--no-disk-cache", action="store_true",
+                       help="Keep embeddings in memory only.")
     cache.add_argument("--disk-cache-mb", type=int, default=None,
                        help="Size bound of the disk cache, MiB.")
     cache.add_argument("--max-sessions", type=int, default=8,
@@ -78,7 +87,11 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
                         help="Address to listen on (0.0.0.0 for every interface).")
     server.add_argument("--port", type=int, default=7860)
     server.add_argument("--share", action="store_true",
-                        help="Also open a public *.gradio.live link (off by default).")
+                        help="Also open a public *.gradio.live link (off by default; the REST "
+                             "API is then not served).")
+    from owl_core.rest.server import add_rest_arguments
+
+    add_rest_arguments(parser)  # --weights, --allow-url-images, ... (owl_core.rest)
     return parser.parse_args(argv)
 
 
@@ -132,19 +145,62 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
         logging.getLogger("ui.profile").setLevel(logging.INFO)
 
+    from ui.runtime import default_cache_bytes, default_embeddings_dir, default_projects_dir
+
+    projects_dir = Path(args.projects_dir or default_projects_dir()).expanduser()
+    disk_dir = None if args.no_disk_cache else (
+        args.disk_cache_dir or default_embeddings_dir(projects_dir))
+    cache_bytes = default_cache_bytes() if args.cache_mb is None else args.cache_mb * MB
+    print(f"Projects: {projects_dir}\nEmbedding cache: {cache_bytes // MB} MiB of RAM"
+          + (f", on disk in {disk_dir}" if disk_dir else ""), flush=True)
     config = StudioConfig(
-        predictor_kwargs={
-            "top_k": args.top_k, "match_threshold": args.match_threshold,
-            "device_cache_bytes": args.device_cache_mb * MB,
-            "host_cache_bytes": args.host_cache_mb * MB,
-            "disk_cache_dir": args.disk_cache_dir,
-            "disk_cache_bytes": None if args.disk_cache_mb is None else args.disk_cache_mb * MB,
-        },
+        predictor_kwargs={"top_k": args.top_k, "match_threshold": args.match_threshold},
         random_preset=args.random_weights,
         max_sessions=args.max_sessions,
         embed_batch_size=args.embed_batch_size,
+        projects_dir=str(projects_dir),
+        cache_bytes=cache_bytes,
+        device_cache_bytes=args.device_cache_mb * MB,
+        disk_cache_dir=None if disk_dir is None else str(disk_dir),
+        disk_cache_bytes=None if args.disk_cache_mb is None else args.disk_cache_mb * MB,
     )
     demo = build_demo(model, config)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(**launch_kwargs(server_name=args.host, server_port=args.port, share=args.share))
+    if args.share:  # a gradio.live link needs Gradio's own launcher: studio only, no REST API
+        demo.launch(**launch_kwargs(server_name=args.host, server_port=args.port, share=True))
+        return 0
+    import uvicorn
+
+    from owl_core.errors import OwlError
+
+    try:
+        app = build_server_app(model, demo, args)
+    except OwlError as exc:  # e.g. a --weights file that can't be loaded
+        print(f"Cannot start the server: {exc}", file=sys.stderr)
+        return 2
+    print(f"Studio: http://{args.host}:{args.port}/  REST API: POST /owlv2/infer, POST /infer "
+          f"(docs: http://{args.host}:{args.port}/docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port)
     return 0
+
+
+def build_server_app(model, demo, args: argparse.Namespace):
+    """One FastAPI app for the whole server: the REST routes of `owl_core.rest`, with the
+    studio (`demo`, already queued) mounted at "/" next to them."""
+    import inspect
+
+    import gradio as gr
+
+    from owl_core.rest import create_app
+    from owl_core.rest.server import rest_config_from_args
+    from ui import launch_kwargs
+
+    config = rest_config_from_args(args, {"top_k": args.top_k,
+                                          "match_threshold": args.match_threshold})
+    # REST requests share the studio's embedding cache (never for .pt files: see RestConfig)
+    config.shared_cache = getattr(getattr(demo, "studio", None), "cache", None)
+    rest = create_app(model, config)
+    accepted = inspect.signature(gr.mount_gradio_app).parameters
+    kwargs = {k: v for k, v in launch_kwargs(server_name=args.host,
+                                             server_port=args.port).items() if k in accepted}
+    return gr.mount_gradio_app(rest, demo, path="/", **kwargs)

@@ -67,6 +67,10 @@ class RestConfig:
         request_cache_bytes: embedding cache of one request (private, dropped afterwards).
         work: per-request work bounds and lanes.
         resolver: DNS resolver for URL images (tests replace it).
+        shared_cache: an `EmbeddingCache` shared with others (e.g. the studio's sessions):
+            used for images of ``/owlv2/infer`` only, whose embeddings are computed here from
+            pixels. ``/infer`` always uses a private cache, because a `.pt` carries image
+            embeddings from a stranger that must never reach anyone else.
     """
 
     weights: dict[str, str] = field(default_factory=dict)
@@ -76,6 +80,7 @@ class RestConfig:
     request_cache_bytes: int = 512 * 1024**2
     work: WorkLimits = field(default_factory=WorkLimits)
     resolver: Resolver | None = None
+    shared_cache: Any = None
 
     def policy(self) -> UrlPolicy:
         base = self.url_policy or UrlPolicy()
@@ -105,9 +110,13 @@ class _Service:
                         for name, path in config.weights.items()}
 
     # -------------------------------------------------------------- helpers
-    def predictor(self) -> Any:
+    def predictor(self, *, shared: bool = False) -> Any:
+        """A predictor for one request: over the shared cache when `shared` (and one is
+        configured), else over a private cache dropped with the request."""
         from owl_core.predictor import OwlPredictor
 
+        if shared and self.config.shared_cache is not None:
+            return OwlPredictor(self.model, cache=self.config.shared_cache, **self.kwargs)
         return OwlPredictor(self.model, device_cache_bytes=self.config.request_cache_bytes,
                             host_cache_bytes=self.config.request_cache_bytes, **self.kwargs)
 
@@ -147,7 +156,7 @@ class _Service:
             queries.append(self.image(ref.type, ref.value, f"image[{i}]"))
         # class ids index the sorted class names, as the reference's responses do
         names = sorted({b["cls"] for t in training for b in t["boxes"]})
-        pred = self.predictor()
+        pred = self.predictor(shared=True)  # no .pt here: only embeddings computed from pixels
         pred.set_examples(training, class_names=names, progress=_checker(deadline, "examples"))
         params = DetectParams(confidence=body.confidence if body.confidence is not None
                               else 0.99,
