@@ -1,0 +1,214 @@
+"""Property-based fuzzing (hypothesis) of the parsers that read outside input: the training-data
+parser, the `.pt` loader and `DetectParams.from_dict`. Whatever arrives, only the documented
+`OwlError` subclasses come out (never OverflowError, IndexError, RuntimeError, ...).
+
+Derandomized (a fixed seed per test) and without an example database: every run tries the same
+few hundred cases, so a failure reproduces and the suite cannot flake.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from owl_core.errors import OwlError, PtFormatError, SettingsError, TrainingDataError
+from owl_core.params import DetectParams
+from owl_core.serialization import META_KEY, load_pt, parse_payload
+from owl_core.training_data import parse_training_data
+
+FUZZ = settings(derandomize=True, database=None, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# ---------------------------------------------------------------------------- strategies
+numbers = st.one_of(
+    st.integers(min_value=-10**6, max_value=10**6),
+    st.integers(min_value=10**300, max_value=10**400),  # beyond float
+    st.integers(max_value=-10**300, min_value=-10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+)
+scalars = st.one_of(st.none(), numbers, st.text(max_size=30), st.binary(max_size=20))
+json_like = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
+box_values = st.one_of(numbers, st.text(max_size=12), st.none(), st.lists(numbers, max_size=2))
+boxes = st.fixed_dictionaries(
+    {},
+    optional={"x": box_values, "y": box_values, "w": box_values, "h": box_values,
+              "cls": st.one_of(st.text(max_size=250), numbers, st.none()),
+              "negative": st.one_of(st.booleans(), numbers, st.text(max_size=5)),
+              "class": st.text(max_size=5)},
+)
+entries = st.fixed_dictionaries(
+    {},
+    optional={"image": st.one_of(st.just("a.png"), st.text(max_size=10), numbers, st.none()),
+              "boxes": st.one_of(st.lists(st.one_of(boxes, json_like), max_size=4),
+                                 json_like)},
+)
+training_data = st.one_of(
+    json_like,
+    st.lists(st.one_of(entries, json_like), max_size=4),
+    st.fixed_dictionaries({"training_data": st.lists(entries, max_size=3)}),
+)
+
+
+# ---------------------------------------------------------------------------- training data
+@settings(FUZZ, max_examples=150)
+@given(training_data)
+def test_training_data_parser_raises_only_documented_errors(data):
+    try:
+        parsed = parse_training_data(data)
+    except TrainingDataError:
+        return
+    for entry in parsed:  # what is accepted is usable: finite, positive sizes, named classes
+        for b in entry.boxes:
+            assert all(math.isfinite(v) for v in (b.x, b.y, b.w, b.h)) and b.w > 0 and b.h > 0
+            assert isinstance(b.cls, str) and b.cls and len(b.cls) <= 200
+
+
+# ---------------------------------------------------------------------------- settings
+setting_values = st.one_of(numbers, st.text(max_size=12), st.none(), json_like,
+                           st.sampled_from(["reference", "calibrated"]))
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.one_of(
+    st.dictionaries(st.sampled_from(["confidence", "iou_threshold", "max_detections",
+                                     "score_mode", "match_threshold", "other"]),
+                    setting_values, max_size=6),
+    json_like,
+))
+def test_detect_params_from_dict_raises_only_settings_errors(data):
+    try:
+        params = DetectParams.from_dict(data)
+    except SettingsError:
+        return
+    assert 0.0 <= params.confidence <= 1.0 and 0.0 <= params.iou_threshold <= 1.0
+    assert 0.0 < params.match_threshold <= 1.0 and isinstance(params.max_detections, int)
+
+
+# ---------------------------------------------------------------------------- .pt files
+@pytest.fixture(scope="module")
+def scratch() -> Path:
+    with tempfile.TemporaryDirectory(prefix="owl-fuzz-") as folder:
+        yield Path(folder)
+
+
+def load_bytes(folder: Path, data: bytes) -> None:
+    path = folder / "fuzz.pt"
+    path.write_bytes(data)
+    try:
+        load_pt(path)
+    except OwlError:
+        pass
+
+
+def saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+VALID = saved({
+    "huggingface_id": "google/owlv2-base-patch16-ensemble", "roboflow_id": "owlv2/x",
+    "class_names": ["a", "b"],
+    "train_data_dict": {"a": {"positive": torch.eye(4)[:2], "negative": None},
+                        "b": {"positive": None, "negative": torch.eye(4)[2:3]}},
+    "image_embeds": {"f" * 32: (torch.rand(3), torch.rand(3, 4), torch.eye(4)[:3],
+                                torch.zeros(3), torch.ones(3))},
+    META_KEY: {"image_sizes": {"f" * 32: [64, 48]}, "class_order": ["b", "a"],
+               "settings": {"confidence": 0.5}},
+})
+
+
+@settings(FUZZ, max_examples=60)
+@given(st.one_of(
+    st.binary(max_size=2000),
+    # a valid file with some bytes changed (zip headers, pickle opcodes, tensor data)
+    st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1,
+             max_size=8).map(lambda edits: bytes(
+                 _apply(bytearray(VALID), edits))),
+    # a valid file cut short
+    st.integers(0, len(VALID) - 1).map(lambda n: VALID[:n]),
+))
+def test_pt_loader_on_random_and_damaged_bytes(scratch, data):
+    load_bytes(scratch, data)
+
+
+def _apply(buffer: bytearray, edits: list[tuple[int, int]]) -> bytearray:
+    for position, value in edits:
+        buffer[position] = value
+    return buffer
+
+
+tensors = st.one_of(
+    st.builds(lambda n, d: torch.randn(n, d), st.integers(0, 3), st.integers(0, 5)),
+    st.builds(lambda n: torch.nn.functional.normalize(torch.randn(n, 4), dim=1),
+              st.integers(0, 3)),
+    st.builds(lambda n: torch.ones(n, 4, dtype=torch.bool), st.integers(0, 2)),
+    st.builds(lambda n: torch.arange(n), st.integers(0, 5)),
+    st.builds(lambda: torch.full((1, 4), float("nan"))),
+    st.builds(lambda: torch.eye(4)[:1].requires_grad_(True)),
+    st.builds(lambda: torch.eye(4)[:2].to_sparse()),
+    st.builds(lambda: torch.eye(4)[:1].half()),
+    st.builds(lambda: torch.zeros(())),
+)
+leaves = st.one_of(scalars, tensors)
+nested = st.recursive(
+    leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner),
+                            st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=10,
+)
+payloads = st.fixed_dictionaries(
+    {},
+    optional={"huggingface_id": st.one_of(st.just("google/owlv2-base-patch16-ensemble"),
+                                          nested),
+              "roboflow_id": nested,
+              "class_names": st.one_of(st.just(["a", "b"]), st.lists(st.text(max_size=5),
+                                                                     max_size=3), nested),
+              "train_data_dict": st.one_of(
+                  st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                                  st.fixed_dictionaries({}, optional={"positive": nested,
+                                                                      "negative": nested}),
+                                  max_size=3),
+                  nested),
+              "image_embeds": st.one_of(
+                  st.dictionaries(st.just("f" * 32), st.tuples(*[tensors] * 5), max_size=1),
+                  nested),
+              META_KEY: st.one_of(
+                  st.fixed_dictionaries({}, optional={
+                      "image_sizes": st.one_of(st.just({"f" * 32: [64, 48]}), nested),
+                      "class_order": st.one_of(st.just(["b", "a"]), nested),
+                      "settings": st.one_of(st.dictionaries(
+                          st.sampled_from(["confidence", "score_mode", "project"]),
+                          setting_values, max_size=3), nested),
+                      "exemplars": nested}),
+                  nested)},
+)
+
+
+@settings(FUZZ, max_examples=80)
+@given(st.one_of(payloads, nested))
+def test_pt_loader_on_random_structures(scratch, payload):
+    try:
+        prompts = parse_payload(payload, "fuzz.pt")
+    except PtFormatError:
+        prompts = None
+    if prompts is not None:  # what is accepted is usable: float32 unit rows, no grads
+        embeds = prompts.exemplars.embeds
+        assert embeds.dtype == torch.float32 and not embeds.requires_grad
+        if len(embeds):
+            norms = torch.linalg.vector_norm(embeds, dim=1)
+            assert torch.all((norms - 1).abs() < 1e-3)
+    load_bytes(scratch, saved(payload))
