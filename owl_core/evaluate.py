@@ -23,6 +23,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -210,8 +211,8 @@ def _ranked_hits(gt: sv.Detections, pred: sv.Detections) -> np.ndarray:
     iou = sv.box_iou_batch(pred.xyxy[order], gt.xyxy)
     iou[pred.class_id[order][:, None] != gt.class_id[None, :]] = -1.0
     free = np.ones(len(gt), bool)
-    for rank, row in enumerate(iou):
-        row = np.where(free, row, -1.0)
+    for rank in np.flatnonzero(iou.max(axis=1) >= MATCH_IOU):  # the rest find nothing
+        row = np.where(free, iou[rank], -1.0)
         best = int(row.argmax())
         if row[best] >= MATCH_IOU:
             hits[order[rank]] = True
@@ -260,6 +261,85 @@ def _average_precision(gts: Sequence[sv.Detections], preds: Sequence[sv.Detectio
     return (float(result.map50) if result.map50 >= 0 else None), per_class
 
 
+class Meter:
+    """Reviewed labels and detections, validated once; the numbers that don't depend on the
+    confidence (mAP@50, the suggested confidence) are computed on first use and kept, so
+    reading the meter at another confidence (`at`) only recounts.
+
+    Args:
+        ground_truth: per image, the reviewed labels: `sv.Detections` with (N, 4) XYXY pixels and
+            class ids indexing `class_names`.
+        predictions: per image, the detections (`sv.Detections` with confidence, or
+            `DetectionResult`), ideally taken at confidence 0 so the sweep and mAP see all of
+            them; None for an image that is left out.
+        class_names: class id -> name.
+        is_example: per image, whether it carries prompt boxes (then it is left out).
+        image_names: per image, a name for the "left out" list (default: its index).
+
+    Raises:
+        ProjectError: lists of different lengths, class ids out of range, missing scores.
+    """
+
+    def __init__(
+        self,
+        ground_truth: Sequence[sv.Detections],
+        predictions: Sequence[Prediction | None],
+        class_names: Sequence[str],
+        *,
+        is_example: Sequence[bool] | None = None,
+        image_names: Sequence[str] | None = None,
+    ) -> None:
+        n = len(ground_truth)
+        for what, seq in (("predictions", predictions), ("is_example", is_example),
+                          ("image_names", image_names)):
+            if seq is not None and len(seq) != n:
+                raise ProjectError(f"{what} has {len(seq)} entries for {n} ground-truth "
+                                   "images; give one per image.")
+        names = tuple(class_names)
+        if len(set(names)) != len(names):
+            raise ProjectError(f"class names must be unique, got {list(names)}.")
+        flags = list(is_example) if is_example is not None else [False] * n
+        labels = ([str(x) for x in image_names] if image_names is not None
+                  else [str(i) for i in range(n)])
+        self.class_names = names
+        self.ground_truth: list[sv.Detections] = []
+        self.predictions: list[sv.Detections] = []
+        for i in range(n):
+            if flags[i]:
+                continue
+            self.ground_truth.append(as_project_detections(
+                ground_truth[i], names, f"ground truth of image {labels[i]}"))
+            self.predictions.append(as_project_detections(
+                predictions[i], names, f"detections on image {labels[i]}",
+                need_confidence=True))
+        self.left_out = tuple(labels[i] for i in range(n) if flags[i])
+
+    def _counts(self, confidence: float) -> np.ndarray:
+        return _counts(self.ground_truth, self.predictions, confidence, len(self.class_names))
+
+    @cached_property
+    def _fixed(self) -> tuple[float | None, list[float | None], Suggestion | None]:
+        """(mAP@50, AP@50 per class, suggestion): independent of the confidence."""
+        map50, ap = _average_precision(self.ground_truth, self.predictions,
+                                       len(self.class_names))
+        best = suggest_confidence(self.ground_truth, self.predictions)
+        suggested = None
+        if best is not None:
+            at_best = _score("all", *self._counts(best).sum(axis=0), None)
+            suggested = Suggestion(best, at_best.precision, at_best.recall, at_best.f1)
+        return map50, ap, suggested
+
+    def at(self, confidence: float) -> Evaluation:
+        """The reading at `confidence` (in [0, 1], else `SettingsError`)."""
+        confidence = DetectParams(confidence=confidence).confidence
+        counts = self._counts(confidence)
+        map50, ap, suggested = self._fixed
+        classes = tuple(_score(name, *counts[c], ap[c]) for c, name in enumerate(self.class_names))
+        overall = _score("all", *counts.sum(axis=0), map50)
+        return Evaluation(confidence, classes, overall, suggested, len(self.ground_truth),
+                          self.left_out)
+
+
 def evaluate(
     ground_truth: Sequence[sv.Detections],
     predictions: Sequence[Prediction | None],
@@ -269,57 +349,16 @@ def evaluate(
     is_example: Sequence[bool] | None = None,
     image_names: Sequence[str] | None = None,
 ) -> Evaluation:
-    """Measure detections against reviewed labels.
-
-    Args:
-        ground_truth: per image, the reviewed labels: `sv.Detections` with (N, 4) XYXY pixels and
-            class ids indexing `class_names`.
-        predictions: per image, the detections (`sv.Detections` with confidence, or
-            `DetectionResult`), ideally taken at a low confidence so the sweep and mAP see all
-            of them; None for an image that is left out.
-        class_names: class id -> name.
-        confidence: the confidence the P/R/F1 counts are taken at, in [0, 1].
-        is_example: per image, whether it carries prompt boxes (then it is left out).
-        image_names: per image, a name for the "left out" list (default: its index).
+    """Measure detections against reviewed labels at one confidence (arguments as `Meter`;
+    keep a `Meter` to read several confidences).
 
     Raises:
         SettingsError: confidence out of [0, 1].
         ProjectError: lists of different lengths, class ids out of range, missing scores.
     """
-    confidence = DetectParams(confidence=confidence).confidence
-    n = len(ground_truth)
-    for what, seq in (("predictions", predictions), ("is_example", is_example),
-                      ("image_names", image_names)):
-        if seq is not None and len(seq) != n:
-            raise ProjectError(f"{what} has {len(seq)} entries for {n} ground-truth images; "
-                               "give one per image.")
-    names = list(class_names)
-    if len(set(names)) != len(names):
-        raise ProjectError(f"class names must be unique, got {names}.")
-    flags = list(is_example) if is_example is not None else [False] * n
-    labels = [str(x) for x in image_names] if image_names is not None else [str(i)
-                                                                          for i in range(n)]
-    gts, preds = [], []
-    for i in range(n):
-        if flags[i]:
-            continue
-        gts.append(as_project_detections(ground_truth[i], names,
-                                         f"ground truth of image {labels[i]}",
-                                         need_confidence=False))
-        preds.append(as_project_detections(predictions[i], names,
-                                           f"detections on image {labels[i]}",
-                                           need_confidence=True))
-    counts = _counts(gts, preds, confidence, len(names))
-    map50, ap = _average_precision(gts, preds, len(names))
-    classes = tuple(_score(name, *counts[c], ap[c]) for c, name in enumerate(names))
-    overall = _score("all", *counts.sum(axis=0), map50)
-    best = suggest_confidence(gts, preds)
-    suggested = None
-    if best is not None:
-        at_best = _score("all", *_counts(gts, preds, best, len(names)).sum(axis=0), None)
-        suggested = Suggestion(best, at_best.precision, at_best.recall, at_best.f1)
-    left_out = tuple(labels[i] for i in range(n) if flags[i])
-    return Evaluation(confidence, classes, overall, suggested, len(gts), left_out)
+    DetectParams(confidence=confidence)  # refuse a bad confidence before any work
+    return Meter(ground_truth, predictions, class_names, is_example=is_example,
+                 image_names=image_names).at(confidence)
 
 
 # ------------------------------------------------------------------------------- projects
@@ -343,10 +382,15 @@ class Measurement:
     is_example: tuple[bool, ...]
     image_names: tuple[str, ...]
 
+    @cached_property
+    def meter(self) -> Meter:
+        """The validated `Meter` (mAP and the suggestion computed once, on first read)."""
+        return Meter(self.ground_truth, self.predictions, self.class_names,
+                     is_example=self.is_example, image_names=self.image_names)
+
     def at(self, confidence: float) -> Evaluation:
         """The meter's reading at `confidence`."""
-        return evaluate(self.ground_truth, self.predictions, self.class_names, confidence,
-                        is_example=self.is_example, image_names=self.image_names)
+        return self.meter.at(confidence)
 
 
 def reviewed_ground_truth(project: Project) -> list[tuple[Any, sv.Detections, bool]]:
