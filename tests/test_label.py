@@ -53,8 +53,11 @@ def make_folder(folder: Path, count: int, nested: bool = True) -> None:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    return build_work(tmp_path_factory.mktemp("label"), tiny_model_dir)
+
+
+def build_work(root: Path, tiny_model_dir: Path) -> dict[str, Path]:
     """A nested folder with a corrupt image, a flat folder, and two prompt files."""
-    root = tmp_path_factory.mktemp("label")
     make_folder(root / "data", 10)
     (root / "data" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
     make_folder(root / "flat", 6, nested=False)
