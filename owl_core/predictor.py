@@ -27,7 +27,7 @@ from owl_core.matching import (DEFAULT_MATCH_THRESHOLD, BoxMatch, Exemplars, Exe
                                MatchReport, clipped_xyxy, exemplar_embedding, match_boxes)
 from owl_core.model_loading import DEFAULT_MODEL_ID, OwlModel, load_model
 from owl_core.params import DetectParams, ScoreMode
-from owl_core.scoring import DetectionResult, detect
+from owl_core.scoring import DetectionResult, detect, detect_many
 from owl_core.serialization import (SerializedPrompts, build_payload, load_pt as _load_pt_file,
                                     save_pt)
 from owl_core.training_data import (TrainingDataError, TrainingImage, check_class_names,
@@ -523,9 +523,8 @@ class OwlPredictor:
         p = _params(params, confidence, iou_threshold, max_detections, score_mode)
         prompts = self._prompts.combined
         embs = [self.embeddings(img) for img in images]  # any embedding runs here, not below
-        return self._light(lambda: [
-            detect(emb, prompts, p.confidence, p.iou_threshold, p.max_detections, p.score_mode)
-            for emb in embs])
+        return self._light(detect_many, embs, prompts, p.confidence, p.iou_threshold,
+                           p.max_detections, p.score_mode)
 
     def _light(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Small CPU tensor work on the single-intra-op-thread worker (see `_run_light`)."""

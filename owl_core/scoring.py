@@ -74,7 +74,7 @@ class DetectionResult:
         width, height = self.image_size
         preds = []
         for (x0, y0, x1, y1), conf, cid in zip(self.xyxy.tolist(), self.confidence.tolist(),
-                                               self.class_id.tolist()):
+                                               self.class_id.tolist(), strict=True):
             preds.append({"x": (x0 + x1) / 2, "y": (y0 + y1) / 2, "width": x1 - x0,
                           "height": y1 - y0, "confidence": conf,
                           "class": self.class_names[cid], "class_id": cid})
@@ -98,8 +98,41 @@ class DetectionResult:
                    np.zeros(0, np.int64), class_names, image_size)
 
 
-def class_similarities(emb: ImageEmbeddings,
-                       exemplars: Exemplars) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class GroupedExemplars:
+    """Exemplars ordered by (sign, class), each group a contiguous row range: prepared once,
+    then scored against many images.
+
+    Attributes:
+        class_names: class id -> name.
+        embeds: (N, D) float32 exemplar embeddings, negatives after positives, by class id,
+            the drawn order kept within a group.
+        groups: (negative 0/1, class id, start, stop) row range of each non-empty group.
+    """
+
+    class_names: tuple[str, ...]
+    embeds: torch.Tensor
+    groups: tuple[tuple[int, int, int, int], ...]
+
+    @classmethod
+    def of(cls, exemplars: Exemplars,
+           device: torch.device | str | None = None) -> GroupedExemplars:
+        num_classes = max(1, len(exemplars.class_names))
+        key = exemplars.negative.cpu().long() * num_classes + exemplars.class_ids.cpu()
+        order = torch.argsort(key, stable=True)
+        keys = key[order].tolist()
+        groups, start = [], 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[start]:
+                groups.append((keys[start] // num_classes, keys[start] % num_classes, start, i))
+                start = i
+        embeds = exemplars.embeds.float()[order.to(exemplars.embeds.device)].contiguous()
+        return cls(exemplars.class_names, embeds.to(device) if device is not None else embeds,
+                   tuple(groups))
+
+
+def class_similarities(emb: ImageEmbeddings, exemplars: Exemplars | GroupedExemplars
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best cosine similarity of each candidate to each class's positive and negative
     exemplars: two (K, C) float tensors, -inf where the class has no such exemplar.
 
@@ -108,26 +141,17 @@ def class_similarities(emb: ImageEmbeddings,
     differently in the last bit, which reorders near-tied candidates (flat image regions give
     many) in NMS and so changes which of them survive.
     """
-    num_classes = len(exemplars.class_names)
-    k = emb.num_boxes
     device = emb.class_embeds.device
-    best = torch.full((2, num_classes, k), float("-inf"), device=device)
-    if num_classes and len(exemplars):
-        embeds = exemplars.embeds.to(device).float()
+    if isinstance(exemplars, Exemplars):
+        exemplars = GroupedExemplars.of(exemplars, device)
+    best = torch.full((2, len(exemplars.class_names), emb.num_boxes), float("-inf"),
+                      device=device)
+    if exemplars.groups:
+        embeds = exemplars.embeds.to(device)
         image_t = emb.class_embeds.float().T  # (D, K)
-        for (negative, cls), rows in _groups(exemplars).items():
-            best[negative, cls] = (embeds[rows] @ image_t).amax(0)
+        for negative, cls, start, stop in exemplars.groups:
+            torch.amax(embeds[start:stop] @ image_t, 0, out=best[negative, cls])
     return best[0].T, best[1].T
-
-
-def _groups(exemplars: Exemplars) -> dict[tuple[int, int], torch.Tensor]:
-    """(negative, class id) -> row indices of that group's exemplars, in their order."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for row, (cls, negative) in enumerate(zip(exemplars.class_ids.tolist(),
-                                              exemplars.negative.tolist(), strict=True)):
-        groups.setdefault((int(negative), cls), []).append(row)
-    return {key: torch.tensor(rows, device=exemplars.embeds.device)
-            for key, rows in groups.items()}
 
 
 def similarity_to_score(sims: torch.Tensor, logit_shift: torch.Tensor,
@@ -220,7 +244,7 @@ def select_detections(
 
 def detect(
     emb: ImageEmbeddings,
-    exemplars: Exemplars,
+    exemplars: Exemplars | GroupedExemplars,
     confidence: float = DEFAULT_CONFIDENCE,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
@@ -235,3 +259,19 @@ def detect(
         best_pos, best_neg, emb.logit_shift, emb.logit_scale, params.score_mode)
     return select_detections(emb.boxes, pos_scores, neg_scores, exemplars.class_names,
                              emb.image_size, params)
+
+
+def detect_many(
+    embs: list[ImageEmbeddings],
+    exemplars: Exemplars,
+    confidence: float = DEFAULT_CONFIDENCE,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
+    mode: ScoreMode = "reference",
+) -> list[DetectionResult]:
+    """`detect` for several images with the same exemplars, grouped once."""
+    if not embs:
+        return []
+    grouped = GroupedExemplars.of(exemplars, embs[0].class_embeds.device)
+    return [detect(emb, grouped, confidence, iou_threshold, max_detections, mode)
+            for emb in embs]
