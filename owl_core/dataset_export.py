@@ -22,9 +22,11 @@ half-written.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -256,3 +258,50 @@ def _write(project: Project, chosen: list[tuple[ImageRecord, sv.Detections, bool
                          reviewed=sum(r for _, _, r in chosen),
                          from_detections=sum(not r for _, _, r in chosen),
                          turned_upright=turned, skipped=skipped)
+
+
+# ------------------------------------------------------------------------------- command line
+def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``export-dataset --project DIR --out DIR --format {coco,yolo,voc}
+    [--include-unreviewed ...]`` to a CLI."""
+    from owl_core.evaluate import add_predictor_arguments
+
+    p = subparsers.add_parser(
+        "export-dataset", help="write a project's reviewed labels as COCO / YOLO / Pascal VOC",
+        description="Write the reviewed labels of the project's reviewed ('done') images as a "
+                    "dataset; with --include-unreviewed, also the other images with their "
+                    "detections (the model is loaded only then).")
+    add_predictor_arguments(p, "confidence of the detections used for unreviewed images "
+                               "(default: the project's setting)")
+    p.add_argument("--out", required=True, help="a new (or empty) folder for the dataset")
+    p.add_argument("--format", required=True, choices=DATASET_FORMATS)
+    p.add_argument("--include-unreviewed", action="store_true",
+                   help="also export images not reviewed yet, with their current detections")
+    p.set_defaults(handler=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """The ``export-dataset`` subcommand: prints the output folder and a summary line."""
+    from owl_core.evaluate import project_params, project_predictor
+    from owl_core.project import load_project
+
+    project = load_project(args.project)
+    _prepare_out(Path(args.out))  # fail before any model is loaded
+    detections: dict[str, Prediction] = {}
+    if args.include_unreviewed:
+        params = project_params(args, project)
+        todo = [r for r in project.images if r.status != "done"]
+        if todo:
+            predictor = project_predictor(args, project, params)
+            results = predictor.detect_many([project.image_path(r) for r in todo], params)
+            detections = {r.id: res for r, res in zip(todo, results, strict=True)}
+    summary = export_dataset(project, args.out, args.format,
+                             include_unreviewed=args.include_unreviewed, detections=detections)
+    print(summary.out)
+    print(f"{summary.images} images ({summary.reviewed} reviewed, {summary.from_detections} "
+          f"with detections), {summary.boxes} boxes, {summary.turned_upright} turned upright, "
+          f"{len(summary.skipped)} skipped", file=sys.stderr)
+    for name, reason in summary.skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    return 0

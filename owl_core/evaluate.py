@@ -444,51 +444,44 @@ def evaluate_project(project: Project, predictor: OwlPredictor,
 
 
 # ------------------------------------------------------------------------------- command line
-def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``evaluate --project DIR [--weights PT] [--confidence C] [--json]`` to a CLI."""
+def add_predictor_arguments(p: argparse.ArgumentParser, confidence_help: str) -> None:
+    """The flags that pick the prompts and detection settings for a project command."""
     from owl_core.params import SCORE_MODES
 
-    p = subparsers.add_parser(
-        "evaluate", help="measure the prompt on a project's reviewed images (P/R/F1, mAP@50)",
-        description="Detect on the project's reviewed ('done') images that are not example "
-                    "images and compare with their labels: precision, recall, F1 at the "
-                    "confidence, AP@50 per class, and the confidence that maximises F1.")
     p.add_argument("--project", required=True, help="project folder (or its project.json)")
     p.add_argument("--weights", default=None,
-                   help="an exported .pt to measure instead of the project's own examples")
+                   help="an exported .pt to detect with instead of the project's own examples")
     p.add_argument("--model", default=None,
                    help="hub id or folder (default: the .pt's model, or "
                         "google/owlv2-base-patch16-ensemble)")
-    p.add_argument("--confidence", type=float, default=None,
-                   help="confidence of the P/R/F1 counts (default: the project's setting)")
+    p.add_argument("--confidence", type=float, default=None, help=confidence_help)
     p.add_argument("--iou-threshold", type=float, default=None,
                    help="NMS IoU (default: the project's setting)")
-    p.add_argument("--max-detections", type=int, default=None)
-    p.add_argument("--score-mode", default=None, choices=SCORE_MODES)
-    p.add_argument("--json", action="store_true", help="print one JSON object, not a table")
+    p.add_argument("--max-detections", type=int, default=None,
+                   help="(default: the project's setting)")
+    p.add_argument("--score-mode", default=None, choices=SCORE_MODES,
+                   help="(default: the project's setting)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--top-k", type=int, default=None, help="candidates kept per image")
     p.add_argument("--cache-dir", default=None, help="persistent embedding cache folder")
-    p.set_defaults(handler=run_cli)
-    return p
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """The ``evaluate`` subcommand: prints a table (or ``--json``); returns the exit status."""
+def project_params(args: argparse.Namespace, project: Project) -> DetectParams:
+    """The project's settings, overridden by the flags given."""
+    return project.settings.replace(confidence=args.confidence,
+                                    iou_threshold=args.iou_threshold,
+                                    max_detections=args.max_detections,
+                                    score_mode=args.score_mode)
+
+
+def project_predictor(args: argparse.Namespace, project: Project,
+                      params: DetectParams) -> OwlPredictor:
+    """A predictor with the prompts of ``--weights`` or else of the project's example boxes
+    (unmatched example boxes are reported on stderr)."""
     from owl_core.model_loading import DEFAULT_MODEL_ID
     from owl_core.predictor import DEFAULT_TOP_K, OwlPredictor
-    from owl_core.project import load_project
 
-    project = load_project(args.project)
-    params = project.settings.replace(confidence=args.confidence,
-                                      iou_threshold=args.iou_threshold,
-                                      max_detections=args.max_detections,
-                                      score_mode=args.score_mode)
-    reviewed = reviewed_ground_truth(project)
-    if not reviewed:
-        raise ProjectError(f"{args.project}: no image is reviewed ('done') yet, so there is "
-                           "nothing to measure; review some images first.")
     top_k, model = args.top_k, args.model
     if args.weights:
         from owl_core.serialization import load_pt
@@ -511,6 +504,33 @@ def run_cli(args: argparse.Namespace) -> int:
         for box in report.unmatched:
             print(f"warning: an example box ({box.cls}) matched nothing: {box.reason}",
                   file=sys.stderr)
+    return predictor
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``evaluate --project DIR [--weights PT] [--confidence C] [--json]`` to a CLI."""
+    p = subparsers.add_parser(
+        "evaluate", help="measure the prompt on a project's reviewed images (P/R/F1, mAP@50)",
+        description="Detect on the project's reviewed ('done') images that are not example "
+                    "images and compare with their labels: precision, recall, F1 at the "
+                    "confidence, AP@50 per class, and the confidence that maximises F1.")
+    add_predictor_arguments(p, "confidence of the P/R/F1 counts (default: the project's "
+                               "setting)")
+    p.add_argument("--json", action="store_true", help="print one JSON object, not a table")
+    p.set_defaults(handler=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """The ``evaluate`` subcommand: prints a table (or ``--json``); returns the exit status."""
+    from owl_core.project import load_project
+
+    project = load_project(args.project)
+    params = project_params(args, project)
+    if not reviewed_ground_truth(project):
+        raise ProjectError(f"{args.project}: no image is reviewed ('done') yet, so there is "
+                           "nothing to measure; review some images first.")
+    predictor = project_predictor(args, project, params)
     result = measure_project(project, predictor, params).at(params.confidence)
     if result.images_measured == 0:
         print(f"warning: all {len(result.left_out)} reviewed images are example images and "

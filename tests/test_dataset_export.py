@@ -12,9 +12,10 @@ import pytest
 import supervision as sv
 from PIL import Image
 
+from owl_core.cli import main as cli_main
 from owl_core.dataset_export import export_dataset
 from owl_core.errors import ProjectError
-from owl_core.project import Project
+from owl_core.project import Project, save_project
 from owl_core.scoring import DetectionResult
 
 CLASSES = ["red", "blue"]
@@ -243,3 +244,41 @@ def test_nothing_reviewed_is_refused(tmp_path):
     with pytest.raises(ProjectError, match="no image to export"):
         export_dataset(p, tmp_path / "out", "coco")
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_exports_reviewed_labels_without_loading_a_model(project, tmp_path, capsys):
+    save_project(project)
+    # no --model: reviewed labels need no detector (the default hub model is unreachable here)
+    code = cli_main(["export-dataset", "--project", str(project.folder), "--out",
+                     str(tmp_path / "voc"), "--format", "voc"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.strip() == str(tmp_path / "voc")
+    assert "2 images (2 reviewed, 0 with detections), 3 boxes" in captured.err
+    assert sorted(f.name for f in (tmp_path / "voc" / "annotations").iterdir()) == [
+        "a.xml", "b.xml"]
+
+
+def test_cli_include_unreviewed_detects_the_other_images(project, tmp_path, tiny_model_dir,
+                                                         capsys):
+    save_project(project)
+    code = cli_main(["export-dataset", "--project", str(project.folder), "--out",
+                     str(tmp_path / "yolo"), "--format", "yolo", "--include-unreviewed",
+                     "--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "fp32",
+                     "--top-k", "1024", "--confidence", "0.0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    # a.png, b.png reviewed; c.png (in review) and d.png take detections at confidence 0
+    assert "4 images (2 reviewed, 2 with detections)" in captured.err
+    labels = {f.stem: f.read_text().split("\n") for f in (tmp_path / "yolo" / "labels").iterdir()}
+    assert set(labels) == {"a", "b", "c", "d"}
+    assert len([line for line in labels["a"] if line]) == 3  # the reviewed labels, not detections
+
+
+def test_cli_refuses_a_non_empty_out_folder_before_loading_a_model(project, tmp_path, capsys):
+    save_project(project)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    code = cli_main(["export-dataset", "--project", str(project.folder), "--out",
+                     str(tmp_path / "busy"), "--format", "coco", "--include-unreviewed"])
+    assert code == 2 and "not an empty folder" in capsys.readouterr().err
