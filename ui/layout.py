@@ -25,6 +25,7 @@ from typing import Any
 import gradio as gr
 from gradio_image_annotation import image_annotator
 
+from owl_core import limits
 from owl_core.scoring import SCORE_MODES
 from ui import labels as L
 from ui.formats import ASSETS_DIR, DETECTION_FORMATS, bundled_images, bundled_projects
@@ -398,8 +399,8 @@ SET_URL_JS = """(id) => {
   return [];
 }"""
 #: Asks before deleting; a cancelled click sends no project id (the handler does nothing).
-CONFIRM_DELETE_JS = """(id) => (id && window.confirm('Delete this project and its images for good?'))
-  ? id : null"""
+CONFIRM_DELETE_JS = """(id) =>
+  (id && window.confirm('Delete this project and its images for good?')) ? id : null"""
 
 API_EXAMPLE_JSON = """[
   {"image": 0,
@@ -416,8 +417,11 @@ uploaded example image, or base64 data) + example images + query images → dete
 
 
 def launch_kwargs(**overrides: Any) -> dict:
-    """Arguments for `demo.launch` (theme/CSS moved from Blocks to launch in Gradio 6)."""
+    """Arguments for `demo.launch` (theme/CSS moved from Blocks to launch in Gradio 6). Uploads
+    over `owl_core.limits` ``max_upload_bytes`` (``OWL_MAX_UPLOAD_BYTES``) are refused by
+    Gradio before they are stored."""
     kwargs: dict[str, Any] = {"css": CSS, "footer_links": ["api"], "show_error": True,
-                              "allowed_paths": [str(ASSETS_DIR / "images")]}
+                              "allowed_paths": [str(ASSETS_DIR / "images")],
+                              "max_file_size": limits.current().max_upload_bytes}
     kwargs.update(overrides)
     return kwargs

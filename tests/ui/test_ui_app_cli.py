@@ -21,7 +21,7 @@ def test_defaults_listen_locally_without_share():
     assert args.model == "google/owlv2-base-patch16-ensemble" and args.random_weights is None
     args = app.parse_args(["--share", "--random-weights", "tiny", "--host-cache-mb", "64",
                            "--device", "cpu", "--port", "9000"])
-    assert args.share and args.random_weights == "tiny" and args.host_cache_mb == 64
+    assert args.share and args.random_weights == "tiny" and args.cache_mb == 64
     assert args.embed_batch_size is None  # chosen by device: see default_embed_batch_size
     assert app.parse_args(["--embed-batch-size", "2"]).embed_batch_size == 2
 
