@@ -250,7 +250,8 @@ def exemplar_gap(ref_dict: dict, predictor: OwlPredictor) -> float:
         for sign, rows in parts.items():
             if rows is None:
                 continue
-            mask = (ex.class_ids == ex.class_names.index(cls)) & (ex.negative == (sign == "negative"))
+            negative = sign == "negative"
+            mask = (ex.class_ids == ex.class_names.index(cls)) & (ex.negative == negative)
             ours = ex.embeds[mask].float()
             if len(ours) == 0:
                 return float("inf")
@@ -266,7 +267,7 @@ def run(args: argparse.Namespace) -> dict:
     model_dir, _ = ensure_model(args.preset, model_dir)
     module = load_reference(Path(args.reference), args.max_detections)
     picker = OwlPredictor(str(model_dir), device="cpu", dtype="fp32", top_k=300,
-                          preprocessing="roboflow")
+                          match_threshold=args.iou_threshold, preprocessing="roboflow")
     ref = reference_detector(module, model_dir, picker)
     training, images, names = scenario(picker, args.seed)
     ref_dict = ref.make_class_embeddings_dict(training, args.iou_threshold)
@@ -287,8 +288,8 @@ def run(args: argparse.Namespace) -> dict:
         references["padding dropped"] = reference_runs()
     report: dict = {"model": str(model_dir), "preset": args.preset, "runs": []}
     for mode in args.preprocessing:
-        predictor = OwlPredictor(picker.owl, top_k=300, match_threshold=args.iou_threshold,
-                                 preprocessing=mode)
+        predictor = picker if mode == "roboflow" else OwlPredictor(  # reuse its embeddings
+            picker.owl, top_k=300, match_threshold=args.iou_threshold, preprocessing=mode)
         match = predictor.set_examples(training)
         gap = exemplar_gap(ref_dict, predictor)
         for confidence in args.confidence:
