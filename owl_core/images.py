@@ -219,7 +219,8 @@ def decode_base64(text: str) -> bytes:
         data = base64.b64decode(payload, altchars=altchars, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageError(f"base64 image: not valid base64 ({exc}). Pass the file's bytes "
-                         "encoded with base64, optionally as a data:image/...;base64, URL.") from exc
+                         "encoded with base64, optionally as a data:image/...;base64, URL."
+                         ) from exc
     if not data:
         raise ImageError("base64 image: the payload is empty.")
     return data

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from owl_core.cache import CacheStats, Cacheable, EmbeddingCache, check_key
+from owl_core.cache import Cacheable, CacheStats, EmbeddingCache, check_key
 
 KIB = 1024
 
@@ -33,14 +33,14 @@ class Blob:
     def nbytes(self) -> int:
         return self.data.numel() * self.data.element_size()
 
-    def to(self, device: torch.device | str) -> "Blob":
+    def to(self, device: torch.device | str) -> Blob:
         return Blob(self.data.to(device), self.label)
 
     def to_state(self) -> dict[str, Any]:
         return {"data": self.data.cpu(), "label": self.label}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Blob":
+    def from_state(cls, state: dict[str, Any]) -> Blob:
         data, label = state["data"], state["label"]
         if not isinstance(data, torch.Tensor) or not isinstance(label, str):
             raise ValueError("bad Blob state")
@@ -123,7 +123,7 @@ def test_non_cacheable_value_is_refused() -> None:
 
 def test_state_that_weights_only_cannot_read_is_refused_at_put(tmp_path: Path) -> None:
     class Odd(Blob):
-        def to(self, device: torch.device | str) -> "Odd":
+        def to(self, device: torch.device | str) -> Odd:
             return self
 
         def to_state(self) -> dict[str, Any]:
@@ -409,7 +409,7 @@ def test_bad_file_replaced_meanwhile_by_another_process_is_kept(tmp_path: Path) 
 
     class Racy(Blob):
         @classmethod
-        def from_state(cls, state: dict[str, Any]) -> "Racy":
+        def from_state(cls, state: dict[str, Any]) -> Racy:
             raise AssertionError("a torn file never reaches from_state")
 
     real_load = torch.load
@@ -594,7 +594,7 @@ def test_threads_hammering_get_put(tmp_path: Path) -> None:
 class SlowBlob(Blob):
     """A Blob whose device copy takes a while (like a real GPU copy) and releases the GIL."""
 
-    def to(self, device: torch.device | str) -> "SlowBlob":
+    def to(self, device: torch.device | str) -> SlowBlob:
         time.sleep(0.0005)
         return SlowBlob(self.data.to(device), self.label)
 

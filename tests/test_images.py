@@ -64,7 +64,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------- one picture, many forms
+# ------------------------------------------------------------------ one picture, many forms
 COLOUR_FORMS = {
     # a PNG file given as a str path
     "path str": lambda arr, tmp: str(write(tmp, "a.png", png_bytes(arr))),
@@ -101,9 +101,11 @@ COLOUR_FORMS = {
     # base64 wrapped at 76 columns (MIME style)
     "base64 wrapped": lambda arr, tmp: base64.encodebytes(png_bytes(arr)).decode(),
     # URL-safe base64 without padding
-    "base64 urlsafe": lambda arr, tmp: base64.urlsafe_b64encode(png_bytes(arr)).decode().rstrip("="),
+    "base64 urlsafe": lambda arr, tmp: (
+        base64.urlsafe_b64encode(png_bytes(arr)).decode().rstrip("=")),
     # a data URL, as browsers produce
-    "data URL": lambda arr, tmp: "data:image/png;base64," + base64.b64encode(png_bytes(arr)).decode(),
+    "data URL": lambda arr, tmp: (
+        "data:image/png;base64," + base64.b64encode(png_bytes(arr)).decode()),
     # a data URL with an extra parameter and upper-case scheme
     "data URL params": lambda arr, tmp: ("DATA:image/png;name=a.png;base64,"
                                          + base64.b64encode(png_bytes(arr)).decode()),
@@ -316,7 +318,8 @@ def test_folder_instead_of_file(tmp_path):
     b"\x89PNG\r\n\x1a\n",
 ])
 def test_garbage_bytes(data, tmp_path):
-    with pytest.raises(ImageError, match=r"image bytes: could not read the image .*Use a PNG, JPEG"):
+    with pytest.raises(ImageError,
+                       match=r"image bytes: could not read the image .*Use a PNG, JPEG"):
         resolve_image(data).decode()
     path = write(tmp_path, "bad.png", data)
     with pytest.raises(ImageError, match=r"bad\.png: could not read the image .*Use a PNG, JPEG"):

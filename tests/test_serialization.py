@@ -51,7 +51,7 @@ def make_exemplars(seed: int = 0) -> Exemplars:
     sources = tuple(
         ExemplarSource(HASH_A if i < 3 else HASH_B, (1.0 + i, 2.0, 30.0 + i, 40.0),
                        names[int(c)], bool(n), 0.5 + i / 10)
-        for i, (c, n) in enumerate(zip(class_ids.tolist(), negative.tolist())))
+        for i, (c, n) in enumerate(zip(class_ids.tolist(), negative.tolist(), strict=True)))
     return Exemplars(names, embeds, class_ids, negative, sources)
 
 
@@ -115,7 +115,7 @@ def test_payload_has_the_reference_layout():
         assert isinstance(value, tuple) and len(value) == 5
         assert [tuple(t.shape) for t in value] == [(K,), (K, 4), (K, D), (K,), (K,)]
         for got, want in zip(value, (emb.objectness, emb.boxes, emb.class_embeds,
-                                     emb.logit_shift, emb.logit_scale)):
+                                     emb.logit_shift, emb.logit_scale), strict=True):
             assert torch.equal(got, want)
 
 
@@ -158,7 +158,7 @@ def test_round_trip(small, tmp_path):
     assert rows_of(ex, "nut", True) and not rows_of(ex, "nut", False)
     # provenance travels with each row (rows are reordered class by class on export)
     assert len(ex.sources) == len(ex)
-    for k, (row, source) in enumerate(zip(ex.embeds, ex.sources)):
+    for k, (row, source) in enumerate(zip(ex.embeds, ex.sources, strict=True)):
         i = next(j for j in range(len(original)) if torch.equal(original.embeds[j], row))
         assert source == original.sources[i]
         assert ex.class_names[int(ex.class_ids[k])] == source.cls
@@ -172,7 +172,7 @@ def test_round_trip(small, tmp_path):
         for key, seed, size in ((HASH_A, 1, (640, 480)), (HASH_B, 2, (300, 500))):
             got, want = loaded.image_embeds[key], make_embeddings(seed, size)
             assert got.image_size == size
-            for a, b in zip(got.reference_tuple(), want.reference_tuple()):
+            for a, b in zip(got.reference_tuple(), want.reference_tuple(), strict=True):
                 assert torch.equal(a, b)
             assert got.patch_boxes is None  # only the top K is exported
 
@@ -314,7 +314,8 @@ NAN_ROW = torch.full((1, D), float("nan"))
     (mutate(lambda d: d["train_data_dict"]["cup"].update(negative=torch.zeros(1, 1, D))),
      r"\['negative'\] must be a float \(N, D\) tensor or None, got .* shape \(1, 1, 8\)"),
     # integer tensor
-    (mutate(lambda d: d["train_data_dict"]["cup"].update(positive=torch.zeros(1, D, dtype=torch.long))),
+    (mutate(lambda d: d["train_data_dict"]["cup"].update(
+        positive=torch.zeros(1, D, dtype=torch.long))),
      r"must be a float \(N, D\) tensor or None, got a torch\.int64 tensor"),
     # a list instead of a tensor
     (mutate(lambda d: d["train_data_dict"]["cup"].update(positive=[[0.0] * D])),
@@ -686,7 +687,8 @@ def test_only_that_exact_roboflow_class_is_allowed(tmp_path, monkeypatch):
     data = payload(small=True)
     data["image_embeds"] = cls()
     torch.save(data, tmp_path / "other.pt")
-    with pytest.raises(PtFormatError, match=rf"refused to load: .*{ROBOFLOW_MODULE}\.SomethingElse"):
+    with pytest.raises(PtFormatError,
+                       match=rf"refused to load: .*{ROBOFLOW_MODULE}\.SomethingElse"):
         load_pt(tmp_path / "other.pt")
 
 

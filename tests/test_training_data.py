@@ -143,14 +143,16 @@ def test_bad_boxes(changes, message):
 def test_null_negative_is_refused():
     data = data_with_box()
     data[0]["boxes"][0]["negative"] = None  # JSON null
-    with pytest.raises(TrainingDataError, match=WHERE + r"'negative' must be true or false, got None"):
+    with pytest.raises(TrainingDataError,
+                       match=WHERE + r"'negative' must be true or false, got None"):
         parse_training_data(data)
 
 
 @pytest.mark.parametrize("data, message", [
     # top level is a dict without "training_data"
-    ({"images": []}, (r"^training data must be a list of \{\"image\": \.\.\., \"boxes\": \[\.\.\.\]\} "
-                     r"entries, got dict\.$")),
+    ({"images": []}, (r"^training data must be a list of "
+                      r"\{\"image\": \.\.\., \"boxes\": \[\.\.\.\]\} "
+                      r"entries, got dict\.$")),
     # a single entry not wrapped in a list
     ({"image": "a.png", "boxes": []}, r"got dict \(a single entry\? wrap it in a list\)"),
     # a string (e.g. a path to the JSON instead of its content)
