@@ -654,6 +654,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--match-threshold", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--preprocessing", default=None, choices=["hf", "roboflow"],
+                   help="image preprocessing (default: hf, or the mode of the --weights .pt)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
                    help="vision tower autocast (default: bf16 on CPUs with native bf16, fp16 "
                         "on CUDA, else fp32)")
@@ -719,7 +721,7 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
     else:
         if not args.model:
             log(f"no --model given: using {DEFAULT_MODEL_ID}")
-        from owl_core.cli import read_training_file
+        from owl_core.project import read_training_file
         from owl_core.training_data import parse_training_data
 
         data, classes = read_training_file(args.training_data)
@@ -729,7 +731,8 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
     device = resolve_device(args.device)
     dtype = args.dtype or default_dtype(device)
     predictor = OwlPredictor(model, device=device, dtype=dtype, top_k=top_k,
-                             match_threshold=params.match_threshold)
+                             match_threshold=params.match_threshold,
+                             preprocessing=args.preprocessing)
     if args.weights:
         predictor.load_pt(args.weights)
     else:
@@ -769,12 +772,16 @@ def run_args(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     job = build_job(args, log)
+    phase = None
     if args.ray is not None:
         from owl_core.ray_label import ray_embed_phase
 
-        summary = job.run(ray_embed_phase(args.ray, actors=args.ray_actors))
-    else:
-        summary = job.run()
+        phase = ray_embed_phase(args.ray, actors=args.ray_actors)
+    try:
+        summary = job.run(phase)
+    except KeyboardInterrupt:
+        log("interrupted: what was embedded is kept; run the same command again to finish")
+        raise
     print_summary(summary, log)
     return 0
 
@@ -799,7 +806,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to finish the job", file=sys.stderr)
         return 130
 
 

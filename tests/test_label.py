@@ -331,3 +331,22 @@ def test_training_data_and_project_sources_label_too(capsys, work, tmp_path):
     _, err = capsys.readouterr()
     assert code == 0, err
     assert len(jsonl(tmp_path / "out")) == 6
+
+
+def test_owl_core_cli_runs_label_with_a_project_and_stores_in_it(capsys, work, tmp_path):
+    from owl_core.cli import main as cli_main
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    Image.fromarray(picture(100)).save(project / "train.png")
+    (project / "project.json").write_text(json.dumps({"classes": ["thing"], "training_data": [
+        {"image": "train.png", "boxes": [
+            {"x": 40, "y": 40, "w": 24, "h": 24, "cls": "thing", "negative": False}]}]}))
+    code = cli_main(["label", str(work["flat"]), "--project", str(project), "--model",
+                     str(work["model"]), "--out", str(tmp_path / "out"), "--format", "jsonl",
+                     *FLAGS])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(jsonl(tmp_path / "out")) == 6
+    assert list((project / "embeddings" / "label-store").glob("*/shard-*.safetensors"))
+    assert not (tmp_path / "out" / "embeddings").exists()
