@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install the runtime requirements and start the studio.
+# Start the studio: installs requirements.txt into the active virtual environment, else into
+# .venv/ (created on first use), then runs app.py.
 #   bash scripts/launch.sh [app.py arguments]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/_venv.sh
 
-python -m pip install -r requirements.txt
-exec python app.py "$@"
+owl_python
+owl_install requirements.txt
+exec "$PY" app.py "$@"

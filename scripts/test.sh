@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite on a fresh Debian machine.
+# Set up and run the whole test suite on a fresh Debian machine: Debian's chromium for the
+# browser tests, requirements-dev.txt into the active virtual environment or .venv/ (created on
+# first use), `ruff check .`, then pytest.
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k cache   # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/_venv.sh
 
 # Real browser for the UI tests: Debian's chromium (Playwright drives it via executable_path).
 if [[ ! -x /usr/bin/chromium ]]; then
@@ -12,5 +15,7 @@ if [[ ! -x /usr/bin/chromium ]]; then
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 
-python -m pip install -r requirements-dev.txt
-python -m pytest -q "$@"
+owl_python
+owl_install requirements-dev.txt
+"$PY" -m ruff check .
+"$PY" -m pytest -q "$@"
