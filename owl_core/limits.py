@@ -47,6 +47,7 @@ class Limits:
     max_pt_unpacked_bytes: int = 8 * 1024**3
     max_pt_tensor_elements: int = 500_000_000
     max_pt_members: int = 10_000
+    max_pt_pickle_bytes: int = 64 * 1024**2
     max_pt_compression_ratio: int = 200
     max_embedding_dim: int = 4_096
     max_project_images: int = 100_000

@@ -318,7 +318,15 @@ def _check_archive(path: Path, name: str, lim: limits.Limits) -> None:
     lim.check("max_pt_members", len(infos), f"{name}: members in the archive", PtLimitError)
     total = sum(info.file_size for info in infos)
     lim.check("max_pt_unpacked_bytes", total, f"{name}: unpacked bytes", PtLimitError)
+    on_disk = path.stat().st_size
     for info in infos:
+        if info.filename.endswith(".pkl"):  # structure, not tensor data: objects, not bytes
+            lim.check("max_pt_pickle_bytes", info.file_size, f"{name}: bytes of {info.filename}",
+                      PtLimitError)
+        if info.compress_size > on_disk or (info.compress_type == zipfile.ZIP_STORED
+                                            and info.compress_size != info.file_size):
+            raise PtFormatError(f"{name}: not a readable .pt file (the archive's sizes of "
+                                f"{info.filename} are inconsistent). Export it again.")
         if info.compress_type == zipfile.ZIP_STORED:
             continue
         ratio = info.file_size // max(info.compress_size, 1)

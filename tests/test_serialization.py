@@ -479,6 +479,9 @@ def rezip(source: Path, target: Path, extra: dict[str, bytes] | None = None,
      "max_pt_unpacked_bytes"),
     # too many members
     ({"OWL_MAX_PT_MEMBERS": "3", "OWL_MAX_PT_COMPRESSION_RATIO": "100000"}, "max_pt_members"),
+    # a pickle (structure, unpickled into objects) larger than any prompt set needs
+    ({"OWL_MAX_PT_PICKLE_BYTES": "1000", "OWL_MAX_PT_COMPRESSION_RATIO": "100000"},
+     "max_pt_pickle_bytes"),
 ])
 def test_zip_bombs_are_refused_from_the_archive_directory(env, limit, tmp_path, monkeypatch):
     plain = save_pt(payload(small=True), tmp_path / "plain.pt")
