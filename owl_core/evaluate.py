@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -393,12 +393,14 @@ class Measurement:
         return self.meter.at(confidence)
 
 
-def reviewed_ground_truth(project: Project) -> list[tuple[Any, sv.Detections, bool]]:
+def reviewed_ground_truth(project: Project, example_hashes: Iterable[str] = (),
+                          ) -> list[tuple[Any, sv.Detections, bool]]:
     """(record, labels as `sv.Detections`, is an example image) of every image reviewed "done".
 
     An image is an example when it, or another record of the same picture, carries prompt
-    boxes."""
-    prompted = {r.content_hash for r in project.images if r.prompts}
+    boxes, or when its content hash is in `example_hashes` (the pictures a predictor's
+    exemplars came from, e.g. those of an imported `.pt`)."""
+    prompted = {r.content_hash for r in project.images if r.prompts} | set(example_hashes)
     out = []
     for record in project.images:
         if record.status != "done":
@@ -418,14 +420,16 @@ def measure_project(project: Project, predictor: OwlPredictor,
                     params: DetectParams | None = None) -> Measurement:
     """Detect, with the predictor's current prompts, on the project's reviewed ("done") images
     that are not example images, once, at confidence 0 (embeddings come from the predictor's
-    cache when it has them).
+    cache when it has them). Example images: those with prompt boxes in the project, and any
+    picture one of the predictor's exemplars was taken from (an imported `.pt`'s too).
 
     Args:
         params: IoU threshold, max_detections and score mode to detect with (default: the
             project's settings); its confidence is not used here.
     """
     params = (params or project.settings).replace(confidence=0.0)
-    items = reviewed_ground_truth(project)
+    sources = predictor.exemplars.sources
+    items = reviewed_ground_truth(project, (s.image_hash for s in sources if s.image_hash))
     measured = [r for r, _, example in items if not example]
     results = iter(predictor.detect_many([project.image_path(r) for r in measured], params)
                    if measured else [])

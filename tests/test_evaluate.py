@@ -336,3 +336,17 @@ def test_cli_evaluate_refuses_a_project_without_reviewed_images(tmp_path, capsys
     save_project(project)
     assert cli_main(["evaluate", "--project", str(tmp_path / "p")]) == 2
     assert "no image is reviewed" in capsys.readouterr().err
+
+
+def test_pictures_the_predictors_exemplars_came_from_are_left_out(project_dir, predictor):
+    """Examples drawn outside the project (or imported from a .pt) on a picture the project
+    has reviewed: that picture is an example too."""
+    project = load_project(project_dir)
+    query = next(r for r in project.images if r.name == "query.png")
+    predictor.set_examples([*project.training_data(), {
+        "image": str(project.image_path(query)),
+        "boxes": [{"x": 84, "y": 22, "w": 28, "h": 28, "cls": "red", "negative": False}]}],
+        project.classes)
+    ev = evaluate_project(project, predictor)
+    assert ev.left_out == ("example.png", "example-again.png", "query.png")
+    assert ev.images_measured == 1
