@@ -63,11 +63,11 @@ class ImageEmbeddings:
         return {name: getattr(self, name) for name in self._TENSORS
                 if getattr(self, name) is not None}
 
-    def to(self, device: torch.device | str) -> "ImageEmbeddings":
+    def to(self, device: torch.device | str) -> ImageEmbeddings:
         moved = {name: t.to(device) for name, t in self._tensors().items()}
         return replace(self, **moved)
 
-    def without_patches(self) -> "ImageEmbeddings":
+    def without_patches(self) -> ImageEmbeddings:
         """The query-only form: drops the (P, D) patch embeddings."""
         return replace(self, patch_class_embeds=None)
 
@@ -77,7 +77,7 @@ class ImageEmbeddings:
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "ImageEmbeddings":
+    def from_state(cls, state: dict[str, Any]) -> ImageEmbeddings:
         fields = {name: state.get(name) for name in cls._TENSORS}
         for name, value in fields.items():
             if value is not None and not isinstance(value, torch.Tensor):
@@ -102,7 +102,7 @@ class ImageEmbeddings:
 
 
 def compute_embeddings(
-    owl: "OwlModel",
+    owl: OwlModel,
     pixel_values: torch.Tensor,
     image_sizes: list[tuple[int, int]],
     top_k: int,

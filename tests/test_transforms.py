@@ -122,7 +122,7 @@ def test_preprocess_is_exact_when_no_resize_is_needed(side, height, width):
 ])
 def test_padded_area_is_the_normalised_pad_value(pad_value, side, height, width):
     out = transform(side, pad_value).preprocess(smooth_image(height, width, side, seed=2))
-    pad = [(pad_value - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD)]
+    pad = [(pad_value - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD, strict=True)]
     # content covers height * side / longest rows; beyond them, content fades into the pad over
     # half an input pixel when upsampling (as in the processor) or one output pixel when
     # downsampling; everything further is pure pad
@@ -140,15 +140,16 @@ def test_padded_area_is_the_normalised_pad_value(pad_value, side, height, width)
 def test_content_sits_top_left_at_the_square_scale():
     # a white 100x50 (h x w) image in a 64 square: 64 rows x 32 columns of white, then pad
     out = transform(64).preprocess(np.full((100, 50, 3), 255, np.uint8))
-    white = torch.tensor([(1.0 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD)]).view(3, 1, 1)
-    pad = torch.tensor([(0.0 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD)]).view(3, 1, 1)
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    white, pad = (1.0 - mean) / std, (0.0 - mean) / std
     assert torch.allclose(out[:, :, :31], white.expand(3, 64, 31), atol=1e-5)
     assert torch.allclose(out[:, :, 33:], pad.expand(3, 64, 31), atol=1e-5)
 
 
 @pytest.mark.parametrize("image, message", [
     # float pixels
-    (np.zeros((8, 8, 3), np.float32), r"expected \(H, W, 3\) uint8 RGB pixels, got shape \(8, 8, 3\) torch\.float32"),
+    (np.zeros((8, 8, 3), np.float32),
+     r"expected \(H, W, 3\) uint8 RGB pixels, got shape \(8, 8, 3\) torch\.float32"),
     # greyscale
     (np.zeros((8, 8), np.uint8), r"got shape \(8, 8\) torch\.uint8; decode images with"),
     # RGBA
