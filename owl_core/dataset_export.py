@@ -101,7 +101,7 @@ def write_upright(src: Path, dest: Path, size: tuple[int, int], label: str) -> b
                     raise ProjectError(f"{label}: the file is {upright.size[0]}x"
                                        f"{upright.size[1]} upright but the project knows it as "
                                        f"{size[0]}x{size[1]}; add the image again.")
-                options = {"quality": 95} if fmt == "JPEG" else {}
+                options = {"quality": 95} if fmt in ("JPEG", "MPO", "WEBP") else {}
                 icc = img.info.get("icc_profile")
                 if icc:
                     options["icc_profile"] = icc
