@@ -145,21 +145,30 @@ def test_unreviewed_images_take_the_given_detections(project, tmp_path):
     assert got == [((8.0, 8.0, 30.0, 30.0), "red"), ((50.0, 50.0, 64.0, 64.0), "blue")]
 
 
-def write_rotated_jpeg(path: Path, upright: np.ndarray, orientation: int = 6) -> None:
-    """Store `upright` turned so that a viewer applying EXIF `orientation` shows it upright
-    (6: the viewer turns the stored pixels 90 degrees clockwise)."""
-    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+# EXIF orientation -> how to store an upright picture so a viewer applying the tag shows it
+# upright (the inverse of what the viewer does)
+STORE_FOR = {
+    3: Image.Transpose.ROTATE_180,   # viewer turns 180 degrees
+    5: Image.Transpose.TRANSPOSE,    # viewer mirrors along the main diagonal
+    6: Image.Transpose.ROTATE_90,    # viewer turns 90 degrees clockwise
+    8: Image.Transpose.ROTATE_270,   # viewer turns 90 degrees counter-clockwise
+}
+
+
+def write_rotated_jpeg(path: Path, upright: np.ndarray, orientation: int) -> None:
+    stored = Image.fromarray(upright).transpose(STORE_FOR[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored.save(path, "JPEG", quality=95, exif=exif)
 
 
-def test_exif_rotated_jpeg_is_exported_upright_with_matching_labels(tmp_path):
+@pytest.mark.parametrize("orientation", sorted(STORE_FOR))
+def test_exif_rotated_jpeg_is_exported_upright_with_matching_labels(tmp_path, orientation):
     # upright: 80 wide, 120 tall, a red block at x 50..70, y 10..40
     upright = picture(80, 120, [(50, 10, 70, 40, "red")])
-    write_rotated_jpeg(tmp_path / "phone.jpg", upright)
+    write_rotated_jpeg(tmp_path / "phone.jpg", upright, orientation)
     with Image.open(tmp_path / "phone.jpg") as raw:
-        assert raw.size == (120, 80)  # stored sideways
+        assert raw.size == ((80, 120) if orientation == 3 else (120, 80))  # as stored
     p = Project(name="exif", classes=CLASSES, folder=tmp_path / "project")
     rec = p.add_image(tmp_path / "phone.jpg", role="query")
     assert rec.size == (80, 120)
