@@ -232,6 +232,23 @@ class Session:
             self.predictor.clear_imported()
         self.pictures.clear()
         self._reset_view_state()
+        self._find_cached_embeddings()
+
+    def _find_cached_embeddings(self, at_most: int = 200) -> None:
+        """Mark the images whose embeddings the cache already holds as embedded (a lookup by
+        content hash, never a vision-tower pass), so a reopened project (page reload, server
+        restart with the disk tier, a session dropped from memory) previews at once; the
+        embedding step does the rest."""
+        if not hasattr(self.predictor, "embed_many"):
+            return
+        items = [(i, True) for i in self.project.examples] + \
+            [(i, False) for i in self.project.queries]
+        for item, keep_patches in items[:at_most]:
+            try:
+                info = self.predictor.embed_many([item.file_hash], keep_patches=keep_patches)
+            except OwlError:  # not cached (or without the all-patch part an example needs)
+                continue
+            item.content_hash = info[0].content_hash
 
     def add_image(self, source: str | Path, name: str, as_example: bool) -> ImageItem:
         """Copy an image into the project folder and show it as an example or query image.

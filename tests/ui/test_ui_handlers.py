@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
+from PIL import Image
 from spies import SpyPredictor
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "images"
@@ -163,3 +164,101 @@ def test_embed_batch_size_follows_the_device(tiny_model, tmp_path):
     assert Studio(tiny_model, StudioConfig(work_dir=str(tmp_path))).config.embed_batch_size == 1
     chosen = StudioConfig(work_dir=str(tmp_path), embed_batch_size=3)
     assert Studio(tiny_model, chosen).config.embed_batch_size == 3
+
+
+def _bomb_png(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG file whose header claims `width` x `height` pixels (a decompression bomb's
+    header, without the bomb)."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("width, height", [
+    (13000, 13000),   # over the 80 MP limit, under PIL's own bomb guard
+    (30000, 30000),   # PIL's DecompressionBombError territory
+])
+def test_a_huge_image_is_refused_from_its_header_with_a_clear_message(studio, tmp_path, width,
+                                                                      height):
+    request = SimpleNamespace(session_hash=f"bomb{width}")
+    bomb = _bomb_png(tmp_path / "huge.png", width, height)
+    with pytest.raises(gr.Error) as info:
+        studio.images.on_upload_examples([str(bomb)], request)
+    message = str(info.value)
+    assert "huge.png" in message and "too large" in message
+    assert str(tmp_path) not in message  # no server paths
+    s = studio.session(request)
+    assert s.project.examples == [] and not list((s.core.folder / "images").glob("*"))
+
+
+def test_a_tab_dropped_from_memory_comes_back_from_disk(tiny_model, tmp_path):
+    from ui import Studio, StudioConfig, build_demo
+
+    config = StudioConfig(work_dir=str(tmp_path / "work"), projects_dir=str(tmp_path / "p"),
+                          max_sessions=2, cache_bytes=256 * 2**20)
+    studio = Studio(tiny_model, config)
+    build_demo(tiny_model, config, studio=studio)
+    try:
+        tab = SimpleNamespace(session_hash="first", query_params={})
+        studio.on_load(None, tab)
+        studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), tab)
+        studio.images.on_upload_queries(_copies(tmp_path, "chelsea.png", prefix="q"), tab)
+        studio.embedding.on_embed(tab, progress=lambda *a, **k: None)
+        s = studio.session(tab)
+        studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), 0.5, 0.4, 123,
+                                     "calibrated", False, tab)
+        for other in ("second", "third"):  # two more tabs: "first" is dropped (LRU, bound 2)
+            studio.on_load(None, SimpleNamespace(session_hash=other, query_params={}))
+        assert "first" not in studio.store.ids()
+        # its next event finds the project on disk: boxes, classes, settings, embeddings
+        out = studio.preview.on_settings(0.5, 0.4, 123, "calibrated", False, tab)
+        again = studio.session(tab)
+        assert again is not s and studio.store.restored == 1
+        assert again.project_id == s.project_id
+        assert [b["label"] for b in again.project.examples[0].boxes] == ["object"]
+        assert (again.settings.confidence, again.settings.max_detections,
+                again.settings.score_mode) == (0.5, 123, "calibrated")
+        assert _value(out, studio.c.diag_table)[0][6] == "matched"
+        (_, caption), = _value(out, studio.c.preview)
+        assert caption.startswith("q0-chelsea.png · object:")  # embedded: from the cache
+    finally:
+        studio.close()
+
+
+def test_api_calls_take_no_session_slot(tiny_model, tmp_path):
+    import json
+
+    from ui import Studio, StudioConfig, build_demo
+
+    config = StudioConfig(work_dir=str(tmp_path / "work"), max_sessions=1,
+                          cache_bytes=256 * 2**20)
+    studio = Studio(tiny_model, config)
+    build_demo(tiny_model, config, studio=studio)
+    try:
+        tab = SimpleNamespace(session_hash="person", query_params={})
+        studio.on_load(None, tab)
+        person = studio.session(tab)
+        training = json.dumps([{"image": 0, "boxes": [
+            {"x": 155.5, "y": 51.0, "w": 49, "h": 46, "cls": "coin", "negative": False}]}])
+        coins = _copies(tmp_path, "coins.png")
+        for n in range(8):
+            api = SimpleNamespace(session_hash=f"client{n}")
+            out = studio.api.api_infer(training, coins, coins, 0.5, 0.3, 300, "reference", api)
+            assert out["classes"] == ["coin"]
+            studio.api.api_export(training, coins, "coins", True, api)
+        assert studio.store.ids() == ["person"] and studio.session(tab) is person
+        assert studio.store.restored == 0
+        # each export's folder goes once Gradio has had time to copy the file
+        assert len(studio.exports) == 8
+        assert studio.exports.sweep(now=time.time() + studio.exports.ttl + 1) == 8
+        assert len(studio.exports) == 0
+    finally:
+        studio.close()
