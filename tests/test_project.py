@@ -241,6 +241,25 @@ def test_paths_escaping_the_folder_are_refused(filled, file):
         load_project(filled.folder)
 
 
+@pytest.mark.parametrize("edit, pattern", [
+    # a prompt of a class the project doesn't list
+    (lambda d: d["images"][0]["prompts"][0].update(cls="dog"), "class 'dog' is not one of"),
+    # a box outside the image
+    (lambda d: d["images"][0]["prompts"][0].update(xyxy=[0, 0, 640, 10]), "outside"),
+    # two images with one id
+    (lambda d: d["images"][1].update(id=d["images"][0]["id"]), "used twice"),
+    # a size that is not pixels
+    (lambda d: d["images"][0].update(width=-3), "size must be"),
+])
+def test_inconsistent_file_is_refused(filled, edit, pattern):
+    path = filled.folder / PROJECT_FILE
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProjectError, match=pattern):
+        load_project(filled.folder)
+
+
 def test_newer_format_version_is_refused(filled):
     path = filled.folder / PROJECT_FILE
     path.write_text(json.dumps({**json.loads(path.read_text()), "version": 99}))
