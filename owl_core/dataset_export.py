@@ -89,32 +89,31 @@ def write_upright(src: Path, dest: Path, size: tuple[int, int], label: str) -> b
     Args:
         size: the (width, height) the project's labels refer to; a file of another size
             (edited since it was added) is refused rather than exported with wrong boxes.
+
+    Raises:
+        ImageError: `src` can't be read. ProjectError: its size doesn't match. OSError:
+        `dest` can't be written.
     """
+    upright, options = None, {}
     try:
         with Image.open(src) as img:
-            orientation = _orientation(img)
-            turned = orientation not in (1, 0)
-            if turned:
-                fmt = img.format
-                upright = ImageOps.exif_transpose(img)  # drops the orientation tag
-                if upright.size != tuple(size):
-                    raise ProjectError(f"{label}: the file is {upright.size[0]}x"
-                                       f"{upright.size[1]} upright but the project knows it as "
-                                       f"{size[0]}x{size[1]}; add the image again.")
+            fmt, shown = img.format, img.size
+            if _orientation(img) not in (0, 1):
+                upright = ImageOps.exif_transpose(img)  # decodes; drops the orientation tag
+                shown = upright.size
                 options = {"quality": 95} if fmt in ("JPEG", "MPO", "WEBP") else {}
-                icc = img.info.get("icc_profile")
-                if icc:
-                    options["icc_profile"] = icc
-                upright.save(dest, format="JPEG" if fmt == "MPO" else fmt, **options)
-                return True
-            if img.size != tuple(size):
-                raise ProjectError(f"{label}: the file is {img.size[0]}x{img.size[1]} but the "
-                                   f"project knows it as {size[0]}x{size[1]}; add the image "
-                                   "again.")
+                if img.info.get("icc_profile"):
+                    options["icc_profile"] = img.info["icc_profile"]
     except OSError as exc:
         raise ImageError(f"{label}: cannot read the image ({exc}).") from exc
-    shutil.copyfile(src, dest)
-    return False
+    if shown != tuple(size):
+        raise ProjectError(f"{label}: the file shows {shown[0]}x{shown[1]} pixels but the "
+                           f"project knows it as {size[0]}x{size[1]}; add the image again.")
+    if upright is None:
+        shutil.copyfile(src, dest)
+        return False
+    upright.save(dest, format="JPEG" if fmt == "MPO" else fmt, **options)
+    return True
 
 
 def _file_name(record: ImageRecord, taken: set[str]) -> str:
@@ -149,10 +148,15 @@ def _inside_image(boxes: sv.Detections, size: tuple[int, int]) -> sv.Detections:
 
 
 def _prepare_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ProjectError(f"{out}: already exists and is not an empty folder; choose a new "
-                           "folder for the dataset.")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Refuse an `out` that holds anything; create its parent."""
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ProjectError(f"{out}: already exists and is not an empty folder; choose a "
+                               "new folder for the dataset.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProjectError(f"{out}: cannot write the dataset there ({exc.strerror or exc}); "
+                           "choose a folder you can write to.") from exc
 
 
 def export_dataset(
@@ -217,14 +221,19 @@ def export_dataset(
         raise ProjectError(f"project {project.name!r}: no image to export; {hint}.")
     order = {r.id: i for i, r in enumerate(project.images)}
     chosen.sort(key=lambda item: order[item[0].id])  # project order in the dataset
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    staging: Path | None = None
     try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         summary = _write(project, chosen, staging, format, out, tuple(skipped))
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ProjectError(f"{out}: cannot write the dataset ({exc.strerror or exc}); "
+                               "choose a folder you can write to, with free space.") from exc
         raise
     return summary
 

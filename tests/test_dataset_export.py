@@ -221,6 +221,8 @@ def test_file_names_are_made_safe_and_unique(tmp_path):
     ("foreign_class", "not project classes"),
     # an image file replaced by one of another size after it was added
     ("edited_file", "project knows it as"),
+    # an output folder that can't be made (its parent is a file)
+    ("unwritable", "cannot write the dataset"),
 ])
 def test_bad_requests_are_refused_and_leave_nothing_behind(project, tmp_path, case, match):
     out = tmp_path / "out"
@@ -230,6 +232,9 @@ def test_bad_requests_are_refused_and_leave_nothing_behind(project, tmp_path, ca
     elif case == "not_empty":
         out.mkdir()
         (out / "keep.txt").write_text("mine")
+    elif case == "unwritable":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "out"
     elif case == "foreign_class":
         kwargs.update(include_unreviewed=True, detections={ids(project, "d.png"): DetectionResult(
             np.array([[1, 1, 5, 5]], np.float32), np.array([0.9], np.float32), np.array([0]),
@@ -291,3 +296,17 @@ def test_cli_refuses_a_non_empty_out_folder_before_loading_a_model(project, tmp_
     code = cli_main(["export-dataset", "--project", str(project.folder), "--out",
                      str(tmp_path / "busy"), "--format", "coco", "--include-unreviewed"])
     assert code == 2 and "not an empty folder" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_no_partial_dataset(project, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    def disk_full(src, dst, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    with pytest.raises(ProjectError, match="No space left"):
+        export_dataset(project, tmp_path / "out", "coco")
+    assert not (tmp_path / "out").exists()
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
