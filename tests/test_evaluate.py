@@ -162,11 +162,16 @@ def test_counts_agree_with_supervisions_own_metrics(confidence):
     ev = evaluate([GT_A, GT_B], [PRED_A, PRED_B], CLASSES, confidence)
     kept = [p[p.confidence >= confidence] for p in (PRED_A, PRED_B)]
     targets = [GT_A, GT_B]
-    for metric, field in ((Precision, "precision"), (Recall, "recall"), (F1Score, "f1")):
+    for metric, field, at_50, per_class in (
+            (Precision, "precision", "precision_at_50", "precision_per_class"),
+            (Recall, "recall", "recall_at_50", "recall_per_class"),
+            (F1Score, "f1", "f1_50", "f1_per_class")):
         result = metric(averaging_method=AveragingMethod.MICRO).update(kept, targets).compute()
-        scores = result._result_view()  # per-class rows follow result.matched_classes
-        assert getattr(ev.overall, field) == pytest.approx(scores.score_at_50)
-        for row, cid in zip(scores.per_class_scores[:, 0], scores.matched_classes, strict=True):
+        assert getattr(ev.overall, field) == pytest.approx(getattr(result, at_50))
+        # per-class rows follow result.matched_classes; column 0 is IoU 0.5
+        rows = getattr(result, per_class)[:, 0]
+        assert len(rows) == len(result.matched_classes) > 0
+        for row, cid in zip(rows, result.matched_classes, strict=True):
             assert getattr(ev.classes[cid], field) == pytest.approx(row)
 
 
