@@ -427,8 +427,8 @@ def parse_payload(raw: Any, label: str = "payload") -> SerializedPrompts:
     meta = {} if meta is None else meta
     if not isinstance(meta, dict):
         raise fail(f"'{META_KEY}' must be a dict")
-    meta = dict(meta)
-    sources = _parse_sources(meta.get("exemplars") or [], fail)
+    meta = _clean_meta(meta, fail)
+    sources = _parse_sources(meta.get("exemplars", []), fail)
     exemplars = Exemplars.from_train_data_dict(names, clean, sources)
     if len(exemplars) and dim is not None:
         exemplars = Exemplars(exemplars.class_names, exemplars.embeds.reshape(-1, dim),
@@ -446,6 +446,45 @@ def parse_payload(raw: Any, label: str = "payload") -> SerializedPrompts:
     roboflow_id = raw.get("roboflow_id")
     roboflow_id = "" if roboflow_id in (None, "") else _check_id(roboflow_id, "roboflow_id", fail)
     return SerializedPrompts(hf_id, roboflow_id, exemplars, image_embeds, meta, settings)
+
+
+#: Our metadata keys with a fixed plain type; other keys of ours are parsed on their own.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "format_version": (int,), "created": (str,), "input_size": (int,),
+    "pad_value": (int, float), "preprocessing": (str,), "top_k": (int,),
+    "match_threshold": (int, float), "fingerprint": (str,), "transformers_version": (str,),
+    "torch_version": (str,),
+}
+_META_STRUCTURED = ("exemplars", "image_sizes", "class_order", "settings")
+_MAX_META_TEXT = 1000
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _clean_meta(meta: dict, fail) -> dict[str, Any]:
+    """Our metadata with every value checked: known keys must have their type (refused
+    otherwise), the structured ones are parsed later, and any other key is kept only when it
+    is a short plain value (str, number, bool, None); anything else is dropped."""
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if not isinstance(key, str):
+            continue
+        if key in _META_STRUCTURED:
+            if value is not None:
+                out[key] = value
+        elif key in _META_TYPES:
+            kinds = _META_TYPES[key]
+            if isinstance(value, bool) or not isinstance(value, kinds) or (
+                    isinstance(value, str) and len(value) > _MAX_META_TEXT):
+                raise fail(f"our metadata {key!r} must be a {kinds[0].__name__}, got "
+                           f"{_describe(value)}")
+            out[key] = value
+        elif value is None or isinstance(value, (bool, int, float)) or (
+                isinstance(value, str) and len(value) <= _MAX_META_TEXT):
+            out[key] = value
+    return out
 
 
 def _parse_settings(meta: dict, fail) -> DetectParams | None:
@@ -506,6 +545,10 @@ def _parse_sources(items: Any, fail) -> tuple[ExemplarSource, ...]:
     out = []
     for item in items:
         try:
+            if not isinstance(item, dict) or not isinstance(item["box_xyxy"], (list, tuple)) \
+                    or not all(_is_number(v) for v in item["box_xyxy"]) \
+                    or not _is_number(item["iou"]) or not isinstance(item["negative"], bool):
+                raise TypeError("box_xyxy must be 4 numbers, iou a number, negative a bool")
             box = tuple(float(v) for v in item["box_xyxy"])
             if len(box) != 4 or not all(math.isfinite(v) for v in box):
                 raise ValueError(f"box_xyxy has {len(box)} values, expected 4 finite ones")
@@ -526,7 +569,7 @@ def _parse_image_embeds(raw: Any, meta: dict, dim: int | None, lim: limits.Limit
                         fail, label: str) -> dict[str, ImageEmbeddings]:
     if not isinstance(raw, dict):  # a Roboflow LimitedSizeDict arrives as an OrderedDict
         raise fail("'image_embeds' must be a dict")
-    sizes = meta.get("image_sizes") or {}
+    sizes = meta.get("image_sizes", {})
     if not isinstance(sizes, dict):
         raise fail("image sizes must be a dict")
     out = {}

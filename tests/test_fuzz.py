@@ -119,16 +119,49 @@ def saved(obj) -> bytes:
     return buffer.getvalue()
 
 
-VALID = saved({
-    "huggingface_id": "google/owlv2-base-patch16-ensemble", "roboflow_id": "owlv2/x",
-    "class_names": ["a", "b"],
-    "train_data_dict": {"a": {"positive": torch.eye(4)[:2], "negative": None},
-                        "b": {"positive": None, "negative": torch.eye(4)[2:3]}},
-    "image_embeds": {"f" * 32: (torch.rand(3), torch.rand(3, 4), torch.eye(4)[:3],
-                                torch.zeros(3), torch.ones(3))},
-    META_KEY: {"image_sizes": {"f" * 32: [64, 48]}, "class_order": ["b", "a"],
-               "settings": {"confidence": 0.5}},
-})
+def valid_payload() -> dict:
+    """A small valid prompt set with every part our loader reads."""
+    return {
+        "huggingface_id": "google/owlv2-base-patch16-ensemble", "roboflow_id": "owlv2/x",
+        "class_names": ["a", "b"],
+        "train_data_dict": {"a": {"positive": torch.eye(4)[:2], "negative": None},
+                            "b": {"positive": None, "negative": torch.eye(4)[2:3]}},
+        "image_embeds": {"f" * 32: (torch.rand(3), torch.rand(3, 4), torch.eye(4)[:3],
+                                    torch.zeros(3), torch.ones(3))},
+        META_KEY: {"image_sizes": {"f" * 32: [64, 48]}, "class_order": ["b", "a"],
+                   "settings": {"confidence": 0.5, "project": "p"}, "fingerprint": "x",
+                   "preprocessing": "hf", "top_k": 3,
+                   "exemplars": [{"image_hash": "f" * 32, "box_xyxy": [1, 2, 3, 4],
+                                  "cls": "a", "negative": False, "iou": 0.5}] * 2
+                   + [{"image_hash": "f" * 32, "box_xyxy": [1, 2, 3, 4], "cls": "b",
+                       "negative": True, "iou": 0.5}]},
+    }
+
+
+def paths(node, prefix=()) -> list[tuple]:
+    """Every place in a payload a value can be put (dict keys, list/tuple positions)."""
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += paths(value, prefix + (key,))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            out += paths(value, prefix + (i,))
+    return out
+
+
+def put(node, path: tuple, value):
+    """`node` with `value` at `path` (tuples rebuilt, as they are immutable)."""
+    key, rest = path[0], path[1:]
+    new = value if not rest else put(node[key], rest, value)
+    if isinstance(node, tuple):
+        return node[:key] + (new,) + node[key + 1:]
+    node[key] = new
+    return node
+
+
+VALID = saved(valid_payload())
+PATHS = paths(valid_payload())
 
 
 @settings(FUZZ, max_examples=60)
@@ -170,6 +203,9 @@ nested = st.recursive(
                             st.dictionaries(st.text(max_size=6), inner, max_size=4)),
     max_leaves=10,
 )
+provenance = st.fixed_dictionaries({}, optional={
+    "image_hash": leaves, "cls": leaves, "negative": leaves, "iou": leaves,
+    "box_xyxy": st.one_of(leaves, st.lists(leaves, max_size=5))})
 payloads = st.fixed_dictionaries(
     {},
     optional={"huggingface_id": st.one_of(st.just("google/owlv2-base-patch16-ensemble"),
@@ -193,14 +229,34 @@ payloads = st.fixed_dictionaries(
                       "settings": st.one_of(st.dictionaries(
                           st.sampled_from(["confidence", "score_mode", "project"]),
                           setting_values, max_size=3), nested),
-                      "exemplars": nested}),
+                      "exemplars": st.one_of(nested, st.lists(provenance, max_size=2)),
+                      "fingerprint": leaves, "preprocessing": leaves, "top_k": leaves,
+                      "note": leaves}),
                   nested)},
 )
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=120)
 @given(st.one_of(payloads, nested))
 def test_pt_loader_on_random_structures(scratch, payload):
+    check_payload(scratch, payload)
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.lists(st.tuples(st.sampled_from(PATHS), st.one_of(tensors, leaves, nested)),
+                min_size=1, max_size=3))
+def test_pt_loader_on_valid_payloads_with_parts_replaced(scratch, edits):
+    payload = valid_payload()
+    for path, value in edits:
+        try:
+            payload = put(payload, path, value)
+        except (KeyError, IndexError, TypeError):  # an earlier edit removed that place
+            continue
+    check_payload(scratch, payload)
+
+
+def check_payload(scratch: Path, payload) -> None:
+    """Only PtFormatError comes out of parsing; what is accepted is usable."""
     try:
         prompts = parse_payload(payload, "fuzz.pt")
     except PtFormatError:

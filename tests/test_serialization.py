@@ -364,6 +364,15 @@ NAN_ROW = torch.full((1, D), float("nan"))
     # image size zero
     (mutate(lambda d: d[META_KEY]["image_sizes"].update({HASH_A: [0, 480]})),
      r"image size of 'a+' must be \[width, height\]"),
+    # multi-element tensors where our metadata has lists / dicts / flags (truthiness)
+    (mutate(lambda d: d[META_KEY].update(exemplars=torch.ones(3))),
+     r"exemplar provenance must be a list"),
+    (mutate(lambda d: d[META_KEY].update(image_sizes=torch.ones(3))),
+     r"image sizes must be a dict"),
+    (mutate(lambda d: d[META_KEY]["exemplars"][0].update(negative=torch.ones(2))),
+     r"bad exemplar provenance entry \(box_xyxy must be 4 numbers"),
+    (mutate(lambda d: d[META_KEY].update(fingerprint=torch.ones(2))),
+     r"our metadata 'fingerprint' must be a str, got a torch\.float32 tensor"),
 ])
 def test_malformed_payloads_are_refused(make, message, tmp_path):
     path = tmp_path / "bad.pt"
@@ -586,6 +595,13 @@ def test_bad_image_embeddings_are_refused(index, value, message, tmp_path):
     torch.save(data, tmp_path / "bad.pt")
     with pytest.raises(PtFormatError, match=r"bad\.pt: .*" + message):
         load_pt(tmp_path / "bad.pt")
+
+
+def test_unknown_metadata_keeps_only_plain_values(tmp_path):
+    data = payload(note="hello", count=3, blob=torch.ones(3), nested={"a": [1]})
+    meta = load_pt(save_pt(data, tmp_path / "p.pt")).meta
+    assert meta["note"] == "hello" and meta["count"] == 3
+    assert "blob" not in meta and "nested" not in meta
 
 
 def test_settings_are_validated_and_unknown_keys_dropped(tmp_path):
