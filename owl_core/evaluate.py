@@ -6,14 +6,19 @@ true positive when it overlaps an unmatched ground-truth box of its class with I
 matched highest-IoU first by `supervision.match_detections`, the matcher behind supervision's
 `Precision` / `Recall` / `F1Score`), plus mAP@50 over all detections
 (`supervision.metrics.MeanAveragePrecision`, COCO rules), and a *suggested confidence*: the one
-that maximises overall F1 on the measured images.
+that maximises overall F1 on the measured images. The sweep behind it rates every distinct
+score in one vectorised pass; it ranks hits COCO-style (each detection, by descending score,
+takes the best free label), so a detection's hit never depends on lower-scoring ones. That rule
+and the meter's highest-IoU-first matcher give the same counts unless one label is covered by
+two same-class detections at IoU >= 0.5 and one also covers another label; the P/R/F1 reported
+with the suggestion are recounted by the meter itself, so applying it shows the same numbers.
 
-Images that carry prompt boxes (example images) are left out and counted as such: grading a
-prompt on its own examples would flatter it.
+Images that carry prompt boxes, or that an exemplar in use was taken from (example images), are
+left out and counted as such: grading a prompt on its own examples would flatter it.
 
-Detections are computed once at confidence 0 (`evaluate_project`), then thresholded for every
+Detections are computed once at confidence 0 (`measure_project`), then thresholded for every
 confidence: score thresholding commutes with the greedy NMS the engine runs, so the thresholded
-result is exactly what `detect` at that confidence returns.
+result is exactly what `detect` at that confidence returns (a test checks it).
 """
 
 from __future__ import annotations
