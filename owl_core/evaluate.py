@@ -9,8 +9,8 @@ matched highest-IoU first by `supervision.match_detections`, the matcher behind 
 that maximises overall F1 on the measured images. The sweep behind it rates every distinct
 score in one vectorised pass; it ranks hits COCO-style (each detection, by descending score,
 takes the best free label), so a detection's hit never depends on lower-scoring ones. That rule
-and the meter's highest-IoU-first matcher give the same counts unless one label is covered by
-two same-class detections at IoU >= 0.5 and one also covers another label; the P/R/F1 reported
+and the meter's highest-IoU-first matcher give the same counts unless a detection overlaps two
+labels of its class at IoU >= 0.5 (labels that overlap each other heavily); the P/R/F1 reported
 with the suggestion are recounted by the meter itself, so applying it shows the same numbers.
 
 Images that carry prompt boxes, or that an exemplar in use was taken from (example images), are
