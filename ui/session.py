@@ -409,6 +409,8 @@ class SessionStore:
         self.saver = Saver(save_delay)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._tabs: OrderedDict[str, str] = OrderedDict()  # tab id -> project id
+        #: tab id -> (example shown, class for new boxes) of a dropped session, restored with it
+        self._tab_view: dict[str, tuple[int, str]] = {}
         self._lock = threading.Lock()
         self.restored = 0  # sessions opened again from disk after being dropped
 
@@ -439,6 +441,7 @@ class SessionStore:
                     if project_id is None and remembered is not None \
                             and session.project_id == remembered:
                         self.restored += 1
+                        self._restore_view(session)
                         log.info("tab %s: project %s opened again from disk", session_id,
                                  remembered)
         self.saver.touch(session)
@@ -500,7 +503,22 @@ class SessionStore:
     def _close(self, session: Session) -> None:
         self.saver.flush(session)
         with session.lock:
+            with self._lock:
+                self._tab_view[session.id] = (session.project.current,
+                                              session.project.active_class)
+                while len(self._tab_view) > MAX_REMEMBERED_TABS:
+                    self._tab_view.pop(next(iter(self._tab_view)))
             session.close()
+
+    def _restore_view(self, session: Session) -> None:
+        """The example shown and the class for new boxes, as the tab had them."""
+        with self._lock:
+            current, active = self._tab_view.pop(session.id, (None, None))
+        p = session.project
+        if current is not None and 0 <= current < len(p.examples):
+            p.current = current
+        if active in p.classes:
+            p.active_class = active
 
     def drop(self, session_id: str) -> bool:
         """Save and forget a session (its project stays on disk); False if it was not there."""

@@ -132,7 +132,7 @@ def test_export_then_infer_pt_gives_the_same_detections(client, tmp_path):
     got = from_pt["results"][0]["predictions"]
     want = direct["results"][0]["predictions"]
     assert len(got) == len(want) > 0
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert a["class"] == b["class"]
         assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
         assert _xyxy(a) == pytest.approx(_xyxy(b), abs=1e-3)

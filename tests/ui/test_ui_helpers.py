@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from owl_core.project import load_project
+from owl_core.project_io import ProjectStore
 from ui import labels as L
 from ui.drawing import draw_detections, fit
 from ui.formats import (
@@ -18,8 +20,6 @@ from ui.formats import (
     bundled_projects,
     export_detections,
 )
-from owl_core.project import load_project
-from owl_core.project_io import ProjectStore
 from ui.session import ImageItem, Project, SessionStore, safe_file_name
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"

@@ -212,3 +212,52 @@ def test_duplicate_delete_and_zip_round_trip(browser, studio_app, coins_copy, tm
         assert not page.errors
     finally:
         context.close()
+
+
+def test_api_calls_keep_a_tab_and_an_evicted_tab_comes_back_from_disk(
+        browser, studio_app, coins_copy, artifacts):
+    from gradio_client import Client, handle_file
+
+    url, demo = studio_app
+    store = demo.studio.store
+    context = browser.new_context(viewport={"width": 1600, "height": 1200})
+    others = []
+    try:
+        page = open_page(context, url)
+        pid = label_a_coin(page, coins_copy)
+        mine = next(s.id for s in store.live() if s.project_id == pid)
+
+        # eight API clients: none takes the tab's place
+        training = '[{"image": 0, "boxes": [{"x": 155.5, "y": 51, "w": 49, "h": 46, ' \
+                   '"cls": "coin", "negative": false}]}]'
+        for _ in range(8):
+            client = Client(url, verbose=False)
+            out = client.predict(training_data=training,
+                                 example_images=[handle_file(str(COINS))],
+                                 query_images=[handle_file(str(COINS))], confidence=0.5,
+                                 iou_threshold=0.3, max_detections=300,
+                                 score_mode="reference", api_name="/infer")
+            assert out["classes"] == ["coin"]
+        assert mine in store.ids()
+
+        # as many other tabs as the server keeps: this tab's session is dropped from memory
+        for _ in range(store.max_sessions):
+            other = browser.new_context()
+            others.append(other)
+            open_page(other, url)
+        assert mine not in store.ids()
+        restored = store.restored
+
+        # its next edit: the project comes back from disk, nothing lost, and the edit counts
+        draw_box(page, (180, 230, 240, 290))
+        pick_label(page, "coin")
+        wait_rows(page, "#diag-table",
+                  lambda rows: len(rows) == 2 and [r[2] for r in rows] == ["coin", "coin"])
+        assert store.restored == restored + 1
+        assert len(saved_prompts(demo.studio, pid)) >= 1
+        page.screenshot(path=str(artifacts / "24_back_from_disk.png"), full_page=False)
+        assert not page.errors
+    finally:
+        for other in others:
+            other.close()
+        context.close()
