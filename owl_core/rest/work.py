@@ -81,6 +81,10 @@ class Deadline:
 class _Lane:
     def __init__(self, name: str, workers: int, max_waiting: int) -> None:
         self.name = name
+        # not named "owl-light*": the predictor's small tensor work (matching, scoring, NMS)
+        # then runs on its one single-intra-op-thread worker, call by call, so a heavy request
+        # delays a cheap one there by one detect call at most; run here with two OpenMP threads
+        # on a loaded 2-core CPU it measured 5-10x slower (bench/rest_lanes.py)
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix=f"owl-rest-{name}")
         self.capacity = max(1, workers) + max(0, max_waiting)
         self.active = 0
