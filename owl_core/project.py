@@ -255,9 +255,9 @@ class ImageRecord:
         if self.status not in REVIEW_STATUSES:
             raise _fail(where, f"status must be one of {', '.join(REVIEW_STATUSES)}, got "
                                f"{self.status!r}.")
-        lim = limits.current()
         prompts = tuple(_prompt(p, f"{where} prompts[{i}]") for i, p in enumerate(self.prompts))
         labels = tuple(_label(b, f"{where} labels[{i}]") for i, b in enumerate(self.labels))
+        lim = limits.current() if prompts or labels else limits.Limits()
         lim.check("max_boxes_per_image", len(prompts), f"{where}: prompt boxes",
                   limits.ProjectLimitError)
         lim.check("max_boxes_per_image", len(labels), f"{where}: labels", limits.ProjectLimitError)
@@ -369,7 +369,7 @@ class Project:
         if not isinstance(self.settings, DetectParams):
             raise ProjectError("settings must be a DetectParams.")
         if self.folder is not None:
-            self.folder = Path(self.folder)
+            self.folder = Path(self.folder).resolve()
         self.classes = _class_list(self.classes)
         self.images = list(self.images)
         self._check_images(self.images)
@@ -395,7 +395,7 @@ class Project:
     def image_path(self, record: ImageRecord | str) -> Path:
         """Absolute path of an image's file."""
         record = self.image(record) if isinstance(record, str) else record
-        return (self._require_folder("image paths") / record.file).resolve()
+        return Path(os.path.normpath(self._require_folder("image paths") / record.file))
 
     def class_index(self, name: str) -> int:
         """Index of a class, matched case-insensitively; `ProjectError` when absent."""
@@ -446,8 +446,9 @@ class Project:
         _write_file_once(folder / rel, data)
         record = ImageRecord(id=self._fresh_id(), file=rel, name=display, size=info.size,
                              content_hash=info.content_hash, role=role)
-        self._check_images([*self.images, record])
-        self.images.append(record)
+        images = [*self.images, record]
+        self._check_images(images, changed=[record])  # a fresh id: unique
+        self.images = images
         return record
 
     def remove_image(self, image_id: str) -> ImageRecord:
@@ -557,19 +558,21 @@ class Project:
         record = dataclasses.replace(self.images[index], **changes)  # validates
         images = list(self.images)
         images[index] = record
-        self._check_images(images)
+        self._check_images(images, changed=[record])
         self.images = images
         return record
 
-    def _check_images(self, images: Sequence[ImageRecord]) -> None:
+    def _check_images(self, images: Sequence[ImageRecord],
+                      changed: Sequence[ImageRecord] | None = None) -> None:
+        """Unique ids, known classes, bounds; ``changed``: only those records are new (same
+        ids as before), the rest was checked already."""
         lim = limits.current()
         ids: set[str] = set()
-        known = {c for c in self.classes}
-        total = 0
-        for record in images:
+        known = set(self.classes)
+        for record in images if changed is None else changed:
             if not isinstance(record, ImageRecord):
                 raise ProjectError(f"images must be ImageRecord, got {type(record).__name__}.")
-            if record.id in ids:
+            if changed is None and record.id in ids:
                 raise ProjectError(f"image id {record.id!r} is used twice.")
             ids.add(record.id)
             for box in (*record.prompts, *record.labels):
@@ -577,7 +580,7 @@ class Project:
                     raise ProjectError(f"image {record.id!r}: class {box.cls!r} is not one of "
                                        f"the project's classes ({', '.join(self.classes) or 'none'}"
                                        "); add it first.")
-            total += len(record.prompts)
+        total = sum(len(record.prompts) for record in images)
         lim.check("max_boxes_total", total, f"project {self.name!r}: prompt boxes",
                   limits.ProjectLimitError)
         lim.check("max_project_images", len(images), f"project {self.name!r}: images",
@@ -617,6 +620,15 @@ def _display_name(name: str) -> str:
     parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".", "..")]
     name = "".join(ch for ch in "/".join(parts) if ch.isprintable()).strip()
     return name[-255:] or "image"
+
+
+def _local(rel: str, under: str | None = None) -> bool:
+    """Whether a relative path stays inside its folder (and below ``under``), judged from the
+    text alone: a project never creates links, and a zip with links is refused."""
+    norm = os.path.normpath(rel).replace("\\", "/")
+    if os.path.isabs(norm) or norm == ".." or norm.startswith("../"):
+        return False
+    return under is None or norm.startswith(f"{under}/")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -734,12 +746,12 @@ def project_from_dict(data: Any, folder: str | os.PathLike, *, allow_external: b
 
 
 def _check_path(rel: str, folder: Path, allow_external: bool, where: str) -> Path:
-    target = Path(rel)
-    resolved = (folder / target).resolve()
-    if not allow_external and (target.is_absolute() or not _inside(resolved, folder)):
+    if _local(rel):
+        return Path(os.path.normpath(folder / rel))
+    if not allow_external:
         raise ProjectError(f"{where}: path {rel!r} leads outside the project folder; a project "
                            f"only refers to its own files (under {IMAGES_DIR}/).")
-    return resolved
+    return (folder / rel).resolve()
 
 
 def _from_v1(data: Mapping, folder: Path, allow_external: bool, source: str) -> Project:
@@ -819,9 +831,9 @@ def _save_locked(project: Project, target: Path) -> Path:
     source = project.folder.resolve() if project.folder is not None else None
     adopted: list[ImageRecord] = []
     for record in project.images:
-        path = (source / record.file).resolve() if source is not None else Path(record.file)
         rel = record.file
-        if source != target or not _inside(path, target / IMAGES_DIR):
+        if source != target or not _local(rel, IMAGES_DIR):  # not (yet) one of ours: copy it
+            path = (source / rel).resolve() if source is not None else Path(rel).resolve()
             if not path.is_file():
                 raise ProjectError(f"image {record.id!r}: its file {path} is missing; remove "
                                    "the image or put the file back.")
