@@ -113,7 +113,7 @@ def parse_box(box: Any, where: str, lim: limits.Limits | None = None) -> PromptB
     if not isinstance(negative, bool):
         try:  # 0 / 1 (and numpy bools) are fine; strings such as "false" are not
             flag = not isinstance(negative, (str, bytes)) and negative in (0, 1)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):  # arrays / tensors have no single truth
             flag = False
         if flag:
             negative = bool(negative)

@@ -8,11 +8,13 @@ few hundred cases, so a failure reproduces and the suite cannot flake.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -41,12 +43,18 @@ json_like = st.recursive(
                             st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=12,
 )
-box_values = st.one_of(numbers, st.text(max_size=12), st.none(), st.lists(numbers, max_size=2))
+arrays = st.one_of(  # what Python callers pass: numpy / torch scalars and arrays
+    st.builds(lambda n: torch.ones(n), st.integers(0, 3)),
+    st.builds(lambda n: np.ones(n), st.integers(0, 3)),
+    st.builds(lambda v: np.float32(v), st.floats(width=32)),
+)
+box_values = st.one_of(numbers, st.text(max_size=12), st.none(), st.lists(numbers, max_size=2),
+                       arrays)
 boxes = st.fixed_dictionaries(
     {},
     optional={"x": box_values, "y": box_values, "w": box_values, "h": box_values,
               "cls": st.one_of(st.text(max_size=250), numbers, st.none()),
-              "negative": st.one_of(st.booleans(), numbers, st.text(max_size=5)),
+              "negative": st.one_of(st.booleans(), numbers, st.text(max_size=5), arrays),
               "class": st.text(max_size=5)},
 )
 entries = st.fixed_dictionaries(
@@ -62,6 +70,28 @@ training_data = st.one_of(
 )
 
 
+def paths(node, prefix=()) -> list[tuple]:
+    """Every place in a payload a value can be put (dict keys, list/tuple positions)."""
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += paths(value, prefix + (key,))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            out += paths(value, prefix + (i,))
+    return out
+
+
+def put(node, path: tuple, value):
+    """`node` with `value` at `path` (tuples rebuilt, as they are immutable)."""
+    key, rest = path[0], path[1:]
+    new = value if not rest else put(node[key], rest, value)
+    if isinstance(node, tuple):
+        return node[:key] + (new,) + node[key + 1:]
+    node[key] = new
+    return node
+
+
 # ---------------------------------------------------------------------------- training data
 @settings(FUZZ, max_examples=150)
 @given(training_data)
@@ -74,6 +104,25 @@ def test_training_data_parser_raises_only_documented_errors(data):
         for b in entry.boxes:
             assert all(math.isfinite(v) for v in (b.x, b.y, b.w, b.h)) and b.w > 0 and b.h > 0
             assert isinstance(b.cls, str) and b.cls and len(b.cls) <= 200
+
+
+VALID_TRAINING = [{"image": "a.png", "boxes": [
+    {"x": 10, "y": 10, "w": 4, "h": 4, "cls": "a", "negative": False},
+    {"x": 20.5, "y": 5, "w": 3, "h": 8.5, "cls": "b", "negative": True}]},
+    {"image": "b.png", "boxes": []}]
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.lists(st.tuples(st.sampled_from(paths(VALID_TRAINING)),
+                          st.one_of(arrays, box_values, json_like)), min_size=1, max_size=3))
+def test_training_data_parser_on_valid_data_with_parts_replaced(edits):
+    data = copy.deepcopy(VALID_TRAINING)
+    for path, value in edits:
+        try:
+            data = put(data, path, value)
+        except (KeyError, IndexError, TypeError):  # an earlier edit removed that place
+            continue
+    test_training_data_parser_raises_only_documented_errors.hypothesis.inner_test(data)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -136,28 +185,6 @@ def valid_payload() -> dict:
                    + [{"image_hash": "f" * 32, "box_xyxy": [1, 2, 3, 4], "cls": "b",
                        "negative": True, "iou": 0.5}]},
     }
-
-
-def paths(node, prefix=()) -> list[tuple]:
-    """Every place in a payload a value can be put (dict keys, list/tuple positions)."""
-    out = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            out += paths(value, prefix + (key,))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            out += paths(value, prefix + (i,))
-    return out
-
-
-def put(node, path: tuple, value):
-    """`node` with `value` at `path` (tuples rebuilt, as they are immutable)."""
-    key, rest = path[0], path[1:]
-    new = value if not rest else put(node[key], rest, value)
-    if isinstance(node, tuple):
-        return node[:key] + (new,) + node[key + 1:]
-    node[key] = new
-    return node
 
 
 VALID = saved(valid_payload())

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from owl_core.errors import LimitError
 from owl_core.training_data import (
@@ -256,6 +257,15 @@ def test_default_limits_refuse_a_request_sized_attack():
     many = [{"image": "a.png", "boxes": [dict(BOX, cls=f"c{i}") for i in range(201)]}]
     with pytest.raises(LimitError, match=r"max_classes"):
         parse_training_data(many)
+
+
+@pytest.mark.parametrize("value", [
+    # arrays and tensors have no single truth value (numpy: ValueError, torch: RuntimeError)
+    np.ones(2), torch.ones(2), torch.ones(0),
+])
+def test_negative_flag_that_is_an_array(value):
+    with pytest.raises(TrainingDataError, match=r"'negative' must be true or false"):
+        parse_training_data(data_with_box(negative=value))
 
 
 def test_class_name_lists_are_checked_too():
