@@ -301,7 +301,8 @@ def drawn_boxes(emb: ImageEmbeddings, count: int, classes: list[str], seed: int,
     width, height = emb.image_size
     side = max(width, height)
     cxcywh = emb.patch_boxes.float().cpu().numpy() * side
-    inside = ((cxcywh[:, 0] + cxcywh[:, 2] / 2 <= width) & (cxcywh[:, 1] + cxcywh[:, 3] / 2 <= height)
+    inside = ((cxcywh[:, 0] + cxcywh[:, 2] / 2 <= width)
+              & (cxcywh[:, 1] + cxcywh[:, 3] / 2 <= height)
               & (cxcywh[:, 2] >= 8) & (cxcywh[:, 3] >= 8))
     pool = np.flatnonzero(inside)
     picks = rng.choice(pool, size=count, replace=count > len(pool))
@@ -342,7 +343,7 @@ class Bench:
             Path.home() / ".cache" / "owl_studio" / "bench_models" / args.preset)
         model_dir, made_s = ensure_model(args.preset, model_dir)
         self.model_dir = model_dir
-        self.log(f"model {model_dir} ({'written in %.1fs' % made_s if made_s else 'cached'})")
+        self.log(f"model {model_dir} ({f'written in {made_s:.1f}s' if made_s else 'cached'})")
         clear_registry()
         gc.collect()
         load_s, self.owl = self.clock.time(lambda: load_model(
@@ -529,7 +530,7 @@ class Bench:
             dt, infos = self.clock.time(lambda: pred.embed_many([str(p) for p in batch],
                                                                 batch_size=b))
             assert not any(info.cached for info in infos), "throughput images must be new"
-            for p, info in zip(batch, infos):
+            for p, info in zip(batch, infos, strict=True):
                 self.hashes[p.name] = info.content_hash
             rows[str(b)] = {"images": len(batch), "seconds": round(dt, 3),
                             "images_per_s": round(len(batch) / dt, 3),
@@ -548,7 +549,7 @@ class Bench:
         missing = PREVIEW_IMAGES - len(self.hashes)
         if missing > 0:  # `throughput` was skipped: embed more images (forward passes)
             fresh = [p for p in self.extra_images if p.name not in self.hashes][:missing]
-            for p, info in zip(fresh, pred.embed_many([str(p) for p in fresh])):
+            for p, info in zip(fresh, pred.embed_many([str(p) for p in fresh]), strict=True):
                 self.hashes[p.name] = info.content_hash
         queries = [example_hash] + [h for h in self.hashes.values() if h != example_hash]
         queries = queries[:PREVIEW_IMAGES]
@@ -756,7 +757,7 @@ class Bench:
 
         drawn = parse_training_data([{"image": example, "boxes": self.example_boxes_3}])[0].boxes
         pairs = [(a[0], b[0]) for a, b in zip(match_boxes(main_emb, drawn),
-                                               match_boxes(other_emb, drawn))
+                                               match_boxes(other_emb, drawn), strict=True)
                  if a[0] is not None and b[0] is not None]
         same_patch = sum(a == b for a, b in pairs)
         ex_cos = torch.nn.functional.cosine_similarity(

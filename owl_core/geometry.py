@@ -16,7 +16,7 @@ tensors. Sizes are always ``(width, height)``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.ops import box_convert

@@ -7,16 +7,20 @@ box that matches nothing can never shift the class or polarity of another (refer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torchvision.ops import box_iou
 
 from owl_core.embedding import ImageEmbeddings
+from owl_core.geometry import (
+    clip_xyxy,
+    pixels_to_square_tensor,
+    square_cxcywh_to_xyxy_tensor,
+    square_to_pixels_tensor,
+)
 from owl_core.params import DEFAULT_MATCH_THRESHOLD
-from owl_core.geometry import (clip_xyxy, pixels_to_square_tensor,
-                               square_cxcywh_to_xyxy_tensor, square_to_pixels_tensor)
 from owl_core.training_data import PromptBox
 
 #: Default IoU a drawn box needs with a predicted box to become an exemplar (reference: 0.3).
@@ -95,18 +99,18 @@ class Exemplars:
     sources: tuple[ExemplarSource, ...] = field(default=())
 
     @classmethod
-    def empty(cls, class_names: Sequence[str] = (), dim: int = 0) -> "Exemplars":
+    def empty(cls, class_names: Sequence[str] = (), dim: int = 0) -> Exemplars:
         return cls(tuple(class_names), torch.zeros(0, dim), torch.zeros(0, dtype=torch.long),
                    torch.zeros(0, dtype=torch.bool), ())
 
     def __len__(self) -> int:
         return int(self.embeds.shape[0])
 
-    def to(self, device: torch.device | str) -> "Exemplars":
+    def to(self, device: torch.device | str) -> Exemplars:
         return Exemplars(self.class_names, self.embeds.to(device), self.class_ids.to(device),
                          self.negative.to(device), self.sources)
 
-    def merged(self, other: "Exemplars") -> "Exemplars":
+    def merged(self, other: Exemplars) -> Exemplars:
         """Union of two exemplar sets; classes by name (this set's order first); an exemplar
         with the same provenance in both is kept once."""
         names = list(self.class_names) + [n for n in other.class_names
@@ -141,7 +145,7 @@ class Exemplars:
     @classmethod
     def from_train_data_dict(cls, class_names: Sequence[str],
                              train_data_dict: dict[str, dict[str, torch.Tensor | None]],
-                             sources: Sequence[ExemplarSource] = ()) -> "Exemplars":
+                             sources: Sequence[ExemplarSource] = ()) -> Exemplars:
         """Inverse of `to_train_data_dict`; rows ordered class by class, positives first."""
         rows, ids, neg = [], [], []
         for cid, name in enumerate(class_names):

@@ -23,9 +23,10 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -81,7 +82,7 @@ class OwlModel:
         source: the resolved folder (absolute path) or hub id; the registry key.
     """
 
-    model: "Owlv2ForObjectDetection" = field(repr=False)
+    model: Owlv2ForObjectDetection = field(repr=False)
     model_id: str
     device: torch.device
     autocast_dtype: torch.dtype | None
@@ -415,8 +416,8 @@ def _download_and_load(model_id: str):
 def _probe_hub(model_id: str) -> None:
     """One metadata request, short timeout, no retries: a clear error within seconds when the
     hub is unreachable or does not know the model."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
     try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from owl_core.errors import SettingsError
 
@@ -71,7 +72,7 @@ class DetectParams:
             raise SettingsError(f"unknown score mode {self.score_mode!r}; use one of "
                                 f"{', '.join(SCORE_MODES)}.")
 
-    def replace(self, **changes: Any) -> "DetectParams":
+    def replace(self, **changes: Any) -> DetectParams:
         """A copy with some fields changed (None values are ignored), validated again."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -84,7 +85,7 @@ class DetectParams:
                 "max_detections": self.max_detections, "score_mode": self.score_mode}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, *, strict: bool = False) -> "DetectParams":
+    def from_dict(cls, data: Mapping[str, Any] | None, *, strict: bool = False) -> DetectParams:
         """Settings from an untrusted mapping: known keys validated, unknown ones ignored
         (or refused with ``strict=True``); missing keys take the defaults."""
         if data is None:

@@ -12,10 +12,11 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -23,17 +24,33 @@ from owl_core.cache import CacheStats, EmbeddingCache
 from owl_core.embedding import ImageEmbeddings, compute_embeddings
 from owl_core.errors import ImageError, PtFormatError, SettingsError
 from owl_core.images import ImageInput, ImageSource, resolve_image
-from owl_core.matching import (DEFAULT_MATCH_THRESHOLD, BoxMatch, Exemplars, ExemplarSource,
-                               MatchReport, clipped_xyxy, exemplar_embedding, match_boxes)
+from owl_core.matching import (
+    DEFAULT_MATCH_THRESHOLD,
+    BoxMatch,
+    Exemplars,
+    ExemplarSource,
+    MatchReport,
+    clipped_xyxy,
+    exemplar_embedding,
+    match_boxes,
+)
 from owl_core.model_loading import DEFAULT_MODEL_ID, OwlModel, load_model
 from owl_core.params import DetectParams, ScoreMode
 from owl_core.scoring import DetectionResult, detect, detect_many
-from owl_core.serialization import (SerializedPrompts, build_payload, load_pt as _load_pt_file,
-                                    save_pt)
-from owl_core.training_data import (TrainingDataError, TrainingImage, check_class_names,
-                                    parse_training_data)
-from owl_core.transforms import (DEFAULT_PREPROCESSING, OwlTransform, Preprocessing,
-                                 check_preprocessing)
+from owl_core.serialization import SerializedPrompts, build_payload, save_pt
+from owl_core.serialization import load_pt as _load_pt_file
+from owl_core.training_data import (
+    TrainingDataError,
+    TrainingImage,
+    check_class_names,
+    parse_training_data,
+)
+from owl_core.transforms import (
+    DEFAULT_PREPROCESSING,
+    OwlTransform,
+    Preprocessing,
+    check_preprocessing,
+)
 
 DEFAULT_TOP_K = 300
 #: Cache budgets (bytes); env OWL_DEVICE_CACHE_MB / OWL_HOST_CACHE_MB override the defaults.
@@ -116,7 +133,7 @@ class _StatMemo:
     """path -> content hash, valid while (mtime_ns, ctime_ns, size, inode) are unchanged, so a
     warm preview needn't re-read files; any edit changes the stat and forces a re-hash."""
 
-    entries: "OrderedDict[str, tuple[tuple[int, int, int, int], str]]" = field(
+    entries: OrderedDict[str, tuple[tuple[int, int, int, int], str]] = field(
         default_factory=OrderedDict)
     max_entries: int = 4096
 
@@ -274,7 +291,8 @@ class OwlPredictor:
             keep_patches: per image or for all; see `embed`.
             progress: called as progress(done, total) after each batch.
         """
-        flags = [keep_patches] * len(images) if isinstance(keep_patches, bool) else list(keep_patches)
+        flags = ([keep_patches] * len(images) if isinstance(keep_patches, bool)
+                 else list(keep_patches))
         if len(flags) != len(images):
             raise SettingsError("keep_patches must be a bool or one flag per image.")
         return [info for info, _ in self._embed(images, flags, batch_size, progress)]
@@ -325,7 +343,7 @@ class OwlPredictor:
         for start in range(0, total, step):
             chunk = unique[start:start + step]
             with self._compute_lock:
-                for (i, _), pair in zip(chunk, self._compute(chunk, flags)):
+                for (i, _), pair in zip(chunk, self._compute(chunk, flags), strict=True):
                     results[i] = pair
             if progress is not None:
                 progress(min(start + len(chunk), total), total)
@@ -355,7 +373,7 @@ class OwlPredictor:
             batch = self.transform.preprocess_batch(pixels)
             embs = compute_embeddings(self.owl, batch, sizes, self.top_k,
                                       [flags[i] for i, _ in pending])
-            for (i, source), emb in zip(pending, embs):
+            for (i, source), emb in zip(pending, embs, strict=True):
                 self._cache.put(self._key(source.content_hash), emb)
                 out[i] = (EmbedInfo(source.content_hash, emb.image_size, False), emb)
         return [out[i] for i, _ in chunk]
@@ -452,7 +470,7 @@ class OwlPredictor:
         payload = {
             "fp": self.fingerprint, "thr": self.match_threshold, "names": names,
             "images": [[h, [[b.x, b.y, b.w, b.h, b.cls, b.negative] for b in t.boxes]]
-                       for h, t in zip(hashes, parsed)],
+                       for h, t in zip(hashes, parsed, strict=True)],
         }
         return hashlib.blake2b(json.dumps(payload).encode(), digest_size=16).hexdigest()
 
@@ -464,10 +482,11 @@ class OwlPredictor:
         neg: list[bool] = []
         sources: list[ExemplarSource] = []
         report: list[BoxMatch] = []
-        for i, (entry, (info, emb)) in enumerate(zip(parsed, pairs)):
+        for i, (entry, (info, emb)) in enumerate(zip(parsed, pairs, strict=True)):
             content_hash = info.content_hash
             for j, (box, (idx, iou, snapped, reason)) in enumerate(
-                    zip(entry.boxes, match_boxes(emb, entry.boxes, self.match_threshold))):
+                    zip(entry.boxes, match_boxes(emb, entry.boxes, self.match_threshold),
+                        strict=True)):
                 drawn = clipped_xyxy(box, emb.image_size)
                 vector = exemplar_embedding(emb, idx) if idx is not None else None
                 if vector is not None:
@@ -652,7 +671,7 @@ class OwlPredictor:
 
     @classmethod
     def from_pt(cls, path: str | Path, model: OwlModel | str | None = None,
-                **kwargs: Any) -> "OwlPredictor":
+                **kwargs: Any) -> OwlPredictor:
         """A predictor for an exported file, loading the model the file names unless given."""
         prompts = _load_pt_file(path)
         predictor = cls(model if model is not None else prompts.huggingface_id, **kwargs)

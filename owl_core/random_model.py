@@ -76,14 +76,14 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `owl_core.cli` imports PRESETS to build its parser
-    import torch
     from transformers import Owlv2Config, Owlv2ForObjectDetection
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -135,7 +135,7 @@ class RandomPreset:
     def grid_size(self) -> int:
         return self.input_size // self.patch_size
 
-    def config(self) -> "Owlv2Config":
+    def config(self) -> Owlv2Config:
         """The `Owlv2Config` of this preset (cheap: no weights)."""
         from transformers import Owlv2Config
 
@@ -232,7 +232,7 @@ def make_random_model(preset: str, out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
-def build_random_model(spec: RandomPreset | str, seed: int = 0) -> "Owlv2ForObjectDetection":
+def build_random_model(spec: RandomPreset | str, seed: int = 0) -> Owlv2ForObjectDetection:
     """Build the shaped random model in memory (eval mode, fp32, CPU) without saving it.
 
     The text tower uses torch's global RNG (seed it for reproducibility, `make_random_model`
@@ -613,7 +613,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(b)
             codes.append(256 + extra)
             extra += 1
-    return dict(zip(printable, (chr(c) for c in codes)))
+    return dict(zip(printable, (chr(c) for c in codes), strict=True))
 
 
 def _write_tokenizer(folder: Path, spec: RandomPreset) -> None:

@@ -257,7 +257,7 @@ def test_export_full_and_small(capsys, work, tmp_path):
     # 2 red positives, 1 red negative, 1 blue positive
     names = full.exemplars.class_names
     kinds = sorted((names[int(c)], bool(n)) for c, n in zip(full.exemplars.class_ids,
-                                                             full.exemplars.negative))
+                                                             full.exemplars.negative, strict=True))
     assert kinds == [("blue", False), ("red", False), ("red", False), ("red", True)]
     assert len(full.image_embeds) == 1
     (emb,) = full.image_embeds.values()

@@ -11,9 +11,16 @@ import torch
 from torchvision.ops import box_convert, box_iou
 from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2Processor
 
-from owl_core.random_model import (MARKER_FILE, PRESETS, add_subcommand, box_size_layout,
-                                   build_random_model, main_make_random_model,
-                                   make_random_model, token_features)
+from owl_core.random_model import (
+    MARKER_FILE,
+    PRESETS,
+    add_subcommand,
+    box_size_layout,
+    build_random_model,
+    main_make_random_model,
+    make_random_model,
+    token_features,
+)
 
 
 # ---------------------------------------------------------------------------- helpers
