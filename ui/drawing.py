@@ -87,7 +87,7 @@ def draw_detections(
         class_id=np.asarray(class_id, dtype=int),
     )
     labels = [f"{class_names[c]} {s:.2f}"
-              for c, s in zip(detections.class_id, detections.confidence)]
+              for c, s in zip(detections.class_id, detections.confidence, strict=True)]
     palette = sv.ColorPalette.from_hex(colors)
     boxes = sv.BoxAnnotator(color=palette, thickness=_thickness(canvas))
     canvas = boxes.annotate(canvas, detections)

@@ -20,8 +20,8 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 log = logging.getLogger("ui.profile")
 #: The last refresh breakdowns (dicts: stage -> ms, plus "total_ms" and "what").

@@ -84,7 +84,8 @@ class ApiHandlers(Area):
         paths = [file_path(f) for f in query_images or []]
         pred.embed_many(paths, batch_size=self.config.embed_batch_size)
         found = pred.detect_many(paths, **settings.detect_kwargs())
-        return [{"file": Path(path).name, **res.to_json()} for path, res in zip(paths, found)]
+        return [{"file": Path(path).name, **res.to_json()}
+                for path, res in zip(paths, found, strict=True)]
 
     @engine_errors
     def api_infer(self, training_data: str, example_images: list, query_images: list,

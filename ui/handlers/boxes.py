@@ -100,7 +100,7 @@ class BoxHandlers(Area):
             suggestions = []
             taken = [(b["xmin"], b["ymin"], b["xmax"], b["ymax"]) for b in real]
             if result is not None:  # detections come best first
-                for xyxy, cid in zip(result.xyxy.tolist(), result.class_id.tolist()):
+                for xyxy, cid in zip(result.xyxy.tolist(), result.class_id.tolist(), strict=True):
                     if any(L.iou_xyxy(xyxy, t) > SUGGESTION_OVERLAP for t in taken):
                         continue  # already an example there
                     suggestions.append(L.annotator_box(

@@ -80,6 +80,6 @@ class EmbeddingHandlers(Area):
             gr.Warning(f"{items[0].name} could not be embedded and was removed: {exc}")
             return list(items)
         with s.lock:
-            for item, info in zip(items, infos):
+            for item, info in zip(items, infos, strict=True):
                 item.content_hash = info.content_hash
         return []

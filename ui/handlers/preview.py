@@ -67,7 +67,7 @@ class PreviewHandlers(Area):
         ready = [i for i in items if i.content_hash is not None]
         with timer.stage("detect", len(ready)):
             found = pred.detect_many([i.path for i in ready], **settings.detect_kwargs())
-        results = {i.path: r for i, r in zip(ready, found)}
+        results = {i.path: r for i, r in zip(ready, found, strict=True)}
         has_prompts = len(pred.exemplars) > 0
         colors_by_name = {n: L.class_color(i) for i, n in enumerate(p.classes)}
         gallery, rows = [], []
