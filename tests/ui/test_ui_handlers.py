@@ -262,3 +262,29 @@ def test_api_calls_take_no_session_slot(tiny_model, tmp_path):
         assert len(studio.exports) == 0
     finally:
         studio.close()
+
+
+def test_api_training_data_may_be_a_project_file_read_by_the_project_reader(studio, tmp_path):
+    import json
+
+    from owl_core.project import save_project
+    from owl_core.project_io import ProjectStore
+
+    core = ProjectStore(tmp_path / "projects").create("coins", classes=["coin"])
+    record = core.add_image(ASSETS / "coins.png", "coins.png")
+    core.set_prompt_boxes(record.id, [{"xyxy": [131, 28, 180, 74], "cls": "coin",
+                                       "negative": True}])
+    save_project(core)
+    upload = tmp_path / "uploads" / "coins.png"
+    upload.parent.mkdir()
+    shutil.copyfile(ASSETS / "coins.png", upload)
+    text = json.dumps(core.to_dict())
+    (entry,) = studio.api._api_training(text, [str(upload)])
+    assert entry["image"] == str(upload)
+    assert entry["boxes"] == [{"x": 155.5, "y": 51.0, "w": 49.0, "h": 46.0, "cls": "coin",
+                               "negative": True}]
+    broken = core.to_dict()
+    broken["classes"] = ["cup"]  # a prompt of a class the project does not have
+    with pytest.raises(gr.Error, match="coin"):
+        studio.api.api_infer(json.dumps(broken), [str(upload)], [str(upload)], 0.5, 0.3, 300,
+                             "reference", SimpleNamespace(session_hash="api"))

@@ -7,12 +7,14 @@ Exported files live in the server's `ExportSpool` only until Gradio has copied t
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from owl_core.geometry import xyxy_to_reference
 from owl_core.images import ImageError, decode_base64
 from owl_core.scoring import SCORE_MODES
 from ui.handlers.common import Area, engine_errors, file_path, read_settings
@@ -35,8 +37,10 @@ class ApiHandlers(Area):
                 training_data = json.loads(training_data) if training_data.strip() else []
             except ValueError as exc:
                 raise gr.Error(f"training_data is not valid JSON: {exc}.") from None
-        if isinstance(training_data, dict) and "training_data" in training_data:
-            training_data = training_data["training_data"]
+        if isinstance(training_data, dict) and "images" in training_data:
+            training_data = _project_training(training_data)
+        elif isinstance(training_data, dict) and "training_data" in training_data:
+            training_data = training_data["training_data"]  # the old project form
         if not isinstance(training_data, list):
             raise gr.Error("training_data must be a JSON list of {\"image\": ..., \"boxes\": "
                            f"[...]}} entries, got {type(training_data).__name__}.")
@@ -129,6 +133,20 @@ class ApiHandlers(Area):
         target = self.studio.exports.new_folder() / (
             f"{stem}-small.pt" if small else f"{stem}.pt")
         return str(pred.export(target, small=bool(small), settings={"project": name or stem}))
+
+
+def _project_training(data: dict) -> list[dict]:
+    """Training data from a project file's content (``project.json``, read by the one project
+    reader, `owl_core.project.project_from_dict`): each image with prompt boxes, named by its
+    original file name, which must match an uploaded example image."""
+    from owl_core.project import project_from_dict
+
+    with tempfile.TemporaryDirectory() as folder:  # the reader resolves image paths in it
+        project = project_from_dict(data, folder, source="training_data")
+    return [{"image": record.name,
+             "boxes": [xyxy_to_reference(p.xyxy, p.cls, p.negative, ndigits=None)
+                       for p in record.prompts]}
+            for record in project.images if record.prompts]
 
 
 def _match_json(match: Any) -> dict:
