@@ -57,9 +57,9 @@ def client(tiny_model: OwlModel) -> TestClient:
 
 
 def _python_api(model: OwlModel, training: list[dict], image: bytes,
-                params: DetectParams) -> dict:
+                params: DetectParams, **kwargs) -> dict:
     """What the Python API answers for the same examples (class ids over sorted names)."""
-    pred = OwlPredictor(model)
+    pred = OwlPredictor(model, **kwargs)
     names = sorted({b["cls"] for t in training for b in t["boxes"]})
     pred.set_examples(training, class_names=names)
     return pred.detect(image, params).to_json()
@@ -136,6 +136,22 @@ def test_confidence_zero_finds_boxes_so_the_comparison_means_something(client, t
                                          body["training_data"][0]["boxes"]}],
                            images["coins"], DetectParams(confidence=0.0))
     assert _boxes(out["predictions"]) == _boxes(expected["predictions"])
+
+
+def test_roboflow_preprocessing_is_chosen_per_request(client, tiny_model, images):
+    body = {**_reference_requests(images)["single_positive"], "confidence": 0.0,
+            "visualize_predictions": False}
+    training = [{"image": images["coins"], "boxes": body["training_data"][0]["boxes"]}]
+    answers = {}
+    for mode in ("hf", "roboflow"):
+        out = client.post("/owlv2/infer", json={**body, "preprocessing": mode}).json()
+        expected = _python_api(tiny_model, training, images["coins"],
+                               DetectParams(confidence=0.0), preprocessing=mode)
+        assert _boxes(out["predictions"]) == _boxes(expected["predictions"])
+        answers[mode] = _boxes(out["predictions"])
+    assert answers["hf"] != answers["roboflow"]  # the choice reached the engine
+    default = client.post("/owlv2/infer", json=body).json()
+    assert _boxes(default["predictions"]) == answers["hf"]
 
 
 def test_a_list_of_images_gives_a_list_of_responses(client, images):

@@ -51,7 +51,7 @@ log = logging.getLogger("owl_core.rest")
 #: Paths the body limit applies to (Gradio, when mounted, keeps its own upload limit).
 REST_PATHS = ("/owlv2/", "/infer", "/weights")
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 403, 413, 422, 500, 503)}
-_PREDICTOR_KEYS = ("top_k", "match_threshold")
+_PREDICTOR_KEYS = ("top_k", "match_threshold", "preprocessing")
 
 
 @dataclass
@@ -110,15 +110,22 @@ class _Service:
                         for name, path in config.weights.items()}
 
     # -------------------------------------------------------------- helpers
-    def predictor(self, *, shared: bool = False) -> Any:
+    def predictor(self, *, shared: bool = False, preprocessing: str | None = None,
+                  for_pt: bool = False) -> Any:
         """A predictor for one request: over the shared cache when `shared` (and one is
-        configured), else over a private cache dropped with the request."""
+        configured), else over a private cache dropped with the request. `for_pt`: leave the
+        preprocessing to the `.pt` loaded next unless `preprocessing` is given."""
         from owl_core.predictor import OwlPredictor
 
+        kwargs = dict(self.kwargs)
+        if for_pt:
+            kwargs.pop("preprocessing", None)
+        if preprocessing is not None:
+            kwargs["preprocessing"] = preprocessing
         if shared and self.config.shared_cache is not None:
-            return OwlPredictor(self.model, cache=self.config.shared_cache, **self.kwargs)
+            return OwlPredictor(self.model, cache=self.config.shared_cache, **kwargs)
         return OwlPredictor(self.model, device_cache_bytes=self.config.request_cache_bytes,
-                            host_cache_bytes=self.config.request_cache_bytes, **self.kwargs)
+                            host_cache_bytes=self.config.request_cache_bytes, **kwargs)
 
     @property
     def top_k(self) -> int:
@@ -156,7 +163,8 @@ class _Service:
             queries.append(self.image(ref.type, ref.value, f"image[{i}]"))
         # class ids index the sorted class names, as the reference's responses do
         names = sorted({b["cls"] for t in training for b in t["boxes"]})
-        pred = self.predictor(shared=True)  # no .pt here: only embeddings computed from pixels
+        # no .pt here: only embeddings computed from pixels, so the shared cache is safe
+        pred = self.predictor(shared=True, preprocessing=body.preprocessing)
         pred.set_examples(training, class_names=names, progress=_checker(deadline, "examples"))
         params = DetectParams(confidence=body.confidence if body.confidence is not None
                               else 0.99,
@@ -184,9 +192,10 @@ class _Service:
 
     # -------------------------------------------------------------- /infer
     def infer_pt(self, weights: _Weights | None, upload: bytes | None, images: list[bytes],
-                 params: DetectParams, draw: _Drawing, start: float) -> list[dict]:
+                 params: DetectParams, draw: _Drawing, start: float,
+                 preprocessing: str | None = None) -> list[dict]:
         deadline = Deadline(self.config.work.time_budget_s)
-        pred = self.predictor()
+        pred = self.predictor(preprocessing=preprocessing, for_pt=True)
         if weights is not None:
             with _hide_path(str(weights.path), f".pt {weights.name!r}"):
                 pred.load_pt(weights.path)
@@ -351,6 +360,9 @@ def create_app(model: OwlModel, config: RestConfig | None = None,
         visualize_predictions: Annotated[bool, Form()] = False,
         visualization_labels: Annotated[bool, Form()] = False,
         visualization_stroke_width: Annotated[int, Form(ge=1, le=50)] = 1,
+        preprocessing: Annotated[str | None, Form(pattern="^(hf|roboflow)$",
+                                                  description="Default: the .pt's own.")]
+        = None,
     ) -> Any:
         start = time.perf_counter()
         service.check_counts(len(images))
@@ -366,7 +378,7 @@ def create_app(model: OwlModel, config: RestConfig | None = None,
         draw = _Drawing(visualize_predictions, visualization_labels, visualization_stroke_width)
         size = WorkSize(len(data), 0)
         return await service.scheduler.run(size, service.infer_pt, chosen, upload, data, params,
-                                           draw, start)
+                                           draw, start, preprocessing)
 
     @app.get("/weights", response_model=list[WeightsInfo], summary="The .pt files loaded at start")
     async def list_weights() -> Any:

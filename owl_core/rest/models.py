@@ -100,6 +100,10 @@ class OwlV2Request(BaseModel):
     max_detections: Count | None = Field(300, description="Most detections per image (ours).")
     score_mode: Literal[SCORE_MODES] | None = Field(  # type: ignore[valid-type]
         "reference", description="reference: (cos + 1) / 2; calibrated: the model's logit.")
+    preprocessing: Literal["hf", "roboflow"] | None = Field(
+        None, description="Image preprocessing: hf (current transformers) or roboflow (Roboflow "
+                          "Inference's own: the same detections as it gives); default: the "
+                          "server's (hf unless started with --preprocessing).")
     # the reference's bookkeeping fields: accepted, ignored
     id: str | None = Field(None, max_length=200,
                               description="Request id, echoed as inference_id.")

@@ -69,6 +69,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="Candidate boxes kept per image (by objectness).")
     parser.add_argument("--match-threshold", type=float, default=0.3,
                         help="IoU a drawn box needs with a predicted box to become an example.")
+    parser.add_argument("--preprocessing", choices=("hf", "roboflow"), default=None,
+                        help="Image preprocessing of /owlv2/infer requests that don't say "
+                             "(hf: transformers'; roboflow: Roboflow Inference's own, for its "
+                             "detections). /infer uses the .pt's own unless the request says.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="Address to listen on (0.0.0.0 for every interface).")
     parser.add_argument("--port", type=int, default=9001)
@@ -97,7 +101,8 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
             model_ref = str(folder)
         model = load_model(model_ref, device=args.device, dtype=args.dtype)
         config = rest_config_from_args(args, {"top_k": args.top_k,
-                                              "match_threshold": args.match_threshold})
+                                              "match_threshold": args.match_threshold,
+                                              "preprocessing": args.preprocessing})
         app = create_app(model, config)
     except (OwlError, OSError) as exc:
         print(f"Cannot start the REST API: {exc}", file=sys.stderr)
