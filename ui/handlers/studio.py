@@ -3,7 +3,9 @@ handler object per area of the page."""
 
 from __future__ import annotations
 
+import atexit
 import secrets
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,8 +20,10 @@ from ui.handlers.classes import ClassHandlers
 from ui.handlers.embedding import EmbeddingHandlers
 from ui.handlers.images import ImageHandlers
 from ui.handlers.library import LibraryHandlers
+from ui.handlers.meter import MeterHandlers
 from ui.handlers.preview import PreviewHandlers
 from ui.handlers.project import ProjectHandlers
+from ui.handlers.review import ReviewHandlers
 from ui.handlers.views import legend_html, project_updates
 from ui.runtime import ExportSpool, WorkDir, default_cache_bytes, shared_cache
 from ui.session import Session, SessionStore
@@ -129,6 +133,9 @@ class Studio:
         self.project = ProjectHandlers(self)
         self.api = ApiHandlers(self)
         self.library = LibraryHandlers(self)
+        atexit.register(_close_at_exit, weakref.ref(self))  # a stopped server saves first
+        self.review = ReviewHandlers(self)
+        self.meter = MeterHandlers(self)
 
     @property
     def browser_secret(self) -> str:
@@ -171,6 +178,12 @@ class Studio:
         """Save every open project and delete the scratch folder (the server stops)."""
         self.store.close()
         self.work.close()
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    studio = ref()
+    if studio is not None:
+        studio.close()
 
 
 def tab_id(request: gr.Request | None) -> str:
