@@ -259,7 +259,7 @@ def load_pt(path: str | Path) -> SerializedPrompts:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        code = _needed_code(str(exc))
+        code = _needed_code(str(exc)) or _zip_pickle_code(path)
         if code is None:  # not a pickle of ours at all (text, random bytes, ...)
             raise PtFormatError(f"{name}: not a readable .pt file (corrupt, or not a .pt at "
                                 "all). Export it again.") from exc
@@ -283,27 +283,55 @@ def _refuse_non_zip(path: Path, name: str) -> None:
     """Every file torch.save writes (since torch 1.6) is a zip archive. Anything else is
     refused without torch.load: a bare pickle that names classes or functions is reported as
     needing code (found by reading its opcodes, nothing run); the rest is unreadable."""
-    code = None
-    try:
-        with open(path, "rb") as fh:
-            strings: list[str] = []
-            for i, (op, arg, _) in enumerate(pickletools.genops(fh)):
-                if i > 100_000:
-                    break
-                if op.name in ("GLOBAL", "INST"):
-                    code = str(arg).replace(" ", ".")
-                elif op.name == "STACK_GLOBAL":
-                    code = ".".join(strings[-2:]) or "a global"
-                elif isinstance(arg, str):
-                    strings.append(arg[:100])
-                if code is not None:
-                    break
-    except Exception:  # noqa: BLE001 -- not a pickle at all: reported as unreadable below
-        code = None
+    with open(path, "rb") as fh:
+        code = _pickle_code(fh)
     if code is not None:
         raise _refused(name, code)
     raise PtFormatError(f"{name}: not a readable .pt file (not the zip archive torch.save "
                         "writes). Export it again.")
+
+
+#: Globals a weights-only torch pickle may name (tensors, storages, ordered dicts).
+_PLAIN_GLOBAL = re.compile(r"^(torch\.[\w.]+|collections\.(OrderedDict|Counter)|"
+                           + re.escape(ROBOFLOW_LIMITED_SIZE_DICT) + r")$")
+
+
+def _pickle_code(fh: Any, *, allowed: re.Pattern[str] | None = None) -> str | None:
+    """The first class / function a pickle names (outside `allowed`), read from its opcodes
+    without running anything; None for a pickle without any, or bytes that are no pickle."""
+    strings: list[str] = []
+    try:
+        for i, (op, arg, _) in enumerate(pickletools.genops(fh)):
+            if i > 1_000_000:
+                return None
+            code = None
+            if op.name in ("GLOBAL", "INST"):
+                code = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL":
+                code = ".".join(strings[-2:]) or "a global"
+            elif op.name == "OBJ":
+                code = "an object built by OBJ"
+            elif isinstance(arg, str):
+                strings.append(arg[:100])
+            if code is not None and (allowed is None or not allowed.match(code)):
+                return code
+    except Exception:  # noqa: BLE001 -- not (or no longer) a pickle: nothing named so far
+        return None
+    return None
+
+
+def _zip_pickle_code(path: Path) -> str | None:
+    """What a torch.save archive's pickle needs beyond plain tensors, when torch refused it
+    with a message that does not say (e.g. an opcode weights-only loading never accepts)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if member is None:
+                return None
+            with archive.open(member) as fh:
+                return _pickle_code(fh, allowed=_PLAIN_GLOBAL)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
 
 
 def _check_archive(path: Path, name: str, lim: limits.Limits) -> None:

@@ -625,6 +625,18 @@ def test_pickle_payload_is_reported_as_needing_code_not_as_corrupt(tmp_path):
         load_pt(path)
 
 
+def test_pickle_opcodes_torch_rejects_without_naming_a_global_are_reported_as_code(tmp_path):
+    """An INST opcode (old-style "call this with these args") inside a torch.save archive:
+    torch's message names no global, the file is still refused as needing code."""
+    plain = save_pt(payload(small=True), tmp_path / "plain.pt")
+    evil = b"(S'touch owl-pwned'\nios\nsystem\n."
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(tmp_path / "inst.pt", "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, evil if info.filename.endswith("data.pkl") else src.read(info))
+    with pytest.raises(PtFormatError, match=r"inst\.pt: refused to load: .*\(os\.system\)"):
+        load_pt(tmp_path / "inst.pt")
+
+
 # ---------------------------------------------------------------------------- Roboflow files
 def test_default_roboflow_id_is_what_roboflows_loader_needs(tmp_path):
     data = build_payload(huggingface_id="google/owlv2-base-patch16-ensemble",
