@@ -447,9 +447,24 @@ class LabelJob:
             embed_phase: replaces the local threaded embedding (`owl_core.ray_label` passes
                 its Ray Data pipeline); called with the images still to read and the sink.
         """
-        start = time.perf_counter()
+        from filelock import FileLock, Timeout
+
         config = self.config
         config.job_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(config.job_dir / "job.lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise SettingsError(f"another label job is running on {config.out}; wait for it "
+                                "or use another --out.") from None
+        try:
+            return self._run(embed_phase)
+        finally:
+            lock.release()
+
+    def _run(self, embed_phase) -> LabelSummary:
+        start = time.perf_counter()
+        config = self.config
         self._check_manifest()
         store = EmbeddingStore(config.store_path, self.fingerprint, config.store_dtype,
                                shard_rows=config.flush_rows)

@@ -173,13 +173,15 @@ class EmbeddingStore:
             by_shard.setdefault(shard, []).append((content_hash, row))
         for shard in sorted(by_shard):
             rows = by_shard[shard]
-            tensors = load_file(str(self.folder / shard))
-            index = torch.tensor([row for _, row in rows], dtype=torch.long)
-            yield StoredBatch(
-                hashes=tuple(h for h, _ in rows),
-                **{name: tensors[name].index_select(0, index) for name in (
-                    "objectness", "boxes", "class_embeds", "logit_shift", "logit_scale",
-                    "image_size")})
+            tensors = load_file(str(self.folder / shard))  # memory-mapped
+            names = ("objectness", "boxes", "class_embeds", "logit_shift", "logit_scale",
+                     "image_size")
+            picked = [row for _, row in rows]
+            if picked != list(range(int(tensors["image_size"].shape[0]))):
+                index = torch.tensor(picked, dtype=torch.long)
+                tensors = {name: tensors[name].index_select(0, index) for name in names}
+            yield StoredBatch(hashes=tuple(h for h, _ in rows),
+                              **{name: tensors[name] for name in names})
 
     # ------------------------------------------------------------------ writing
     def add(self, content_hash: str, emb: ImageEmbeddings) -> bool:

@@ -350,3 +350,13 @@ def test_owl_core_cli_runs_label_with_a_project_and_stores_in_it(capsys, work, t
     assert len(jsonl(tmp_path / "out")) == 6
     assert list((project / "embeddings" / "label-store").glob("*/shard-*.safetensors"))
     assert not (tmp_path / "out" / "embeddings").exists()
+
+
+def test_a_second_job_on_the_same_out_is_refused_while_one_runs(capsys, work, tmp_path):
+    from filelock import FileLock
+
+    (tmp_path / "out" / ".owl_label").mkdir(parents=True)
+    with FileLock(tmp_path / "out" / ".owl_label" / "job.lock"):  # as a running job holds it
+        code, err = label(capsys, work, tmp_path / "out", "--format", "jsonl")
+    assert code == 2 and "another label job is running" in err
+    assert label(capsys, work, tmp_path / "out", "--format", "jsonl")[0] == 0
