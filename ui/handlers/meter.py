@@ -1,0 +1,168 @@
+"""The quality meter (how good the current prompt is on the reviewed images) and the dataset
+export, both read from the tab's project through the engine (`owl_core.evaluate`,
+`owl_core.dataset_export`); nothing is measured or written here by hand.
+
+The meter detects once per *prompt state* (`owl_core.evaluate.measure_project`: the prompts,
+the reviewed labels, IoU / max detections / score mode) and keeps that `Measurement`; a
+confidence move only reads it again (`Measurement.at`), which costs a recount, no detection.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from owl_core.dataset_export import DATASET_FORMATS, export_dataset
+from owl_core.evaluate import Evaluation, Measurement, measure_project
+from owl_core.params import DetectParams
+from ui.handlers.common import Area, engine_errors, read_settings
+from ui.session import Session, safe_file_name, to_core
+
+METER_HEADERS = ["class", "precision", "recall", "F1", "AP@50", "TP", "FP", "FN"]
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def meter_rows(ev: Evaluation) -> list[list[Any]]:
+    """One row per class, then "all" (pooled counts; its AP@50 is the mAP@50)."""
+    return [[c.name, _fmt(c.precision), _fmt(c.recall), _fmt(c.f1), _fmt(c.ap50),
+             c.true_positives, c.false_positives, c.false_negatives]
+            for c in (*ev.classes, ev.overall)]
+
+
+def meter_text(ev: Evaluation) -> str:
+    """The meter's summary line: mAP@50, the suggestion, what was measured and left out."""
+    parts = [f"**mAP@50 {_fmt(ev.map50)}** at any confidence · "
+             f"P / R / F1 at confidence **{ev.confidence:.2f}** on {ev.images_measured} "
+             f"reviewed image(s)"]
+    if ev.suggested is not None:
+        sg = ev.suggested
+        parts.append(f"Suggested confidence **{sg.confidence:.2f}** (best F1 {sg.f1:.3f}: "
+                     f"P {sg.precision:.3f}, R {sg.recall:.3f})")
+    if ev.left_out:
+        names = ", ".join(ev.left_out[:5]) + (" …" if len(ev.left_out) > 5 else "")
+        parts.append(f"{len(ev.left_out)} reviewed example image(s) left out (the prompt "
+                     f"would be graded on its own examples): {names}")
+    return "\n\n".join(parts)
+
+
+class MeterHandlers(Area):
+    """The quality meter panel and the "Export dataset" action."""
+
+    def __init__(self, studio: Any) -> None:
+        super().__init__(studio)
+        self._kept: weakref.WeakKeyDictionary[Session, tuple[str, Measurement]] = \
+            weakref.WeakKeyDictionary()
+
+    def measurement(self, s: Session) -> Measurement | None:
+        """The measurement for the session's prompt state (measured again only when that
+        state changed); None when there is nothing to measure yet (the reason is raised as
+        a `gr.Error`-free message by `on_meter`)."""
+        core = to_core(s.project, s.settings, s.core)
+        params = DetectParams(iou_threshold=s.settings.iou_threshold,
+                              max_detections=s.settings.max_detections,
+                              score_mode=s.settings.score_mode)
+        done = [r for r in core.images if r.status == "done"]
+        key = json.dumps([core.training_data(), core.classes,
+                          [(r.content_hash, [b.to_dict() for b in r.labels]) for r in done],
+                          params.to_dict(),
+                          s.imported_version], sort_keys=True, default=str)
+        kept = self._kept.get(s)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        m = measure_project(core, s.predictor, params)
+        self._kept[s] = (key, m)
+        return m
+
+    @engine_errors
+    def on_meter(self, confidence, iou_threshold, max_detections, score_mode, show_examples,
+                 request: gr.Request) -> dict:
+        """Bring the meter up to date (after an edit, a review change or a slider move)."""
+        s = self.session(request)
+        c = self.c
+        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                 show_examples)
+        with s.lock:
+            s.settings = settings
+            reason = self._not_ready(s)
+            if reason:
+                return {c.meter_table: None, c.meter_md: reason,
+                        c.apply_suggested: gr.update(interactive=False)}
+            ev = self.measurement(s).at(settings.confidence)
+            if ev.images_measured == 0:
+                text = ("No reviewed image to measure on: every image marked done is an "
+                        "example image (left out so the prompt is not graded on its own "
+                        "examples). Review a query image.")
+                return {c.meter_table: None, c.meter_md: text,
+                        c.apply_suggested: gr.update(interactive=False)}
+            return {c.meter_table: gr.update(value=meter_rows(ev), headers=METER_HEADERS),
+                    c.meter_md: meter_text(ev),
+                    c.apply_suggested: gr.update(
+                        interactive=ev.suggested is not None,
+                        value=("Apply suggested confidence" if ev.suggested is None else
+                               f"Apply suggested confidence ({ev.suggested.confidence:.2f})"))}
+
+    @staticmethod
+    def _not_ready(s: Session) -> str:
+        if s.core is None or s.predictor is None:
+            return "No project open."
+        if len(s.predictor.exemplars) == 0:
+            return "Draw an example box first: the meter grades the prompt."
+        done = {r.id for r in s.core.images if r.status == "done"}
+        items = [i for i in s.project.queries + s.project.examples if i.id in done]
+        if not items:
+            return ("No reviewed images yet. Review a query image below (accept, reject, draw) "
+                    "and mark it **done**: the meter then shows precision, recall, F1 and "
+                    "mAP@50 of the current prompt on it.")
+        if any(i.content_hash is None for i in items):
+            return "⏳ Reviewed images are still being embedded; the meter follows."
+        return ""
+
+    @engine_errors
+    def on_apply_suggested(self, request: gr.Request) -> float:
+        """The suggested confidence, for the confidence slider."""
+        s = self.session(request)
+        with s.lock:
+            kept = self._kept.get(s)
+            suggested = kept[1].at(s.settings.confidence).suggested if kept else None
+            if suggested is None:
+                raise gr.Error("No suggestion yet: review at least one query image.")
+            return round(float(suggested.confidence), 2)
+
+    @engine_errors
+    def on_export_dataset(self, fmt: str, include_unreviewed: bool,
+                          request: gr.Request) -> str:
+        """A zip of the project's dataset (COCO / YOLO / VOC): reviewed labels of the images
+        marked done, and with `include_unreviewed` the current detections (at the preview's
+        settings) of the images not done yet."""
+        if fmt not in DATASET_FORMATS:
+            raise gr.Error(f"Unknown format {fmt!r}; pick one of {', '.join(DATASET_FORMATS)}.")
+        s = self.session(request)
+        with s.lock:
+            core = to_core(s.project, s.settings, s.core)
+            items = {i.path: i for i in s.project.queries + s.project.examples}
+            detections = {items[path].id: res for path, res in s.results.items()
+                          if path in items and items[path].id}
+            out_dir = s.work_dir("datasets")
+            name = f"{safe_file_name(core.name, 'project')}-{fmt}"
+            with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+                summary = export_dataset(core, Path(tmp) / name, fmt,
+                                         include_unreviewed=bool(include_unreviewed),
+                                         detections=detections)
+                target = out_dir / f"{name}.zip"
+                target.unlink(missing_ok=True)
+                archive = shutil.make_archive(str(out_dir / name), "zip", Path(tmp) / name)
+            note = (f"{summary.images} image(s), {summary.boxes} box(es): {summary.reviewed} "
+                    f"reviewed, {summary.from_detections} from detections")
+            if summary.skipped:
+                note += f"; {len(summary.skipped)} left out"
+            gr.Info(f"Dataset ({fmt}): {note}.")
+            return archive

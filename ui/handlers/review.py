@@ -1,0 +1,400 @@
+"""Review: turn one image's detections into reviewed labels (see `ui.review` for what each
+annotator gesture means), set its review status, accept all detections on one image or on
+all, and fold rejected / accepted boxes into the prompt as negative / positive examples.
+
+Labels go into the tab's project through its API (`owl_core.project.Project.set_labels`), so
+they are saved with it (`ui.session.Saver`) and survive a reload. The review annotator is its
+own component: its edits never touch the example annotator or the preview's prompts.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from owl_core.project import Label
+from ui import labels as L
+from ui import review as R
+from ui.handlers.common import Area, engine_errors, file_path
+from ui.handlers.views import annotator_value, examples_updates, status_text
+from ui.session import ImageItem, Session, to_core
+
+#: The review list shows at most this many images (the dropdown stays usable).
+MAX_LISTED = 2000
+
+
+@dataclass
+class ReviewState:
+    """What the review annotator shows: which image, the detections offered for it, and the
+    boxes it sent last (to tell which detections the person deleted)."""
+
+    image_id: str = ""
+    proposals: list[R.Proposal] = field(default_factory=list)
+    boxes: list[dict] = field(default_factory=list)
+    classes: tuple[str, ...] = ()
+
+
+def all_items(s: Session) -> list[ImageItem]:
+    """Query images first, then example images (the order of the review list)."""
+    return list(s.project.queries) + list(s.project.examples)
+
+
+def same_boxes(a: list[dict], b: list[dict]) -> bool:
+    """Whether two annotator box lists are the same boxes (labels, places within a pixel,
+    order ignored): the value the server set comes back rounded and rescaled."""
+    def key(box: dict) -> tuple:
+        return (str(box.get("label") or ""), L.normalise_color(box.get("color")))
+
+    if len(a) != len(b):
+        return False
+    rest = list(b)
+    for box in a:
+        hit = next((o for o in rest if key(o) == key(box) and all(
+            abs(float(o[k]) - float(box[k])) <= R.SAME_PLACE_PX
+            for k in ("xmin", "ymin", "xmax", "ymax"))), None)
+        if hit is None:
+            return False
+        rest.remove(hit)
+    return True
+
+
+class ReviewHandlers(Area):
+    """The review panel."""
+
+    def __init__(self, studio: Any) -> None:
+        super().__init__(studio)
+        self._state: weakref.WeakKeyDictionary[Session, ReviewState] = \
+            weakref.WeakKeyDictionary()
+
+    # ------------------------------------------------------------------ state
+    def state(self, s: Session) -> ReviewState:
+        st = self._state.get(s)
+        if st is None:
+            st = self._state[s] = ReviewState()
+        return st
+
+    @staticmethod
+    def sync_core(s: Session) -> None:
+        """Bring the project model up to the page's view (classes, new images) without
+        writing it: the label setters validate against it. The saver writes it shortly."""
+        s.core = to_core(s.project, s.settings, s.core)
+
+    @staticmethod
+    def record(s: Session, image_id: str) -> Any:
+        return next((r for r in s.core.images if r.id == image_id), None) if s.core else None
+
+    def item(self, s: Session, image_id: str | None) -> ImageItem | None:
+        items = all_items(s)
+        if not items:
+            return None
+        if image_id:
+            found = next((i for i in items if i.id == image_id), None)
+            if found is not None:
+                return found
+        return items[0]
+
+    def proposals(self, s: Session, item: ImageItem) -> list[R.Proposal]:
+        """The item's detections at the current settings: the preview's, else detected now
+        from its cached embedding (example images are not in the preview)."""
+        result = s.results.get(item.path)
+        if result is None and item.content_hash and s.predictor is not None \
+                and len(s.predictor.exemplars) > 0:
+            result = s.predictor.detect_many([item.path], **s.settings.detect_kwargs())[0]
+        return R.proposals_from(result, s.project.classes)
+
+    def choices(self, s: Session) -> list[tuple[str, str]]:
+        """(caption, image id) per image: name, role, status, label count."""
+        records = {r.id: r for r in (s.core.images if s.core else ())}
+        out = []
+        for item in all_items(s)[:MAX_LISTED]:
+            rec = records.get(item.id)
+            status = R.status_word(rec.status) if rec else "not reviewed"
+            n = len(rec.labels) if rec else 0
+            role = "query" if item in s.project.queries else "example"
+            out.append((f"{item.name} · {role} · {status} · {n} label{'s' if n != 1 else ''}",
+                        item.id))
+        return out
+
+    # ------------------------------------------------------------------ views
+    def show(self, s: Session, image_id: str | None) -> dict:
+        """Every review component for image `image_id` (the first image when unknown)."""
+        c = self.c
+        self.sync_core(s)
+        item = self.item(s, image_id)
+        st = self.state(s)
+        labels_list, colors = list(s.project.classes), [
+            L.class_color(i) for i in range(len(s.project.classes))]
+        if item is None:
+            st.image_id, st.proposals, st.boxes = "", [], []
+            return {c.review_annotator: gr.update(value=None, label_list=labels_list,
+                                                  label_colors=colors),
+                    c.review_image: gr.update(choices=[], value=None),
+                    c.review_status: gr.update(value="not_reviewed"),
+                    c.review_info: "No images yet: upload query images to review."}
+        rec = self.record(s, item.id)
+        st.image_id = item.id
+        st.classes = tuple(s.project.classes)
+        st.proposals = self.proposals(s, item)
+        labels = list(rec.labels) if rec else []
+        status = rec.status if rec else "not_reviewed"
+        st.boxes = R.review_boxes(labels, st.proposals, s.project.classes,
+                                  show_pending=status != "done")
+        return {c.review_annotator: gr.update(value={"image": item.path, "boxes": st.boxes},
+                                              label_list=labels_list, label_colors=colors),
+                c.review_image: gr.update(choices=self.choices(s), value=item.id),
+                c.review_status: gr.update(value=status),
+                c.review_info: self.info(s, item)}
+
+    def info(self, s: Session, item: ImageItem) -> str:
+        rec = self.record(s, item.id)
+        st = self.state(s)
+        labels = list(rec.labels) if rec else []
+        waiting = sum(1 for b in st.boxes if L.parse_box(b, []).kind == "suggestion")
+        rejected = len(R.rejected(st.proposals, st.boxes))
+        by_source = {k: sum(1 for b in labels if b.source == k)
+                     for k in ("accepted", "corrected", "drawn")}
+        text = (f"**{item.name}** · {R.status_word(rec.status if rec else 'not_reviewed')} · "
+                f"{len(labels)} label(s): {by_source['accepted']} accepted, "
+                f"{by_source['corrected']} corrected, {by_source['drawn']} drawn")
+        if waiting and (rec is None or rec.status != "done"):
+            text += f" · {waiting} detection(s) still grey (not labels yet)"
+        if rejected:
+            text += f" · {rejected} rejected"
+        return text
+
+    def _after_labels(self, s: Session, item: ImageItem) -> dict:
+        c = self.c
+        rec = self.record(s, item.id)
+        return {c.review_image: gr.update(choices=self.choices(s), value=item.id),
+                c.review_status: rec.status if rec else "not_reviewed",
+                c.review_info: self.info(s, item)}
+
+    def _set_labels(self, s: Session, item: ImageItem, labels: list[Label],
+                    status: str | None = None) -> None:
+        self.sync_core(s)
+        rec = self.record(s, item.id)
+        if rec is None:
+            raise gr.Error(f"{item.name} is not in the project yet; try again in a moment.")
+        if status is None and rec.status == "not_reviewed":
+            status = "in_review"  # touched: the person is reviewing it
+        s.core.set_labels(item.id, labels, status)
+
+    # ------------------------------------------------------------------ events
+    @engine_errors
+    def on_pick(self, image_id: str | None, request: gr.Request) -> dict:
+        """The review list picked an image (or the project changed: show the first)."""
+        s = self.session(request)
+        with s.lock:
+            return self.show(s, image_id)
+
+    @engine_errors
+    def on_preview_pick(self, evt: gr.SelectData, request: gr.Request) -> dict:
+        """A preview thumbnail was clicked: review that image."""
+        s = self.session(request)
+        with s.lock:
+            index = int(evt.index or 0)
+            if not 0 <= index < len(s.preview_items):
+                return {}
+            return self.show(s, s.preview_items[index].id)
+
+    @engine_errors
+    def on_step(self, image_id: str | None, step: int, request: gr.Request) -> dict:
+        """Previous (-1) / next (+1) image of the review list."""
+        s = self.session(request)
+        with s.lock:
+            items = all_items(s)
+            if not items:
+                return self.show(s, None)
+            ids = [i.id for i in items]
+            at = ids.index(image_id) if image_id in ids else 0
+            return self.show(s, ids[(at + int(step)) % len(ids)])
+
+    @engine_errors
+    def on_edited(self, payload: dict | None, request: gr.Request) -> dict:
+        """The review annotator changed: its coloured boxes are the image's labels now."""
+        s = self.session(request)
+        image = (payload or {}).get("image") or {}
+        key = image.get("orig_name") or Path(file_path(image) or "").name
+        with s.lock:
+            st = self.state(s)
+            item = self.item(s, st.image_id)
+            if item is None or item.key != key:
+                return {}
+            boxes = L.parse_annotator_payload_boxes((payload or {}).get("boxes") or [])
+            rec = self.record(s, item.id)
+            before = list(rec.labels) if rec else []
+            labels = R.boxes_to_labels(boxes, st.proposals, s.project.classes, item.size,
+                                       before)
+            moved = not same_boxes(boxes, st.boxes)
+            st.boxes = boxes
+            if rec is not None and labels == before:
+                if not moved:
+                    return {}  # e.g. the value the server just set, echoed back
+                if rec.status != "not_reviewed":  # a detection rejected: same labels
+                    return {self.c.review_info: self.info(s, item)}
+            self._set_labels(s, item, labels)
+            return self._after_labels(s, item)
+
+    @engine_errors
+    def on_status(self, status: str, request: gr.Request) -> dict:
+        """The status radio moved."""
+        s = self.session(request)
+        if status not in R.STATUS_WORDS:
+            raise gr.Error(f"Unknown review status {status!r}.")
+        with s.lock:
+            st = self.state(s)
+            item = self.item(s, st.image_id)
+            if item is None:
+                return {}
+            self.sync_core(s)
+            s.core.set_status(item.id, status)
+            return self._after_labels(s, item)
+
+    @engine_errors
+    def on_done_next(self, request: gr.Request) -> dict:
+        """Mark this image done (its grey detections are not labels) and show the next image
+        that is not done."""
+        s = self.session(request)
+        with s.lock:
+            st = self.state(s)
+            item = self.item(s, st.image_id)
+            if item is None:
+                return {}
+            self.sync_core(s)
+            s.core.set_status(item.id, "done")
+            ids = [i.id for i in all_items(s)]
+            status = {r.id: r.status for r in s.core.images}
+            at = ids.index(item.id)
+            after = ids[at + 1:] + ids[:at]
+            nxt = next((i for i in after if status.get(i) != "done"), item.id)
+            return self.show(s, nxt)
+
+    @engine_errors
+    def on_accept_image(self, request: gr.Request) -> dict:
+        """Accept every grey detection on this image as it is."""
+        s = self.session(request)
+        with s.lock:
+            st = self.state(s)
+            item = self.item(s, st.image_id)
+            if item is None:
+                return {}
+            self.sync_core(s)
+            rec = self.record(s, item.id)
+            self._set_labels(s, item, R.accept_all(list(rec.labels) if rec else [],
+                                                   st.proposals))
+            return self.show(s, item.id)
+
+    @engine_errors
+    def on_accept_all(self, request: gr.Request) -> dict:
+        """On every query image not reviewed yet, accept its detections above the current
+        confidence as its labels and mark it done (images in review or done are kept)."""
+        s = self.session(request)
+        with s.lock:
+            self.sync_core(s)
+            status = {r.id: r.status for r in s.core.images}
+            changed, waiting = 0, 0
+            for item in s.project.queries:
+                if status.get(item.id) != "not_reviewed":
+                    continue
+                if item.path not in s.results:
+                    waiting += 1
+                    continue
+                labels = R.accept_all([], R.proposals_from(s.results[item.path],
+                                                           s.project.classes))
+                s.core.set_labels(item.id, labels, "done")
+                changed += 1
+            note = f"{changed} image(s) accepted and marked done"
+            if waiting:
+                note += f"; {waiting} still being embedded (not changed)"
+            gr.Info(note + ".")
+            out = self.show(s, self.state(s).image_id)
+            out[self.c.status] = status_text(s, note)
+            return out
+
+    @engine_errors
+    def on_to_examples(self, negatives: bool, request: gr.Request) -> dict:
+        """Rejected detections of this image become negative examples (`negatives`), or its
+        labels become positive examples: the image joins the examples (once) with those boxes,
+        and the annotator shows it. The image is then left out of the quality meter."""
+        s = self.session(request)
+        with s.lock:
+            st = self.state(s)
+            item = self.item(s, st.image_id)
+            if item is None:
+                return {}
+            p = s.project
+            if negatives:
+                new = [L.box_for_label(x.xyxy, x.cls, True, p.classes)
+                       for x in R.rejected(st.proposals, st.boxes)]
+                what = "rejected detection(s) → negative examples"
+            else:
+                rec = self.record(s, item.id)
+                new = [L.box_for_label(b.xyxy, b.cls, False, p.classes)
+                       for b in (rec.labels if rec else ())]
+                what = "label(s) → positive examples"
+            if not new:
+                raise gr.Error("Nothing to add: delete a grey detection to reject it, or accept "
+                               "/ draw a label first." if negatives else
+                               "This image has no labels yet: accept or draw some first.")
+            found = next((i for i, e in enumerate(p.examples) if e.file_hash == item.file_hash),
+                         None)
+            if found is None:
+                # embedded again as an example (examples keep every patch's embedding)
+                p.examples.append(ImageItem(item.path, item.name, item.size, content_hash=None,
+                                            file=item.file, file_hash=item.file_hash))
+                found = len(p.examples) - 1
+            example = p.examples[found]
+            taken = [(b["xmin"], b["ymin"], b["xmax"], b["ymax"]) for b in example.boxes]
+            fresh = [b for b in new if not any(
+                L.iou_xyxy((b["xmin"], b["ymin"], b["xmax"], b["ymax"]), t) > 0.9
+                for t in taken)]
+            example.boxes = fresh + example.boxes
+            p.current = found
+            gr.Info(f"{item.name}: {len(fresh)} {what}.")
+            out = examples_updates(self.c, p)
+            out[self.c.annotator] = gr.update(value=annotator_value(p))
+            out[self.c.status] = status_text(s)
+            return out
+
+    def on_prev(self, image_id: str | None, request: gr.Request) -> dict:
+        return self.on_step(image_id, -1, request)
+
+    def on_next(self, image_id: str | None, request: gr.Request) -> dict:
+        return self.on_step(image_id, +1, request)
+
+    def on_to_negatives(self, request: gr.Request) -> dict:
+        return self.on_to_examples(True, request)
+
+    def on_to_positives(self, request: gr.Request) -> dict:
+        return self.on_to_examples(False, request)
+
+    @engine_errors
+    def on_sync(self, request: gr.Request) -> dict:
+        """The preview changed (new detections, images, classes): show the first image when
+        the panel shows none, and the new detections on an image nobody touched yet (status
+        "not reviewed"); an image under review keeps what the person sees."""
+        s = self.session(request)
+        with s.lock:
+            st = self.state(s)
+            item = self.item(s, st.image_id) if st.image_id else None
+            if item is None or item.id != st.image_id:
+                return self.show(s, None)
+            self.sync_core(s)
+            rec = self.record(s, item.id)
+            if rec is not None and rec.status != "not_reviewed":
+                out = {self.c.review_image: gr.update(choices=self.choices(s), value=item.id)}
+                if tuple(s.project.classes) != st.classes:  # a class added / renamed
+                    st.classes = tuple(s.project.classes)
+                    out[self.c.review_annotator] = gr.update(
+                        label_list=list(st.classes),
+                        label_colors=[L.class_color(i) for i in range(len(st.classes))])
+                return out
+            before = st.boxes
+            out = self.show(s, item.id)
+            if st.boxes == before:
+                out.pop(self.c.review_annotator)
+            return out

@@ -1,0 +1,139 @@
+"""The review part of the studio page: the review annotator and its actions, the quality meter
+and the dataset export (laid out by `build_review_panel`, wired by `wire_review`; called from
+`ui.layout.build_demo`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from gradio_image_annotation import image_annotator
+
+from owl_core.dataset_export import DATASET_FORMATS
+from ui.handlers.meter import METER_HEADERS
+
+REVIEW_HELP = (
+    "Grey boxes are the model's detections, not labels yet. **Accept** one: select it, press "
+    "**E** (or double-click) and confirm its class; pick another class to **relabel** it. "
+    "**Reject** one: select it and press **Del**. **Draw** a missed object with **C**. "
+    "Coloured boxes are this image's labels (saved with the project). Keys: **[** / **]** "
+    "previous / next image."
+)
+
+#: Keyboard shortcuts of the review panel ("[" / "]": previous / next image), installed once
+#: on page load; keys typed into a text field are left alone.
+REVIEW_KEYS_JS = """() => {
+  if (window.__owlReviewKeys) return [];
+  window.__owlReviewKeys = true;
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const id = e.key === '[' ? 'review-prev' : e.key === ']' ? 'review-next' : null;
+    if (!id) return;
+    const b = document.getElementById(id);
+    if (b) { e.preventDefault(); b.click(); }
+  });
+  return [];
+}"""
+
+
+def build_review_panel(c: Any) -> None:
+    """The "3 · Review" row, the quality meter and the dataset export (inside the Studio tab)."""
+    gr.Markdown("### 3 · Review: detections become labels")
+    with gr.Row():
+        with gr.Column(scale=3):
+            c.review_annotator = image_annotator(
+                None, label="Review: grey = detection, coloured = label",
+                label_list=[], label_colors=[], boxes_alpha=0.12, box_min_size=6,
+                handle_size=7, box_thickness=2, box_selected_thickness=3,
+                image_type="pil", sources=[], show_clear_button=False,
+                show_remove_button=False, show_download_button=False,
+                elem_id="review-annotator")
+            gr.Markdown(REVIEW_HELP, elem_id="review-help")
+        with gr.Column(scale=2):
+            with gr.Row(equal_height=True):
+                c.review_prev = gr.Button("◀ Previous", size="sm", min_width=80, scale=0,
+                                          elem_id="review-prev")
+                c.review_image = gr.Dropdown([], label="Image to review", scale=3,
+                                             allow_custom_value=False, elem_id="review-image")
+                c.review_next = gr.Button("Next ▶", size="sm", min_width=80, scale=0,
+                                          elem_id="review-next")
+            c.review_info = gr.Markdown("", elem_id="review-info")
+            c.review_status = gr.Radio([("not reviewed", "not_reviewed"),
+                                        ("in review", "in_review"), ("done", "done")],
+                                       value="not_reviewed", label="Review status",
+                                       elem_id="review-status")
+            with gr.Row():
+                c.review_accept = gr.Button("Accept all grey boxes on this image", size="sm",
+                                            elem_id="review-accept")
+                c.review_done = gr.Button("✓ Done, next image", size="sm", variant="primary",
+                                          elem_id="review-done")
+            with gr.Row():
+                c.review_to_negatives = gr.Button("Rejected → negative examples", size="sm",
+                                                  elem_id="review-to-negatives")
+                c.review_to_positives = gr.Button("Labels → positive examples", size="sm",
+                                                  elem_id="review-to-positives")
+            c.review_accept_all = gr.Button(
+                "Accept detections on every image not reviewed yet (marks them done)",
+                size="sm", elem_id="review-accept-all")
+            with gr.Accordion("Quality meter: the prompt on the reviewed images", open=True):
+                c.meter_md = gr.Markdown("", elem_id="meter-info")
+                c.meter_table = gr.Dataframe(headers=METER_HEADERS, interactive=False,
+                                             elem_id="meter-table")
+                c.apply_suggested = gr.Button("Apply suggested confidence", size="sm",
+                                              interactive=False, elem_id="apply-suggested")
+            with gr.Accordion("Export dataset (COCO / YOLO / Pascal VOC)", open=True):
+                with gr.Row(equal_height=True):
+                    c.dataset_format = gr.Radio(list(DATASET_FORMATS), value="coco",
+                                                label="Format", elem_id="dataset-format")
+                    c.dataset_unreviewed = gr.Checkbox(
+                        False, label="Also images not reviewed yet, with their current "
+                                     "detections", elem_id="dataset-unreviewed")
+                c.export_dataset = gr.Button("Export dataset", size="md",
+                                             elem_id="export-dataset")
+                c.dataset_file = gr.File(label="Dataset (zip)", interactive=False,
+                                         elem_id="dataset-file")
+
+
+def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: dict,
+                downloads: dict, embed: dict) -> None:
+    """Events of the review panel. Review changes update the meter; the preview's changes
+    (new detections, a new prompt) update the meter and, for an image nobody touched yet, the
+    review annotator."""
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    r, m = studio.review, studio.meter
+    review_out = [c.review_annotator, c.review_image, c.review_status, c.review_info]
+    meter = dict(fn=m.on_meter, inputs=settings,
+                 outputs=[c.meter_table, c.meter_md, c.apply_suggested],
+                 trigger_mode="always_last", **quiet)
+    examples_out = [c.examples_gallery, c.annotator, c.status]
+
+    demo.load(None, None, None, js=REVIEW_KEYS_JS, **quiet)
+    c.review_image.input(r.on_pick, c.review_image, review_out, **quiet).then(**meter)
+    c.review_prev.click(r.on_prev, c.review_image, review_out, **quiet)
+    c.review_next.click(r.on_next, c.review_image, review_out, **quiet)
+    c.preview.select(r.on_preview_pick, None, review_out, **quiet)
+    c.review_annotator.change(r.on_edited, c.review_annotator,
+                              [c.review_image, c.review_status, c.review_info],
+                              preprocess=False, trigger_mode="always_last",
+                              **quiet).then(**meter)
+    c.review_status.input(r.on_status, c.review_status,
+                          [c.review_image, c.review_status, c.review_info],
+                          **quiet).then(**meter)
+    c.review_done.click(r.on_done_next, None, review_out, **quiet).then(**meter)
+    c.review_accept.click(r.on_accept_image, None, review_out, **quiet).then(**meter)
+    c.review_accept_all.click(r.on_accept_all, None, review_out + [c.status],
+                              **quiet).then(**meter)
+    for button, negatives in ((c.review_to_negatives, True), (c.review_to_positives, False)):
+        fn = r.on_to_negatives if negatives else r.on_to_positives
+        button.click(fn, None, examples_out, **quiet).then(**refresh).then(
+            **downloads).then(**embed)
+    # new detections (prompt, settings, images): keep the review and the meter in step
+    c.preview.change(r.on_sync, None, review_out, **quiet).then(**meter)
+    for slider in (c.confidence,):
+        slider.release(**meter)
+    c.apply_suggested.click(m.on_apply_suggested, None, c.confidence, **quiet).then(
+        **refresh).then(**downloads).then(**meter)
+    c.export_dataset.click(m.on_export_dataset, [c.dataset_format, c.dataset_unreviewed],
+                           c.dataset_file, api_visibility="private")
