@@ -30,6 +30,7 @@ from owl_core.scoring import SCORE_MODES
 from ui import labels as L
 from ui.formats import ASSETS_DIR, DETECTION_FORMATS, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
+from ui.review_layout import build_review_panel, wire_review
 
 CSS = """
 #random-banner {background:#FFF3CD; border:2px solid #F0AD4E; border-radius:8px;
@@ -238,6 +239,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             c.detections_file = gr.File(label="Detections (zip)",
                                                         interactive=False,
                                                         elem_id="detections-file")
+                build_review_panel(c)
             with gr.Tab("API & batch", id="api"):
                 gr.Markdown(API_HELP)
                 with gr.Row():
@@ -379,6 +381,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                                       **quiet))
     c.export_detections.click(studio.project.on_export_detections, c.detection_format,
                               [c.detections_file], **_private())
+    wire_review(demo, studio, c, settings, refresh, downloads, embed)
 
     # the named API (also usable from the "API & batch" tab)
     score = [c.api_confidence, c.api_iou, c.api_max, c.api_mode]

@@ -158,6 +158,9 @@ class Studio:
         s = self.store.peek(tab_id(request))
         if s is not None:
             self.store.saver.touch(s)
+            if s.save_error and s.save_error != s.warned:
+                s.warned = s.save_error  # say it once per problem, not on every event
+                gr.Warning(f"Not saved: {s.save_error}")
 
     def on_load(self, stored_id: str | None, request: gr.Request) -> dict:
         """Open the tab's project: the one named in the URL (``?project=<id>``), else the one
