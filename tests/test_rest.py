@@ -461,3 +461,32 @@ def test_busy_lane_answers_503_with_retry_after(tiny_model, images, monkeypatch)
     response = TestClient(app).post("/owlv2/infer",
                                     json=_reference_requests(images)["single_positive"])
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
+
+
+def test_requests_beyond_the_in_flight_bound_get_503(tiny_model, images, monkeypatch):
+    app = create_app(tiny_model, RestConfig(work=WorkLimits(max_in_flight=1)))
+    release, entered = threading.Event(), threading.Event()
+
+    def held(*args):
+        entered.set()
+        release.wait(30)
+        return []
+
+    monkeypatch.setattr(app.state.owl_rest, "owlv2", held)
+    body = {**_reference_requests(images)["single_positive"], "image": []}
+    with TestClient(app) as client:
+        first: dict = {}
+        thread = threading.Thread(
+            target=lambda: first.update(r=client.post("/owlv2/infer", json=body)))
+        thread.start()
+        try:
+            assert entered.wait(30)
+            second = client.post("/owlv2/infer", json=body)
+            docs = client.get("/openapi.json")  # outside the REST routes: not counted
+        finally:
+            release.set()
+            thread.join(30)
+        third = client.post("/owlv2/infer", json=body)
+    assert second.status_code == 503 and second.headers["retry-after"] == "5"
+    assert docs.status_code == 200
+    assert first["r"].status_code == 200 and third.status_code == 200

@@ -301,7 +301,8 @@ def create_app(model: OwlModel, config: RestConfig | None = None,
                       description="Few-shot OWLv2 detection; `POST /owlv2/infer` takes Roboflow "
                                   "Inference's OwlV2 requests.")
     app.add_middleware(BodyLimitMiddleware, paths=REST_PATHS,
-                       max_bytes=lambda: limits.current().max_request_bytes)
+                       max_bytes=lambda: limits.current().max_request_bytes,
+                       max_in_flight=config.work.max_in_flight)
     app.state.owl_rest = service
 
     @app.exception_handler(RequestValidationError)

@@ -22,17 +22,34 @@ class _TooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """Apply `max_bytes()` to HTTP requests whose path starts with one of `paths`."""
+    """Apply `max_bytes()` to HTTP requests whose path starts with one of `paths`, and answer
+    503 while `max_in_flight` of them are already being received or handled (bodies are read
+    before a request can be sized, so their number is bounded here)."""
 
-    def __init__(self, app: Any, paths: tuple[str, ...], max_bytes: Callable[[], int]) -> None:
+    def __init__(self, app: Any, paths: tuple[str, ...], max_bytes: Callable[[], int],
+                 max_in_flight: int = 32) -> None:
         self.app = app
         self.paths = tuple(paths)
         self.max_bytes = max_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # only touched on the event loop: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope.get("path", "").startswith(self.paths):
             await self.app(scope, receive, send)
             return
+        if self.in_flight >= self.max_in_flight:
+            await _reply(send, 503, f"the server is busy ({self.in_flight} requests in "
+                                    "progress); retry in a few seconds.",
+                         [(b"retry-after", b"5")])
+            return
+        self.in_flight += 1
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = int(self.max_bytes())
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
@@ -85,10 +102,11 @@ def _message(limit: int, length: int | None) -> str:
             "with OWL_MAX_REQUEST_BYTES.")
 
 
-async def _reply(send: Send, status: int, message: str) -> None:
+async def _reply(send: Send, status: int, message: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"message": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})

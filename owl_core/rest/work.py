@@ -38,6 +38,8 @@ class WorkLimits:
         heavy_units: requests scoring more units than this go to the heavy lane.
         light_workers, heavy_workers: requests run at once per lane.
         max_waiting: requests queued per lane before new ones get 503.
+        max_in_flight: REST requests being received or handled at once (bodies included,
+            which are read before a request can be sized); beyond it 503.
     """
 
     max_work_units: int = 30_000_000
@@ -47,6 +49,7 @@ class WorkLimits:
     light_workers: int = 2
     heavy_workers: int = 1
     max_waiting: int = 16
+    max_in_flight: int = 40
 
 
 @dataclass(frozen=True)
