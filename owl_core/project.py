@@ -355,6 +355,9 @@ class Project:
 
     Change it through the methods (they validate and keep classes, prompts and labels
     consistent); `save_project` writes it. ``folder`` is where it lives (None: not on disk yet).
+    The methods replace lists rather than change them in place, but a change may set two
+    fields: a program that edits from several threads holds its own lock around edits and
+    saves (the folder's file lock only keeps writers from interleaving on disk).
     """
 
     name: str = "my-project"
@@ -524,17 +527,19 @@ class Project:
         return removed
 
     # ---------------------------------------------------------------- file form
-    def to_dict(self) -> dict[str, Any]:
-        """The ``project.json`` content (see the module docstring)."""
+    def to_dict(self, images: Sequence[ImageRecord] | None = None) -> dict[str, Any]:
+        """The ``project.json`` content (see the module docstring); ``images`` replaces
+        `self.images` (a snapshot taken by the writer)."""
+        images = self.images if images is None else images
         return {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "name": self.name,
             "classes": list(self.classes), "settings": self.settings.to_dict(),
-            "images": [r.to_dict() for r in self.images],
+            "images": [r.to_dict() for r in images],
             # derived, for readers of the old form; ignored when a versioned file is read
             "training_data": [{"image": r.file, "boxes": [
                 geometry.xyxy_to_reference(p.xyxy, p.cls, p.negative, ndigits=None)
-                for p in r.prompts]} for r in self.images if r.prompts],
-            "query_images": [r.file for r in self.images if r.role == "query"],
+                for p in r.prompts]} for r in images if r.prompts],
+            "query_images": [r.file for r in images if r.role == "query"],
         }
 
     # ---------------------------------------------------------------- internals
@@ -829,8 +834,9 @@ def _save_locked(project: Project, target: Path) -> Path:
     for leftover in target.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"):
         leftover.unlink(missing_ok=True)
     source = project.folder.resolve() if project.folder is not None else None
+    images = project.images  # one snapshot: the methods replace lists, never change them
     adopted: list[ImageRecord] = []
-    for record in project.images:
+    for record in images:
         rel = record.file
         if source != target or not _local(rel, IMAGES_DIR):  # not (yet) one of ours: copy it
             path = (source / rel).resolve() if source is not None else Path(rel).resolve()
@@ -845,10 +851,11 @@ def _save_locked(project: Project, target: Path) -> Path:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, dest)
         adopted.append(dataclasses.replace(record, file=rel) if rel != record.file else record)
-    project.images = adopted
-    project.folder = target
+    if any(a is not r for a, r in zip(adopted, images, strict=True)) or source != target:
+        project.images = adopted  # otherwise untouched: an edit made meanwhile is not undone
+        project.folder = target
     project.version = FORMAT_VERSION
-    text = json.dumps(project.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(project.to_dict(adopted), indent=2, ensure_ascii=False) + "\n"
     final = target / PROJECT_FILE
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=target)
     try:

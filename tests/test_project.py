@@ -319,6 +319,21 @@ def test_writer_killed_mid_save_leaves_a_loadable_project_and_the_next_save_clea
     assert load_project(filled.folder) == before
 
 
+def test_an_edit_made_while_saving_is_not_undone(filled, monkeypatch):
+    import owl_core.project as module
+
+    real = module._keep_backup
+
+    def edit_meanwhile(current, backup):  # another thread edits between snapshot and rename
+        filled.set_status(filled.images[0].id, "done")
+        real(current, backup)
+
+    monkeypatch.setattr(module, "_keep_backup", edit_meanwhile)
+    save_project(filled)
+    assert filled.images[0].status == "done"            # kept in memory
+    assert load_project(filled.folder).images[0].status == "not_reviewed"  # the next save's
+
+
 def test_previous_version_is_kept_as_bak(filled):
     first = (filled.folder / PROJECT_FILE).read_text()
     filled.add_class("spoon")
