@@ -490,3 +490,43 @@ def test_requests_beyond_the_in_flight_bound_get_503(tiny_model, images, monkeyp
     assert second.status_code == 503 and second.headers["retry-after"] == "5"
     assert docs.status_code == 200
     assert first["r"].status_code == 200 and third.status_code == 200
+
+
+def test_a_stalled_body_is_cut_off_with_408(tiny_model):
+    from owl_core.rest.body_limit import BodyLimitMiddleware
+
+    calls: list[str] = []
+
+    async def app(scope, receive, send):  # reads the body like FastAPI would, then answers
+        while True:
+            message = await receive()
+            if not message.get("more_body"):
+                break
+        calls.append("answered")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario(stall: bool) -> list[dict]:
+        parts = [{"type": "http.request", "body": b"{", "more_body": True}]
+        if not stall:
+            parts.append({"type": "http.request", "body": b"}", "more_body": False})
+
+        async def receive():
+            if parts:
+                return parts.pop(0)
+            await asyncio.sleep(3600)  # the client went quiet
+
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        guard = BodyLimitMiddleware(app, ("/owlv2/",), lambda: 1000, receive_timeout_s=0.2)
+        await guard({"type": "http", "path": "/owlv2/infer", "headers": []}, receive, send)
+        return sent
+
+    stalled = asyncio.run(scenario(stall=True))
+    assert stalled[0]["status"] == 408 and b"stopped arriving" in stalled[1]["body"]
+    assert calls == []
+    whole = asyncio.run(scenario(stall=False))
+    assert whole[0]["status"] == 200 and calls == ["answered"]

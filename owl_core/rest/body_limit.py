@@ -2,11 +2,13 @@
 
 The limit is checked twice: on the declared ``Content-Length`` (refused before a byte of the
 body is read) and while the body streams in (a chunked or lying client is cut off as soon as
-it passes the limit), so the server never holds more than the limit of one body.
+it passes the limit), so the server never holds more than the limit of one body. A body that
+stalls is cut off too (408), and the number of REST requests in progress is bounded (503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,18 +19,20 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class _TooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """Raised from `receive` when the body breaks a bound."""
 
 
 class BodyLimitMiddleware:
-    """Apply `max_bytes()` to HTTP requests whose path starts with one of `paths`, and answer
-    503 while `max_in_flight` of them are already being received or handled (bodies are read
-    before a request can be sized, so their number is bounded here)."""
+    """Apply `max_bytes()` to HTTP requests whose path starts with one of `paths`; answer 503
+    while `max_in_flight` of them are already being received or handled (bodies are read
+    before a request can be sized, so their number is bounded here), and 408 when a body
+    stalls for `receive_timeout_s` (a slow client can't hold a slot for ever)."""
 
     def __init__(self, app: Any, paths: tuple[str, ...], max_bytes: Callable[[], int],
-                 max_in_flight: int = 32) -> None:
+                 max_in_flight: int = 32, receive_timeout_s: float = 30.0) -> None:
         self.app = app
+        self.receive_timeout_s = receive_timeout_s
         self.paths = tuple(paths)
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
@@ -62,25 +66,36 @@ class BodyLimitMiddleware:
                 await _reply(send, 413, _message(limit, length))
                 return
         received = 0
-        overflow = False  # the body passed the limit: whatever the app answers becomes 413
+        # set when the body broke a bound: whatever the app answers becomes this reply
+        failure: tuple[int, str] | None = None
         started = False
 
+        body_done = False
+
         async def limited_receive() -> Message:
-            nonlocal received, overflow
-            message = await receive()
+            nonlocal received, failure, body_done
+            if body_done:  # e.g. waiting for a disconnect: no bound applies any more
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.receive_timeout_s)
+            except TimeoutError:
+                failure = (408, f"the request body stopped arriving for more than "
+                                f"{self.receive_timeout_s:g} s; send it at once.")
+                raise _Refused() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    overflow = True
-                    raise _TooLarge()
+                    failure = (413, _message(limit, None))
+                    raise _Refused()
+                body_done = not message.get("more_body", False)
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if overflow:  # the app turned our signal into its own error reply: replace it
+            if failure is not None:  # the app turned our signal into its own reply: replace it
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await _reply(send, 413, _message(limit, None))
+                    await _reply(send, *failure)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -89,10 +104,10 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
-            if not overflow:
+            if failure is None:
                 raise
             if not started:
-                await _reply(send, 413, _message(limit, None))
+                await _reply(send, *failure)
 
 
 def _message(limit: int, length: int | None) -> str:
