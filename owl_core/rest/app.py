@@ -50,7 +50,7 @@ from owl_core.rest.work import BusyError, Deadline, WorkLimits, WorkScheduler, W
 log = logging.getLogger("owl_core.rest")
 #: Paths the body limit applies to (Gradio, when mounted, keeps its own upload limit).
 REST_PATHS = ("/owlv2/", "/infer", "/weights")
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 403, 413, 422, 500, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 403, 408, 413, 422, 500, 503)}
 _PREDICTOR_KEYS = ("top_k", "match_threshold", "preprocessing")
 
 
