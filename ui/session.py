@@ -199,7 +199,9 @@ class Session:
         self.project = Project()
         self.settings = Settings()
         self.saved_text: str | None = None   # project.json content of the last save
+        self.disk_stamp: tuple[int, int] | None = None  # its (mtime_ns, size) on disk
         self.save_error: str | None = None
+        self.warned: str | None = None        # the save error the page was last told about
         self._reset_view_state()
         self.last_used = time.monotonic()
 
@@ -227,6 +229,7 @@ class Session:
         self.core = core
         self.project, self.settings = from_core(core)
         self.saved_text = json.dumps(core.to_dict(), sort_keys=True)
+        self.disk_stamp = _stamp(core)
         self.save_error = None
         if self.predictor is not None and hasattr(self.predictor, "clear_imported"):
             self.predictor.clear_imported()
@@ -279,6 +282,10 @@ class Session:
             if not self.core.folder.is_dir():
                 raise ProjectError("the project was deleted (in another tab?); open or create "
                                    "another one.")
+            if self._changed_elsewhere():
+                raise ProjectError("this project was changed in another tab or window, so "
+                                   "your last change was not saved over it. Reload the page to "
+                                   "continue from the saved project.")
             from owl_core.project import save_project
 
             save_project(core)
@@ -286,11 +293,25 @@ class Session:
             self.save_error = str(exc)
             log.warning("project %s not saved: %s", self.project_id, exc)
             return False
-        self.core = core
+        previous, self.core = self.core, core
         self.saved_text = text
+        self.disk_stamp = _stamp(core)
         self.save_error = None
-        _remove_unused_images(core)
+        _remove_unused_images(previous, core)
         return True
+
+    def _changed_elsewhere(self) -> bool:
+        """Whether project.json on disk is no longer what this session read or wrote last
+        (another tab saved the same project): then saving would drop that tab's work."""
+        if self.saved_text is None or _stamp(self.core) == self.disk_stamp:
+            return False
+        from owl_core.project import PROJECT_FILE, read_json
+
+        try:
+            on_disk = read_json(self.core.folder / PROJECT_FILE)
+        except OwlError:
+            return False  # unreadable: ours is the better copy
+        return on_disk != json.loads(self.saved_text)
 
     def work_dir(self, name: str) -> Path:
         path = self.dir / name
@@ -308,15 +329,27 @@ class Session:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _remove_unused_images(core: CoreProject) -> None:
-    """Delete files in the project's ``images/`` that no image record uses any more (removed
-    images)."""
-    folder = core.folder / IMAGES_DIR if core.folder else None
-    if folder is None or not folder.is_dir():
+def _stamp(core: CoreProject | None) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a project's project.json, None when it is missing."""
+    from owl_core.project import PROJECT_FILE
+
+    try:
+        st = (core.folder / PROJECT_FILE).stat()
+    except (OSError, AttributeError, TypeError):
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _remove_unused_images(previous: CoreProject, core: CoreProject) -> None:
+    """Delete the image files the last save still used and this one doesn't (images the
+    person removed); files only other writers know of are left alone."""
+    if core.folder is None:
         return
-    used = {(core.folder / r.file).resolve() for r in core.images}
-    for path in folder.iterdir():
-        if path.is_file() and not path.name.startswith(".") and path.resolve() not in used:
+    used = {r.file for r in core.images}
+    images = (core.folder / IMAGES_DIR).resolve()
+    for rel in {r.file for r in previous.images} - used:
+        path = (core.folder / rel).resolve()
+        if path.parent == images and path.is_file():
             path.unlink(missing_ok=True)
 
 

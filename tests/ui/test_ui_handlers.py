@@ -288,3 +288,33 @@ def test_api_training_data_may_be_a_project_file_read_by_the_project_reader(stud
     with pytest.raises(gr.Error, match="coin"):
         studio.api.api_infer(json.dumps(broken), [str(upload)], [str(upload)], 0.5, 0.3, 300,
                              "reference", SimpleNamespace(session_hash="api"))
+
+
+def test_two_tabs_on_one_project_never_overwrite_each_other(tiny_model, tmp_path):
+    from ui import Studio, StudioConfig, build_demo
+
+    config = StudioConfig(work_dir=str(tmp_path / "work"), cache_bytes=64 * 2**20)
+    studio = Studio(tiny_model, config)
+    build_demo(tiny_model, config, studio=studio)
+    try:
+        one = SimpleNamespace(session_hash="one", query_params={})
+        studio.on_load(None, one)
+        pid = studio.session(one).project_id
+        two = SimpleNamespace(session_hash="two", query_params={"project": pid})
+        studio.on_load(None, two)
+        assert studio.session(two).project_id == pid
+        studio.classes.on_add_class("coin", one)
+        studio.store.saver.flush(studio.session(one))
+        studio.classes.on_add_class("cup", two)  # tab two still shows the project without coin
+        studio.store.saver.flush(studio.session(two))
+        assert studio.projects.open(pid).classes == ["object", "coin"]  # tab one's work kept
+        assert "another tab" in studio.session(two).save_error
+        # a reload (a new page, same project in the URL) continues from the saved project
+        reloaded = SimpleNamespace(session_hash="two-reloaded", query_params={"project": pid})
+        studio.on_load(None, reloaded)
+        assert studio.session(reloaded).project.classes == ["object", "coin"]
+        studio.classes.on_add_class("cup", reloaded)
+        studio.store.saver.flush(studio.session(reloaded))
+        assert studio.projects.open(pid).classes == ["object", "coin", "cup"]
+    finally:
+        studio.close()
