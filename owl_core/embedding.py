@@ -67,6 +67,11 @@ class ImageEmbeddings:
         moved = {name: t.to(device) for name, t in self._tensors().items()}
         return replace(self, **moved)
 
+    def top_k_only(self) -> ImageEmbeddings:
+        """Only the top-K rows, as Roboflow Inference keeps them: drawn boxes then snap among
+        these alone (its matching), and a matched index is a row of `class_embeds`."""
+        return replace(self, patch_boxes=None, topk_index=None, patch_class_embeds=None)
+
     def without_patches(self) -> ImageEmbeddings:
         """The query-only form: drops the (P, D) patch embeddings."""
         return replace(self, patch_class_embeds=None)

@@ -484,6 +484,8 @@ class OwlPredictor:
         report: list[BoxMatch] = []
         for i, (entry, (info, emb)) in enumerate(zip(parsed, pairs, strict=True)):
             content_hash = info.content_hash
+            if self.transform.preprocessing == "roboflow":  # as the reference: among the top K
+                emb = emb.top_k_only()
             for j, (box, (idx, iou, snapped, reason)) in enumerate(
                     zip(entry.boxes, match_boxes(emb, entry.boxes, self.match_threshold),
                         strict=True)):

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_iou
 
 from owl_core.cache import EmbeddingCache
 from owl_core.cli import build_parser
 from owl_core.embedding import ImageEmbeddings
 from owl_core.errors import SettingsError
+from owl_core.geometry import square_to_pixels_tensor
 from owl_core.matching import Exemplars
 from owl_core.predictor import OwlPredictor
 from owl_core.scoring import class_similarities
@@ -223,3 +225,30 @@ def test_similarities_are_computed_per_class_and_sign_as_roboflow_does():
             rows = ex.embeds[(ids == c) & (negative == sign)]
             want = torch.einsum("sd,nd->ns", emb.class_embeds, rows).max(dim=0)[0]
             assert torch.equal(got[:, c], want)
+
+
+@pytest.mark.parametrize("mode", ["hf", "roboflow"])
+def test_roboflow_mode_snaps_drawn_boxes_among_the_top_k_only(mode, tiny_model):
+    # Roboflow matches a drawn box against the top-K candidates it keeps; we match against
+    # every patch ("hf"), except in roboflow mode, so its exemplars are reproduced
+    pred = OwlPredictor(tiny_model, top_k=20, match_threshold=0.05, preprocessing=mode)
+    rgb = noise(120, 200, seed=3)
+    emb = pred.embeddings(rgb, keep_patches=True)
+    pixels = square_to_pixels_tensor(emb.patch_boxes, emb.image_size)
+    area = (pixels[:, 2] - pixels[:, 0]) * (pixels[:, 3] - pixels[:, 1])
+    outside_top_k = [i for i in area.argsort(descending=True).tolist()
+                     if i not in set(emb.topk_index.tolist())]
+    patch = outside_top_k[0]  # the largest predicted box that is not among the top K
+    x0, y0, x1, y1 = pixels[patch].tolist()
+    report = pred.set_examples([{"image": rgb, "boxes": [
+        {"x": (x0 + x1) / 2, "y": (y0 + y1) / 2, "w": x1 - x0, "h": y1 - y0, "cls": "a",
+         "negative": False}]}])
+    assert report.boxes[0].matched
+    exemplar = pred.exemplars.embeds[0]
+    if mode == "hf":
+        assert torch.equal(exemplar, emb.patch_class_embeds[patch])
+    else:
+        top_k_xyxy = square_to_pixels_tensor(emb.boxes, emb.image_size)
+        row = int(box_iou(pixels[patch][None], top_k_xyxy)[0].argmax())
+        assert torch.equal(exemplar, emb.class_embeds[row])
+        assert not torch.equal(exemplar, emb.patch_class_embeds[patch])
