@@ -93,7 +93,7 @@ def put(node, path: tuple, value):
 
 
 # ---------------------------------------------------------------------------- training data
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=80)
 @given(training_data)
 def test_training_data_parser_raises_only_documented_errors(data):
     try:
@@ -112,7 +112,7 @@ VALID_TRAINING = [{"image": "a.png", "boxes": [
     {"image": "b.png", "boxes": []}]
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=80)
 @given(st.lists(st.tuples(st.sampled_from(paths(VALID_TRAINING)),
                           st.one_of(arrays, box_values, json_like)), min_size=1, max_size=3))
 def test_training_data_parser_on_valid_data_with_parts_replaced(edits):
@@ -130,7 +130,7 @@ setting_values = st.one_of(numbers, st.text(max_size=12), st.none(), json_like,
                            st.sampled_from(["reference", "calibrated"]))
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=80)
 @given(st.one_of(
     st.dictionaries(st.sampled_from(["confidence", "iou_threshold", "max_detections",
                                      "score_mode", "match_threshold", "other"]),
@@ -191,7 +191,7 @@ VALID = saved(valid_payload())
 PATHS = paths(valid_payload())
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=40)
 @given(st.one_of(
     st.binary(max_size=2000),
     # a valid file with some bytes changed (zip headers, pickle opcodes, tensor data)
@@ -263,7 +263,7 @@ payloads = st.fixed_dictionaries(
 )
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=60)
 @given(st.one_of(payloads, nested))
 def test_pt_loader_on_random_structures(scratch, payload):
     check_payload(scratch, payload)
