@@ -3,7 +3,12 @@
 The file is a plain dict of tensors, strings, numbers, lists, tuples and None, so it loads with
 ``torch.load(weights_only=True)``: a file from someone else is data, never code (reference
 defect 5). Our own metadata lives under one extra key, ``"owl_studio"``, which the reference
-ignores.
+ignores. ``class_names`` are written sorted (both Roboflow loaders then agree on class ids);
+our class order is kept in the metadata.
+
+Loading treats the file as hostile: the archive's declared sizes are checked before anything
+is unpacked, every value is type-checked after, bounds come from `owl_core.limits`, and every
+refusal is a `PtFormatError` naming the file (never its folder).
 """
 
 from __future__ import annotations
