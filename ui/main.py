@@ -197,7 +197,7 @@ def build_server_app(model, demo, args: argparse.Namespace):
 
     config = rest_config_from_args(args, {"top_k": args.top_k,
                                           "match_threshold": args.match_threshold})
-    # REST requests share the studio's embedding cache (never for .pt files: see RestConfig)
+    # REST requests share the studio's embedding cache (a .pt's own embeddings never enter it)
     config.shared_cache = getattr(getattr(demo, "studio", None), "cache", None)
     rest = create_app(model, config)
     accepted = inspect.signature(gr.mount_gradio_app).parameters

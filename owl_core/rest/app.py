@@ -67,10 +67,10 @@ class RestConfig:
         request_cache_bytes: embedding cache of one request (private, dropped afterwards).
         work: per-request work bounds and lanes.
         resolver: DNS resolver for URL images (tests replace it).
-        shared_cache: an `EmbeddingCache` shared with others (e.g. the studio's sessions):
-            used for images of ``/owlv2/infer`` only, whose embeddings are computed here from
-            pixels. ``/infer`` always uses a private cache, because a `.pt` carries image
-            embeddings from a stranger that must never reach anyone else.
+        shared_cache: an `EmbeddingCache` shared with others (e.g. the studio's sessions) for
+            the embeddings computed here from pixels. A `.pt`'s own image embeddings (a
+            stranger's data) never enter it: the predictor keeps them with the file's prompts,
+            for the request that brought the file only.
     """
 
     weights: dict[str, str] = field(default_factory=dict)
@@ -163,7 +163,6 @@ class _Service:
             queries.append(self.image(ref.type, ref.value, f"image[{i}]"))
         # class ids index the sorted class names, as the reference's responses do
         names = sorted({b["cls"] for t in training for b in t["boxes"]})
-        # no .pt here: only embeddings computed from pixels, so the shared cache is safe
         pred = self.predictor(shared=True, preprocessing=body.preprocessing)
         pred.set_examples(training, class_names=names, progress=_checker(deadline, "examples"))
         params = DetectParams(confidence=body.confidence if body.confidence is not None
@@ -182,8 +181,9 @@ class _Service:
         for i, image in enumerate(queries):
             deadline.check(f"image {i}")
             result = pred.detect(image, params)
-            out.append({"inference_id": inference_id, "image": result.to_json()["image"],
-                        "predictions": prediction_dicts(result.to_json()),
+            found = result.to_json()
+            out.append({"inference_id": inference_id, "image": found["image"],
+                        "predictions": prediction_dicts(found),
                         "visualization": draw(image, result)})
         now = time.perf_counter() - start
         for response in out:
@@ -195,7 +195,8 @@ class _Service:
                  params: DetectParams, draw: _Drawing, start: float,
                  preprocessing: str | None = None) -> list[dict]:
         deadline = Deadline(self.config.work.time_budget_s)
-        pred = self.predictor(preprocessing=preprocessing, for_pt=True)
+        # the file's image embeddings stay private to this predictor (OwlPredictor.load_pt)
+        pred = self.predictor(shared=True, preprocessing=preprocessing, for_pt=True)
         if weights is not None:
             with _hide_path(str(weights.path), f".pt {weights.name!r}"):
                 pred.load_pt(weights.path)
