@@ -322,15 +322,17 @@ def test_writer_killed_mid_save_leaves_a_loadable_project_and_the_next_save_clea
 def test_an_edit_made_while_saving_is_not_undone(filled, monkeypatch):
     import owl_core.project as module
 
-    real = module._keep_backup
+    real = module._local
+    edits = []
 
-    def edit_meanwhile(current, backup):  # another thread edits between snapshot and rename
-        filled.set_status(filled.images[0].id, "done")
-        real(current, backup)
+    def edit_meanwhile(rel, under=None):  # another thread edits while the writer checks paths
+        if not edits:
+            edits.append(filled.set_status(filled.images[0].id, "done"))
+        return real(rel, under)
 
-    monkeypatch.setattr(module, "_keep_backup", edit_meanwhile)
+    monkeypatch.setattr(module, "_local", edit_meanwhile)
     save_project(filled)
-    assert filled.images[0].status == "done"            # kept in memory
+    assert edits and filled.images[0].status == "done"  # kept in memory
     assert load_project(filled.folder).images[0].status == "not_reviewed"  # the next save's
 
 
