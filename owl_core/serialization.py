@@ -79,9 +79,9 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-@functools.cache
 def _allow_roboflow_classes() -> None:
-    """Allow-list Roboflow's `LimitedSizeDict` as a plain `OrderedDict` (once, on first load).
+    """Allow-list Roboflow's `LimitedSizeDict` as a plain `OrderedDict` (on every load: a set
+    entry, so idempotent, and back even if something cleared torch's safe globals).
 
     torch's weights-only unpickler only fills exact dict / OrderedDict / Counter objects with
     items, so the name maps to `OrderedDict` itself; its ``size_limit`` lands in the
