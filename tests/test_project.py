@@ -522,3 +522,33 @@ def test_folder_with_broken_labels_leaves_no_project(store, tmp_path):
         store.open_folder(tmp_path / "photos", coco=tmp_path / "coco.json")
     assert store.list() == [] and not [p for p in store.root.iterdir()
                                        if not p.name.startswith(".")]
+
+
+# ---------------------------------------------------------------------------- the CLI
+def test_project_subcommand_round_trip(tmp_path, capsys):
+    from owl_core.cli import main
+
+    photo_folder(tmp_path / "photos")
+    root = ["project", "--projects-dir", str(tmp_path / "projects")]
+
+    def cli(*argv) -> list[dict]:
+        code = main([*root, *map(str, argv)])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    [made] = cli("from-folder", tmp_path / "photos", "--name", "shots")
+    assert (made["name"], made["images"]) == ("shots", 3)
+    [empty] = cli("new", "blank", "--class", "cat", "--class", "dog")
+    assert empty["classes"] == ["cat", "dog"]
+    assert {p["id"] for p in cli("list")} == {made["id"], empty["id"]}
+    cli("export-zip", made["id"], tmp_path / "shots.zip")
+    [copy] = cli("import", tmp_path / "shots.zip", "--name", "again")
+    assert copy["images"] == 3 and copy["id"] != made["id"]
+    [example] = cli("import", REPO / "assets" / "example_project" / PROJECT_FILE)
+    assert example["classes"] == ["coin"]
+    cli("delete", made["id"])
+    assert made["id"] not in {p["id"] for p in cli("list")}
+    # bad input: one error line, status 2
+    assert main([*root, "delete", "../x"]) == 2
+    assert "error: '../x' is not a project id" in capsys.readouterr().err
