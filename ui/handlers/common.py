@@ -4,6 +4,7 @@ the values Gradio hands over (files, slider settings)."""
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import re
 from collections.abc import Callable
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from owl_core import limits
 from owl_core.errors import ImageError, OwlError
+from owl_core.images import check_header
 from owl_core.scoring import SCORE_MODES
 from ui.session import Session, Settings
 
@@ -100,32 +102,31 @@ _TRANSPOSED = {5, 6, 7, 8}
 
 
 def image_size(path: str | Path, name: str | None = None) -> tuple[int, int]:
-    """(width, height) after EXIF rotation, read from the file's header only: an image over
-    the pixel limit (or a decompression bomb) is refused before any pixel is decoded.
+    """(width, height) after EXIF rotation, from the file's header only: an image over the
+    pixel limit (or a decompression bomb) is refused by `owl_core.images.check_header` before
+    any pixel is decoded; a file over ``max_upload_bytes`` is not even read.
 
     Raises:
-        ImageError: not an image, or too large (the message names `name`, never the path).
+        ImageError / LimitError: not an image, or too large (the message names `name`, never
+            the path).
     """
     label = name or Path(path).name
-    limit = limits.current().max_image_pixels
     try:
-        with Image.open(path) as img:  # lazy: reads the header, decodes nothing
-            width, height = img.size
-            if width * height > limit:
-                raise ImageError(
-                    f"{label}: the image is too large ({width}x{height} = "
-                    f"{width * height:,} pixels; the limit is {limit:,}). Downscale it first.")
-            if width < 1 or height < 1:
-                raise ImageError(f"{label}: the image is empty ({width}x{height} pixels).")
+        limits.current().check("max_upload_bytes", Path(path).stat().st_size,
+                               f"{label}: file size")
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{label}: the file could not be read ({exc.strerror}).") from None
+    size = check_header(data, label)
+    if size is None:
+        raise ImageError(f"{label}: not an image this studio can read. Use a PNG, JPEG, WebP, "
+                         "BMP or TIFF file.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             orientation = img.getexif().get(0x0112)
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{label}: the image is too large to open safely "
-                         f"(limit {limit:,} pixels). Downscale it first.") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, ImageError):
-            raise
-        raise ImageError(f"{label}: not an image this studio can read. Use a PNG, JPEG, "
-                         "WebP, BMP or TIFF file.") from exc
+    except Exception:  # noqa: BLE001 -- malformed EXIF: decoding ignores it too
+        orientation = None
+    width, height = size
     return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
