@@ -74,6 +74,18 @@ def test_console_script_lists_the_subcommands_from_another_folder(installed, tmp
     assert proc.stdout.startswith("usage: owl-studio")
 
 
+def test_every_source_and_asset_file_is_installed(installed):
+    """A data file added under owl_core/ or ui/ (CSS, JS, JSON) needs package-data: this
+    says which."""
+    wanted = {f"{top}/{p.relative_to(REPO / top).as_posix()}"
+              for top in ("owl_core", "ui") for p in (REPO / top).rglob("*")
+              if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    wanted |= {f"ui/assets/{p.relative_to(REPO / 'assets').as_posix()}"
+               for p in (REPO / "assets").rglob("*") if p.is_file()}
+    missing = sorted(f for f in wanted if not (installed / f).is_file())
+    assert missing == [], "add to [tool.setuptools.package-data] in pyproject.toml"
+
+
 INSTALLED_CHECKS = """
 import contextlib, io
 import owl_core, ui, ui.formats as f, ui.main as m
