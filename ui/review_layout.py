@@ -10,6 +10,7 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from owl_core.dataset_export import DATASET_FORMATS
+from ui import image_list as IL
 from ui.handlers.meter import METER_HEADERS
 
 REVIEW_HELP = (
@@ -41,6 +42,16 @@ REVIEW_KEYS_JS = """() => {
 def build_review_panel(c: Any) -> None:
     """The "3 · Review" row, the quality meter and the dataset export (inside the Studio tab)."""
     gr.Markdown("### 3 · Review: detections become labels")
+    with gr.Accordion("Images: counts and review status (filter, sort, click to review)",
+                      open=True):
+        with gr.Row(equal_height=True):
+            c.list_filter = gr.Dropdown(IL.filter_choices([]), value="all", label="Show",
+                                        scale=1, elem_id="list-filter")
+            c.list_sort = gr.Dropdown([(w, v) for v, w in IL.SORTS.items()], value="list",
+                                      label="Sort by", scale=1, elem_id="list-sort")
+            c.list_note = gr.Markdown("", elem_id="list-note")
+        c.image_list = gr.Dataframe(headers=IL.headers([]), interactive=False,
+                                    max_height=260, elem_id="image-list")
     with gr.Row():
         with gr.Column(scale=3):
             c.review_annotator = image_annotator(
@@ -108,31 +119,40 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
                  outputs=[c.meter_table, c.meter_md, c.apply_suggested],
                  trigger_mode="always_last", **quiet)
     examples_out = [c.examples_gallery, c.annotator, c.status]
+    listing = dict(fn=r.on_list, inputs=[c.list_filter, c.list_sort],
+                   outputs=[c.image_list, c.list_filter, c.list_note],
+                   trigger_mode="always_last", **quiet)
+
+    def after_review(dep: Any) -> Any:
+        """The meter and the image list follow every review change."""
+        return dep.then(**meter).then(**listing)
 
     demo.load(None, None, None, js=REVIEW_KEYS_JS, **quiet)
-    c.review_image.input(r.on_pick, c.review_image, review_out, **quiet).then(**meter)
+    after_review(c.review_image.input(r.on_pick, c.review_image, review_out, **quiet))
     c.review_prev.click(r.on_prev, c.review_image, review_out, **quiet)
     c.review_next.click(r.on_next, c.review_image, review_out, **quiet)
     c.preview.select(r.on_preview_pick, None, review_out, **quiet)
-    c.review_annotator.change(r.on_edited, c.review_annotator,
-                              [c.review_image, c.review_status, c.review_info],
-                              preprocess=False, trigger_mode="always_last",
-                              **quiet).then(**meter)
-    c.review_status.input(r.on_status, c.review_status,
-                          [c.review_image, c.review_status, c.review_info],
-                          **quiet).then(**meter)
-    c.review_done.click(r.on_done_next, None, review_out, **quiet).then(**meter)
-    c.review_accept.click(r.on_accept_image, None, review_out, **quiet).then(**meter)
-    c.review_accept_all.click(r.on_accept_all, None, review_out + [c.status],
-                              **quiet).then(**meter)
+    c.image_list.select(r.on_list_select, None, review_out, **quiet)
+    for dropdown in (c.list_filter, c.list_sort):
+        dropdown.input(**listing)
+    after_review(c.review_annotator.change(r.on_edited, c.review_annotator,
+                                           [c.review_image, c.review_status, c.review_info],
+                                           preprocess=False, trigger_mode="always_last",
+                                           **quiet))
+    after_review(c.review_status.input(r.on_status, c.review_status,
+                                       [c.review_image, c.review_status, c.review_info],
+                                       **quiet))
+    after_review(c.review_done.click(r.on_done_next, None, review_out, **quiet))
+    after_review(c.review_accept.click(r.on_accept_image, None, review_out, **quiet))
+    after_review(c.review_accept_all.click(r.on_accept_all, None, review_out + [c.status],
+                                           **quiet))
     for button, negatives in ((c.review_to_negatives, True), (c.review_to_positives, False)):
         fn = r.on_to_negatives if negatives else r.on_to_positives
         button.click(fn, None, examples_out, **quiet).then(**refresh).then(
             **downloads).then(**embed)
-    # new detections (prompt, settings, images): keep the review and the meter in step
-    c.preview.change(r.on_sync, None, review_out, **quiet).then(**meter)
-    for slider in (c.confidence,):
-        slider.release(**meter)
+    # new detections (prompt, settings, images): keep the review, meter and list in step
+    after_review(c.preview.change(r.on_sync, None, review_out, **quiet))
+    c.confidence.release(**meter)
     c.apply_suggested.click(m.on_apply_suggested, None, c.confidence, **quiet).then(
         **refresh).then(**downloads).then(**meter)
     c.export_dataset.click(m.on_export_dataset, [c.dataset_format, c.dataset_unreviewed],

@@ -13,7 +13,7 @@ import time
 import zipfile
 
 import pytest
-from browser_helpers import pick_label, upload, wait_ready, wait_rows
+from browser_helpers import pick_label, table_header, upload, wait_ready, wait_rows
 from conftest import DOWNLOADS_READY, free_port
 from playwright.sync_api import expect
 from review_helpers import (
@@ -76,6 +76,9 @@ def open_chelsea_for_review(page) -> None:
     wait_ready(page)
     set_confidence(page, 0.7)
     expect(page.locator("#review-info")).to_contain_text("coins.png")
+    # the list shows both query images' detections at 0.7 (the page has settled)
+    wait_rows(page, "#image-list", lambda rows: any(
+        r[0] == "chelsea.png" and r[2] == "3" for r in rows))
     page.locator("#review-help").click()  # focus outside any text field, then the shortcut
     page.keyboard.press("]")
     expect(page.locator("#review-info")).to_contain_text("chelsea.png")
@@ -176,6 +179,17 @@ def test_accept_reject_relabel_draw_then_export_coco(rpage, scripted_app, artifa
     assert disk.status == "done"
     assert sorted((x.cls, x.source) for x in disk.labels) == [
         ("cat", "corrected"), ("coin", "accepted"), ("coin", "drawn")]
+
+    # the image list: chelsea done with 3 labels; the "done" filter keeps only it
+    listed = wait_rows(page, "#image-list", lambda rows: any(
+        r[0] == "chelsea.png" and r[-1] == "done" for r in rows))
+    assert next(r for r in listed if r[0] == "chelsea.png")[-2] == "3"
+    assert table_header(page, "#image-list") == ["image", "role", "coin", "cat", "labels",
+                                                 "status"]
+    page.click("#list-filter input")
+    page.get_by_role("option", name="done", exact=True).click()
+    listed = wait_rows(page, "#image-list", lambda rows: len(rows) == 1)
+    assert listed[0][0] == "chelsea.png"
 
     # export COCO: exactly the reviewed boxes (the coins query is not reviewed: left out)
     page.click("#export-dataset")

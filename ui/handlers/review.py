@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from owl_core.project import Label
+from ui import image_list as IL
 from ui import labels as L
 from ui import review as R
 from ui.handlers.common import Area, engine_errors, file_path
@@ -36,6 +37,7 @@ class ReviewState:
     proposals: list[R.Proposal] = field(default_factory=list)
     boxes: list[dict] = field(default_factory=list)
     classes: tuple[str, ...] = ()
+    list_ids: list[str] = field(default_factory=list)
 
 
 def all_items(s: Session) -> list[ImageItem]:
@@ -398,3 +400,51 @@ class ReviewHandlers(Area):
             if st.boxes == before:
                 out.pop(self.c.review_annotator)
             return out
+
+    # ------------------------------------------------------------------ the image list
+    def entries(self, s: Session) -> list[IL.Entry]:
+        records = {r.id: r for r in (s.core.images if s.core else ())}
+        out = []
+        for item in all_items(s):
+            rec = records.get(item.id)
+            res = s.results.get(item.path)
+            out.append(IL.Entry(item.id, item.name,
+                                "query" if item in s.project.queries else "example",
+                                rec.status if rec else "not_reviewed",
+                                len(rec.labels) if rec else 0,
+                                None if res is None else res.counts()))
+        return out
+
+    @engine_errors
+    def on_list(self, filt: str | None, sort: str | None, request: gr.Request) -> dict:
+        """The image list, filtered and sorted (after any change to images, detections or
+        reviews)."""
+        s = self.session(request)
+        c = self.c
+        with s.lock:
+            self.sync_core(s)
+            classes = list(s.project.classes)
+            choices = IL.filter_choices(classes)
+            filt = filt if filt in {v for _, v in choices} else "all"
+            chosen = IL.select(self.entries(s), filt, sort or "list")
+            self.state(s).list_ids = [e.id for e in chosen[:IL.MAX_ROWS]]
+            more = len(chosen) - IL.MAX_ROWS
+            heads = IL.headers(classes)
+            return {c.image_list: gr.update(value=IL.rows(chosen, classes) or None,
+                                            headers=heads,
+                                            column_count=(len(heads), "fixed")),
+                    c.list_filter: gr.update(choices=choices, value=filt),
+                    c.list_note: (f"{len(chosen)} image(s)" + (
+                        f"; the first {IL.MAX_ROWS} listed: narrow the filter" if more > 0
+                        else "") + " · click a row to review it")}
+
+    @engine_errors
+    def on_list_select(self, evt: gr.SelectData, request: gr.Request) -> dict:
+        """A row of the image list was clicked: review that image."""
+        s = self.session(request)
+        with s.lock:
+            ids = self.state(s).list_ids
+            index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            if index is None or not 0 <= int(index) < len(ids):
+                return {}
+            return self.show(s, ids[int(index)])
