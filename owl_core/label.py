@@ -335,9 +335,11 @@ class EmbedSink:
 
     def embedded_image(self, image: InputImage, stat: tuple[int, int] | None,
                        content_hash: str, emb) -> None:
-        self.store.add(content_hash, emb)
+        wrote_shard = self.store.add(content_hash, emb)
         self.embedded += 1
         self._pending.append(self._entry(image, stat, hash=content_hash))
+        if wrote_shard:  # the store wrote a full shard by itself: journal its images now
+            self.flush()
         self._tick()
 
     def failure(self, image: InputImage, stat: tuple[int, int] | None, error: str) -> None:
