@@ -154,8 +154,9 @@ class OwlPredictor:
             one budget bounds them all (embeddings are keyed by image content + model
             settings, so sharing is safe).
         preprocessing: "hf" (transformers' processor) or "roboflow" (Roboflow Inference's
-            OwlV2, to reproduce its detections); None = "hf" unless a loaded `.pt` says
-            otherwise (a file written by Roboflow selects "roboflow", see `load_pt`).
+            OwlV2, to reproduce its detections; drawn boxes then also snap among the top-K
+            candidates only, as there); None = "hf" unless a loaded `.pt` says otherwise (a
+            file written by Roboflow selects "roboflow", see `load_pt`).
     """
 
     def __init__(
@@ -421,9 +422,11 @@ class OwlPredictor:
         """
         parsed = parse_training_data(training_data)
         names = self._class_list(parsed, class_names)
-        # all-patch embeddings only where a box must be matched against every patch
-        pairs = self._embed([t.image for t in parsed], [bool(t.boxes) for t in parsed],
-                            progress=progress)
+        # all-patch embeddings only where a box must be matched against every patch (roboflow
+        # mode matches among the top K alone)
+        all_patches = self.transform.preprocessing != "roboflow"
+        pairs = self._embed([t.image for t in parsed],
+                            [bool(t.boxes) and all_patches for t in parsed], progress=progress)
         hashes = [info.content_hash for info, _ in pairs]
         key = self._examples_key(parsed, hashes, names)
         with self._state_lock:
