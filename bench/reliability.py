@@ -892,6 +892,8 @@ class Hostile:
                 c.append(Case(f"SSRF url {url.split('/')[2]} (URLs on)", "REST /owlv2/infer",
                               lambda url=url: self._url_owlv2(url)))
         c += [
+            Case("poisoned .pt image embeddings (fake boxes at confidence 1)",
+                 "gradio /infer_pt", self._poison, expect="either", check=self._poisoned),
             Case(f"{side}x{side} PNG bomb ({len(png.read_bytes()) // 1024} KiB)",
                  "REST /owlv2/infer", lambda: self.owlv2(
                      [{"image": self.example(), "boxes": [{**box, "cls": "a"}]}],
@@ -928,6 +930,52 @@ class Hostile:
                 traversal + "/export"), expect="either", check=self.nothing_outside),
         ]
         return c
+
+    def _poison(self) -> tuple[str, str]:
+        """Issue 11 item 1: upload a `.pt` whose image embeddings of an image are fake (every
+        candidate box the same, scoring 1.0), then ask other sessions about that image. The
+        same requests before and after must give the same detections."""
+        d = self.data
+        before = self._answers_about_example()
+        status, message, path = self.gradio_answer(
+            "/export", training_data=d.training_json(d.example.name),
+            example_images=[d.example], name="poison", small=False)
+        if status != "ok":
+            self.poison_diff = f"could not export the .pt to poison: {message}"
+            return status, message
+        poisoned = poison_pt(Path(str(path)), self.folder / "poisoned.pt")
+        status, message, own = self.gradio_answer("/infer_pt", pt_file=poisoned,
+                                                  query_images=[d.example], **SETTINGS)
+        after = self._answers_about_example()
+        self.poison_diff = "" if before == after else (
+            "cache poisoned: other sessions' detections changed after the upload "
+            f"({len(before[0])} -> {len(after[0])} gradio, {len(before[1])} -> "
+            f"{len(after[1])} REST)")
+        if status != "ok" or self.poison_diff:
+            return status, message
+        planted = _detections(own["results"][0])
+        used = bool(planted) and all(p[5] >= 0.999 for p in planted)
+        return status, (f"the upload's own answer {'used' if used else 'did not use'} the fake "
+                        f"embeddings ({len(planted)} detections); other sessions' answers "
+                        "(gradio, REST) unchanged")
+
+    def _poisoned(self) -> str:
+        return getattr(self, "poison_diff", "")
+
+    def _answers_about_example(self) -> tuple[list, list]:
+        """Detections on the example image from a fresh gradio session and from REST."""
+        from gradio_client import handle_file
+
+        d = self.data
+        session = gradio_client(self.server.url, self.folder / "poison-downloads")
+        example = handle_file(str(d.example))
+        answer = session.submit(training_data=d.training_json(d.example.name),
+                                example_images=[example], query_images=[example],
+                                api_name="/infer", **SETTINGS).result(timeout=self.timeout)
+        body = {"image": self.example(), "training_data": [
+            {"image": self.example(), "boxes": d.boxes}], **SETTINGS}
+        rest = _json_or_raise(self.http.post("/owlv2/infer", json=body))
+        return (_detections(answer["results"][0]), _detections(rest))
 
     def _url_owlv2(self, url: str) -> tuple[str, str]:
         assert self.url_server is not None
@@ -991,9 +1039,11 @@ class Hostile:
         return path
 
     # ---- running them
-    def run(self, deadline: float) -> list[Row]:
+    def run(self, deadline: float, only: str = "") -> list[Row]:
         rows = []
         for case in self.cases():
+            if only.lower() not in case.name.lower():
+                continue
             if time.monotonic() > deadline:
                 rows.append(Row(case.name, case.target, "not run", "whole-run timeout",
                                 "FAIL", 0.0))
@@ -1022,6 +1072,32 @@ class Hostile:
             rows.append(Row(case.name, case.target, status, message, verdict,
                             round(seconds, 2), _round(peak), _round(growth)))
         return rows
+
+
+def _detections(result: dict) -> list[tuple]:
+    """Comparable detections of one answer (rounded; without per-request ids)."""
+    return sorted((p["class"], round(p["x"], 1), round(p["y"], 1), round(p["width"], 1),
+                   round(p["height"], 1), round(p["confidence"], 4))
+                  for p in result["predictions"])
+
+
+def poison_pt(source: Path, target: Path) -> Path:
+    """A copy of an exported `.pt` whose image embeddings are fake: every candidate box the
+    same small box, with the first class's exemplar as its embedding (cosine 1: confidence 1)."""
+    import torch
+
+    payload = torch.load(source, map_location="cpu", weights_only=True)  # our own export
+    first = next(v["positive"] for v in payload["train_data_dict"].values()
+                 if v["positive"] is not None)
+    fake = {}
+    for key, (objectness, boxes, embeds, shift, scale) in payload["image_embeds"].items():
+        fake[key] = (torch.ones_like(objectness),
+                     torch.tensor([0.2, 0.2, 0.05, 0.05]).expand_as(boxes).clone(),
+                     first[0].expand_as(embeds).clone(), torch.zeros_like(shift),
+                     torch.ones_like(scale))
+    payload["image_embeds"] = fake
+    torch.save(payload, target)
+    return target
 
 
 def _pickle_calling(function: Callable, argument: str) -> bytes:
@@ -1199,6 +1275,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url-server", action=argparse.BooleanOptionalAction, default=None,
                         help="start a second server with --allow-url-images for the SSRF rows "
                              "(default: on, off with --quick: one server start less)")
+    parser.add_argument("--only", default="",
+                        help="run only the hostile inputs whose name contains this text")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
     return parser.parse_args(argv)
 
@@ -1260,7 +1338,7 @@ def main(argv: list[str] | None = None) -> int:
                 hostile = Hostile(main_server, url_server, work, plan,
                                   ClientData.make(50, work / "hostile-data"))
                 try:
-                    rows = hostile.run(deadline)
+                    rows = hostile.run(deadline, args.only)
                 finally:
                     hostile.close()
                 result["hostile"] = [r.__dict__ for r in rows]

@@ -1,7 +1,8 @@
 """Smoke test of bench/reliability.py on the tiny model: it starts the real server, runs a
 handful of requests of every kind, pushes a few images through, sends every hostile input and
 prints the table. No timing asserts (shared machines); counts, structure and the checks that
-must never fail: no cross-session leak, no 5xx, no crash, no code run by a payload.
+must never fail: no cross-session leak, no 5xx, no crash, no code run by a payload, no
+poisoned shared cache.
 
 Plus the bench's own judges on hand-made answers, so a leak check that stopped looking would
 be caught here rather than silently report zero leaks."""
@@ -78,11 +79,13 @@ def test_every_hostile_input_is_answered_without_crash_or_side_effect(run):
     for wanted in ("pickle payload .pt", "malformed JSON", "400-digit box size",
                    "path-traversal export name", "file image ref /etc/passwd"):
         assert wanted in names, wanted
-    assert any("zip-bomb" in n for n in names) and any("PNG bomb" in n for n in names)
+    for wanted in ("zip-bomb", "PNG bomb", "poisoned .pt", "class name", "Content-Length"):
+        assert any(wanted in n for n in names), wanted
     for r in rows:
         assert r["status"] not in ("not run", "no answer", "timeout", "uncaught"), r
         assert "5xx" not in r["verdict"] and "died" not in r["verdict"], r
-        assert "ran code" not in r["message"] and "outside the" not in r["message"], r
+        for side_effect in ("ran code", "outside the", "cache poisoned"):
+            assert side_effect not in r["message"], r
         assert r["message"], r
 
 
