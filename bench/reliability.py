@@ -64,6 +64,7 @@ KINDS = ("rest_owlv2", "gr_infer", "rest_infer_pt", "gr_infer_pt", "gr_export")
 SETTINGS = {"confidence": 0.5, "iou_threshold": 0.3, "max_detections": 20,
             "score_mode": "reference"}
 SECTION = "Reliability"
+HEAVY_CLASSES, HEAVY_IMAGES = 200, 32  # the expensive request of the starvation rows
 RAW_TIMEOUT_S = 20.0  # hand-made HTTP requests (lying Content-Length, streamed bodies)
 NEXT_SECTION = "Example assets"
 
@@ -776,18 +777,22 @@ class Hostile:
         status, message, _ = self.gradio_answer(api_name, **kwargs)
         return status, message
 
-    def gradio_answer(self, api_name: str, **kwargs: Any) -> tuple[str, str, Any]:
-        """(status, first line of the message, the answer itself when there is one)."""
+    def gradio_answer(self, api_name: str, session: Any = None,
+                      **kwargs: Any) -> tuple[str, str, Any]:
+        """(status, first line of the message, the answer itself when there is one); on this
+        object's gradio session unless another `session` is given."""
         from gradio_client import handle_file
         from gradio_client.exceptions import AppError
 
-        if self.gr is None:
-            self.gr = gradio_client(self.server.url, self.folder / "downloads")
+        if session is None:
+            if self.gr is None:
+                self.gr = gradio_client(self.server.url, self.folder / "downloads")
+            session = self.gr
         args = {k: ([handle_file(str(p)) for p in v] if isinstance(v, list)
                     else handle_file(str(v)) if isinstance(v, Path) else v)
                 for k, v in kwargs.items()}
         try:
-            answer = self.gr.submit(api_name=api_name, **args).result(timeout=self.timeout)
+            answer = session.submit(api_name=api_name, **args).result(timeout=self.timeout)
         except AppError as exc:
             text = str(exc)
             if "verbose error reporting" in text or not text.strip():
@@ -892,6 +897,10 @@ class Hostile:
                 c.append(Case(f"SSRF url {url.split('/')[2]} (URLs on)", "REST /owlv2/infer",
                               lambda url=url: self._url_owlv2(url)))
         c += [
+            Case(f"cheap request during a {HEAVY_CLASSES}-class x {HEAVY_IMAGES}-image one",
+                 "REST /owlv2/infer", lambda: self._starve("rest"), expect="accept"),
+            Case(f"cheap request during a {HEAVY_CLASSES}-class x {HEAVY_IMAGES}-image one",
+                 "gradio /infer", lambda: self._starve("gradio"), expect="accept"),
             Case("poisoned .pt image embeddings (fake boxes at confidence 1)",
                  "gradio /infer_pt", self._poison, expect="either", check=self._poisoned),
             Case(f"{side}x{side} PNG bomb ({len(png.read_bytes()) // 1024} KiB)",
@@ -930,6 +939,56 @@ class Hostile:
                 traversal + "/export"), expect="either", check=self.nothing_outside),
         ]
         return c
+
+    def _starve(self, via: str) -> tuple[str, str]:
+        """Issue 11 item 4: a cheap request sent while an expensive one (many classes x many
+        images at confidence 0) runs; how long each took. The cheap one's status counts."""
+        d = self.data
+        w, h = d.example_size
+        boxes = [{"x": 8 + (i % 20) * (w - 16) / 19, "y": 8 + (i // 20) * (h - 16) / 9,
+                  "w": 16, "h": 16, "cls": f"heavy-{i}", "negative": False}
+                 for i in range(HEAVY_CLASSES)]
+        self._seed = getattr(self, "_seed", 0) + 1  # new images each time: no cache hits
+        blobs = [noise_png(96, 72, seed=50_000 + 100 * self._seed + k)
+                 for k in range(HEAVY_IMAGES)]
+        timings: dict[str, float] = {}
+        results: dict[str, tuple[str, str]] = {}
+
+        def heavy() -> None:
+            start = time.perf_counter()
+            if via == "rest":
+                results["heavy"] = self.rest("/owlv2/infer", json={
+                    "image": [{"type": "base64", "value": b64(b)} for b in blobs],
+                    "training_data": [{"image": self.example(), "boxes": boxes}],
+                    **SETTINGS, "confidence": 0.0})
+            else:
+                paths = []
+                for k, blob in enumerate(blobs):
+                    paths.append(self.folder / f"heavy{self._seed}-{k}.png")
+                    paths[-1].write_bytes(blob)
+                session = gradio_client(self.server.url, self.folder / "heavy-downloads")
+                results["heavy"] = self.gradio_answer(
+                    "/infer", session=session, training_data=json.dumps(
+                        [{"image": d.example.name, "boxes": boxes}]),
+                    example_images=[d.example], query_images=paths,
+                    **{**SETTINGS, "confidence": 0.0})[:2]
+            timings["heavy"] = time.perf_counter() - start
+
+        thread = threading.Thread(target=heavy, daemon=True)
+        thread.start()
+        time.sleep(1.0)  # the expensive request is in
+        start = time.perf_counter()
+        if via == "rest":
+            status, message = self.owlv2([{"image": self.example(), "boxes": d.boxes}])
+        else:
+            status, message = self.gr_infer(d.training_json(d.example.name))
+        cheap = time.perf_counter() - start
+        thread.join(timeout=self.timeout)
+        heavy_status = results.get("heavy", ("timeout", ""))[0]
+        took = f"{timings['heavy']:.1f} s" if "heavy" in timings else "no answer"
+        return status, (f"cheap one answered in {cheap:.1f} s; the expensive one "
+                        f"({heavy_status}) took {took}" if status in ("200", "ok")
+                        else message)
 
     def _poison(self) -> tuple[str, str]:
         """Issue 11 item 1: upload a `.pt` whose image embeddings of an image are fake (every
@@ -1065,6 +1124,8 @@ class Hostile:
             verdict = judge(status, case.expect, self.server.alive(), side_effect)
             if verdict == "ok" and case.want and case.want.lower() not in message.lower():
                 verdict = f"FAIL (message should say {case.want!r})"
+            if verdict == "ok" and _shows_server_path(message, self.server):
+                verdict = "FAIL (message shows a server path)"
             if side_effect:
                 message = side_effect
             peak = self.server.rss.peak()
@@ -1072,6 +1133,13 @@ class Hostile:
             rows.append(Row(case.name, case.target, status, message, verdict,
                             round(seconds, 2), _round(peak), _round(growth)))
         return rows
+
+
+def _shows_server_path(message: str, server: Server) -> bool:
+    """Whether a message names a folder of the server (its temp, upload or work folders)."""
+    folders = (str(server.folder), str(server.gradio_tmp), "/tmp/gradio", tempfile.gettempdir()
+               + "/owl-")
+    return any(f in message for f in folders)
 
 
 def _detections(result: dict) -> list[tuple]:
