@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from owl_core.embedding import ImageEmbeddings
 from owl_core.matching import Exemplars
-from owl_core.scoring import class_scores, detect
+from owl_core.scoring import class_scores, detect, detect_many
 
 D = 8
 
@@ -221,3 +221,20 @@ def test_boxes_wholly_in_the_padding_are_never_reported_nor_suppress():
     assert len(res) == 1  # the straddling box, although the padding box scores higher
     np.testing.assert_allclose(res.xyxy[0], [90, 80, 110, 100], atol=1e-3)
     assert res.counts() == {"x": 1}
+
+
+def test_detect_many_equals_detect_per_image():
+    g = torch.Generator().manual_seed(3)
+    embs = [make_emb([F.normalize(torch.randn(D, generator=g), dim=0) for _ in range(12)],
+                     size=(200, 200)) for _ in range(3)]
+    rows = [(F.normalize(torch.randn(D, generator=g), dim=0), i % 2, i % 3 == 2)
+            for i in range(7)]
+    ex = make_ex(["a", "b"], rows)
+    many = detect_many(embs, ex, confidence=0.55, iou_threshold=0.3)
+    assert len(many) == 3 and sum(len(r) for r in many) > 0
+    for emb, got in zip(embs, many, strict=True):
+        want = detect(emb, ex, confidence=0.55, iou_threshold=0.3)
+        assert np.array_equal(got.xyxy, want.xyxy)
+        assert np.array_equal(got.confidence, want.confidence)
+        assert np.array_equal(got.class_id, want.class_id)
+    assert detect_many([], ex) == []
