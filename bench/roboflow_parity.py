@@ -160,11 +160,11 @@ def scenario(predictor: OwlPredictor, seed: int) -> tuple[list[dict], list[np.nd
     """Training data (two classes, positives, negatives, one unmatched box last) on two example
     images, and the query images (the examples too)."""
     rng = np.random.default_rng(seed)
-    files = ["coffee.png", "coins.png", "chelsea.png", "rocket.jpg", "astronaut.jpg"]
+    files = ["coffee.png", "coins.png", "rocket.jpg", "chelsea.png", "astronaut.jpg"]
     images = [np.asarray(Image.open(ROOT / "assets" / "images" / f).convert("RGB")) for f in files]
-    portrait = np.ascontiguousarray(images[3][:, :300].transpose(1, 0, 2))  # 300 x 427, tall
-    images.append(portrait)
-    names = [*files, "rocket_portrait"]
+    portrait = np.ascontiguousarray(images[2][:, :300].transpose(1, 0, 2))  # 300 x 427, tall
+    images.insert(3, portrait)
+    names = [*files[:3], "rocket_portrait", *files[3:]]
     training = []
     for index, plan in ((0, ["cup", "cup", "spoon", "cup-", "spoon", "spoon-"]),
                         (1, ["cup", "spoon", "spoon", "cup-", "spoon-"])):
@@ -270,6 +270,7 @@ def run(args: argparse.Namespace) -> dict:
                           match_threshold=args.iou_threshold, preprocessing="roboflow")
     ref = reference_detector(module, model_dir, picker)
     training, images, names = scenario(picker, args.seed)
+    images, names = images[:max(2, args.max_images)], names[:max(2, args.max_images)]
     ref_dict = ref.make_class_embeddings_dict(training, args.iou_threshold)
 
     def reference_runs() -> dict[float, tuple[list, float]]:
@@ -349,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou-threshold", type=float, default=0.3)
     parser.add_argument("--max-detections", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-images", type=int, default=6,
+                        help="query images used, in the order coffee, coins (the two example "
+                             "images), a landscape and a portrait with padding, chelsea, "
+                             "astronaut (square); at least 2")
     parser.add_argument("--json", default=None, help="write the full report here")
     parser.add_argument("--verbose", action="store_true", help="print per-image counts")
     args = parser.parse_args(argv)
