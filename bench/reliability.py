@@ -85,7 +85,7 @@ class Plan:
     request_timeout_s: float
 
 
-FULL = Plan(clients=8, requests=50, images=1000, images_per_request=5, class_name_mb=50,
+FULL = Plan(clients=8, requests=50, images=1000, images_per_request=20, class_name_mb=50,
             many_classes=5000, bomb_side=30000, zip_bomb_mb=256, timeout_s=600,
             request_timeout_s=120)
 QUICK = Plan(clients=2, requests=5, images=20, images_per_request=5, class_name_mb=5,
@@ -533,8 +533,9 @@ def summarize_load(outcomes: list[Outcome], wall: float, plan: Plan,
 # ---------------------------------------------------------------------------- memory
 def run_memory(server: Server, work: Path, plan: Plan, cache_mb: int,
                deadline: float) -> dict[str, Any]:
-    """`plan.images` distinct images through one server, alternating REST and gradio requests
-    of `plan.images_per_request` each; RSS sampled after every request, peak from VmHWM."""
+    """`plan.images` distinct images through one server in requests of
+    `plan.images_per_request`: the first half by REST, the second by gradio ``/infer`` (so the
+    growth of each path shows); RSS after every request, peak from a sampler thread."""
     data = ClientData.make(99, work / "memory")
     client = LoadClient(data, server.url, plan.request_timeout_s)
     folder = work / "memory" / "images"
@@ -550,12 +551,15 @@ def run_memory(server: Server, work: Path, plan: Plan, cache_mb: int,
     errors: list[str] = []
     per = plan.images_per_request
     request = 0
+    half = (plan.images + 1) // 2
+    rss_at_half = None
     while sent < plan.images and time.monotonic() < deadline and server.alive():
-        count = min(per, plan.images - sent)
+        via_rest = sent < half
+        count = min(per, (half if via_rest else plan.images) - sent)
         sizes = [(120 + (sent + k) % 40, 90 + (sent + k) % 30) for k in range(count)]
         blobs = [noise_png(w, h, seed=10_000 + sent + k) for k, (w, h) in enumerate(sizes)]
         try:
-            if request % 2 == 0:
+            if via_rest:
                 body = {**data.owlv2_body(),
                         "image": [{"type": "base64", "value": b64(b)} for b in blobs]}
                 answer = _json_or_raise(client.http.post("/owlv2/infer", json=body))
@@ -583,6 +587,8 @@ def run_memory(server: Server, work: Path, plan: Plan, cache_mb: int,
         rss = server.rss_mb()
         if rss is not None:
             samples.append((sent, round(rss, 1)))
+            if sent == half:
+                rss_at_half = rss
     client.close()
     peak = server.rss.peak()
     rss_values = [r for _, r in samples]
@@ -595,6 +601,10 @@ def run_memory(server: Server, work: Path, plan: Plan, cache_mb: int,
             "max_rss_mb": None if top is None else round(top, 1),
             "final_rss_mb": rss_values[-1] if rss_values else None,
             "growth_mb": growth,
+            "growth_rest_half_mb": _round(None if rss_at_half is None or baseline is None
+                                          else rss_at_half - baseline),
+            "growth_gradio_half_mb": _round(None if rss_at_half is None or not rss_values
+                                            else rss_values[-1] - rss_at_half),
             "growth_over_budget_mb": None if growth is None or not server.cache_flag
             else round(growth - cache_mb, 1),
             "samples": samples[::every] + samples[-1:], "server_alive": server.alive()}
@@ -1254,7 +1264,10 @@ def tables(result: dict[str, Any]) -> str:
                    f"requests ({memory['failures']} failed), {budget}: server RSS "
                    f"{memory['baseline_rss_mb']} MiB before, max {memory['max_rss_mb']} MiB, "
                    f"{memory['final_rss_mb']} MiB at the end; growth {memory['growth_mb']} "
-                   f"MiB (budget + {memory['growth_over_budget_mb']} MiB). RSS by images sent: "
+                   f"MiB (budget + {memory['growth_over_budget_mb']} MiB): "
+                   f"{memory['growth_rest_half_mb']} MiB over the first half (REST), "
+                   f"{memory['growth_gradio_half_mb']} MiB over the second (gradio). "
+                   "RSS by images sent: "
                    + ", ".join(f"{n}: {r:.0f}" for n, r in memory["samples"]) + ".\n")
     rows = result.get("hostile")
     if rows:
@@ -1335,8 +1348,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, help="override the number of clients")
     parser.add_argument("--requests", type=int, help="override the requests per client")
     parser.add_argument("--images", type=int, help="override the images of the memory phase")
-    parser.add_argument("--cache-mb", type=int, default=64,
-                        help="the server's embedding cache budget (--cache-mb of app.py)")
+    parser.add_argument("--cache-mb", type=int, default=16,
+                        help="the server's embedding cache budget (--cache-mb of app.py); "
+                             "small, so that the tiny model's ~50 KB per image fills it")
     parser.add_argument("--timeout", type=float, help="whole-run timeout, seconds")
     parser.add_argument("--sections", default="load,memory,hostile",
                         help="comma-separated subset of load, memory, hostile")
