@@ -378,7 +378,7 @@ class LoadClient:
     def close(self) -> None:
         self.http.close()
 
-    def _gr(self, api_name: str, **kwargs: Any) -> Any:
+    def gradio_call(self, api_name: str, **kwargs: Any) -> Any:
         from gradio_client import handle_file
 
         if self.gr is None:
@@ -403,12 +403,12 @@ class LoadClient:
                                       data={k: str(v) for k, v in SETTINGS.items()})
             return _json_or_raise(response), own
         if kind == "gr_infer":
-            answer = self._gr("/infer", training_data=d.training_json(d.example.name),
+            answer = self.gradio_call("/infer", training_data=d.training_json(d.example.name),
                               example_images=[d.example], query_images=list(d.queries),
                               **SETTINGS)
             return answer, Expect(own.classes, own.sizes, files)
         if kind == "gr_infer_pt":
-            answer = self._gr("/infer_pt", pt_file=self._pt(), query_images=list(d.queries),
+            answer = self.gradio_call("/infer_pt", pt_file=self._pt(), query_images=list(d.queries),
                               **SETTINGS)
             return answer, Expect(own.classes, own.sizes, files)
         if kind == "gr_export":  # the .pt's path; `verify` reads its class names
@@ -424,7 +424,7 @@ class LoadClient:
 
     def _export(self) -> Path:
         d = self.data
-        path = self._gr("/export", training_data=d.training_json(d.example.name),
+        path = self.gradio_call("/export", training_data=d.training_json(d.example.name),
                         example_images=[d.example], name=f"client{d.index}", small=False)
         return Path(path)
 
@@ -571,7 +571,7 @@ def run_memory(server: Server, work: Path, plan: Plan, cache_mb: int,
                     path = folder / f"m{sent + k}.png"
                     path.write_bytes(blob)
                     paths.append(path)
-                answer = client._gr("/infer", training_data=data.training_json(
+                answer = client.gradio_call("/infer", training_data=data.training_json(
                     data.example.name), example_images=[data.example], query_images=paths,
                     **SETTINGS)
                 problems = check_answer("gr_infer", answer, Expect(
