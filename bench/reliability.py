@@ -86,7 +86,7 @@ class Plan:
 
 
 FULL = Plan(clients=8, requests=50, images=1000, images_per_request=20, class_name_mb=50,
-            many_classes=5000, bomb_side=30000, zip_bomb_mb=256, timeout_s=600,
+            many_classes=5000, bomb_side=30000, zip_bomb_mb=256, timeout_s=900,
             request_timeout_s=120)
 QUICK = Plan(clients=2, requests=5, images=20, images_per_request=5, class_name_mb=5,
              many_classes=5000, bomb_side=30000, zip_bomb_mb=64, timeout_s=420,
@@ -1360,6 +1360,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="",
                         help="run only the hostile inputs whose name contains this text")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--from-json", metavar="IN",
+                        help="run nothing: print (and --update-readme) a saved --json result")
     return parser.parse_args(argv)
 
 
@@ -1369,6 +1371,9 @@ def _bounded(value: int | None, default: int, most: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        return report(result, args, result.get("command", "python bench/reliability.py"))
     base = QUICK if args.quick else FULL
     plan = Plan(clients=_bounded(args.clients, base.clients, 32),
                 requests=_bounded(args.requests, base.requests, 500),
@@ -1442,12 +1447,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work folder kept: {work}", file=sys.stderr)
     result["ok"] = not result["failed"]
     result["wall_s"] = round(time.monotonic() - started, 1)
+    result["command"] = "python bench/reliability.py" + (" --quick" if args.quick else "")
+    return report(result, args, result["command"])
+
+
+def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> int:
+    """Print the tables; write the JSON and the README section when asked. Exit status."""
     result["table_markdown"] = tables(result)
     print(result["table_markdown"], flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.update_readme:
-        command = "python bench/reliability.py" + (" --quick" if args.quick else "")
         update_readme(Path(args.update_readme), readme_section(result, command))
     return 0 if result["ok"] else 1
 
