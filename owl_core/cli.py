@@ -36,7 +36,8 @@ from owl_core.project import read_training_file  # the one reader (also used by 
 #: Modules with an ``add_subcommand(subparsers)`` hook, in --help order. A module that is not
 #: there (an optional part) is left out.
 SUBCOMMAND_MODULES: list[str] = ["owl_core.project_cli", "owl_core.random_model", "owl_core.label",
-                                 "owl_core.evaluate", "owl_core.dataset_export"]
+                                 "owl_core.evaluate", "owl_core.dataset_export",
+                                 "owl_core.rest.server"]
 
 AddSubcommand = Callable[[Any], argparse.ArgumentParser]
 

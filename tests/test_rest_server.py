@@ -49,6 +49,16 @@ def test_unloadable_weights_stop_the_start_with_a_message(tiny_model_dir, tmp_pa
     assert "gone" in out and "secret-folder" not in out  # named, without the server path
 
 
+def test_serve_is_a_cli_subcommand_with_the_same_flags(tiny_model_dir, tmp_path):
+    from owl_core.cli import build_parser, run
+
+    args = build_parser().parse_args(["serve", "--model", "m", "--port", "1234",
+                                      "--allow-url-images"])
+    assert (args.port, args.allow_url_images, args.model) == (1234, True, "m")
+    missing = tmp_path / "secret-folder" / "gone.pt"  # same start-up refusal as serve_main
+    assert run(["serve", "--model", str(tiny_model_dir), "--weights", f"gone={missing}"]) == 2
+
+
 def test_standalone_server_answers_reference_requests(tiny_model_dir):
     proc = _run(["--model", str(tiny_model_dir), "--port", "0"])
     try:

@@ -52,11 +52,28 @@ def rest_config_from_args(args: argparse.Namespace,
                       predictor_kwargs=dict(predictor_kwargs or {}), work=work)
 
 
+_DESCRIPTION = "OWLv2 few-shot detection REST API (Roboflow Inference's /owlv2/infer)."
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m owl_core.rest",
-        description="OWLv2 few-shot detection REST API (Roboflow Inference's /owlv2/infer).",
+        prog="python -m owl_core.rest", description=_DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_serve_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``serve`` (the REST API alone) to the ``owl-studio`` / ``python -m owl_core`` CLI."""
+    parser = subparsers.add_parser(
+        "serve", help="serve the REST API alone (POST /owlv2/infer, POST /infer)",
+        description=_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_serve_arguments(parser)
+    parser.set_defaults(handler=_serve)
+    return parser
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="google/owlv2-base-patch16-ensemble",
                         help="Hugging Face hub id or local folder with OWLv2 weights.")
     parser.add_argument("--random-weights", choices=("tiny", "base"), default=None,
@@ -77,19 +94,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="Address to listen on (0.0.0.0 for every interface).")
     parser.add_argument("--port", type=int, default=9001)
     add_rest_arguments(parser)
-    return parser.parse_args(argv)
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
     """Load the model and serve the REST API with uvicorn until interrupted; 2 when the model
     or a --weights file can't be loaded."""
+    return _serve(parse_args(argv))
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from owl_core.errors import OwlError
     from owl_core.model_loading import load_model
     from owl_core.rest.app import create_app
 
-    args = parse_args(argv)
     try:
         model_ref = args.model
         if args.random_weights:
