@@ -30,7 +30,7 @@ from owl_core.scoring import SCORE_MODES
 from ui import labels as L
 from ui.formats import ASSETS_DIR, DETECTION_FORMATS, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
-from ui.review_layout import build_review_panel, wire_review
+from ui.review_layout import build_example_history, build_review_panel, wire_review
 
 CSS = """
 #random-banner {background:#FFF3CD; border:2px solid #F0AD4E; border-radius:8px;
@@ -41,6 +41,10 @@ CSS = """
                font-weight:600; white-space:nowrap}
 #status {min-height:64px}
 #annotator canvas {max-height:520px}
+/* the annotators' rotate buttons turned the view while boxes stayed in unrotated image
+   pixels (every box landed on the wrong object): removed */
+#annotator button[aria-label^='Rotate'], #review-annotator button[aria-label^='Rotate']
+  {display:none !important}
 """
 
 HELP = (
@@ -181,6 +185,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             image_type="pil", sources=["upload"], show_clear_button=False,
                             show_remove_button=True, show_download_button=False,
                             elem_id="annotator")
+                        build_example_history(c)
                         gr.Markdown(HELP, elem_id="draw-help")
                         with gr.Accordion("Box diagnostics: what each box snapped to",
                                           open=True):

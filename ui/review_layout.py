@@ -18,7 +18,7 @@ REVIEW_HELP = (
     "**E** (or double-click) and confirm its class; pick another class to **relabel** it. "
     "**Reject** one: select it and press **Del**. **Draw** a missed object with **C**. "
     "Coloured boxes are this image's labels (saved with the project). Keys: **[** / **]** "
-    "previous / next image."
+    "previous / next image; **Ctrl+Z** / **Ctrl+Shift+Z** undo / redo."
 )
 
 #: Keyboard shortcuts of the review panel ("[" / "]": previous / next image), installed once
@@ -26,17 +26,38 @@ REVIEW_HELP = (
 REVIEW_KEYS_JS = """() => {
   if (window.__owlReviewKeys) return [];
   window.__owlReviewKeys = true;
+  // Ctrl+Z acts on the annotator used last
+  document.addEventListener('pointerdown', (e) => {
+    const t = e.target;
+    if (t && t.closest) {
+      if (t.closest('#review-annotator')) window.__owlSurface = 'review';
+      else if (t.closest('#annotator')) window.__owlSurface = 'examples';
+    }
+  }, true);
   document.addEventListener('keydown', (e) => {
     const t = e.target;
     if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    const id = e.key === '[' ? 'review-prev' : e.key === ']' ? 'review-next' : null;
+    let id = null;
+    if ((e.ctrlKey || e.metaKey) && !e.altKey && (e.key === 'z' || e.key === 'Z')) {
+      id = (e.shiftKey ? 'redo-' : 'undo-') + (window.__owlSurface || 'examples');
+    } else if (!e.ctrlKey && !e.metaKey && !e.altKey) {
+      id = e.key === '[' ? 'review-prev' : e.key === ']' ? 'review-next' : null;
+    }
     if (!id) return;
     const b = document.getElementById(id);
-    if (b) { e.preventDefault(); b.click(); }
-  });
+    if (b) { e.preventDefault(); e.stopPropagation(); b.click(); }
+  }, true);
   return [];
 }"""
+
+
+def build_example_history(c: Any) -> None:
+    """Undo / redo buttons of the example annotator (Ctrl+Z / Ctrl+Shift+Z)."""
+    with gr.Row():
+        c.undo_examples = gr.Button("↶ Undo", size="sm", min_width=70, scale=0,
+                                    elem_id="undo-examples")
+        c.redo_examples = gr.Button("↷ Redo", size="sm", min_width=70, scale=0,
+                                    elem_id="redo-examples")
 
 
 def build_review_panel(c: Any) -> None:
@@ -61,7 +82,12 @@ def build_review_panel(c: Any) -> None:
                 image_type="pil", sources=[], show_clear_button=False,
                 show_remove_button=False, show_download_button=False,
                 elem_id="review-annotator")
-            gr.Markdown(REVIEW_HELP, elem_id="review-help")
+            with gr.Row():
+                c.undo_review = gr.Button("↶ Undo", size="sm", min_width=70, scale=0,
+                                          elem_id="undo-review")
+                c.redo_review = gr.Button("↷ Redo", size="sm", min_width=70, scale=0,
+                                          elem_id="redo-review")
+                gr.Markdown(REVIEW_HELP, elem_id="review-help")
         with gr.Column(scale=2):
             with gr.Row(equal_height=True):
                 c.review_prev = gr.Button("◀ Previous", size="sm", min_width=80, scale=0,
@@ -155,5 +181,14 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
     c.confidence.release(**meter)
     c.apply_suggested.click(m.on_apply_suggested, None, c.confidence, **quiet).then(
         **refresh).then(**downloads).then(**meter)
+    h = studio.history
+    c.annotator.change(h.on_examples_changed, c.annotator, None, preprocess=False,
+                       trigger_mode="always_last", **quiet)
+    c.review_annotator.change(h.on_review_changed, c.review_annotator, None,
+                              preprocess=False, trigger_mode="always_last", **quiet)
+    c.undo_examples.click(h.on_undo_examples, None, c.annotator, **quiet)
+    c.redo_examples.click(h.on_redo_examples, None, c.annotator, **quiet)
+    c.undo_review.click(h.on_undo_review, None, c.review_annotator, **quiet)
+    c.redo_review.click(h.on_redo_review, None, c.review_annotator, **quiet)
     c.export_dataset.click(m.on_export_dataset, [c.dataset_format, c.dataset_unreviewed],
                            c.dataset_file, api_visibility="private")

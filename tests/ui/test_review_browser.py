@@ -13,7 +13,7 @@ import time
 import zipfile
 
 import pytest
-from browser_helpers import pick_label, table_header, upload, wait_ready, wait_rows
+from browser_helpers import table_header, upload, wait_ready, wait_rows
 from conftest import DOWNLOADS_READY, free_port
 from playwright.sync_api import expect
 from review_helpers import (
@@ -92,6 +92,18 @@ def set_confidence(page, value: float) -> None:
     expect(page.locator("#counts")).to_be_visible()
 
 
+def choose_label(page, label: str) -> None:
+    """In the box label dialog, pick `label` from the class list and confirm (waits for the
+    list: a typed label the list doesn't confirm would leave a grey box grey)."""
+    dialog = page.locator("#model-box-edit")
+    dialog.wait_for()
+    dialog.locator("input[aria-label='Label']").fill(label)
+    dialog.locator(f"li[aria-label='{label}']").click(timeout=10_000)
+    if dialog.count():
+        dialog.locator("button", has_text="OK").click()
+    dialog.wait_for(state="detached")
+
+
 def review_click(page, x: float, y: float, double: bool = False) -> None:
     page.locator("#review-annotator button[aria-label='Drag boxes']").click()
     ox, oy, scale = review_origin(page, CHELSEA_SIZE[0])
@@ -133,12 +145,17 @@ def test_accept_reject_relabel_draw_then_export_coco(rpage, scripted_app, artifa
     open_chelsea_for_review(page)
     session = session_of(page, demo)
     page.screenshot(path=str(artifacts / "review_01_opened.png"), full_page=True)
+    for annotator in ("#annotator", "#review-annotator"):  # rotating broke every box: gone
+        rotate = page.locator(f"{annotator} button[aria-label^='Rotate']")
+        assert rotate.count() == 2
+        expect(rotate.first).to_be_hidden()
+        expect(rotate.last).to_be_hidden()
     (a, _, _), (b, _, _), (c, _, _) = SCRIPT
     missed = (40.0, 180.0, 160.0, 280.0)
 
     # accept A: confirm its class in the label dialog
     review_click(page, *center(a), double=True)
-    pick_label(page, "coin")
+    choose_label(page, "coin")
     labels = wait_labels(session, "chelsea.png", 1)
     assert [(x.cls, x.source, x.xyxy) for x in labels] == [("coin", "accepted", a)]
     expect(page.locator("#review-status input[value='in_review']")).to_be_checked()
@@ -150,14 +167,14 @@ def test_accept_reject_relabel_draw_then_export_coco(rpage, scripted_app, artifa
 
     # relabel C as "cat"
     review_click(page, *center(c), double=True)
-    pick_label(page, "cat")
+    choose_label(page, "cat")
     labels = wait_labels(session, "chelsea.png", 2)
     assert sorted((x.cls, x.source) for x in labels) == [("cat", "corrected"),
                                                          ("coin", "accepted")]
 
     # draw the missed object
     review_draw(page, missed)
-    pick_label(page, "coin")
+    choose_label(page, "coin")
     labels = wait_labels(session, "chelsea.png", 3)
     drawn = [x for x in labels if x.source == "drawn"]
     assert len(drawn) == 1 and drawn[0].cls == "coin"

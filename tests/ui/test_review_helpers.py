@@ -7,6 +7,7 @@ from owl_core.project import Label
 from ui import image_list as IL
 from ui import labels as L
 from ui import review as R
+from ui.handlers.history import MAX_STEPS, BoxHistory
 
 CLASSES = ["coin", "cat"]
 A = R.Proposal((10.0, 10.0, 50.0, 50.0), "coin", 0.9)
@@ -68,3 +69,22 @@ def test_image_list_filters_sorts_and_rows():
     assert IL.rows(entries[2:], CLASSES) == [["c.png", "query", 0, 5, 1, "in review"],
                                              ["d.png", "example", "…", "…", 0, "not reviewed"]]
     assert ("has cat", "has:cat") in IL.filter_choices(CLASSES)
+
+
+def test_box_history_undo_redo_and_one_step_per_labelled_box():
+    h = BoxHistory()
+    first = [box(A.xyxy, "coin")]
+    drawing = [box(B.xyxy, ""), *first]           # drawn, label dialog open
+    second = [box(B.xyxy, "coin"), *first]
+    for state in ([], first, first, drawing, second):
+        h.record(state)
+    assert h.undo() == first                      # the unlabeled state is not a step
+    assert h.undo() == []
+    assert h.undo() is None
+    assert h.redo() == first and h.redo() == second and h.redo() is None
+    h.undo()
+    h.record([box(A.xyxy, "cat")])                 # a new edit drops the redo stack
+    assert h.redo() is None
+    for i in range(MAX_STEPS + 10):
+        h.record([box((5 * i, 0, 5 * i + 10, 10), "coin")])
+    assert len(h.done) == MAX_STEPS

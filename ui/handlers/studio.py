@@ -18,6 +18,7 @@ from ui.handlers.api import ApiHandlers
 from ui.handlers.boxes import BoxHandlers
 from ui.handlers.classes import ClassHandlers
 from ui.handlers.embedding import EmbeddingHandlers
+from ui.handlers.history import HistoryHandlers
 from ui.handlers.images import ImageHandlers
 from ui.handlers.library import LibraryHandlers
 from ui.handlers.meter import MeterHandlers
@@ -136,6 +137,7 @@ class Studio:
         atexit.register(_close_at_exit, weakref.ref(self))  # a stopped server saves first
         self.review = ReviewHandlers(self)
         self.meter = MeterHandlers(self)
+        self.history = HistoryHandlers(self)
 
     @property
     def browser_secret(self) -> str:

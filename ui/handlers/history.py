@@ -1,0 +1,139 @@
+"""Undo / redo of box edits (Ctrl+Z / Ctrl+Shift+Z, or the ↶ / ↷ buttons), on the server.
+
+Each annotator (the example annotator, the review annotator) reports every change; the
+history keeps, per session, surface and image, the box lists it went through (bounded). Undo
+sends the previous list back to the annotator; its change event then stores it through the
+surface's own handler (`ui.handlers.boxes` / `ui.handlers.review`), exactly as if the person had
+made that edit, so the preview, labels and project follow. That echo is recognised (same boxes
+as the history's current entry) and not recorded again.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ui import labels as L
+from ui.handlers.common import Area, engine_errors, file_path
+from ui.handlers.review import same_boxes
+from ui.session import Session
+
+#: Steps kept per image and surface.
+MAX_STEPS = 100
+SURFACES = ("examples", "review")
+
+
+class BoxHistory:
+    """The undo and redo stacks of one image on one surface."""
+
+    def __init__(self) -> None:
+        self.done: list[list[dict]] = []
+        self.undone: list[list[dict]] = []
+
+    def record(self, boxes: list[dict]) -> bool:
+        """Remember a new state (not when it is the current one); clears the redo stack."""
+        if self.done and same_boxes(self.done[-1], boxes):
+            return False
+        if self.done and any(not str(b.get("label") or "").strip() for b in self.done[-1]):
+            self.done[-1] = boxes  # a box whose label dialog was open: one step with its label
+            self.undone.clear()
+            return True
+        self.done.append(boxes)
+        del self.done[:-MAX_STEPS]
+        self.undone.clear()
+        return True
+
+    def undo(self) -> list[dict] | None:
+        if len(self.done) < 2:
+            return None
+        self.undone.append(self.done.pop())
+        return self.done[-1]
+
+    def redo(self) -> list[dict] | None:
+        if not self.undone:
+            return None
+        self.done.append(self.undone.pop())
+        return self.done[-1]
+
+
+def _key(payload: dict | None) -> str:
+    image = (payload or {}).get("image") or {}
+    return image.get("orig_name") or Path(file_path(image) or "").name
+
+
+class HistoryHandlers(Area):
+    """Records each annotator's states and steps back and forth through them."""
+
+    def __init__(self, studio: Any) -> None:
+        super().__init__(studio)
+        self._hist: weakref.WeakKeyDictionary[Session, dict[tuple[str, str], BoxHistory]] = \
+            weakref.WeakKeyDictionary()
+        self._shown: weakref.WeakKeyDictionary[Session, dict[str, tuple[str, str]]] = \
+            weakref.WeakKeyDictionary()
+
+    def history(self, s: Session, surface: str, key: str) -> BoxHistory:
+        per = self._hist.setdefault(s, {})
+        if (surface, key) not in per and len(per) >= 2000:  # bound: forget the oldest image
+            per.pop(next(iter(per)))
+        return per.setdefault((surface, key), BoxHistory())
+
+    def record(self, surface: str, payload: dict | None, request: gr.Request) -> None:
+        """An annotator changed: remember its boxes (and which image it shows)."""
+        key = _key(payload)
+        if not key:
+            return
+        s = self.session(request)
+        boxes = L.parse_annotator_payload_boxes((payload or {}).get("boxes") or [])
+        for box in boxes:
+            box["color"] = L.normalise_color(box.get("color"))
+        with s.lock:
+            self._shown.setdefault(s, {})[surface] = (key, str((payload or {}).get("image", {})
+                                                               .get("path") or ""))
+            self.history(s, surface, key).record(boxes)
+
+    def on_examples_changed(self, payload: dict | None, request: gr.Request) -> None:
+        self.record("examples", payload, request)
+
+    def on_review_changed(self, payload: dict | None, request: gr.Request) -> None:
+        self.record("review", payload, request)
+
+    def _step(self, surface: str, back: bool, request: gr.Request) -> Any:
+        """The annotator's value one step back (or forward), as ``{annotator: value}``."""
+        s = self.session(request)
+        with s.lock:
+            key, path = self._shown.get(s, {}).get(surface, ("", ""))
+            if not key:
+                return gr.skip()
+            boxes = self.history(s, surface, key)
+            state = boxes.undo() if back else boxes.redo()
+            if state is None:
+                gr.Info("Nothing to undo." if back else "Nothing to redo.")
+                return gr.skip()
+            item = self._image_path(s, surface, key) or path
+            target = self.c.annotator if surface == "examples" else self.c.review_annotator
+            return {target: {"image": item, "boxes": [dict(b) for b in state]}}
+
+    @staticmethod
+    def _image_path(s: Session, surface: str, key: str) -> str | None:
+        items = s.project.examples if surface == "examples" else \
+            s.project.queries + s.project.examples
+        return next((i.path for i in items if i.key == key), None)
+
+    @engine_errors
+    def on_undo_examples(self, request: gr.Request) -> Any:
+        return self._step("examples", True, request)
+
+    @engine_errors
+    def on_redo_examples(self, request: gr.Request) -> Any:
+        return self._step("examples", False, request)
+
+    @engine_errors
+    def on_undo_review(self, request: gr.Request) -> Any:
+        return self._step("review", True, request)
+
+    @engine_errors
+    def on_redo_review(self, request: gr.Request) -> Any:
+        return self._step("review", False, request)
