@@ -38,16 +38,12 @@ DEFAULT_CACHE_FRACTION = 0.25
 MIB = 1024 ** 2
 
 
-def default_data_dir() -> Path:
-    """The user's data folder for the studio (``~/.local/share/owl-studio`` on Linux)."""
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("owl-studio", appauthor=False))
-
-
 def default_projects_dir() -> Path:
-    """Where projects are kept unless ``--projects-dir`` says otherwise."""
-    return default_data_dir() / "projects"
+    """Where projects are kept unless ``--projects-dir`` says otherwise: the same folder as the
+    ``owl-studio project`` commands use (``$OWL_PROJECTS_DIR``, else the user's data folder)."""
+    from owl_core.project_cli import default_projects_dir as core_default
+
+    return core_default()
 
 
 def default_embeddings_dir(projects_dir: str | Path) -> Path:
