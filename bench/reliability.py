@@ -1268,7 +1268,8 @@ def tables(result: dict[str, Any]) -> str:
                    f"{memory['growth_rest_half_mb']} MiB over the first half (REST), "
                    f"{memory['growth_gradio_half_mb']} MiB over the second (gradio). "
                    "RSS by images sent: "
-                   + ", ".join(f"{n}: {r:.0f}" for n, r in memory["samples"]) + ".\n")
+                   + ", ".join(f"{n}: {r:.0f}" for n, r in memory["samples"]) + "."
+                   + _memory_trend(memory) + "\n")
     rows = result.get("hostile")
     if rows:
         out.append("| hostile input | sent to | status | message (first line) | server RSS "
@@ -1285,15 +1286,37 @@ def tables(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _memory_trend(memory: dict[str, Any]) -> str:
+    """A sentence on whether RSS kept rising over the last fifth of the images."""
+    samples = memory["samples"]
+    if len(samples) < 5:
+        return ""
+    late = samples[-1][1] - samples[len(samples) * 4 // 5 - 1][1]
+    return (f" Still rising over the last images (+{late:.0f} MiB)." if late > 5
+            else " Flat over the last images.")
+
+
+def _wrap(text: str, width: int = 100) -> str:
+    """Prose wrapped like the rest of the README; table rows and list items untouched."""
+    import textwrap
+
+    return "\n".join(line if line.startswith(("|", "- ")) or len(line) <= width
+                     else textwrap.fill(line, width, break_long_words=False,
+                                        break_on_hyphens=False)
+                     for line in text.split("\n"))
+
+
 def readme_section(result: dict[str, Any], command: str) -> str:
     m = result["machine"]
-    return (f"Measured with `{command}` ({m['cores']} cores, {m['cpu']}, torch {m['torch']}, "
-            f"load average before {m['load_average']}; run {result['wall_s']:.0f} s; tiny "
-            "random-weight model, so the numbers show the server's overhead, not OWLv2's "
-            "compute). The bench starts `python app.py` itself on 127.0.0.1 (and a second one "
-            "with `--allow-url-images` for the SSRF rows); any 5xx, uncaught error, timeout, "
-            "server death, code run by a payload or file written outside the server's folders "
-            "is FAIL.\n\n" + tables(result) + "\n")
+    intro = (f"Measured with `{command}` ({m['cores']} cores, {m['cpu']}, torch {m['torch']}, "
+             f"load average before {m['load_average']}; run {result['wall_s']:.0f} s; tiny "
+             "random-weight model, so the numbers show the server's overhead, not OWLv2's "
+             "compute). The bench starts `python app.py` itself on 127.0.0.1 (and a second one "
+             "with `--allow-url-images` for the SSRF rows); any 5xx, uncaught error, timeout, "
+             "server death, code run by a payload, poisoned shared cache, file written outside "
+             "the server's folders or server path in a message is FAIL. `--quick` is the smoke "
+             "test (`tests/test_reliability_bench.py`), `--json OUT` keeps the numbers.")
+    return _wrap(intro) + "\n\n" + _wrap(tables(result)) + "\n"
 
 
 def update_readme(path: Path, body: str) -> None:
