@@ -267,14 +267,29 @@ def test_meter_matches_a_hand_computation(rpage, scripted_app, artifacts):
     assert got["coin"][1:4] == ["0.500", "0.500", "0.500"] and got["coin"][5:] == ["1", "1", "1"]
     assert got["cat"][1:4] == ["0.000", "0.000", "0.000"] and got["cat"][5:] == ["0", "0", "1"]
     assert got["all"][1:4] == ["0.500", "0.333", "0.400"] and got["all"][5:] == ["1", "1", "2"]
+    # AP@50 (COCO 101-point): coin ranks A (hit), B, C (misses), 2 labels -> precision 1 up to
+    # recall .5: 51/101; cat has no detection: 0; mAP@50 their mean
+    assert [got["coin"][4], got["cat"][4], got["all"][4]] == [
+        f"{51 / 101:.3f}", "0.000", f"{51 / 101 / 2:.3f}"]
     expect(page.locator("#meter-info")).to_contain_text("Suggested confidence 0.95")
     expect(table).to_be_visible()
     page.screenshot(path=str(artifacts / "meter_01.png"), full_page=True)
 
     # one click applies the suggestion: the slider moves and the meter reads P 1, R 1/3
-    page.click("#apply-suggested")
+    apply = page.locator("#apply-suggested")
+    expect(apply).to_be_enabled()
+    expect(apply).to_contain_text("(0.95)")
+    apply.click()
     expect(page.locator("#confidence input[type=number]")).to_have_value("0.95")
     expect(page.locator("#meter-info")).to_contain_text("confidence 0.95")
     got = {r[0]: r for r in wait_rows(page, "#meter-table",
                                       lambda rows: rows[-1][0] == "all" and rows[-1][1] != "0.500")}
     assert got["all"][1:4] == ["1.000", "0.333", "0.500"]
+    # what a 1280x720 screen and a narrow window show (looked at by people, not asserted)
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.screenshot(path=str(artifacts / "screen_1280x720.png"))
+    page.locator("#review-annotator").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "screen_1280x720_review.png"))
+    page.set_viewport_size({"width": 600, "height": 1000})
+    page.screenshot(path=str(artifacts / "screen_narrow_600.png"), full_page=True)
