@@ -31,6 +31,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import struct
@@ -1380,6 +1381,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url-server", action=argparse.BooleanOptionalAction, default=None,
                         help="start a second server with --allow-url-images for the SSRF rows "
                              "(default: on, off with --quick: one server start less)")
+    parser.add_argument("--server-args", default="",
+                        help="extra app.py flags for the servers, e.g. '--device-cache-mb 1'")
     parser.add_argument("--only", default="",
                         help="run only the hostile inputs whose name contains this text")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
@@ -1421,13 +1424,14 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": info, "plan": plan.__dict__, "failed": []}
     try:
         with watchdog(plan.timeout_s, servers):
-            main_server = Server(work, "server", model_args, [], help_text, args.cache_mb)
+            extra = shlex.split(args.server_args)
+            main_server = Server(work, "server", model_args, extra, help_text, args.cache_mb)
             servers.append(main_server)
             url_server = None
             want_urls = not args.quick if args.url_server is None else args.url_server
             if "hostile" in sections and want_urls and "--allow-url-images" in help_text:
-                url_server = Server(work, "server-urls", model_args, ["--allow-url-images"],
-                                    help_text, args.cache_mb)
+                url_server = Server(work, "server-urls", model_args,
+                                    [*extra, "--allow-url-images"], help_text, args.cache_mb)
                 servers.append(url_server)
             for server in servers:
                 server.wait_ready(max(30.0, deadline - time.monotonic()))
