@@ -2,8 +2,9 @@
 
 Each drawn box snaps to the predicted box with the highest IoU over ALL patches (with
 ``preprocessing="roboflow"``, over the top-K candidates only, as Roboflow Inference does, so
-exemplars match its own bit for bit); it becomes an exemplar only above the match threshold. Labels travel with each box through every step, so a
-box that matches nothing can never shift the class or polarity of another (reference defect 1).
+exemplars match its own bit for bit); it becomes an exemplar only above the match threshold.
+Labels travel with each box through every step, so a box that matches nothing can never shift
+the class or polarity of another (reference defect 1).
 """
 
 from __future__ import annotations
