@@ -34,6 +34,8 @@ from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 import torch
 from filelock import FileLock, Timeout
 
+from owl_core import memory
+
 __all__ = [
     "DEFAULT_DISK_BYTES",
     "CacheStats",
@@ -55,6 +57,9 @@ _LOCK_NAME = ".lock"
 _FORMAT = "owl_core.cache/v1"
 _STALE_TMP_SECONDS = 3600.0  # a temp file this old was left by a crashed writer
 _CPU = torch.device("cpu")
+#: Memory freed by evictions after which the allocator is asked to return it to the OS (see
+#: `owl_core.memory`); also at least 1/16 of the memory budget, so trims stay rare.
+_TRIM_AFTER_BYTES = 16 * 1024**2
 
 
 @runtime_checkable
@@ -490,6 +495,8 @@ class EmbeddingCache(Generic[V]):
             budget = DEFAULT_DISK_BYTES if disk_bytes is None else disk_bytes
             self._disk = _DiskTier(Path(disk_dir), budget)
         self._counts = _Counters()
+        self._freed_bytes = 0  # evicted from memory since the last trim
+        self._trim_after = max(_TRIM_AFTER_BYTES, (device_bytes + host_bytes) // 16)
 
     # ----------------------------------------------------------------------------- public API
 
@@ -539,6 +546,11 @@ class EmbeddingCache(Generic[V]):
         state = _compact(on_device.to(_CPU).to_state()) if self._disk is not None else None
         with self._lock:
             self._insert(key, on_device, size)
+            trim = self._freed_bytes >= self._trim_after
+            if trim:
+                self._freed_bytes = 0
+        if trim:  # the evicted values are gone by now: return their memory to the OS
+            memory.release_free_memory()
         if self._disk is not None and state is not None:
             evicted = self._disk.save(key, state)
             if evicted:
@@ -567,6 +579,8 @@ class EmbeddingCache(Generic[V]):
             if self._host_tier is not None:
                 self._host_tier.clear()
             self._counts = _Counters()
+            self._freed_bytes = 0
+        memory.release_free_memory()
         if disk and self._disk is not None:
             self._disk.clear()
 
@@ -647,6 +661,7 @@ class EmbeddingCache(Generic[V]):
                 self._counts.rejected += 1
             else:
                 self._counts.evictions += len(evicted)
+                self._freed_bytes += sum(old_size for _, _, old_size in evicted)
             return
         if evicted is None:  # too big for the device tier: host tier only
             self._put_host(key, value.to(_CPU), size, rejected_if_too_big=True)
@@ -663,8 +678,10 @@ class EmbeddingCache(Generic[V]):
                 self._counts.rejected += 1
             else:
                 self._counts.evictions += 1  # demoted entry that host memory can't hold
+                self._freed_bytes += size
             return
         self._counts.evictions += len(evicted)
+        self._freed_bytes += sum(old_size for _, _, old_size in evicted)
 
 
 @dataclass

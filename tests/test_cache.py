@@ -630,3 +630,32 @@ def test_promotion_is_atomic_under_concurrent_gets() -> None:
     s = cache.stats()
     assert (s.hits_device + s.hits_host, s.misses, s.evictions) == (lookups, 0, 0)
     assert (s.entries_device + s.entries_host, s.bytes_device + s.bytes_host) == (6, 6 * KIB)
+
+
+# ------------------------------------------------------------------ memory returned to the OS
+def test_evictions_return_freed_memory_to_the_os_now_and_then(monkeypatch):
+    """glibc keeps freed heap memory, so RSS grew far past the budget (bench/reliability.py):
+    after every budget/16 (at least 16 MiB) of evictions the cache asks for it back, not on
+    every put."""
+    from owl_core import cache as cache_module
+    from owl_core import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "release_free_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(cache_module, "_TRIM_AFTER_BYTES", 64 * KIB)
+    cache = memory_cache(32 * KIB)
+    for i in range(8):                      # fills the budget: no eviction, no trim
+        cache.put(key_of(f"a{i}"), blob(f"a{i}", 4 * KIB))
+    assert calls == []
+    for i in range(40):                     # 40 evictions x 4 KiB = 160 KiB freed
+        cache.put(key_of(f"b{i}"), blob(f"b{i}", 4 * KIB))
+    assert cache.stats().evictions == 40
+    assert len(calls) == 160 // 64         # once per 64 KiB freed
+    cache.reset()                           # emptying the cache gives memory back too
+    assert len(calls) == 160 // 64 + 1
+
+
+def test_release_free_memory_works_on_this_platform():
+    from owl_core.memory import release_free_memory
+
+    assert release_free_memory() is (sys.platform.startswith("linux"))
