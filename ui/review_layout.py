@@ -165,7 +165,9 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
                                            [c.review_image, c.review_status, c.review_info],
                                            preprocess=False, trigger_mode="always_last",
                                            **quiet))
-    after_review(c.review_status.input(r.on_status, c.review_status, review_out, **quiet))
+    after_review(c.review_status.input(r.on_status, c.review_status,
+                                       [c.review_image, c.review_status, c.review_info],
+                                       **quiet))
     after_review(c.review_done.click(r.on_done_next, None, review_out, **quiet))
     after_review(c.review_accept.click(r.on_accept_image, None, review_out, **quiet))
     after_review(c.review_accept_all.click(r.on_accept_all, None, review_out + [c.status],

@@ -254,8 +254,6 @@ class ReviewHandlers(Area):
                 return {}
             self.sync_core(s)
             s.core.set_status(item.id, status)
-            if status == "done":
-                return self.show(s, item.id)  # done: its grey boxes are not labels, hidden
             return self._after_labels(s, item)
 
     @engine_errors
