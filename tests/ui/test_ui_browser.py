@@ -84,7 +84,7 @@ def test_draw_preview_slider_export_import(page, browser, studio_app, artifacts,
     pick_label(page, "coin")
     rows = wait_rows(page, "#diag-table", lambda rows: rows[0][2] == "coin")
     assert len(rows) == 1 and rows[0][2:4] == ["coin", "positive"] and rows[0][6] == "matched"
-    assert table_header(page, "#counts") == ["image", "object", "coin", "total"]
+    assert table_header(page, "#counts") == ["image", "coin", "total"]  # no "object" any more
     counts = table_rows(page, "#counts")
     assert counts[0][0] == "coins.png" and int(counts[0][2]) >= 1
     page.screenshot(path=str(artifacts / "04_box_drawn.png"), full_page=True)

@@ -15,6 +15,9 @@ import pytest
 from PIL import Image
 from spies import SpyPredictor
 
+from ui import labels as L
+from ui.session import ImageItem
+
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "images"
 SETTINGS = (0.5, 0.3, 300, "reference", False)  # confidence, NMS IoU, max, mode, show examples
 COIN = {"xmin": 131, "ymin": 28, "xmax": 180, "ymax": 74, "label": "object",
@@ -307,14 +310,42 @@ def test_two_tabs_on_one_project_never_overwrite_each_other(tiny_model, tmp_path
         studio.store.saver.flush(studio.session(one))
         studio.classes.on_add_class("cup", two)  # tab two still shows the project without coin
         studio.store.saver.flush(studio.session(two))
-        assert studio.projects.open(pid).classes == ["object", "coin"]  # tab one's work kept
+        assert studio.projects.open(pid).classes == ["coin"]  # tab one's work kept
         assert "another tab" in studio.session(two).save_error
         # a reload (a new page, same project in the URL) continues from the saved project
         reloaded = SimpleNamespace(session_hash="two-reloaded", query_params={"project": pid})
         studio.on_load(None, reloaded)
-        assert studio.session(reloaded).project.classes == ["object", "coin"]
+        assert studio.session(reloaded).project.classes == ["coin"]
         studio.classes.on_add_class("cup", reloaded)
         studio.store.saver.flush(studio.session(reloaded))
-        assert studio.projects.open(pid).classes == ["object", "coin", "cup"]
+        assert studio.projects.open(pid).classes == ["coin", "cup"]
     finally:
         studio.close()
+
+
+def test_the_placeholder_class_goes_once_a_real_class_is_named_unless_boxes_use_it(studio,
+                                                                                  tmp_path):
+    request = SimpleNamespace(session_hash="classes", query_params={})
+    studio.on_load(None, request)
+    p = studio.session(request).project
+    assert p.classes == ["object"]
+    out = studio.classes.on_add_class("coin", request)
+    assert p.classes == ["coin"] and p.active_class == "coin"
+    assert out[studio.c.class_pick]["choices"] == ["coin"]
+    assert "object" not in out[studio.c.legend]
+    # a box drawn with the placeholder keeps it, through an add and a rename
+    p.classes[:] = ["object"]
+    p.active_class = "object"
+    (path,) = _copies(tmp_path, "coins.png")
+    p.examples.append(ImageItem(path=path, name="coins.png", size=(200, 100),
+                                boxes=[dict(COIN)]))
+    studio.classes.on_add_class("cup", request)
+    assert p.classes == ["object", "cup"]
+    studio.classes.on_rename_class("cup", "mug", request)
+    assert p.classes == ["object", "mug"]
+    # once no box uses it, the next rename drops it and the boxes are recoloured
+    p.examples[0].boxes[0]["label"] = "mug"
+    studio.classes.on_rename_class("mug", "cup", request)
+    assert p.classes == ["cup"] and p.active_class == "cup"
+    assert p.examples[0].boxes[0]["label"] == "cup"
+    assert p.examples[0].boxes[0]["color"] == L.hex_to_rgb(L.class_color(0))

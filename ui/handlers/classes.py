@@ -8,6 +8,25 @@ import gradio as gr
 from ui import labels as L
 from ui.handlers.common import Area, engine_errors
 from ui.handlers.views import class_updates, recolor
+from ui.session import NEW_PROJECT_CLASSES, Project
+
+
+def drop_unused_default_classes(p: Project) -> bool:
+    """Remove the new-project placeholder class(es) (`object`) once the person has named a
+    real class, unless a box still uses one: a placeholder nobody draws with only clutters
+    the class list and the label dialog. Recolours the boxes when one went; True if so."""
+    if not any(c not in NEW_PROJECT_CLASSES for c in p.classes):
+        return False
+    used = {L.parse_box(b, p.classes).cls for item in p.examples + p.queries for b in item.boxes}
+    unused = [c for c in p.classes if c in NEW_PROJECT_CLASSES and c not in used]
+    for name in unused:
+        p.classes.remove(name)
+    if not unused:
+        return False
+    if p.active_class not in p.classes:
+        p.active_class = p.classes[0]
+    recolor(p)
+    return True
 
 
 class ClassHandlers(Area):
@@ -31,7 +50,8 @@ class ClassHandlers(Area):
                 raise gr.Error(str(exc)) from None
             p.classes.append(name)
             p.active_class = name
-            out = class_updates(self.c, p)
+            dropped = drop_unused_default_classes(p)
+            out = class_updates(self.c, p, with_value=dropped)
             out[self.c.class_name] = ""
             return out
 
@@ -57,6 +77,7 @@ class ClassHandlers(Area):
                     box["label"] = L.negative_label(name) if parsed.kind == "negative" else name
             if p.active_class == selected:
                 p.active_class = name
+            drop_unused_default_classes(p)  # recolours; the annotator value below shows it
             out = class_updates(self.c, p, with_value=True)
             out[self.c.class_name] = ""
             return out
