@@ -186,9 +186,11 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
                        trigger_mode="always_last", **quiet)
     c.review_annotator.change(h.on_review_changed, c.review_annotator, None,
                               preprocess=False, trigger_mode="always_last", **quiet)
-    c.undo_examples.click(h.on_undo_examples, None, c.annotator, **quiet)
-    c.redo_examples.click(h.on_redo_examples, None, c.annotator, **quiet)
-    c.undo_review.click(h.on_undo_review, None, c.review_annotator, **quiet)
-    c.redo_review.click(h.on_redo_review, None, c.review_annotator, **quiet)
+    # undo / redo read the annotator's value at the click (see ui.handlers.history)
+    for button, fn, target in ((c.undo_examples, h.on_undo_examples, c.annotator),
+                               (c.redo_examples, h.on_redo_examples, c.annotator),
+                               (c.undo_review, h.on_undo_review, c.review_annotator),
+                               (c.redo_review, h.on_redo_review, c.review_annotator)):
+        button.click(fn, target, target, preprocess=False, **quiet)
     c.export_dataset.click(m.on_export_dataset, [c.dataset_format, c.dataset_unreviewed],
                            c.dataset_file, api_visibility="private")

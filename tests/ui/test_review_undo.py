@@ -9,6 +9,9 @@ from browser_helpers import draw_box, pick_label, upload
 from playwright.sync_api import expect
 from review_helpers import session_of
 
+from ui import labels as L
+from ui.handlers.history import BoxHistory
+
 FIRST, SECOND = (131, 28, 180, 74), (185, 104, 227, 145)
 
 
@@ -54,3 +57,26 @@ def test_ctrl_z_undoes_and_ctrl_shift_z_redoes_a_box(page, studio_app, coins_cop
     assert len(example_boxes(session, 1)) == 1
     page.click("#redo-examples")
     assert len(example_boxes(session, 2)) == 2
+
+
+def coin(xyxy, label="coin") -> dict:
+    return L.annotator_box(xyxy, label, L.class_color(0))
+
+
+def test_a_record_queued_before_an_undo_does_not_wipe_the_redo_step():
+    """The label step of the last box reaches the history after Ctrl+Z (the page's change
+    events have their own queue): it is stale, and redo still works."""
+    h = BoxHistory()
+    first, drawing = [coin(FIRST)], [coin(SECOND, ""), coin(FIRST)]
+    both = [coin(SECOND), coin(FIRST)]
+    for state in ([], first, drawing):
+        h.record(state)                                # `both` is still queued
+    assert h.step(both, back=True) == first            # the page showed `both` at Ctrl+Z
+    assert h.record(both) is False                     # the late record: ignored
+    assert h.record(first) is False and h.pending is None  # the undo's echo
+    assert h.step(first, back=False) == both
+    assert h.record(both) is False                     # the redo's echo
+    assert h.step(both, back=True) == first
+    h.record(first)
+    h.record([coin(FIRST, "cat")])                     # a real edit after the echo
+    assert h.step([coin(FIRST, "cat")], back=False) is None

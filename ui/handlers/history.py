@@ -6,6 +6,12 @@ sends the previous list back to the annotator; its change event then stores it t
 surface's own handler (`ui.handlers.boxes` / `ui.handlers.review`), exactly as if the person had
 made that edit, so the preview, labels and project follow. That echo is recognised (same boxes
 as the history's current entry) and not recorded again.
+
+The annotator's change events reach the server on their own queue, so one sent before an undo
+can be handled after it (a slow preview holds the session lock; the label step of a box is
+often still queued when Ctrl+Z comes). Such a late record would look like a new edit and wipe
+the redo stack, so undo / redo read the annotator's value at the click (the page's truth) and,
+until the echo of the state they sent comes back, the history ignores other records.
 """
 
 from __future__ import annotations
@@ -32,9 +38,18 @@ class BoxHistory:
     def __init__(self) -> None:
         self.done: list[list[dict]] = []
         self.undone: list[list[dict]] = []
+        #: the state an undo / redo sent to the page, until its echo comes back
+        self.pending: list[dict] | None = None
 
     def record(self, boxes: list[dict]) -> bool:
-        """Remember a new state (not when it is the current one); clears the redo stack."""
+        """Remember a new state (not when it is the current one); clears the redo stack.
+
+        While an undo / redo is on its way to the page, a record that is not its echo was sent
+        before the page got it (stale) and is ignored."""
+        if self.pending is not None:
+            if same_boxes(self.pending, boxes):
+                self.pending = None
+            return False
         if self.done and same_boxes(self.done[-1], boxes):
             return False
         if self.done and any(not str(b.get("label") or "").strip() for b in self.done[-1]):
@@ -45,6 +60,17 @@ class BoxHistory:
         del self.done[:-MAX_STEPS]
         self.undone.clear()
         return True
+
+    def step(self, current: list[dict] | None, back: bool) -> list[dict] | None:
+        """One undo (`back`) or redo from `current`, the boxes the page shows at the click
+        (recorded first: records still queued are then stale); None when there is none."""
+        if current is not None:
+            self.pending = None
+            self.record(current)
+        state = self.undo() if back else self.redo()
+        if state is not None and not (current is not None and same_boxes(state, current)):
+            self.pending = state  # the page changes: its echo will come
+        return state
 
     def undo(self) -> list[dict] | None:
         if len(self.done) < 2:
@@ -100,15 +126,24 @@ class HistoryHandlers(Area):
     def on_review_changed(self, payload: dict | None, request: gr.Request) -> None:
         self.record("review", payload, request)
 
-    def _step(self, surface: str, back: bool, request: gr.Request) -> Any:
-        """The annotator's value one step back (or forward), as ``{annotator: value}``."""
+    def _step(self, surface: str, back: bool, payload: dict | None,
+              request: gr.Request) -> Any:
+        """The annotator's value one step back (or forward) from `payload` (its value at the
+        click), as ``{annotator: value}``."""
         s = self.session(request)
+        current = None
+        if _key(payload):
+            current = L.parse_annotator_payload_boxes((payload or {}).get("boxes") or [])
+            for box in current:
+                box["color"] = L.normalise_color(box.get("color"))
         with s.lock:
             key, path = self._shown.get(s, {}).get(surface, ("", ""))
+            if _key(payload):
+                key, path = _key(payload), str((payload or {}).get("image", {}).get("path") or "")
+                self._shown.setdefault(s, {})[surface] = (key, path)
             if not key:
                 return gr.skip()
-            boxes = self.history(s, surface, key)
-            state = boxes.undo() if back else boxes.redo()
+            state = self.history(s, surface, key).step(current, back)
             if state is None:
                 gr.Info("Nothing to undo." if back else "Nothing to redo.")
                 return gr.skip()
@@ -123,17 +158,17 @@ class HistoryHandlers(Area):
         return next((i.path for i in items if i.key == key), None)
 
     @engine_errors
-    def on_undo_examples(self, request: gr.Request) -> Any:
-        return self._step("examples", True, request)
+    def on_undo_examples(self, payload: dict | None, request: gr.Request) -> Any:
+        return self._step("examples", True, payload, request)
 
     @engine_errors
-    def on_redo_examples(self, request: gr.Request) -> Any:
-        return self._step("examples", False, request)
+    def on_redo_examples(self, payload: dict | None, request: gr.Request) -> Any:
+        return self._step("examples", False, payload, request)
 
     @engine_errors
-    def on_undo_review(self, request: gr.Request) -> Any:
-        return self._step("review", True, request)
+    def on_undo_review(self, payload: dict | None, request: gr.Request) -> Any:
+        return self._step("review", True, payload, request)
 
     @engine_errors
-    def on_redo_review(self, request: gr.Request) -> Any:
-        return self._step("review", False, request)
+    def on_redo_review(self, payload: dict | None, request: gr.Request) -> Any:
+        return self._step("review", False, payload, request)
