@@ -22,10 +22,12 @@ REVIEW_HELP = (
 )
 
 #: Keyboard shortcuts of the review panel ("[" / "]": previous / next image), installed once
-#: on page load; keys typed into a text field are left alone.
+#: on page load; keys typed into a text field are left alone (a focused slider, checkbox, radio
+#: or button is not one: Ctrl+Z must still undo after the confidence slider was moved).
 REVIEW_KEYS_JS = """() => {
   if (window.__owlReviewKeys) return [];
   window.__owlReviewKeys = true;
+  const TEXT = /^(text|search|email|url|tel|password|number|date|datetime-local|month|week|time)$/;
   // Ctrl+Z acts on the annotator used last
   document.addEventListener('pointerdown', (e) => {
     const t = e.target;
@@ -36,7 +38,8 @@ REVIEW_KEYS_JS = """() => {
   }, true);
   document.addEventListener('keydown', (e) => {
     const t = e.target;
-    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+    if (t && ((t.tagName === 'INPUT' && TEXT.test(t.type)) || t.tagName === 'TEXTAREA' ||
+              t.isContentEditable)) return;
     let id = null;
     if ((e.ctrlKey || e.metaKey) && !e.altKey && (e.key === 'z' || e.key === 'Z')) {
       id = (e.shiftKey ? 'redo-' : 'undo-') + (window.__owlSurface || 'examples');

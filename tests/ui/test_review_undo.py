@@ -1,5 +1,6 @@
 """Undo / redo of box edits in a real browser: Ctrl+Z takes the last drawn box away (the
-project and the preview follow), Ctrl+Shift+Z puts it back; the buttons do the same."""
+project and the preview follow), Ctrl+Shift+Z puts it back; the buttons do the same; the keys
+work with a slider focused. And the history's answer to a record that arrives late."""
 
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ def test_ctrl_z_undoes_and_ctrl_shift_z_redoes_a_box(page, studio_app, coins_cop
     assert len(example_boxes(session, 1)) == 1
     page.click("#redo-examples")
     assert len(example_boxes(session, 2)) == 2
+    # a focused slider is no text field: the shortcut still acts
+    page.locator("#confidence input[type=range]").focus()
+    page.keyboard.press("Control+z")
+    assert len(example_boxes(session, 1)) == 1
 
 
 def coin(xyxy, label="coin") -> dict:
