@@ -26,10 +26,12 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from owl_core import limits
+from owl_core.params import DEFAULT_MATCH_THRESHOLD
 from owl_core.scoring import SCORE_MODES
 from ui import labels as L
 from ui.formats import ASSETS_DIR, DETECTION_FORMATS, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
+from ui.handlers.preview import MATCH_THRESHOLD_RANGE
 from ui.review_layout import build_example_history, build_review_panel, wire_review
 
 CSS = """
@@ -219,6 +221,12 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             c.max_detections = gr.Slider(1, 300, value=300, step=1,
                                                          label="Max detections",
                                                          elem_id="max-detections")
+                            c.match_threshold = gr.Slider(
+                                *MATCH_THRESHOLD_RANGE, step=0.05, label="Match threshold",
+                                value=config.predictor_kwargs.get("match_threshold",
+                                                                  DEFAULT_MATCH_THRESHOLD),
+                                info="IoU a drawn box needs with a predicted box",
+                                elem_id="match-threshold")
                         with gr.Row():
                             c.score_mode = gr.Radio(list(SCORE_MODES), value="reference",
                                                     label="Score mode", elem_id="score-mode")
@@ -305,8 +313,8 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
 
     # a project shown in the tab: everything that shows it, then the URL, preview, embeddings
     project_out = class_out + [c.examples_gallery, c.project_name, c.confidence, c.iou,
-                               c.max_detections, c.score_mode, c.imported_md, c.project_state,
-                               c.project_list, c.status]
+                               c.max_detections, c.match_threshold, c.score_mode,
+                               c.imported_md, c.project_state, c.project_list, c.status]
 
     def opened(dep: Any) -> Any:
         """URL, then the preview of what is embedded already, then the embedding step and
@@ -369,6 +377,8 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
         slider.release(**refresh).then(**downloads)
     c.score_mode.input(**refresh).then(**downloads)
     c.show_examples.input(**refresh).then(**downloads)
+    c.match_threshold.release(studio.preview.on_match_threshold, [c.match_threshold] + settings,
+                              refresh_out, **_private()).then(**downloads)
     c.preview.select(studio.preview.on_preview_select, None, None, **quiet)
     refreshed(c.correct.click(studio.boxes.on_correct, None, examples_out,
                               **quiet).then(**embed))

@@ -123,6 +123,9 @@ class Settings:
     max_detections: int = 300
     score_mode: str = "reference"
     show_examples: bool = False
+    #: IoU a drawn box needs with a predicted box to become an example (None: the session's
+    #: current value; the sliders' events don't carry it, the Match threshold slider does).
+    match_threshold: float | None = None
 
     def detect_kwargs(self) -> dict[str, Any]:
         return {"confidence": float(self.confidence), "iou_threshold": float(self.iou_threshold),
@@ -141,7 +144,8 @@ def from_core(core: CoreProject) -> tuple[Project, Settings]:
         (view.examples if record.role == "example" else view.queries).append(item)
     view.current = 0 if view.examples else -1
     p = core.settings
-    settings = Settings(p.confidence, p.iou_threshold, p.max_detections, p.score_mode)
+    settings = Settings(p.confidence, p.iou_threshold, p.max_detections, p.score_mode,
+                        match_threshold=p.match_threshold)
     return view, settings
 
 
@@ -169,7 +173,8 @@ def to_core(view: Project, settings: Settings, core: CoreProject) -> CoreProject
     params = DetectParams(confidence=settings.confidence, iou_threshold=settings.iou_threshold,
                           max_detections=settings.max_detections,
                           score_mode=settings.score_mode,
-                          match_threshold=core.settings.match_threshold)
+                          match_threshold=core.settings.match_threshold
+                          if settings.match_threshold is None else settings.match_threshold)
     return CoreProject(name=view.name, classes=list(view.classes), images=records,
                        settings=params, folder=core.folder)
 

@@ -349,3 +349,36 @@ def test_the_placeholder_class_goes_once_a_real_class_is_named_unless_boxes_use_
     assert p.classes == ["cup"] and p.active_class == "cup"
     assert p.examples[0].boxes[0]["label"] == "cup"
     assert p.examples[0].boxes[0]["color"] == L.hex_to_rgb(L.class_color(0))
+
+
+def test_the_match_threshold_slider_applies_to_the_predictor_is_saved_and_named_in_warnings(
+        studio, tmp_path):
+    request = SimpleNamespace(session_hash="match", query_params={})
+    studio.on_load(None, request)
+    s = studio.session(request)
+    studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)
+    studio.embedding.on_embed(request, progress=lambda *a, **k: None)
+    studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), *SETTINGS, request)
+    iou = float(s.report.boxes[0].iou)
+    assert s.report.boxes[0].matched and iou < 0.85
+    above = round(iou + 0.05, 2)
+    out = studio.preview.on_match_threshold(above, *SETTINGS, request)
+    assert s.predictor.match_threshold == above and not s.report.boxes[0].matched
+    assert f"Lower **Match threshold** (now {above:.2f})" in out[studio.c.diag_warning]
+    assert "--match-threshold" not in out[studio.c.diag_warning]
+    # another slider's event keeps it; a value out of range changes nothing
+    studio.preview.on_settings(0.4, 0.3, 300, "reference", False, request)
+    assert s.predictor.match_threshold == above
+    with pytest.raises(gr.Error, match="between 0.05 and 0.9"):
+        studio.preview.on_match_threshold(0.95, *SETTINGS, request)
+    assert s.predictor.match_threshold == above
+    out = studio.preview.on_match_threshold(0.05, *SETTINGS, request)
+    assert out[studio.c.diag_warning] == "✓ The box snapped to a predicted box."
+    # saved with the project and shown again when it opens
+    studio.store.saver.flush(s)
+    assert studio.projects.open(s.project_id).settings.match_threshold == 0.05
+    reopened = SimpleNamespace(session_hash="match-again", query_params={"project": s.project_id})
+    out = studio.on_load(None, reopened)
+    assert _value(out, studio.c.match_threshold) == 0.05
+    studio.preview.on_settings(*SETTINGS, reopened)  # the page's first refresh applies it
+    assert studio.session(reopened).predictor.match_threshold == 0.05

@@ -19,6 +19,7 @@ diagnostics, recomputed from cached embeddings after every edit.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -30,6 +31,8 @@ from ui.handlers.views import status_text
 from ui.profiling import StageTimer
 from ui.session import ImageItem, Project, Session, Settings
 
+#: The Match threshold slider's range (IoU a drawn box needs to become an example).
+MATCH_THRESHOLD_RANGE = (0.05, 0.9)
 DIAG_HEADERS = ["image", "#", "class", "kind", "IoU", "snapped to (x0, y0, x1, y1)", "status"]
 
 
@@ -51,6 +54,10 @@ class PreviewHandlers(Area):
         """Preview, counts and diagnostics for the session's current state (call under
         ``s.lock``); only outputs whose value changed are returned."""
         timer = StageTimer(what)
+        if settings.match_threshold is None:  # the other sliders' events don't carry it
+            settings = replace(settings, match_threshold=s.settings.match_threshold)
+        if settings.match_threshold is not None:
+            s.predictor.match_threshold = float(settings.match_threshold)
         s.settings = settings  # saved with the project
         p = s.project
         training, origin, waiting = embedded_training_data(p)
@@ -195,8 +202,9 @@ class PreviewHandlers(Area):
         if warnings:
             many = len(warnings) > 1
             text = (f"⚠ **{len(warnings)} box{'es' if many else ''} matched no predicted box "
-                    f"and {'are' if many else 'is'} ignored:**\n\n"
-                    + "\n".join(f"- {w}" for w in warnings))
+                    f"and {'are' if many else 'is'} ignored.** Lower **Match threshold** "
+                    f"(now {s.predictor.match_threshold:.2f}) or redraw the box tighter around "
+                    "the object:\n\n" + "\n".join(f"- {w}" for w in warnings))
         elif len(rows) == 1:
             text = "✓ The box snapped to a predicted box."
         elif rows:
@@ -239,6 +247,23 @@ class PreviewHandlers(Area):
         s = self.session(request)
         settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
                                  show_examples)
+        with s.lock:
+            return self.refresh(s, settings)
+
+    @engine_errors
+    def on_match_threshold(self, match_threshold, confidence, iou_threshold, max_detections,
+                           score_mode, show_examples, request: gr.Request) -> dict:
+        """The Match threshold slider moved: drawn boxes snap again with the new IoU."""
+        try:
+            value = float(match_threshold)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not MATCH_THRESHOLD_RANGE[0] <= value <= MATCH_THRESHOLD_RANGE[1]:
+            raise gr.Error(f"Match threshold must be between {MATCH_THRESHOLD_RANGE[0]} and "
+                           f"{MATCH_THRESHOLD_RANGE[1]}, got {match_threshold!r}: move the slider.")
+        s = self.session(request)
+        settings = replace(read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                         show_examples), match_threshold=value)
         with s.lock:
             return self.refresh(s, settings)
 

@@ -122,6 +122,8 @@ def project_updates(c: Any, s: Session, store: Any) -> dict:
     out[c.confidence] = s.settings.confidence
     out[c.iou] = s.settings.iou_threshold
     out[c.max_detections] = s.settings.max_detections
+    if s.settings.match_threshold is not None:
+        out[c.match_threshold] = s.settings.match_threshold
     out[c.score_mode] = s.settings.score_mode
     out[c.imported_md] = imported_text(s)
     out[c.project_state] = s.project_id
