@@ -66,8 +66,10 @@ def draw_detections(
     confidence: np.ndarray,
     class_names: Sequence[str],
     colors: Sequence[str] | None = None,
+    labels: bool = True,
 ) -> Image.Image:
-    """Boxes and "class score" labels, coloured by class.
+    """Boxes and "class score" labels, coloured by class (boxes only without `labels`: on a
+    crowded picture the labels hide the objects).
 
     Args:
         canvas: RGB picture to draw on (not modified).
@@ -76,6 +78,7 @@ def draw_detections(
         confidence: (N,) scores.
         class_names: class id -> name.
         colors: class id -> hex colour (default: `class_color(id)`).
+        labels: draw the "class score" labels.
     """
     canvas = canvas.copy()
     if len(xyxy) == 0:
@@ -86,15 +89,17 @@ def draw_detections(
         confidence=np.asarray(confidence, dtype=np.float32),
         class_id=np.asarray(class_id, dtype=int),
     )
-    labels = [f"{class_names[c]} {s:.2f}"
-              for c, s in zip(detections.class_id, detections.confidence, strict=True)]
     palette = sv.ColorPalette.from_hex(colors)
     boxes = sv.BoxAnnotator(color=palette, thickness=_thickness(canvas))
     canvas = boxes.annotate(canvas, detections)
+    if not labels:
+        return canvas
+    texts = [f"{class_names[c]} {s:.2f}"
+             for c, s in zip(detections.class_id, detections.confidence, strict=True)]
     return sv.LabelAnnotator(
         color=palette, text_color=sv.Color.WHITE, text_scale=_text_scale(canvas),
-        text_padding=3, smart_position=len(labels) <= SMART_LABELS_MAX,
-    ).annotate(canvas, detections, labels=labels)
+        text_padding=3, smart_position=len(texts) <= SMART_LABELS_MAX,
+    ).annotate(canvas, detections, labels=texts)
 
 
 def draw_snaps(

@@ -232,6 +232,8 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                                                     label="Score mode", elem_id="score-mode")
                             c.show_examples = gr.Checkbox(False, label="Preview example images too",
                                                           elem_id="show-examples")
+                            c.show_labels = gr.Checkbox(True, label="Show labels and scores",
+                                                        elem_id="show-labels")
                         c.preview = gr.Gallery(label="Detections on query images (click a "
                                                      "thumbnail to pick an image)",
                                                columns=6, height=560, object_fit="contain",
@@ -379,6 +381,8 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     c.show_examples.input(**refresh).then(**downloads)
     c.match_threshold.release(studio.preview.on_match_threshold, [c.match_threshold] + settings,
                               refresh_out, **_private()).then(**downloads)
+    c.show_labels.input(studio.preview.on_show_labels, [c.show_labels] + settings, refresh_out,
+                        **_private())
     c.preview.select(studio.preview.on_preview_select, None, None, **quiet)
     refreshed(c.correct.click(studio.boxes.on_correct, None, examples_out,
                               **quiet).then(**embed))

@@ -203,6 +203,9 @@ class Session:
         self.core: CoreProject | None = None
         self.project = Project()
         self.settings = Settings()
+        #: the preview draws "class score" labels (off: boxes only, for crowded pictures); a
+        #: view choice of the tab, kept when it opens another project.
+        self.show_labels = True
         self.saved_text: str | None = None   # project.json content of the last save
         self.disk_stamp: tuple[int, int] | None = None  # its (mtime_ns, size) on disk
         self.save_error: str | None = None

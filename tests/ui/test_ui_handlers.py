@@ -382,3 +382,28 @@ def test_the_match_threshold_slider_applies_to_the_predictor_is_saved_and_named_
     assert _value(out, studio.c.match_threshold) == 0.05
     studio.preview.on_settings(*SETTINGS, reopened)  # the page's first refresh applies it
     assert studio.session(reopened).predictor.match_threshold == 0.05
+
+
+def test_the_show_labels_toggle_redraws_the_preview_with_boxes_only(studio, tmp_path,
+                                                                    monkeypatch):
+    from ui.handlers import preview
+
+    drawn = []
+    real = preview.draw_detections
+    monkeypatch.setattr(preview, "draw_detections",
+                        lambda *a, **k: drawn.append(k.get("labels", True)) or real(*a, **k))
+    request = SimpleNamespace(session_hash="labels", query_params={})
+    studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)
+    studio.images.on_upload_queries(_copies(tmp_path, "coins.png", prefix="q"), request)
+    studio.embedding.on_embed(request, progress=lambda *a, **k: None)
+    s = studio.session(request)
+    studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), *SETTINGS, request)
+    low = (0.0,) + SETTINGS[1:]  # every candidate shown: something to draw
+    studio.preview.on_settings(*low, request)
+    assert drawn and drawn[-1] is True
+    drawn.clear()
+    out = studio.preview.on_show_labels(False, *low, request)
+    assert drawn == [False] and s.show_labels is False and studio.c.preview in out
+    studio.preview.on_settings(*low, request)  # another slider's event keeps the choice
+    studio.preview.on_settings(0.01, *SETTINGS[1:], request)
+    assert set(drawn) == {False}

@@ -225,3 +225,15 @@ def test_export_detections_zips_a_dataset(tmp_path, fmt, expected):
         if fmt == "Pascal VOC":
             assert "<name>cup</name>" in zf.read("annotations/a.xml").decode()
     assert fmt in DETECTION_FORMATS
+
+
+def test_detections_without_labels_are_boxes_only():
+    canvas = Image.new("RGB", (200, 100), (0, 0, 0))
+    args = (np.array([[20, 30, 120, 90]]), np.array([0]), np.array([0.9]), ["coin"],
+            ["#1E88E5"])
+    with_labels = np.asarray(draw_detections(canvas, *args))
+    boxes_only = np.asarray(draw_detections(canvas, *args, labels=False))
+    inside = (slice(35, 85), slice(25, 115))  # within the box's edges
+    assert not boxes_only[inside].any()  # nothing drawn but the box outline
+    assert (with_labels != boxes_only).any()  # the label is drawn when asked for
+    assert boxes_only[60, 20].tolist() == [30, 136, 229]  # the box still is

@@ -64,7 +64,7 @@ class PreviewHandlers(Area):
         items = self._preview_items(s, settings)
         key = json.dumps([training, p.classes, [(i.path, i.content_hash) for i in items],
                           [e.content_hash for e in p.examples], settings.__dict__, p.current,
-                          s.imported_version], default=str)
+                          s.imported_version, s.show_labels], default=str)
         if key == s.preview_key:
             return {}
         pred = s.predictor
@@ -140,14 +140,14 @@ class PreviewHandlers(Area):
         n_classes = len(colors_by_name)
         colors = [colors_by_name.get(n, L.class_color(n_classes + i))
                   for i, n in enumerate(names)]
-        sig = signature(res.xyxy, res.class_id, res.confidence, names, colors)
+        sig = signature(res.xyxy, res.class_id, res.confidence, names, colors, s.show_labels)
         cached = s.pictures.cached("detections", path, sig)
         if cached is not None:
             return cached
         with timer.stage("draw"):
             base, scale = s.pictures.base(path)
             picture = draw_detections(base, res.xyxy * scale, res.class_id, res.confidence,
-                                      names, colors)
+                                      names, colors, labels=s.show_labels)
         with timer.stage("encode"):
             return s.pictures.save("detections", path, sig, picture)
 
@@ -265,6 +265,17 @@ class PreviewHandlers(Area):
         settings = replace(read_settings(confidence, iou_threshold, max_detections, score_mode,
                                          show_examples), match_threshold=value)
         with s.lock:
+            return self.refresh(s, settings)
+
+    @engine_errors
+    def on_show_labels(self, show_labels, confidence, iou_threshold, max_detections, score_mode,
+                       show_examples, request: gr.Request) -> dict:
+        """The "Show labels and scores" toggle: the preview redrawn with or without them."""
+        s = self.session(request)
+        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                 show_examples)
+        with s.lock:
+            s.show_labels = bool(show_labels)
             return self.refresh(s, settings)
 
     def on_preview_select(self, evt: gr.SelectData, request: gr.Request) -> None:
