@@ -29,7 +29,7 @@ from owl_core import limits
 from owl_core.params import DEFAULT_MATCH_THRESHOLD
 from owl_core.scoring import SCORE_MODES
 from ui import labels as L
-from ui.formats import ASSETS_DIR, DETECTION_FORMATS, bundled_images, bundled_projects
+from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
 from ui.handlers.preview import MATCH_THRESHOLD_RANGE
 from ui.review_layout import build_example_history, build_review_panel, wire_review
@@ -242,18 +242,6 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                         c.counts = gr.Dataframe(headers=["image", "object", "total"],
                                                 label="Detections per class",
                                                 interactive=False, elem_id="counts")
-                        with gr.Accordion("Export detections (COCO / YOLO / Pascal VOC)",
-                                          open=False):
-                            with gr.Row(equal_height=True):
-                                c.detection_format = gr.Radio(list(DETECTION_FORMATS),
-                                                              value=DETECTION_FORMATS[0],
-                                                              label="Format",
-                                                              elem_id="detection-format")
-                                c.export_detections = gr.Button(
-                                    "Export detections", size="md", elem_id="export-detections")
-                            c.detections_file = gr.File(label="Detections (zip)",
-                                                        interactive=False,
-                                                        elem_id="detections-file")
                 build_review_panel(c)
             with gr.Tab("API & batch", id="api"):
                 gr.Markdown(API_HELP)
@@ -398,8 +386,6 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                                  **quiet))
     refreshed(c.forget_imported.click(studio.project.on_forget_imported, None, [c.imported_md],
                                       **quiet))
-    c.export_detections.click(studio.project.on_export_detections, c.detection_format,
-                              [c.detections_file], **_private())
     wire_review(demo, studio, c, settings, refresh, downloads, embed)
 
     # the named API (also usable from the "API & batch" tab)

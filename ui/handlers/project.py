@@ -10,7 +10,6 @@ from typing import Any
 
 import gradio as gr
 
-from ui.formats import export_detections
 from ui.handlers.common import Area, engine_errors, file_path, read_settings, size_text
 from ui.handlers.preview import embedded_training_data
 from ui.handlers.views import (
@@ -123,28 +122,3 @@ class ProjectHandlers(Area):
             s.imported = []
             s.imported_version += 1
             return {self.c.imported_md: imported_text(s)}
-
-    # ------------------------------------------------------------------ detections out
-    @engine_errors
-    def on_export_detections(self, fmt: str, request: gr.Request) -> dict:
-        """The query images' current detections as a zipped dataset in `fmt`."""
-        s = self.session(request)
-        with s.lock:
-            queries = [q for q in s.project.queries if q.path in s.results]
-            if not queries:
-                raise gr.Error("No detections to export yet: add query images and draw a box.")
-            items, used = [], set()
-            for q in queries:
-                name = safe_file_name(q.name, "image.png")
-                stem, suffix = Path(name).stem, Path(name).suffix
-                n = 1
-                while name in used:
-                    n += 1
-                    name = f"{stem}-{n}{suffix}"
-                used.add(name)
-                items.append((q.path, name, s.results[q.path]))
-            stem = safe_file_name(s.project.name, "owl-project")
-            tag = {"COCO JSON": "coco", "YOLO": "yolo", "Pascal VOC": "voc"}[fmt]
-            path = export_detections(items, s.project.classes, fmt,
-                                     s.work_dir("detections") / tag, f"{stem}-{tag}.zip")
-            return {self.c.detections_file: str(path)}
