@@ -121,8 +121,11 @@ def build_review_panel(c: Any) -> None:
                 c.meter_md = gr.Markdown("", elem_id="meter-info")
                 c.meter_table = gr.Dataframe(headers=METER_HEADERS, interactive=False,
                                              elem_id="meter-table")
+                # static (never an output of the meter): a click must not land on a button
+                # that a meter update (e.g. the slider's release when focus leaves its number
+                # field, at that very mouse-down) is re-rendering
                 c.apply_suggested = gr.Button("Apply suggested confidence", size="sm",
-                                              interactive=False, elem_id="apply-suggested")
+                                              elem_id="apply-suggested")
             with gr.Accordion("Export dataset (COCO / YOLO / Pascal VOC)", open=True):
                 with gr.Row(equal_height=True):
                     c.dataset_format = gr.Radio(list(DATASET_FORMATS), value="coco",
@@ -145,7 +148,7 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
     r, m = studio.review, studio.meter
     review_out = [c.review_annotator, c.review_image, c.review_status, c.review_info]
     meter = dict(fn=m.on_meter, inputs=settings,
-                 outputs=[c.meter_table, c.meter_md, c.apply_suggested],
+                 outputs=[c.meter_table, c.meter_md],
                  trigger_mode="always_last", **quiet)
     examples_out = [c.examples_gallery, c.annotator, c.status]
     listing = dict(fn=r.on_list, inputs=[c.list_filter, c.list_sort],

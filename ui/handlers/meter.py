@@ -94,21 +94,15 @@ class MeterHandlers(Area):
             s.settings = settings
             reason = self._not_ready(s)
             if reason:
-                return {c.meter_table: None, c.meter_md: reason,
-                        c.apply_suggested: gr.update(interactive=False)}
+                return {c.meter_table: None, c.meter_md: reason}
             ev = self.measurement(s).at(settings.confidence)
             if ev.images_measured == 0:
                 text = ("No reviewed image to measure on: every image marked done is an "
                         "example image (left out so the prompt is not graded on its own "
                         "examples). Review a query image.")
-                return {c.meter_table: None, c.meter_md: text,
-                        c.apply_suggested: gr.update(interactive=False)}
+                return {c.meter_table: None, c.meter_md: text}
             return {c.meter_table: gr.update(value=meter_rows(ev), headers=METER_HEADERS),
-                    c.meter_md: meter_text(ev),
-                    c.apply_suggested: gr.update(
-                        interactive=ev.suggested is not None,
-                        value=("Apply suggested confidence" if ev.suggested is None else
-                               f"Apply suggested confidence ({ev.suggested.confidence:.2f})"))}
+                    c.meter_md: meter_text(ev)}
 
     @staticmethod
     def _not_ready(s: Session) -> str:
