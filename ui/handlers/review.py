@@ -425,7 +425,8 @@ class ReviewHandlers(Area):
             self.sync_core(s)
             classes = list(s.project.classes)
             choices = IL.filter_choices(classes)
-            filt = filt if filt in {v for _, v in choices} else "all"
+            valid = filt in {v for _, v in choices}
+            filt = filt if valid else "all"
             chosen = IL.select(self.entries(s), filt, sort or "list")
             self.state(s).list_ids = [e.id for e in chosen[:IL.MAX_ROWS]]
             more = len(chosen) - IL.MAX_ROWS
@@ -433,7 +434,11 @@ class ReviewHandlers(Area):
             return {c.image_list: gr.update(value=IL.rows(chosen, classes) or None,
                                             headers=heads,
                                             column_count=(len(heads), "fixed")),
-                    c.list_filter: gr.update(choices=choices, value=filt),
+                    # the value only when the filter became invalid (its class is gone): a
+                    # listing that started before the person picked another filter must not
+                    # put the old one back
+                    c.list_filter: (gr.update(choices=choices) if valid
+                                    else gr.update(choices=choices, value=filt)),
                     c.list_note: (f"{len(chosen)} image(s)" + (
                         f"; the first {IL.MAX_ROWS} listed: narrow the filter" if more > 0
                         else "") + " · click a row to review it")}
