@@ -869,7 +869,9 @@ def _save_locked(project: Project, target: Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(target)
+    from owl_core.store import fsync_dir  # one copy of the helper (store -> no cycle)
+
+    fsync_dir(target)
     return final
 
 
@@ -886,17 +888,6 @@ def _keep_backup(current: Path, backup: Path) -> None:
     tmp.unlink(missing_ok=True)  # rename() between two links to one file leaves the source
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------- training files
