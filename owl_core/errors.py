@@ -38,6 +38,10 @@ class LimitError(OwlError, ValueError):
     """Input over a documented bound (sizes, counts, lengths); the message names the limit."""
 
 
+class DataDirError(OwlError, ValueError):
+    """A server folder path refused: no ``--data-dir``, outside it (``..``, a link), missing."""
+
+
 class ModelLoadError(OwlError, RuntimeError):
     """A checkpoint could not be loaded. The message names the model, the problem and the fix.
 

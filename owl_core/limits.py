@@ -39,6 +39,7 @@ class Limits:
     max_boxes_per_image: int = 1_000
     max_boxes_total: int = 5_000
     max_images_per_request: int = 64
+    max_folder_images: int = 1_000
     max_training_images: int = 256
     max_request_bytes: int = 64 * 1024**2
     max_upload_bytes: int = 64 * 1024**2

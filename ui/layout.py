@@ -29,6 +29,7 @@ from owl_core import limits
 from owl_core.params import DEFAULT_MATCH_THRESHOLD
 from owl_core.scoring import SCORE_MODES
 from ui import labels as L
+from ui.data_dir import build_data_dir_row, wire_data_dir
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
 from ui.handlers.preview import MATCH_THRESHOLD_RANGE
@@ -211,6 +212,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                                                   size="md", elem_id="correct")
                             c.remove_query = gr.Button("Remove selected query",
                                                        size="md", elem_id="remove-query")
+                        build_data_dir_row(c, config.data_dirs)  # only with --data-dir
                         c.status = gr.Markdown("", elem_id="status")
                         with gr.Row():
                             c.confidence = gr.Slider(0.0, 1.0, value=config.default_confidence,
@@ -340,6 +342,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                                        examples_out, **quiet).then(**embed))
     refreshed(c.upload_queries.upload(studio.images.on_upload_queries, c.upload_queries,
                                       [c.status], **quiet).then(**refresh).then(**embed))
+    wire_data_dir(studio, c, refreshed, refresh, embed, examples_out, quiet)  # --data-dir
     c.samples.select(studio.images.on_sample_select, None, None, **quiet)
     refreshed(c.sample_to_examples.click(studio.images.on_sample_to_examples, None,
                                          examples_out, **quiet).then(**embed))

@@ -36,6 +36,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def data_folder(text: str) -> str:
+    """A ``--data-dir``: an existing folder, resolved (refused at start, not at first use)."""
+    from owl_core.data_dir import data_roots
+    from owl_core.errors import DataDirError
+
+    try:
+        return str(data_roots([text])[0])
+    except DataDirError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--data-dir ")) from None
+
+
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -59,6 +70,11 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     cache.add_argument("--projects-dir", default=None,
                        help="Where projects are saved (default: the user's data folder, "
                             "~/.local/share/owl-studio/projects on Linux).")
+    cache.add_argument("--data-dir", dest="data_dirs", action="append", type=data_folder,
+                       default=None, metavar="DIR",
+                       help="A folder on this server the page may add images from by typing "
+                            "its path (repeatable; nothing outside it is read). Without it, "
+                            "images come in by upload only.")
     cache.add_argument("--cache-mb", "--host-cache-mb", dest="cache_mb", type=int,
                        default=None,
                        help="RAM budget of the embedding cache, MiB (default: a quarter of "
@@ -153,6 +169,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     cache_bytes = default_cache_bytes() if args.cache_mb is None else args.cache_mb * MB
     print(f"Projects: {projects_dir}\nEmbedding cache: {cache_bytes // MB} MiB of RAM"
           + (f", on disk in {disk_dir}" if disk_dir else ""), flush=True)
+    if args.data_dirs:
+        print(f"Images may be added from: {', '.join(args.data_dirs)}", flush=True)
     config = StudioConfig(
         predictor_kwargs={"top_k": args.top_k, "match_threshold": args.match_threshold},
         random_preset=args.random_weights,
@@ -163,6 +181,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         device_cache_bytes=args.device_cache_mb * MB,
         disk_cache_dir=None if disk_dir is None else str(disk_dir),
         disk_cache_bytes=None if args.disk_cache_mb is None else args.disk_cache_mb * MB,
+        data_dirs=tuple(dict.fromkeys(args.data_dirs or ())),
     )
     demo = build_demo(model, config)
     demo.queue(default_concurrency_limit=4)

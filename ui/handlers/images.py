@@ -1,6 +1,7 @@
-"""Images in: uploads (examples and queries), the bundled samples, and which example image the
-annotator shows. Adding an image only copies it into the session; the embedding step that
-each of these events chains (`ui.handlers.embedding`) does the slow part."""
+"""Images in: uploads (examples and queries), the bundled samples, folders under the server's
+``--data-dir``, and which example image the annotator shows. Adding an image only copies it
+into the session; the embedding step that each of these events chains
+(`ui.handlers.embedding`) does the slow part."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import gradio as gr
 
 from owl_core import limits
-from owl_core.errors import OwlError
+from owl_core.data_dir import data_roots, folder_images
+from owl_core.errors import DataDirError, OwlError
+from owl_core.images import resolve_image
 from ui.formats import bundled_images
 from ui.handlers.common import (
     Area,
@@ -25,21 +28,36 @@ from ui.handlers.views import annotator_value, examples_updates, status_text
 from ui.session import Session
 
 
-def add_images(s: Session, paths: Sequence[tuple[str, str]], as_example: bool) -> int:
+def add_images(s: Session, paths: Sequence[tuple[str, str]], as_example: bool, *,
+               limit: str = "max_images_per_request", skip_known: bool = False) -> int:
     """Copy images (path, display name) into the project as examples or query images, warning
     about files that are refused (not an image, too large: checked from the header before
     anything is decoded); returns the index of the first example added (which becomes the
-    annotator's image). Raises `gr.Error` when every file was refused."""
+    annotator's image). Raises `gr.Error` when every file was refused.
+
+    ``limit`` names the `owl_core.limits` bound on the number of files; ``skip_known`` leaves
+    out files whose content is already one of the project's images in that role (a folder
+    added twice adds nothing new; uploads add what the person picked)."""
     p = s.project
     first = len(p.examples)
     bad = []
-    limits.current().check("max_images_per_request", len(paths), "images in one upload")
+    limits.current().check(limit, len(paths), "images in one upload")
+    known = {i.file_hash for i in (p.examples if as_example else p.queries)}
+    skipped = 0
     for path, name in paths:
         try:
             image_size(path, name)  # the header only: nothing decoded before the size check
+            if skip_known:
+                content = resolve_image(Path(path)).content_hash  # the project's hash
+                if content in known:
+                    skipped += 1
+                    continue
+                known.add(content)
             s.add_image(path, name, as_example)  # copied into the project folder
         except OwlError as exc:
             bad.append(user_message(exc))
+    if skipped:
+        gr.Info(f"{skipped} of {len(paths)} images are in the project already: not added again.")
     if bad and len(bad) == len(paths):  # nothing was added: say why as an error
         raise gr.Error(" ".join(bad))
     for message in bad:
@@ -72,6 +90,24 @@ class ImageHandlers(Area):
         s = self.session(request)
         with s.lock:
             add_images(s, uploaded(files), as_example=False)
+            return {self.c.status: status_text(s)}
+
+    @engine_errors
+    def on_folder_examples(self, folder: str, request: gr.Request) -> dict:
+        """The images of a folder under ``--data-dir`` as example images."""
+        s = self.session(request)
+        files = _folder_files(self.config.data_dirs, folder)
+        with s.lock:
+            add_images(s, files, as_example=True, limit="max_folder_images", skip_known=True)
+            return self._examples_changed(s)
+
+    @engine_errors
+    def on_folder_queries(self, folder: str, request: gr.Request) -> dict:
+        """The images of a folder under ``--data-dir`` as query images."""
+        s = self.session(request)
+        files = _folder_files(self.config.data_dirs, folder)
+        with s.lock:
+            add_images(s, files, as_example=False, limit="max_folder_images", skip_known=True)
             return {self.c.status: status_text(s)}
 
     @engine_errors
@@ -128,3 +164,13 @@ class ImageHandlers(Area):
             p.examples.pop(p.current)
             p.current = min(p.current, len(p.examples) - 1)
             return self._examples_changed(s)
+
+
+def _folder_files(data_dirs: Sequence[str], folder: str) -> list[tuple[str, str]]:
+    """(path, name) of the images a typed folder names, all inside the data folders; the
+    refusal's message is shown whole (it names the typed path and the data folders, which the
+    page shows anyway, never where a link points)."""
+    try:
+        return [(str(path), name) for path, name in folder_images(folder, data_roots(data_dirs))]
+    except DataDirError as exc:
+        raise gr.Error(str(exc)) from exc

@@ -51,6 +51,8 @@ class StudioConfig:
         default_confidence: the confidence slider's start value.
         embed_batch_size: images per vision-tower pass when embedding uploads; None picks
             `default_embed_batch_size` for the model's device.
+        data_dirs: folders on the server the page may add images from (``--data-dir``;
+            `owl_core.data_dir`); empty: none, the folder row is not shown.
     """
 
     predictor_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +67,7 @@ class StudioConfig:
     preview_max_side: int = PREVIEW_MAX_SIDE
     default_confidence: float = 0.9
     embed_batch_size: int | None = None
+    data_dirs: tuple[str, ...] = ()
 
 
 def default_embed_batch_size(model: Any) -> int:
