@@ -67,13 +67,28 @@ def negative_label(cls: str) -> str:
     return f"{NEGATIVE_PREFIX}{cls}"
 
 
-def label_choices(classes: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The annotator's label list and matching colours: each class, then its negative."""
+def label_choices(classes: Sequence[str], active: str | None = None, *,
+                  negatives: bool = True) -> tuple[list[str], list[str]]:
+    """The annotator's label list and matching colours: each class, then its negative (none
+    with ``negatives=False``, as in the review annotator).
+
+    The `active` class (the one picked in the page) comes first: the annotator's label dialog
+    opens a new box on the list's first entry, and draws the box in the first colour while it
+    is dragged. Each label keeps its class's colour (`class_color` of its place in `classes`)
+    whatever the order.
+    """
+    order = list(range(len(classes)))
+    if active in classes:
+        first = list(classes).index(active)
+        order = [first] + [i for i in order if i != first]
     labels: list[str] = []
     colors: list[str] = []
-    for i, name in enumerate(classes):
-        labels += [name, negative_label(name)]
-        colors += [class_color(i), NEGATIVE_COLOR]
+    for i in order:
+        labels.append(classes[i])
+        colors.append(class_color(i))
+        if negatives:
+            labels.append(negative_label(classes[i]))
+            colors.append(NEGATIVE_COLOR)
     return labels, colors
 
 

@@ -287,7 +287,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
 def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     settings = [c.confidence, c.iou, c.max_detections, c.score_mode, c.show_examples]
     refresh_out = [c.preview, c.counts, c.diag_warning, c.diag_table, c.diag_image]
-    class_out = [c.class_pick, c.legend, c.annotator]
+    class_out = [c.class_pick, c.legend, c.annotator, c.review_annotator]  # + label lists
     quiet = _private(show_progress="hidden")
     refresh = dict(fn=studio.preview.on_settings, inputs=settings, outputs=refresh_out,
                    show_progress="minimal", show_progress_on=[c.preview],
@@ -355,7 +355,8 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     c.clear_suggestions.click(studio.boxes.on_clear_suggestions, None, [c.annotator], **quiet)
 
     # classes
-    c.class_pick.input(studio.classes.on_class_pick, c.class_pick, None, **quiet)
+    c.class_pick.input(studio.classes.on_class_pick, c.class_pick,
+                       [c.annotator, c.review_annotator], **quiet)  # the label lists' order
     for trigger in (c.add_class.click, c.class_name.submit):
         refreshed(trigger(studio.classes.on_add_class, c.class_name, class_out + [c.class_name],
                           **quiet))

@@ -11,6 +11,7 @@ from gradio_image_annotation import image_annotator
 
 from owl_core.dataset_export import DATASET_FORMATS
 from ui import image_list as IL
+from ui.annotator_scripts import install_annotator_scripts
 from ui.handlers.meter import METER_HEADERS
 
 REVIEW_HELP = (
@@ -160,6 +161,7 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
         return dep.then(**meter).then(**listing)
 
     demo.load(None, None, None, js=REVIEW_KEYS_JS, **quiet)
+    install_annotator_scripts(demo, c.annotator, c.review_annotator)  # keys 1-9, aspect
     after_review(c.review_image.input(r.on_pick, c.review_image, review_out, **quiet))
     c.review_prev.click(r.on_prev, c.review_image, review_out, **quiet)
     c.review_next.click(r.on_next, c.review_image, review_out, **quiet)

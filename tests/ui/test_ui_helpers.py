@@ -68,6 +68,18 @@ def test_label_choices_pair_each_class_with_a_red_negative():
     assert colors[0] != colors[2] and L.NEGATIVE_COLOR not in (colors[0], colors[2])
 
 
+def test_label_choices_put_the_picked_class_first_and_keep_each_class_colour():
+    # the label dialog opens a new box on the first entry: the class picked in the page
+    labels, colors = L.label_choices(["coin", "cup", "key"], "key")
+    assert labels == ["key", "NOT key", "coin", "NOT coin", "cup", "NOT cup"]
+    assert colors == [L.class_color(2), L.NEGATIVE_COLOR, L.class_color(0), L.NEGATIVE_COLOR,
+                      L.class_color(1), L.NEGATIVE_COLOR]
+    # the review annotator lists classes only; an unknown pick keeps the class order
+    assert L.label_choices(["coin", "cup"], "cup", negatives=False) == (
+        ["cup", "coin"], [L.class_color(1), L.class_color(0)])
+    assert L.label_choices(["coin", "cup"], "gone")[0] == ["coin", "NOT coin", "cup", "NOT cup"]
+
+
 def test_payload_boxes_are_scaled_back_to_image_pixels():
     raw = [{"xmin": 50, "ymin": 20, "xmax": 150, "ymax": 70, "label": "coin",
             "color": "rgb(30, 136, 229)", "scaleFactor": 0.5}]

@@ -7,7 +7,7 @@ import gradio as gr
 
 from ui import labels as L
 from ui.handlers.common import Area, engine_errors
-from ui.handlers.views import class_updates, recolor
+from ui.handlers.views import class_updates, label_list_updates, recolor
 from ui.session import NEW_PROJECT_CLASSES, Project
 
 
@@ -32,12 +32,15 @@ def drop_unused_default_classes(p: Project) -> bool:
 class ClassHandlers(Area):
     """The class list and the boxes that use it."""
 
-    def on_class_pick(self, value: str | None, request: gr.Request) -> None:
-        """The class a box gets while its label dialog is still open."""
+    def on_class_pick(self, value: str | None, request: gr.Request) -> dict:
+        """The class a box gets while its label dialog is still open, and the one that
+        dialog opens on: first in both annotators' label lists."""
         s = self.session(request)
         with s.lock:
-            if value in s.project.classes:
-                s.project.active_class = value
+            if value not in s.project.classes:
+                return {}
+            s.project.active_class = value
+            return label_list_updates(self.c, s.project)
 
     @engine_errors
     def on_add_class(self, name: str, request: gr.Request) -> dict:

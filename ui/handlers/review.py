@@ -21,7 +21,12 @@ from ui import image_list as IL
 from ui import labels as L
 from ui import review as R
 from ui.handlers.common import Area, engine_errors, file_path
-from ui.handlers.views import annotator_value, examples_updates, status_text
+from ui.handlers.views import (
+    annotator_value,
+    examples_updates,
+    label_list_updates,
+    status_text,
+)
 from ui.session import ImageItem, Session, to_core
 
 #: The review list shows at most this many images (the dropdown stays usable).
@@ -128,8 +133,8 @@ class ReviewHandlers(Area):
         self.sync_core(s)
         item = self.item(s, image_id)
         st = self.state(s)
-        labels_list, colors = list(s.project.classes), [
-            L.class_color(i) for i in range(len(s.project.classes))]
+        labels_list, colors = L.label_choices(s.project.classes, s.project.active_class,
+                                              negatives=False)  # the picked class first
         if item is None:
             st.image_id, st.proposals, st.boxes = "", [], []
             return {c.review_annotator: gr.update(value=None, label_list=labels_list,
@@ -391,9 +396,8 @@ class ReviewHandlers(Area):
                 out = {self.c.review_image: gr.update(choices=self.choices(s), value=item.id)}
                 if tuple(s.project.classes) != st.classes:  # a class added / renamed
                     st.classes = tuple(s.project.classes)
-                    out[self.c.review_annotator] = gr.update(
-                        label_list=list(st.classes),
-                        label_colors=[L.class_color(i) for i in range(len(st.classes))])
+                    out[self.c.review_annotator] = label_list_updates(
+                        self.c, s.project)[self.c.review_annotator]
                 return out
             before = st.boxes
             out = self.show(s, item.id)

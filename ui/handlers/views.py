@@ -57,17 +57,24 @@ def gallery(items: Sequence[ImageItem], boxes: bool = False) -> list[tuple[str, 
 
 
 def class_updates(c: Any, p: Project, *, with_value: bool = False) -> dict:
-    """Class dropdown, colour legend and the annotator's label list (and value)."""
-    labels, colors = L.label_choices(p.classes)
-    annot = {"label_list": labels, "label_colors": colors}
+    """Class dropdown, colour legend and both annotators' label lists (and the example
+    annotator's value)."""
+    out = label_list_updates(c, p)
     if with_value:
-        annot["value"] = annotator_value(p)
-    return {
-        c.class_pick: gr.update(choices=p.classes,
-                                value=p.active_class if p.active_class in p.classes else None),
-        c.legend: legend_html(p.classes),
-        c.annotator: gr.update(**annot),
-    }
+        out[c.annotator]["value"] = annotator_value(p)
+    out[c.class_pick] = gr.update(
+        choices=p.classes, value=p.active_class if p.active_class in p.classes else None)
+    out[c.legend] = legend_html(p.classes)
+    return out
+
+
+def label_list_updates(c: Any, p: Project) -> dict:
+    """Both annotators' label lists, the class picked in the page first: their label dialog
+    opens a new box on the list's first entry (`ui.labels.label_choices`)."""
+    labels, colors = L.label_choices(p.classes, p.active_class)
+    review_labels, review_colors = L.label_choices(p.classes, p.active_class, negatives=False)
+    return {c.annotator: gr.update(label_list=labels, label_colors=colors),
+            c.review_annotator: gr.update(label_list=review_labels, label_colors=review_colors)}
 
 
 def examples_updates(c: Any, p: Project) -> dict:

@@ -1,0 +1,115 @@
+"""Page scripts for the two box annotators (`#annotator`, `#review-annotator`): number keys in
+the label dialog, and a canvas that keeps the image's aspect ratio.
+
+Both work around `gradio_image_annotation` (0.5.x) from the outside, through its DOM:
+
+* **Keys 1-9** in the label dialog pick the n-th class of the dialog's list (its "NOT …"
+  entries are skipped; the server puts the class picked in the page first, so **1** is that
+  class). The pick is the click a person would make on the list entry, so the dialog takes the
+  label *and* its colour; **Enter** still confirms. Digits stay digits in any other text field,
+  and in the dialog's own field once the person has typed a label of their own there.
+* **Tall images**: the component sizes its canvas to the container's width (shrinking a wider
+  image to fit) and makes it as tall as the image then is; a CSS height cap squashed tall
+  images (its canvas kept its width). Capping the *width* of the canvas's container at
+  ``MAX_CANVAS_HEIGHT * width / height`` of the image instead gives a canvas at most that tall
+  with the image's aspect ratio, and the component's own mouse-to-image mapping stays exact.
+  The component's ``height`` / ``width`` parameters set the canvas's CSS size only (the same
+  squash), so they cannot do this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+#: The annotators' canvas is at most this tall (CSS pixels), so the page still fits a screen.
+MAX_CANVAS_HEIGHT = 520
+
+#: Installed once on page load: keys 1-9 while a box label dialog is open.
+ANNOTATOR_KEYS_JS = """() => {
+  if (window.__owlAnnotatorKeys) return [];
+  window.__owlAnnotatorKeys = true;
+  const TEXT = /^(text|search|email|url|tel|password|number|date|datetime-local|month|week|time)$/;
+  const isText = (t) => !!t && ((t.tagName === 'INPUT' && TEXT.test(t.type)) ||
+                                t.tagName === 'TEXTAREA' || t.isContentEditable);
+  const FIELD = "input[aria-label='Label']";
+  // a label the person types into the dialog keeps its digits
+  document.addEventListener('input', (e) => {
+    const t = e.target;
+    const dialog = t && t.closest ? t.closest('#model-box-edit') : null;
+    if (dialog && t.matches(FIELD)) dialog.dataset.owlTyped = '1';
+  }, true);
+  // the dialog's list, opened afresh (unfiltered), then the n-th class clicked
+  const pick = (dialog, n, frames) => {
+    const items = Array.from(dialog.querySelectorAll('li[data-index]')).filter(
+      (li) => !(li.getAttribute('aria-label') || '').startsWith('NOT '));
+    if (!items.length) {
+      if (frames > 0) requestAnimationFrame(() => pick(dialog, n, frames - 1));
+      return;
+    }
+    const item = items[n - 1];
+    if (item) item.dispatchEvent(new MouseEvent('mousedown', {bubbles: true, cancelable: true}));
+  };
+  document.addEventListener('keydown', (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || !/^[1-9]$/.test(e.key)) return;
+    const t = e.target;
+    const dialogs = Array.from(document.querySelectorAll('#model-box-edit'));
+    const dialog = dialogs.find((d) => d.contains(t)) || (isText(t) ? null : dialogs[0]);
+    if (!dialog || dialog.dataset.owlTyped) return;
+    const field = dialog.querySelector(FIELD);
+    if (!field) return;
+    e.preventDefault();
+    e.stopPropagation();
+    field.blur();   // focusing the field shows the whole list (not the one filtered by its text)
+    field.focus();
+    requestAnimationFrame(() => pick(dialog, Number(e.key), 20));
+  }, true);
+  return [];
+}"""
+
+
+def fit_canvas_js(elem_id: str, max_height: int = MAX_CANVAS_HEIGHT) -> str:
+    """JS for the annotator `elem_id`'s change event: cap its canvas container's width so the
+    image, shown whole at its own aspect ratio, is at most `max_height` CSS pixels tall (the
+    natural size comes from loading the image URL once; later calls use the remembered size)."""
+    return _FIT_CANVAS_JS.replace("__MAX__", str(int(max_height))).replace("__ID__", elem_id)
+
+
+_FIT_CANVAS_JS = """(value) => {
+  const MAX = __MAX__, root = document.getElementById('__ID__');
+  if (!root) return [];
+  const url = value && value.image && value.image.url ? value.image.url : '';
+  root.dataset.owlFitImage = url;
+  const sizes = window.__owlImageSizes || (window.__owlImageSizes = new Map());
+  const fit = (size, frames) => {
+    if (root.dataset.owlFitImage !== url) return;  // a newer image came meanwhile
+    const wrap = root.querySelector('.canvas-container');
+    if (!wrap) {
+      if (frames > 0) requestAnimationFrame(() => fit(size, frames - 1));
+      return;
+    }
+    wrap.style.maxWidth = size ? Math.floor(MAX * size[0] / size[1]) + 'px' : '';
+    wrap.style.marginLeft = wrap.style.marginRight = 'auto';
+  };
+  if (!url) { fit(null, 0); return []; }
+  if (sizes.has(url)) { fit(sizes.get(url), 60); return []; }
+  const img = new Image();
+  img.onload = () => {
+    if (!img.naturalWidth || !img.naturalHeight) return;
+    if (sizes.size > 2000) sizes.clear();
+    sizes.set(url, [img.naturalWidth, img.naturalHeight]);
+    fit(sizes.get(url), 60);
+  };
+  img.src = url;
+  return [];
+}"""
+
+
+def install_annotator_scripts(demo: gr.Blocks, *annotators: Any) -> None:
+    """Install the number keys (on page load) and the aspect-ratio fit (on each annotator's
+    change: a new image, or an edit, which finds the image's size remembered)."""
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    demo.load(None, None, None, js=ANNOTATOR_KEYS_JS, **quiet)
+    for annotator in annotators:
+        annotator.change(None, annotator, None, js=fit_canvas_js(annotator.elem_id), **quiet)
