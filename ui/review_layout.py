@@ -141,7 +141,7 @@ def build_review_panel(c: Any) -> None:
 
 
 def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: dict,
-                downloads: dict, embed: dict) -> None:
+                downloads: dict, embed: dict, counts: dict) -> None:
     """Events of the review panel. Review changes update the meter; the preview's changes
     (new detections, a new prompt) update the meter and, for an image nobody touched yet, the
     review annotator."""
@@ -183,12 +183,12 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
     for button, negatives in ((c.review_to_negatives, True), (c.review_to_positives, False)):
         fn = r.on_to_negatives if negatives else r.on_to_positives
         button.click(fn, None, examples_out, **quiet).then(**refresh).then(
-            **downloads).then(**embed)
+            **downloads).then(**counts).then(**embed)
     # new detections (prompt, settings, images): keep the review, meter and list in step
     after_review(c.preview.change(r.on_sync, None, review_out, **quiet))
     c.confidence.release(**meter)
     c.apply_suggested.click(m.on_apply_suggested, None, c.confidence, **quiet).then(
-        **refresh).then(**downloads).then(**meter)
+        **refresh).then(**downloads).then(**counts).then(**meter)
     h = studio.history
     c.annotator.change(h.on_examples_changed, c.annotator, None, preprocess=False,
                        trigger_mode="always_last", **quiet)

@@ -214,8 +214,11 @@ class Session:
         self.last_used = time.monotonic()
 
     def _reset_view_state(self) -> None:
-        self.results: dict[str, Any] = {}   # image path -> DetectionResult of the last preview
-        self.preview_items: list[ImageItem] = []
+        #: image path -> DetectionResult with the prompt of `detect_key` (filled as needed)
+        self.results: dict[str, Any] = {}
+        self.detect_key: str | None = None   # the prompt and settings `results` were made with
+        self.preview_items: list[ImageItem] = []  # the images on the preview's page
+        self.preview_page = 0
         self.report = None                  # MatchReport of the last preview
         self.preview_key: str | None = None
         self.export_key: str | None = None

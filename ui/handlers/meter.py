@@ -140,6 +140,8 @@ class MeterHandlers(Area):
         if fmt not in DATASET_FORMATS:
             raise gr.Error(f"Unknown format {fmt!r}; pick one of {', '.join(DATASET_FORMATS)}.")
         s = self.session(request)
+        if include_unreviewed:
+            self.studio.preview.fill_results(s)  # detections of every query image
         with s.lock:
             core = to_core(s.project, s.settings, s.core)
             items = {i.path: i for i in s.project.queries + s.project.examples}

@@ -34,6 +34,21 @@ from ui.session import ImageItem, Project, Session, Settings
 #: The Match threshold slider's range (IoU a drawn box needs to become an example).
 MATCH_THRESHOLD_RANGE = (0.05, 0.9)
 DIAG_HEADERS = ["image", "#", "class", "kind", "IoU", "snapped to (x0, y0, x1, y1)", "status"]
+#: Images on one preview page: an edit detects, draws and sends at most this many pictures.
+PREVIEW_PAGE_SIZE = 12
+#: Images detected per session-lock hold while the counts of all images are brought up to date.
+FILL_CHUNK = 32
+#: Rows of the per-class counts table at most (the total row counts every image).
+MAX_COUNT_ROWS = 500
+
+
+def pager_text(start: int, shown: int, total: int) -> str:
+    """Which query images the preview page shows, e.g. "Images 13-24 of 300"."""
+    if total == 0:
+        return "No images to preview yet."
+    if total <= shown:
+        return f"{total} image{'s' if total != 1 else ''}"
+    return f"Images {start + 1}–{start + shown} of {total}"
 
 
 def embedded_training_data(p: Project) -> tuple[list[dict], list[tuple[int, int]], int]:
@@ -51,8 +66,12 @@ class PreviewHandlers(Area):
 
     # ------------------------------------------------------------------ the refresh
     def refresh(self, s: Session, settings: Settings, what: str = "refresh") -> dict:
-        """Preview, counts and diagnostics for the session's current state (call under
-        ``s.lock``); only outputs whose value changed are returned."""
+        """The preview page, its pager and the diagnostics for the session's current state
+        (call under ``s.lock``); only outputs whose value changed are returned.
+
+        Only the images on the preview's page are detected, drawn and sent: an edit costs the
+        same with 10 or 10,000 query images (the per-class counts follow in their own event,
+        `on_counts`)."""
         timer = StageTimer(what)
         if settings.match_threshold is None:  # the other sliders' events don't carry it
             settings = replace(settings, match_threshold=s.settings.match_threshold)
@@ -61,25 +80,23 @@ class PreviewHandlers(Area):
         s.settings = settings  # saved with the project
         p = s.project
         training, origin, waiting = embedded_training_data(p)
+        with timer.stage("set_examples"):
+            report = self.prepare(s, training)
         items = self._preview_items(s, settings)
-        key = json.dumps([training, p.classes, [(i.path, i.content_hash) for i in items],
-                          [e.content_hash for e in p.examples], settings.__dict__, p.current,
-                          s.imported_version, s.show_labels], default=str)
+        pages = max(1, -(-len(items) // PREVIEW_PAGE_SIZE))
+        s.preview_page = min(max(0, s.preview_page), pages - 1)
+        start = s.preview_page * PREVIEW_PAGE_SIZE
+        shown = items[start:start + PREVIEW_PAGE_SIZE]
+        key = json.dumps([s.detect_key, [(i.path, i.content_hash) for i in shown], p.current,
+                          s.show_labels, waiting, start, len(items)], default=str)
         if key == s.preview_key:
             return {}
-        pred = s.predictor
-        with timer.stage("set_examples"):
-            report = pred.set_examples(training, class_names=list(p.classes))
-        s.report = report
-        ready = [i for i in items if i.content_hash is not None]
-        with timer.stage("detect", len(ready)):
-            found = pred.detect_many([i.path for i in ready], **settings.detect_kwargs())
-        results = {i.path: r for i, r in zip(ready, found, strict=True)}
-        has_prompts = len(pred.exemplars) > 0
+        with timer.stage("detect", len(shown)):
+            results = self.results_for(s, shown)
+        has_prompts = len(s.predictor.exemplars) > 0
         colors_by_name = {n: L.class_color(i) for i, n in enumerate(p.classes)}
-        gallery, rows = [], []
-        totals: dict[str, int] = {n: 0 for n in p.classes}
-        for item in items:
+        gallery = []
+        for item in shown:
             res = results.get(item.path)
             if res is None:  # the embedding step fills it in
                 with timer.stage("base"):
@@ -88,29 +105,88 @@ class PreviewHandlers(Area):
                 continue
             picture = self._detections_picture(s, item.path, res, colors_by_name, timer)
             gallery.append((picture, self._caption(item, res, has_prompts)))
-            if item in p.queries:
-                counts = res.counts()
-                rows.append([item.name] + [counts.get(n, 0) for n in p.classes]
-                            + [sum(counts.values())])
-                for n, c in counts.items():
-                    totals[n] = totals.get(n, 0) + c
-        if rows:
-            rows.append(["all query images"] + [totals.get(n, 0) for n in p.classes]
-                        + [sum(totals.get(n, 0) for n in p.classes)])
-        s.results = results
-        s.preview_items = items
+        s.preview_items = shown
         s.preview_key = key
         if gallery:
             s.selected_preview = min(s.selected_preview, len(gallery) - 1)
-        headers = ["image"] + list(p.classes) + ["total"]
         out: dict = {}
         self._send(s, out, self.c.preview, "preview", gallery,
                    selected_index=s.selected_preview if gallery else None)
-        self._send(s, out, self.c.counts, "counts", rows, headers=headers,
-                   column_count=(len(headers), "fixed"))
+        self._send(s, out, self.c.preview_page, "preview_page",
+                   pager_text(start, len(shown), len(items)))
         with timer.stage("diagnostics"):
             out.update(self._diagnostics(s, report, origin, waiting, timer))
         timer.report()
+        return out
+
+    @staticmethod
+    def prepare(s: Session, training: list[dict]) -> Any:
+        """Give the predictor the current prompt (only when it changed: the drawn boxes, the
+        classes, the example embeddings, the settings, an imported `.pt`) and forget the
+        detections made with the previous one. Returns the match report."""
+        p = s.project
+        key = json.dumps([training, p.classes, [e.content_hash for e in p.examples],
+                          s.settings.detect_kwargs(), s.predictor.match_threshold,
+                          s.imported_version], default=str)
+        if key != s.detect_key or s.report is None:
+            s.report = s.predictor.set_examples(training, class_names=list(p.classes))
+            s.results = {}
+            s.detect_key = key
+        return s.report
+
+    @staticmethod
+    def results_for(s: Session, items: list[ImageItem]) -> dict[str, Any]:
+        """Detections of the embedded `items` with the prompt `prepare` set (detected only
+        where not known yet), by image path."""
+        missing = [i.path for i in items if i.content_hash is not None and i.path not in s.results]
+        if missing:
+            found = s.predictor.detect_many(missing, **s.settings.detect_kwargs())
+            s.results.update(zip(missing, found, strict=True))
+        return {i.path: s.results[i.path] for i in items if i.path in s.results}
+
+    def fill_results(self, s: Session, items: list[ImageItem] | None = None) -> bool:
+        """Detect every embedded image of `items` (default: all query images) in chunks, taking
+        the session lock per chunk only, so an edit waiting for the lock is answered between
+        chunks. Returns False when the prompt changed meanwhile (a newer refresh takes over) or
+        the session is closed."""
+        with s.lock:
+            if s.predictor is None:
+                return False
+            training, _, _ = embedded_training_data(s.project)
+            self.prepare(s, training)
+            key = s.detect_key
+            todo = list(s.project.queries if items is None else items)
+        for start in range(0, len(todo), FILL_CHUNK):
+            with s.lock:
+                if s.detect_key != key:
+                    return False
+                self.results_for(s, todo[start:start + FILL_CHUNK])
+        return True
+
+    def counts(self, s: Session) -> dict:
+        """The per-class counts table of every query image (call under ``s.lock`` after
+        `fill_results`); only sent when it changed."""
+        p = s.project
+        rows = []
+        totals: dict[str, int] = {n: 0 for n in p.classes}
+        for item in p.queries:
+            res = s.results.get(item.path)
+            if res is None:
+                rows.append([item.name] + ["…"] * len(p.classes) + ["…"])
+                continue
+            counts = res.counts()
+            rows.append([item.name] + [counts.get(n, 0) for n in p.classes]
+                        + [sum(counts.values())])
+            for n, c in counts.items():
+                totals[n] = totals.get(n, 0) + c
+        rows = rows[:MAX_COUNT_ROWS]
+        if rows:
+            rows.append(["all query images"] + [totals.get(n, 0) for n in p.classes]
+                        + [sum(totals.get(n, 0) for n in p.classes)])
+        headers = ["image"] + list(p.classes) + ["total"]
+        out: dict = {}
+        self._send(s, out, self.c.counts, "counts", rows or None, headers=headers,
+                   column_count=(len(headers), "fixed"))
         return out
 
     def _preview_items(self, s: Session, settings: Settings) -> list[ImageItem]:
@@ -277,6 +353,39 @@ class PreviewHandlers(Area):
         with s.lock:
             s.show_labels = bool(show_labels)
             return self.refresh(s, settings)
+
+    @engine_errors
+    def on_counts(self, request: gr.Request) -> dict:
+        """After the preview is on screen: detect the query images not on its page (in chunks,
+        see `fill_results`) and update the per-class counts table."""
+        s = self.session(request)
+        if not self.fill_results(s):
+            return {}
+        with s.lock:
+            return self.counts(s)
+
+    @engine_errors
+    def on_page(self, step: int, confidence, iou_threshold, max_detections, score_mode,
+                show_examples, request: gr.Request) -> dict:
+        """◀ / ▶ under the preview: the previous / next page of images."""
+        s = self.session(request)
+        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                 show_examples)
+        with s.lock:
+            s.preview_page += int(step)
+            s.selected_preview = 0
+            return self.refresh(s, settings)
+
+    # explicit parameters: Gradio passes the request only to a handler that names it
+    def on_prev_page(self, confidence, iou_threshold, max_detections, score_mode, show_examples,
+                     request: gr.Request) -> dict:
+        return self.on_page(-1, confidence, iou_threshold, max_detections, score_mode,
+                            show_examples, request)
+
+    def on_next_page(self, confidence, iou_threshold, max_detections, score_mode, show_examples,
+                     request: gr.Request) -> dict:
+        return self.on_page(+1, confidence, iou_threshold, max_detections, score_mode,
+                            show_examples, request)
 
     def on_preview_select(self, evt: gr.SelectData, request: gr.Request) -> None:
         """Remember the clicked preview image (for "Correct" and "Remove")."""

@@ -53,7 +53,7 @@ class ProjectHandlers(Area):
         # the exemplars are the last refresh's; export only what that refresh showed
         training, _, _ = embedded_training_data(s.project)
         meta = self._export_settings(s, settings, training)
-        key = json.dumps([meta, s.imported_version, s.preview_key], default=str)
+        key = json.dumps([meta, s.imported_version, s.detect_key], default=str)
         if key == s.export_key and s.exports:
             return {}
         stem = safe_file_name(s.project.name, "owl-project")

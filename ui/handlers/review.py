@@ -110,7 +110,7 @@ class ReviewHandlers(Area):
         result = s.results.get(item.path)
         if result is None and item.content_hash and s.predictor is not None \
                 and len(s.predictor.exemplars) > 0:
-            result = s.predictor.detect_many([item.path], **s.settings.detect_kwargs())[0]
+            result = self.studio.preview.results_for(s, [item]).get(item.path)
         return R.proposals_from(result, s.project.classes)
 
     def choices(self, s: Session) -> list[tuple[str, str]]:
@@ -300,6 +300,7 @@ class ReviewHandlers(Area):
         """On every query image not reviewed yet, accept its detections above the current
         confidence as its labels and mark it done (images in review or done are kept)."""
         s = self.session(request)
+        self.studio.preview.fill_results(s)  # every query image's detections
         with s.lock:
             self.sync_core(s)
             status = {r.id: r.status for r in s.core.images}
@@ -425,6 +426,7 @@ class ReviewHandlers(Area):
         reviews)."""
         s = self.session(request)
         c = self.c
+        self.studio.preview.fill_results(s)  # the counts of every query image
         with s.lock:
             self.sync_core(s)
             classes = list(s.project.classes)
