@@ -42,7 +42,17 @@ CSS = """
 .legend {display:flex; flex-wrap:wrap; gap:4px; margin:2px 0 4px 0}
 .legend .chip {color:#fff; border-radius:4px; padding:1px 7px; font-size:12px;
                font-weight:600; white-space:nowrap}
-#status {min-height:64px}
+#status {min-height:40px}
+/* the first screen (1280x720): title, first step, project bar and the step headings kept
+   short, so the example canvas, the preview and the confidence slider fit above the fold */
+#title h2 {margin:0}
+#first-step-text p, #project-bar-label p {margin:0}
+#project-bar-label {flex-grow:0 !important; min-width:max-content !important;
+                    align-self:center}
+.step-head h3 {margin:0}
+.step-head {min-width:max-content !important}
+#examples-column, #preview-column, #examples-column .row, #preview-column .row {gap:8px}
+#first-step {align-items:center}
 #annotator canvas {max-height:520px}
 /* the annotators' rotate buttons turned the view while boxes stayed in unrotated image
    pixels (every box landed on the wrong object): removed */
@@ -58,6 +68,11 @@ HELP = (
     "its label, **Space** = fit the image. "
     "A box without a class yet counts as the selected class."
 )
+
+
+#: The first screen's one first step (next to the "Load example project" button).
+FIRST_STEP = ("**Start here:** load an example project, or upload your own example images (step "
+              "1) and draw boxes around what to find.")
 
 
 def _private(**kwargs: Any) -> dict:
@@ -90,95 +105,109 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                 "so its detections are meaningless. Use it to try the interface; start with "
                 "`--model <hub id or folder>` for real detections.",
                 elem_id="random-banner")
-        gr.Markdown("## OWLv2 few-shot studio\nDraw a few examples of what you want found; "
-                    "the preview updates as you draw.")
+        # the title and the one first step (the only primary button above the fold)
+        with gr.Row(equal_height=False, elem_id="first-step"):
+            gr.Markdown("## OWLv2 few-shot studio\n" + FIRST_STEP, elem_id="first-step-text")
+            c.project_choice = gr.Dropdown(list(projects), label="Example project",
+                                           value=next(iter(projects), None),
+                                           show_label=False, container=False, scale=0,
+                                           min_width=130, elem_id="project-choice")
+            c.load_project = gr.Button("Load example project", variant="primary",
+                                       scale=0, min_width=220, size="md",
+                                       elem_id="load-example-project")
         c.project_state = gr.BrowserState(None, storage_key="owl-studio-project",
                                           secret=studio.browser_secret)
         with gr.Tabs():
             with gr.Tab("Studio", id="studio"):
+                # one line: the tab's project, saved as the person works
                 with gr.Row(equal_height=True, elem_id="project-bar"):
-                    c.project_list = gr.Dropdown([], label="Project (saved as you work)",
-                                                 scale=3, elem_id="project-list",
+                    gr.Markdown("**Project** (saved as you work)", elem_id="project-bar-label")
+                    c.project_list = gr.Dropdown([], label="Project", show_label=False,
+                                                 container=False, scale=3,
+                                                 elem_id="project-list",
                                                  allow_custom_value=False)
-                    c.open_project = gr.Button("Open", scale=0, min_width=70, size="md",
+                    c.open_project = gr.Button("Open", scale=0, min_width=60, size="sm",
                                                elem_id="open-project")
-                    c.new_project = gr.Button("New", scale=0, min_width=70, size="md",
+                    c.new_project = gr.Button("New", scale=0, min_width=60, size="sm",
                                               elem_id="new-project")
-                    c.duplicate_project = gr.Button("Duplicate", scale=0, min_width=90,
-                                                    size="md", elem_id="duplicate-project")
-                    c.delete_project = gr.Button("Delete", scale=0, min_width=80, size="md",
+                    c.duplicate_project = gr.Button("Duplicate", scale=0, min_width=80,
+                                                    size="sm", elem_id="duplicate-project")
+                    c.delete_project = gr.Button("Delete", scale=0, min_width=70, size="sm",
                                                  variant="stop", elem_id="delete-project")
-                    c.project_name = gr.Textbox("my-project", label="Project name", scale=2,
+                    c.project_name = gr.Textbox("my-project", label="Project name",
+                                                show_label=False, container=False, scale=2,
+                                                placeholder="project name",
                                                 elem_id="project-name")
-                    c.download_zip = gr.Button("⬇ Project .zip", scale=0, min_width=120,
-                                               size="md", elem_id="download-zip")
+                    c.download_zip = gr.Button("⬇ .zip", scale=0, min_width=70, size="sm",
+                                               elem_id="download-zip")
                     c.open_zip = gr.UploadButton("Open .zip", file_types=[".zip"], scale=0,
-                                                 min_width=100, size="md", elem_id="open-zip")
+                                                 min_width=80, size="sm", elem_id="open-zip")
                 c.project_zip = gr.File(label="Project (zip)", interactive=False, visible=False,
                                         elem_id="project-zip")
-                with gr.Row(equal_height=True):
-                    c.project_choice = gr.Dropdown(list(projects), label="Example project",
-                                                   value=next(iter(projects), None), scale=2,
-                                                   elem_id="project-choice")
-                    c.load_project = gr.Button("Load example project (as a new project)",
-                                               variant="primary", scale=1, size="md",
-                                               elem_id="load-example-project")
-                    c.download_full = gr.DownloadButton("⬇ .pt (full)", interactive=False,
-                                                        scale=1, size="md", elem_id="download-full")
-                    c.download_small = gr.DownloadButton("⬇ .pt (small)", interactive=False,
-                                                         scale=1,
-                                                         size="md", elem_id="download-small")
-                    c.import_pt = gr.UploadButton("Import .pt", file_types=[".pt"], scale=1,
-                                                  size="md", elem_id="import-pt")
-                with gr.Row():
-                    c.imported_md = gr.Markdown("No `.pt` imported.", elem_id="imported")
-                    c.export_info = gr.Markdown("", elem_id="export-info")
-                with gr.Accordion("Sample images (bundled)", open=True):
-                    with gr.Row():
-                        c.samples = gr.Gallery([(str(p), p.name) for p in samples],
-                                               label="Sample images: click one, then add it",
-                                               columns=6, rows=1, height=180,
-                                               allow_preview=False, object_fit="contain",
-                                               fit_columns=False,
-                                               interactive=False, scale=4,
-                                               elem_id="samples")
-                        with gr.Column(scale=1, min_width=180):
-                            c.sample_to_examples = gr.Button("Add as example image", size="sm",
-                                                             elem_id="sample-to-examples")
-                            c.sample_to_queries = gr.Button("Add as query image", size="sm",
-                                                            elem_id="sample-to-queries")
-                            c.forget_imported = gr.Button("Forget imported .pt", size="sm",
-                                                          elem_id="forget-imported")
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        gr.Markdown("### 1 · Examples: what to find")
+                # closed by default: they are not the first step
+                with gr.Row(equal_height=False, elem_id="extras"):
+                    with gr.Column(scale=1, min_width=300):
+                        with gr.Accordion("Sample images: add one as an example or a query image",
+                                          open=False, elem_id="samples-accordion"):
+                            c.samples = gr.Gallery([(str(p), p.name) for p in samples],
+                                                   label="Sample images: click one, then add it",
+                                                   columns=5, rows=1, height=150,
+                                                   allow_preview=False, object_fit="contain",
+                                                   fit_columns=False, interactive=False,
+                                                   elem_id="samples")
+                            with gr.Row():
+                                c.sample_to_examples = gr.Button("Add as example image",
+                                                                 size="sm",
+                                                                 elem_id="sample-to-examples")
+                                c.sample_to_queries = gr.Button("Add as query image", size="sm",
+                                                                elem_id="sample-to-queries")
+                    with gr.Column(scale=1, min_width=300):
+                        with gr.Accordion("Prompt files (.pt): download, import",
+                                          open=False, elem_id="pt-accordion"):
+                            with gr.Row(equal_height=True):
+                                c.download_full = gr.DownloadButton(
+                                    "⬇ .pt (full)", interactive=False, size="sm",
+                                    elem_id="download-full")
+                                c.download_small = gr.DownloadButton(
+                                    "⬇ .pt (small)", interactive=False, size="sm",
+                                    elem_id="download-small")
+                                c.import_pt = gr.UploadButton("Import .pt", file_types=[".pt"],
+                                                              size="sm", elem_id="import-pt")
+                                c.forget_imported = gr.Button("Forget imported .pt", size="sm",
+                                                              elem_id="forget-imported")
+                            c.imported_md = gr.Markdown("No `.pt` imported.", elem_id="imported")
+                    # outside the accordion: a closed accordion's content is not in the page
+                    # until opened, and this line tells that the downloads are ready
+                    with gr.Column(scale=1, min_width=300):
+                        c.export_info = gr.Markdown("", elem_id="export-info")
+                # two columns side by side; below ~760 px they no longer fit their min_width
+                # and stack (examples above the preview)
+                with gr.Row(elem_id="studio-columns"):
+                    with gr.Column(scale=1, min_width=360, elem_id="examples-column"):
                         with gr.Row(equal_height=True):
+                            gr.Markdown("### 1 · Examples: what to find",
+                                        elem_classes="step-head")
                             c.upload_examples = gr.UploadButton(
                                 "Upload example images", file_types=["image"],
-                                file_count="multiple", variant="primary",
-                                size="md", elem_id="upload-examples")
+                                file_count="multiple", size="sm", elem_id="upload-examples")
                             c.remove_example = gr.Button("Remove this example",
-                                                         size="md", elem_id="remove-example")
-                            c.clear_suggestions = gr.Button("Clear grey suggestions",
-                                                            size="md", elem_id="clear-suggestions")
-                        c.examples_gallery = gr.Gallery(
-                            label="Example images (click to edit)", columns=6, rows=1,
-                            height=170, allow_preview=False, object_fit="contain",
-                            fit_columns=False,
-                            interactive=False, elem_id="examples-gallery")
-                        with gr.Row(equal_height=True):
+                                                         size="sm", elem_id="remove-example")
+                        with gr.Row(equal_height=True, elem_id="class-row"):
                             c.class_pick = gr.Dropdown(["object"], value="object", label="Class",
-                                                       scale=2, elem_id="class-pick")
-                            c.class_name = gr.Textbox(label="Class name", scale=2,
-                                                      placeholder="e.g. coin",
+                                                       show_label=False, container=False,
+                                                       scale=2, min_width=100,
+                                                       elem_id="class-pick")
+                            c.class_name = gr.Textbox(label="Class name", show_label=False,
+                                                      container=False, scale=2, min_width=100,
+                                                      placeholder="new class name, e.g. coin",
                                                       elem_id="class-name")
-                            c.add_class = gr.Button("Add", scale=1, min_width=60,
-                                                    size="md", elem_id="add-class")
-                            c.rename_class = gr.Button("Rename", scale=1, min_width=60,
-                                                       size="md", elem_id="rename-class")
-                            c.remove_class = gr.Button("Remove", scale=1, min_width=60,
+                            c.add_class = gr.Button("Add", scale=0, min_width=56,
+                                                    size="sm", elem_id="add-class")
+                            c.rename_class = gr.Button("Rename", scale=0, min_width=70,
+                                                       size="sm", elem_id="rename-class")
+                            c.remove_class = gr.Button("Remove", scale=0, min_width=70,
                                                        variant="stop",
-                                                       size="md", elem_id="remove-class")
+                                                       size="sm", elem_id="remove-class")
                         c.legend = gr.HTML(Studio.legend_html(["object"]), elem_id="legend")
                         c.annotator = image_annotator(
                             None, label="Example image: draw boxes here",
@@ -189,6 +218,11 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             show_remove_button=True, show_download_button=False,
                             elem_id="annotator")
                         build_example_history(c)
+                        c.examples_gallery = gr.Gallery(
+                            label="Example images (click one to draw on it)", columns=6, rows=1,
+                            height=120, allow_preview=False, object_fit="contain",
+                            fit_columns=False,
+                            interactive=False, elem_id="examples-gallery")
                         gr.Markdown(HELP, elem_id="draw-help")
                         with gr.Accordion("Box diagnostics: what each box snapped to",
                                           open=True):
@@ -201,46 +235,56 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                                 label="This example: drawn boxes (white) and the predicted "
                                       "boxes they snapped to", interactive=False, height=300,
                                 elem_id="diag-image", format="jpeg")
-                    with gr.Column(scale=1):
-                        gr.Markdown("### 2 · Live preview: what the model finds")
+                    with gr.Column(scale=1, min_width=360, elem_id="preview-column"):
                         with gr.Row(equal_height=True):
+                            gr.Markdown("### 2 · Preview: what is found",
+                                        elem_classes="step-head")
                             c.upload_queries = gr.UploadButton(
                                 "Upload query images", file_types=["image"],
-                                file_count="multiple", variant="primary",
-                                size="md", elem_id="upload-queries")
-                            c.correct = gr.Button("✎ Correct selected image in the annotator",
-                                                  size="md", elem_id="correct")
+                                file_count="multiple", size="sm", elem_id="upload-queries")
                             c.remove_query = gr.Button("Remove selected query",
-                                                       size="md", elem_id="remove-query")
+                                                       size="sm", elem_id="remove-query")
                         build_data_dir_row(c, config.data_dirs)  # only with --data-dir
-                        c.status = gr.Markdown("", elem_id="status")
-                        with gr.Row():
+                        with gr.Row(equal_height=True, elem_id="preview-settings"):
+                            c.status = gr.Markdown("", elem_id="status")
                             c.confidence = gr.Slider(0.0, 1.0, value=config.default_confidence,
                                                      step=0.01, label="Confidence",
-                                                     elem_id="confidence")
-                            c.iou = gr.Slider(0.05, 1.0, value=0.3, step=0.05,
-                                              label="NMS IoU", elem_id="nms-iou")
-                            c.max_detections = gr.Slider(1, 300, value=300, step=1,
-                                                         label="Max detections",
-                                                         elem_id="max-detections")
-                            c.match_threshold = gr.Slider(
-                                *MATCH_THRESHOLD_RANGE, step=0.05, label="Match threshold",
-                                value=config.predictor_kwargs.get("match_threshold",
-                                                                  DEFAULT_MATCH_THRESHOLD),
-                                info="IoU a drawn box needs with a predicted box",
-                                elem_id="match-threshold")
-                        with gr.Row():
-                            c.score_mode = gr.Radio(list(SCORE_MODES), value="reference",
-                                                    label="Score mode", elem_id="score-mode")
-                            c.show_examples = gr.Checkbox(False, label="Preview example images too",
-                                                          elem_id="show-examples")
-                            c.show_labels = gr.Checkbox(True, label="Show labels and scores",
-                                                        elem_id="show-labels")
+                                                     min_width=240, elem_id="confidence")
                         c.preview = gr.Gallery(label="Detections on query images (click a "
                                                      "thumbnail to pick an image)",
-                                               columns=6, height=560, object_fit="contain",
+                                               columns=6, height=480, object_fit="contain",
                                                format="jpeg", preview=True, selected_index=0,
                                                interactive=False, elem_id="preview")
+                        with gr.Row(equal_height=True, elem_id="preview-pager"):
+                            c.prev_page = gr.Button("◀ Previous page", size="sm", scale=0,
+                                                    min_width=120, elem_id="prev-page")
+                            c.preview_page = gr.Markdown("", elem_id="preview-page")
+                            c.next_page = gr.Button("Next page ▶", size="sm", scale=0,
+                                                    min_width=120, elem_id="next-page")
+                        with gr.Accordion("Preview options: labels, NMS, max detections, "
+                                          "score mode, match threshold", open=False,
+                                          elem_id="preview-options"):
+                            with gr.Row(equal_height=True):
+                                c.show_labels = gr.Checkbox(True, label="Show labels and scores",
+                                                            elem_id="show-labels")
+                                c.show_examples = gr.Checkbox(
+                                    False, label="Preview example images too",
+                                    elem_id="show-examples")
+                            with gr.Row(equal_height=True):
+                                c.iou = gr.Slider(0.05, 1.0, value=0.3, step=0.05,
+                                                  label="NMS IoU", elem_id="nms-iou")
+                                c.max_detections = gr.Slider(1, 300, value=300, step=1,
+                                                             label="Max detections",
+                                                             elem_id="max-detections")
+                            with gr.Row(equal_height=True):
+                                c.score_mode = gr.Radio(list(SCORE_MODES), value="reference",
+                                                        label="Score mode", elem_id="score-mode")
+                                c.match_threshold = gr.Slider(
+                                    *MATCH_THRESHOLD_RANGE, step=0.05, label="Match threshold",
+                                    value=config.predictor_kwargs.get("match_threshold",
+                                                                      DEFAULT_MATCH_THRESHOLD),
+                                    info="IoU a drawn box needs with a predicted box",
+                                    elem_id="match-threshold")
                         c.counts = gr.Dataframe(headers=["image", "object", "total"],
                                                 label="Detections per class",
                                                 interactive=False, elem_id="counts")
@@ -286,7 +330,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
 
 def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     settings = [c.confidence, c.iou, c.max_detections, c.score_mode, c.show_examples]
-    refresh_out = [c.preview, c.counts, c.diag_warning, c.diag_table, c.diag_image]
+    refresh_out = [c.preview, c.preview_page, c.diag_warning, c.diag_table, c.diag_image]
     class_out = [c.class_pick, c.legend, c.annotator, c.review_annotator]  # + label lists
     quiet = _private(show_progress="hidden")
     refresh = dict(fn=studio.preview.on_settings, inputs=settings, outputs=refresh_out,
@@ -295,13 +339,16 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     downloads = dict(fn=studio.project.on_downloads, inputs=settings,
                      outputs=[c.download_full, c.download_small, c.export_info],
                      trigger_mode="always_last", **quiet)
+    # the per-class counts of every query image, after the preview page is on screen
+    counts = dict(fn=studio.preview.on_counts, inputs=None, outputs=[c.counts],
+                  trigger_mode="always_last", **quiet)
     embed = dict(fn=studio.embedding.on_embed, inputs=None, outputs=[c.status],
                  show_progress="full", concurrency_id="embed", concurrency_limit=1,
                  **_private())
 
     def refreshed(dep: Any) -> Any:
         """Chain the preview refresh, then the `.pt` downloads (after the preview is shown)."""
-        return dep.then(**refresh).then(**downloads)
+        return dep.then(**refresh).then(**downloads).then(**counts)
 
     # a project shown in the tab: everything that shows it, then the URL, preview, embeddings
     project_out = class_out + [c.examples_gallery, c.project_name, c.confidence, c.iou,
@@ -314,6 +361,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
         url = dep.then(None, c.project_state, None, js=SET_URL_JS, **quiet)
         return refreshed(url.then(**refresh).then(**embed))
 
+    demo.load(None, None, None, js=KEEP_SCROLL_JS, **quiet)
     opened(demo.load(studio.on_load, c.project_state, project_out, **quiet))
     demo.unload(studio.on_unload)
     opened(c.open_project.click(studio.library.on_open, c.project_list, project_out, **quiet))
@@ -331,7 +379,8 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     c.annotator.change(studio.boxes.on_boxes_edited, [c.annotator] + settings,
                        class_out + refresh_out, preprocess=False,
                        trigger_mode="always_last", show_progress="minimal",
-                       show_progress_on=[c.preview], **_private()).then(**downloads)
+                       show_progress_on=[c.preview], **_private()).then(**downloads).then(
+        **counts)
     refreshed(c.annotator.upload(studio.images.on_annotator_upload, c.annotator,
                                  [c.examples_gallery, c.annotator, c.status],
                                  preprocess=False, **quiet).then(**embed))
@@ -352,7 +401,6 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                                         **quiet))
     refreshed(c.remove_example.click(studio.images.on_remove_example, None, examples_out,
                                      **quiet))
-    c.clear_suggestions.click(studio.boxes.on_clear_suggestions, None, [c.annotator], **quiet)
 
     # classes
     c.class_pick.input(studio.classes.on_class_pick, c.class_pick,
@@ -367,19 +415,20 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
 
     # settings and preview actions
     for slider in (c.confidence, c.iou, c.max_detections):
-        slider.input(**refresh).then(**downloads)
-        slider.release(**refresh).then(**downloads)
-    c.score_mode.input(**refresh).then(**downloads)
-    c.show_examples.input(**refresh).then(**downloads)
+        slider.input(**refresh).then(**downloads).then(**counts)
+        slider.release(**refresh).then(**downloads).then(**counts)
+    c.score_mode.input(**refresh).then(**downloads).then(**counts)
+    c.show_examples.input(**refresh).then(**downloads).then(**counts)
     c.match_threshold.release(studio.preview.on_match_threshold, [c.match_threshold] + settings,
-                              refresh_out, **_private()).then(**downloads)
+                              refresh_out, **_private()).then(**downloads).then(**counts)
     c.show_labels.input(studio.preview.on_show_labels, [c.show_labels] + settings, refresh_out,
                         **_private())
     c.preview.select(studio.preview.on_preview_select, None, None, **quiet)
-    refreshed(c.correct.click(studio.boxes.on_correct, None, examples_out,
-                              **quiet).then(**embed))
     c.remove_query.click(studio.preview.on_remove_query, settings, refresh_out + [c.status],
-                         **_private()).then(**downloads)
+                         **_private()).then(**downloads).then(**counts)
+    for button, fn in ((c.prev_page, studio.preview.on_prev_page),
+                       (c.next_page, studio.preview.on_next_page)):
+        button.click(fn, settings, refresh_out, **_private())
 
     # project, import/export
     for trigger in (c.project_name.blur, c.project_name.submit):  # the downloads' file names
@@ -390,7 +439,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                                  **quiet))
     refreshed(c.forget_imported.click(studio.project.on_forget_imported, None, [c.imported_md],
                                       **quiet))
-    wire_review(demo, studio, c, settings, refresh, downloads, embed)
+    wire_review(demo, studio, c, settings, refresh, downloads, embed, counts)
 
     # the named API (also usable from the "API & batch" tab)
     score = [c.api_confidence, c.api_iou, c.api_max, c.api_mode]
@@ -404,6 +453,21 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                        concurrency_id="embed")
 
 
+#: The preview gallery focuses its selected thumbnail whenever it opens or the selection moves
+#: (a new project, a new page of images), and the browser scrolled that thumbnail, at the
+#: gallery's bottom, to the middle of the window: the page jumped half a screen down, away from
+#: the canvas and the sliders. Installed once on page load: that focus no longer scrolls.
+KEEP_SCROLL_JS = """() => {
+  if (window.__owlKeepScroll) return [];
+  window.__owlKeepScroll = true;
+  const focus = HTMLElement.prototype.focus;
+  HTMLElement.prototype.focus = function (options) {
+    if (this.classList && this.classList.contains('thumbnail-item') && this.closest('#preview'))
+      return focus.call(this, Object.assign({}, options || {}, {preventScroll: true}));
+    return focus.call(this, options);
+  };
+  return [];
+}"""
 #: Puts the tab's project id into the address bar (so a reload or a bookmark opens it).
 SET_URL_JS = """(id) => {
   if (id) { const u = new URL(window.location.href); u.searchParams.set('project', id);

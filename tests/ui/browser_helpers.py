@@ -128,3 +128,15 @@ def wait_rows(page, selector: str, predicate, timeout: float = 30.0) -> list[lis
         if time.monotonic() > deadline:
             raise AssertionError(f"{selector}: rows never satisfied the check; last: {rows}")
         page.wait_for_timeout(100)
+
+
+def open_accordion(page, elem_id: str) -> None:
+    """Open the accordion ``#elem_id`` unless it is open: a closed accordion's content is not
+    in the page at all (Gradio mounts it on the first opening), so a test that reads or clicks
+    something inside one (the sample images, the `.pt` files, the preview options) opens it
+    first, as a person would."""
+    accordion = page.locator(f"#{elem_id}")
+    content = accordion.locator("[data-testid=accordion-content]").first
+    if not content.is_visible():
+        accordion.locator("button.label-wrap").first.click()
+    content.wait_for(state="visible")

@@ -3,7 +3,7 @@
 * `studio`: `Studio` (sessions + the areas below), `StudioConfig`, `Components`.
 * `images`: uploads, bundled samples, which example the annotator shows.
 * `embedding`: the background embedding step (batches, progress, no session lock held).
-* `boxes`: the annotator's edits and the grey suggestion boxes.
+* `boxes`: the example annotator's edits.
 * `classes`: add / rename / remove classes.
 * `preview`: detections, counts and box diagnostics (the edit -> preview path).
 * `project`: example projects, `.pt` downloads and imports, detection export.

@@ -90,7 +90,7 @@ class Studio:
     """Sessions plus the handlers of each area of the page (wired by `ui.layout`).
 
     Areas: `images` (uploads, samples, example selection), `embedding` (the background
-    embedding step), `boxes` (annotator edits, suggestions), `classes`, `preview` (detections,
+    embedding step), `boxes` (annotator edits), `classes`, `preview` (detections,
     diagnostics, settings), `project` (example projects, `.pt` import/export, detection
     export) and `api` (the named endpoints).
 

@@ -25,8 +25,6 @@ def legend_html(classes: Sequence[str]) -> str:
         chips.append(f"<span class='chip' style='background:{color}'>{safe}</span>"
                      f"<span class='chip neg' style='background:{L.NEGATIVE_COLOR}'>"
                      f"{L.NEGATIVE_PREFIX}{safe}</span>")
-    chips.append(f"<span class='chip' style='background:{L.SUGGESTION_COLOR}'>"
-                 "grey = suggestion (a detection; relabel it to use it)</span>")
     return "<div class='legend'>" + "".join(chips) + "</div>"
 
 
