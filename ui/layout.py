@@ -151,7 +151,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                                           open=False, elem_id="samples-accordion"):
                             c.samples = gr.Gallery([(str(p), p.name) for p in samples],
                                                    label="Sample images: click one, then add it",
-                                                   columns=5, rows=1, height=150,
+                                                   columns=3, height=270,
                                                    allow_preview=False, object_fit="contain",
                                                    fit_columns=False, interactive=False,
                                                    elem_id="samples")
