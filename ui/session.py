@@ -22,8 +22,10 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,55 @@ def safe_file_name(name: str, default: str = "file") -> str:
     return stem[:80] or default
 
 
+class SessionLock:
+    """A session's re-entrant lock that asks for a save when the outermost hold is left.
+
+    Every change to a tab's project is made under its session's lock, so leaving the lock is
+    where a change may have happened: `on_release` (the store's `Saver.touch`) schedules a
+    save there. Saving so never depends on a handler remembering to ask for it (a handler
+    without `engine_errors` or a request, a background step, a helper). The saver's own hold
+    (`quietly`) schedules nothing, or it would schedule itself forever.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._local = threading.local()   # this thread's hold count (and whether it is quiet)
+        self.on_release: Callable[[], None] | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        return True
+
+    def release(self) -> None:
+        self._lock.release()  # raises (nothing changed) when this thread does not hold it
+        self._local.depth -= 1
+        if self._local.depth == 0 and not getattr(self._local, "quiet", False) \
+                and self.on_release is not None:
+            self.on_release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @contextmanager
+    def quietly(self) -> Iterator[None]:
+        """Hold the lock without scheduling a save when it is left (the saver's hold)."""
+        self.acquire()
+        outermost = self._local.depth == 1
+        if outermost:
+            self._local.quiet = True
+        try:
+            yield
+        finally:
+            self.release()
+            if outermost:
+                self._local.quiet = False
+
+
 class Session:
     """One browser tab: predictor, the project on disk and its view, scratch files, last
     results."""
@@ -199,7 +250,9 @@ class Session:
         root.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="session-", dir=root))
         self.preview_max_side = preview_max_side
-        self.lock = threading.RLock()
+        #: held for every change to the project (leaving it schedules a save: `SessionLock`)
+        self.lock = SessionLock()
+        self.closed = False  # dropped from the store: nothing of it is saved any more
         self.core: CoreProject | None = None
         self.project = Project()
         self.settings = Settings()
@@ -304,6 +357,12 @@ class Session:
             self.save_error = str(exc)
             log.warning("project %s not saved: %s", self.project_id, exc)
             return False
+        except OSError as exc:  # disk full, folder gone read-only: say so; the next one retries
+            self.save_error = (f"the project file could not be written "
+                               f"({exc.strerror or exc}); free some disk space or check the "
+                               "projects folder, then make any change to save again.")
+            log.warning("project %s not saved: %s", self.project_id, exc)
+            return False
         previous, self.core = self.core, core
         self.saved_text = text
         self.disk_stamp = _stamp(core)
@@ -332,7 +391,8 @@ class Session:
     def close(self) -> None:
         """Drop the predictor (its embeddings stay in the server's shared cache, where the LRU
         order lets them go when others need the room) and delete the session's scratch files
-        (the project stays on disk)."""
+        (the project stays on disk; call after the last save)."""
+        self.closed = True
         self.predictor = None
         self.results.clear()
         self.pictures.clear()
@@ -367,28 +427,41 @@ def _remove_unused_images(previous: CoreProject, core: CoreProject) -> None:
 class Saver:
     """Saves sessions shortly after their last change, on one background thread.
 
-    `touch` (every event) sets a session's save time `delay` seconds ahead; the thread then
-    writes it under the session's lock if its project changed (`Session.save` compares). So a
-    burst of edits costs one write, and a change is on disk well under a second later.
+    `touch` (leaving a session's lock: `SessionLock`) sets the session's save time `delay`
+    seconds ahead, but never more than `max_wait` seconds after the first touch since its last
+    save; the thread then writes it under the session's lock if its project changed
+    (`Session.save` compares). So a burst of edits costs one write, and a tab that never goes
+    quiet (the review panel's chained events, a server working through a queue under load)
+    is still saved every `max_wait` seconds: without that bound each event pushed the save
+    back, and a change could stay in memory only for as long as events kept coming.
     """
 
-    def __init__(self, delay: float = 0.3) -> None:
+    def __init__(self, delay: float = 0.3, max_wait: float = 1.0) -> None:
         self.delay = float(delay)
+        self.max_wait = max(float(max_wait), self.delay)
         self._due: dict[Session, float] = {}
+        self._first: dict[Session, float] = {}  # first touch since the session's last save
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="owl-project-saver", daemon=True)
         self._thread.start()
 
     def touch(self, session: Session) -> None:
+        """The session may have changed: save it `delay` seconds after the last such call,
+        at most `max_wait` seconds after the first (a closed session is not saved again)."""
+        if getattr(session, "closed", False):
+            return
         with self._cv:
-            self._due[session] = time.monotonic() + self.delay
+            now = time.monotonic()
+            first = self._first.setdefault(session, now)
+            self._due[session] = min(now + self.delay, first + self.max_wait)
             self._cv.notify()
 
     def flush(self, session: Session) -> None:
         """Save now (e.g. before the session is dropped or switches project)."""
         with self._cv:
             self._due.pop(session, None)
+            self._first.pop(session, None)
         _save(session)
 
     def close(self) -> None:
@@ -396,6 +469,7 @@ class Saver:
             self._closed = True
             pending = list(self._due)
             self._due.clear()
+            self._first.clear()
             self._cv.notify()
         for session in pending:
             _save(session)
@@ -409,6 +483,7 @@ class Saver:
                     if due:
                         for s in due:
                             del self._due[s]
+                            self._first.pop(s, None)
                         break
                     wait = min(self._due.values(), default=now + 3600) - now
                     self._cv.wait(timeout=max(0.01, wait))
@@ -420,7 +495,7 @@ class Saver:
 
 def _save(session: Session) -> None:
     try:
-        with session.lock:
+        with session.lock.quietly():  # a save is no change: it schedules no other save
             session.save()
     except Exception:  # a bug: keep the saver alive, say so in the log
         log.exception("saving project %s failed", session.project_id)
@@ -437,11 +512,12 @@ class SessionStore:
         max_sessions: bound on live sessions.
         preview_max_side: longest side of the sessions' preview pictures, pixels.
         save_delay: seconds after the last change a project is saved.
+        save_max_wait: seconds a change waits at most while the tab keeps changing.
     """
 
     def __init__(self, make_predictor: Callable[[], Any], root: str | Path, projects: Any,
                  max_sessions: int = 8, preview_max_side: int = PREVIEW_MAX_SIDE,
-                 save_delay: float = 0.3) -> None:
+                 save_delay: float = 0.3, save_max_wait: float = 1.0) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}.")
         self._make_predictor = make_predictor
@@ -450,7 +526,7 @@ class SessionStore:
         self.projects = projects
         self.max_sessions = int(max_sessions)
         self.preview_max_side = int(preview_max_side)
-        self.saver = Saver(save_delay)
+        self.saver = Saver(save_delay, save_max_wait)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._tabs: OrderedDict[str, str] = OrderedDict()  # tab id -> project id
         #: tab id -> (example shown, class for new boxes) of a dropped session, restored with it
@@ -467,6 +543,7 @@ class SessionStore:
             if session is None:
                 session = Session(session_id, self._make_predictor(), self.root,
                                   self.preview_max_side)
+                session.lock.on_release = self._saves(session)
                 self._sessions[session_id] = session
                 while len(self._sessions) > self.max_sessions:
                     evicted.append(self._sessions.popitem(last=False)[1])
@@ -488,8 +565,19 @@ class SessionStore:
                         self._restore_view(session)
                         log.info("tab %s: project %s opened again from disk", session_id,
                                  remembered)
-        self.saver.touch(session)
         return session
+
+    def _saves(self, session: Session) -> Callable[[], None]:
+        """What leaving `session`'s lock does: schedule its save (a weak reference, so the
+        lock does not keep a dropped session alive)."""
+        ref = weakref.ref(session)
+
+        def touch() -> None:
+            live = ref()
+            if live is not None:
+                self.saver.touch(live)
+
+        return touch
 
     def open_tab(self, session_id: str, project_id: str | None) -> Session:
         """Give the tab the project `project_id` (if it exists; else a new project). Used by
@@ -545,8 +633,8 @@ class SessionStore:
             return self._tabs.get(session_id)
 
     def _close(self, session: Session) -> None:
-        self.saver.flush(session)
-        with session.lock:
+        with session.lock:  # a handler still at work finishes first: its change is saved
+            self.saver.flush(session)
             with self._lock:
                 self._tab_view[session.id] = (session.project.current,
                                               session.project.active_class)
