@@ -19,12 +19,14 @@ def build_data_dir_row(c: Any, data_dirs: tuple[str, ...]) -> None:
     roots = ", ".join(data_dirs)
     with gr.Row(equal_height=True, elem_id="data-dir-row"):
         c.data_dir_path = gr.Textbox(
-            label="Folder on the server", scale=3, max_lines=1, elem_id="data-dir-path",
-            placeholder=f"a folder inside {roots} (relative to it, or absolute; \".\" = all)")
-        c.data_dir_queries = gr.Button("Add folder as query images", scale=1, min_width=120,
-                                       size="md", elem_id="data-dir-queries")
-        c.data_dir_examples = gr.Button("Add folder as example images", scale=1, min_width=120,
-                                        size="md", elem_id="data-dir-examples")
+            label="Folder on the server", show_label=False, container=False, scale=3,
+            max_lines=1, elem_id="data-dir-path",
+            placeholder=f"Folder on the server, inside {roots} (relative or absolute; "
+                        "\".\" = all of it)")
+        c.data_dir_queries = gr.Button("Add folder as query images", scale=0, min_width=190,
+                                       size="sm", elem_id="data-dir-queries")
+        c.data_dir_examples = gr.Button("Add folder as example images", scale=0,
+                                        min_width=190, size="sm", elem_id="data-dir-examples")
 
 
 def wire_data_dir(studio: Any, c: Any, refreshed: Callable[[Any], Any], refresh: dict,

@@ -79,22 +79,26 @@ def test_a_subfolder_by_absolute_or_relative_path_as_examples(studio, tree):
     assert s.project.current == 1  # the first image added opens in the annotator
 
 
-@pytest.mark.parametrize("typed", [
-    "..",                         # the data folder's parent
-    "../secret",                  # a sibling folder
-    "sub/../../secret/s.png",     # `..` inside the path
-    "{secret}",                   # an absolute path elsewhere
-    "/",                          # the root
-    "link-out",                   # a link inside the data folder to a folder outside
-    "link-out/s.png",             # a file through that link
-    "",                           # nothing typed
-    "missing",                    # no such folder
+OUTSIDE = "is outside the folders this server may read"
+
+
+@pytest.mark.parametrize("typed, refusal", [
+    ("..", OUTSIDE),                      # the data folder's parent
+    ("../secret", OUTSIDE),               # a sibling folder
+    ("sub/../../secret/s.png", OUTSIDE),  # `..` inside the path
+    ("{secret}", OUTSIDE),                # an absolute path elsewhere
+    ("/", OUTSIDE),                       # the root
+    ("link-out", OUTSIDE),                # a link inside the data folder to a folder outside
+    ("link-out/s.png", OUTSIDE),          # a file through that link
+    ("", "Type a folder inside"),         # nothing typed
+    ("missing", "no such folder"),        # no such folder
 ])
-def test_paths_outside_the_data_folder_are_refused_and_nothing_is_added(studio, tree, typed):
+def test_paths_outside_the_data_folder_are_refused_and_nothing_is_added(studio, tree, typed,
+                                                                        refusal):
     (tree.data / "link-out").symlink_to(tree.secret, target_is_directory=True)
     request = SimpleNamespace(session_hash="escape")
     for handler in (studio.images.on_folder_queries, studio.images.on_folder_examples):
-        with pytest.raises(gr.Error) as info:
+        with pytest.raises(gr.Error, match=refusal) as info:
             handler(typed.format(secret=tree.secret), request)
         if "secret" not in typed:  # never says where a link leads
             assert "secret" not in str(info.value)
