@@ -104,6 +104,18 @@ class ReviewHandlers(Area):
                 return found
         return items[0]
 
+    def shown(self, s: Session, sync: bool = False) -> tuple[ReviewState, ImageItem, Any] | None:
+        """The panel's state, the image it shows and that image's project record (None when
+        the project has no image yet: the handlers then change nothing). `sync` brings the
+        project model up to the page's view first (before a label or status setter)."""
+        st = self.state(s)
+        item = self.item(s, st.image_id)
+        if item is None:
+            return None
+        if sync:
+            self.sync_core(s)
+        return st, item, self.record(s, item.id)
+
     def proposals(self, s: Session, item: ImageItem) -> list[R.Proposal]:
         """The item's detections at the current settings: the preview's, else detected now
         from its cached embedding (example images are not in the preview)."""
@@ -227,12 +239,11 @@ class ReviewHandlers(Area):
         image = (payload or {}).get("image") or {}
         key = image.get("orig_name") or Path(file_path(image) or "").name
         with s.lock:
-            st = self.state(s)
-            item = self.item(s, st.image_id)
-            if item is None or item.key != key:
+            shown = self.shown(s)
+            if shown is None or shown[1].key != key:
                 return {}
+            st, item, rec = shown
             boxes = L.parse_annotator_payload_boxes((payload or {}).get("boxes") or [])
-            rec = self.record(s, item.id)
             before = list(rec.labels) if rec else []
             labels = R.boxes_to_labels(boxes, st.proposals, s.project.classes, item.size,
                                        before)
@@ -253,11 +264,10 @@ class ReviewHandlers(Area):
         if status not in R.STATUS_WORDS:
             raise gr.Error(f"Unknown review status {status!r}.")
         with s.lock:
-            st = self.state(s)
-            item = self.item(s, st.image_id)
-            if item is None:
+            shown = self.shown(s, sync=True)
+            if shown is None:
                 return {}
-            self.sync_core(s)
+            item = shown[1]
             s.core.set_status(item.id, status)
             return self._after_labels(s, item)
 
@@ -267,11 +277,10 @@ class ReviewHandlers(Area):
         that is not done."""
         s = self.session(request)
         with s.lock:
-            st = self.state(s)
-            item = self.item(s, st.image_id)
-            if item is None:
+            shown = self.shown(s, sync=True)
+            if shown is None:
                 return {}
-            self.sync_core(s)
+            item = shown[1]
             s.core.set_status(item.id, "done")
             ids = [i.id for i in all_items(s)]
             status = {r.id: r.status for r in s.core.images}
@@ -285,12 +294,10 @@ class ReviewHandlers(Area):
         """Accept every grey detection on this image as it is."""
         s = self.session(request)
         with s.lock:
-            st = self.state(s)
-            item = self.item(s, st.image_id)
-            if item is None:
+            shown = self.shown(s, sync=True)
+            if shown is None:
                 return {}
-            self.sync_core(s)
-            rec = self.record(s, item.id)
+            st, item, rec = shown
             self._set_labels(s, item, R.accept_all(list(rec.labels) if rec else [],
                                                    st.proposals))
             return self.show(s, item.id)
@@ -330,17 +337,16 @@ class ReviewHandlers(Area):
         and the annotator shows it. The image is then left out of the quality meter."""
         s = self.session(request)
         with s.lock:
-            st = self.state(s)
-            item = self.item(s, st.image_id)
-            if item is None:
+            shown = self.shown(s)
+            if shown is None:
                 return {}
+            st, item, rec = shown
             p = s.project
             if negatives:
                 new = [L.box_for_label(x.xyxy, x.cls, True, p.classes)
                        for x in R.rejected(st.proposals, st.boxes)]
                 what = "rejected detection(s) → negative examples"
             else:
-                rec = self.record(s, item.id)
                 new = [L.box_for_label(b.xyxy, b.cls, False, p.classes)
                        for b in (rec.labels if rec else ())]
                 what = "label(s) → positive examples"
