@@ -62,7 +62,8 @@ CSS = """
 
 HELP = (
     "**Draw**: press **C** (or the box tool) and drag over an object, then pick its class in "
-    "the dialog (**Enter** confirms; the lock keeps that class for the next boxes). "
+    "the dialog: it opens on the selected class, keys **1**-**9** pick another (**Enter** "
+    "confirms; the lock keeps that class for the next boxes). "
     f"Pick **{L.NEGATIVE_PREFIX}class** for a negative (\"don't detect things like this\", red). "
     "**D** = move/resize, **Del** = delete the selected box, **E** or double-click = change "
     "its label, **Space** = fit the image. "

@@ -17,7 +17,8 @@ from ui.handlers.meter import METER_HEADERS
 REVIEW_HELP = (
     "Grey boxes are the model's detections, not labels yet. **Accept** one: select it, press "
     "**E** (or double-click) and confirm its class; pick another class to **relabel** it. "
-    "**Reject** one: select it and press **Del**. **Draw** a missed object with **C**. "
+    "**Reject** one: select it and press **Del**. **Draw** a missed object with **C** (keys "
+    "**1**-**9** pick a class in the dialog). "
     "Coloured boxes are this image's labels (saved with the project). Keys: **[** / **]** "
     "previous / next image; **Ctrl+Z** / **Ctrl+Shift+Z** undo / redo."
 )
