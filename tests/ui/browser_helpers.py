@@ -140,3 +140,23 @@ def open_accordion(page, elem_id: str) -> None:
     if not content.is_visible():
         accordion.locator("button.label-wrap").first.click()
     content.wait_for(state="visible")
+
+
+def wait_header(page, selector: str, predicate, timeout: float = 30.0) -> list[str]:
+    """The column titles of a gr.Dataframe once `predicate(titles)` holds (the per-class counts
+    follow the preview in their own event, a moment after it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        header = table_header(page, selector)
+        if header and predicate(header):
+            return header
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{selector}: header never satisfied the check; last: {header}")
+        page.wait_for_timeout(100)
+
+
+def wait_counts(page, predicate=lambda rows: True, timeout: float = 30.0) -> list[list[str]]:
+    """Rows of the per-class counts (``#counts``) once every count is in (a cell reads "…"
+    while its image is still being counted) and `predicate(rows)` holds."""
+    return wait_rows(page, "#counts", lambda rows: all(
+        cell != "…" for row in rows for cell in row) and predicate(rows), timeout)

@@ -20,8 +20,9 @@ from browser_helpers import (
     pick_label,
     preview_sig,
     table_header,
-    table_rows,
     upload,
+    wait_counts,
+    wait_header,
     wait_preview_change,
     wait_ready,
     wait_rows,
@@ -44,7 +45,7 @@ def test_page_opens_ready(page, artifacts):
     assert page.locator("#examples-gallery img").count() == 1
     rows = wait_rows(page, "#diag-table", lambda rows: len(rows) == 5)
     assert [r[3] for r in rows] == ["positive"] * 4 + ["negative"]
-    counts = table_rows(page, "#counts")
+    counts = wait_counts(page)
     assert counts[-1][0] == "all query images" and int(counts[-1][1]) > 0
     page.screenshot(path=str(artifacts / "01_example_project.png"), full_page=True)
     # one way out for detections: the review section's "Export dataset" (the old "Export
@@ -76,8 +77,9 @@ def test_draw_preview_slider_export_import(page, browser, studio_app, artifacts,
     pick_label(page, "coin")
     rows = wait_rows(page, "#diag-table", lambda rows: rows[0][2] == "coin")
     assert len(rows) == 1 and rows[0][2:4] == ["coin", "positive"] and rows[0][6] == "matched"
-    assert table_header(page, "#counts") == ["image", "coin", "total"]  # no "object" any more
-    counts = table_rows(page, "#counts")
+    # no "object" any more
+    assert wait_header(page, "#counts", lambda h: "object" not in h) == ["image", "coin", "total"]
+    counts = wait_counts(page)
     assert counts[0][0] == "coins.png" and int(counts[0][2]) >= 1
     page.screenshot(path=str(artifacts / "04_box_drawn.png"), full_page=True)
 
@@ -93,7 +95,7 @@ def test_draw_preview_slider_export_import(page, browser, studio_app, artifacts,
     assert edit_ms < 5000
 
     # move the confidence slider with the mouse: lower threshold, more detections
-    before = int(table_rows(page, "#counts")[0][2])
+    before = int(wait_counts(page)[0][2])
     sig = preview_sig(page)
     slider = page.locator("#confidence input[type=range]")
     slider.scroll_into_view_if_needed()
@@ -102,7 +104,7 @@ def test_draw_preview_slider_export_import(page, browser, studio_app, artifacts,
     wait_preview_change(page, sig)
     value = float(page.locator("#confidence input[type=number]").input_value())
     assert 0.4 < value < 0.6
-    wait_rows(page, "#counts", lambda rows: int(rows[0][2]) > before)
+    wait_counts(page, lambda rows: int(rows[0][2]) > before)
     page.screenshot(path=str(artifacts / "05_slider_moved.png"), full_page=True)
 
     # export: the project is named, the download holds the drawn class
@@ -152,7 +154,7 @@ def test_draw_preview_slider_export_import(page, browser, studio_app, artifacts,
         wait_ready(other)
         header = table_header(other, "#counts")
         assert "coin" in header
-        wait_rows(other, "#counts", lambda rows: int(rows[0][header.index("coin")]) >= 1)
+        wait_counts(other, lambda rows: int(rows[0][header.index("coin")]) >= 1)
         other.screenshot(path=str(artifacts / "06_imported.png"), full_page=True)
     finally:
         context.close()
@@ -217,7 +219,7 @@ def test_several_examples_queries_and_class_edits(page, artifacts, studio_app):
         "() => document.querySelector('#legend').innerText.includes('NOT kitty')")
     rows = wait_rows(page, "#diag-table", lambda rows: rows[0][2] == "kitty")
     assert [r[2] for r in rows] == ["kitty", "kitty"]
-    assert "kitty" in table_header(page, "#counts") and "cat" not in table_header(page, "#counts")
+    wait_header(page, "#counts", lambda h: "kitty" in h and "cat" not in h)
     page.screenshot(path=str(artifacts / "11_class_renamed.png"), full_page=True)
 
     # remove it: its boxes go too
@@ -226,7 +228,7 @@ def test_several_examples_queries_and_class_edits(page, artifacts, studio_app):
         "() => !document.querySelector('#legend').innerText.includes('kitty')")
     page.wait_for_function(
         "() => document.querySelector('#diag-warning').innerText.includes('No boxes yet')")
-    assert "kitty" not in table_header(page, "#counts")
+    wait_header(page, "#counts", lambda h: "kitty" not in h)
 
     # all those edits were answered from the embeddings made at most once per distinct image
     # (chelsea is both an example and a query: one embedding; the server's cache is shared, so
