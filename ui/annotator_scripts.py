@@ -3,11 +3,12 @@ the label dialog, and a canvas that keeps the image's aspect ratio.
 
 Both work around `gradio_image_annotation` (0.5.x) from the outside, through its DOM:
 
-* **Keys 1-9** in the label dialog pick the n-th class of the dialog's list (its "NOT …"
-  entries are skipped; the server puts the class picked in the page first, so **1** is that
-  class). The pick is the click a person would make on the list entry, so the dialog takes the
-  label *and* its colour; **Enter** still confirms. Digits stay digits in any other text field,
-  and in the dialog's own field once the person has typed a label of their own there.
+* **Keys 1-9** in the label dialog pick the n-th class of the project (the order of the
+  legend, whose chips show the numbers), wherever the dialog lists it (the server puts the
+  class picked in the page first in the dialog's list). The pick is the click a person would
+  make on the list entry, so the dialog takes the label *and* its colour; **Enter** still
+  confirms. Digits stay digits in any other text field, and in the dialog's own field once the
+  person has typed a label of their own there.
 * **Tall images**: the component sizes its canvas to the container's width (shrinking a wider
   image to fit) and makes it as tall as the image then is; a CSS height cap squashed tall
   images (its canvas kept its width). Capping the *width* of the canvas's container at
@@ -48,7 +49,13 @@ ANNOTATOR_KEYS_JS = """() => {
       if (frames > 0) requestAnimationFrame(() => pick(dialog, n, frames - 1));
       return;
     }
-    const item = items[n - 1];
+    // stable numbers: the n-th class of the project (the legend's order), wherever the
+    // dialog lists it (it lists the class picked in the page first)
+    const order = Array.from(document.querySelectorAll('#legend .chip[data-class]'))
+      .map((c) => c.dataset.class);
+    const item = order.length
+      ? items.find((li) => li.getAttribute('aria-label') === order[n - 1])
+      : items[n - 1];
     if (item) item.dispatchEvent(new MouseEvent('mousedown', {bubbles: true, cancelable: true}));
   };
   document.addEventListener('keydown', (e) => {

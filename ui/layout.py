@@ -42,6 +42,8 @@ CSS = """
 .legend {display:flex; flex-wrap:wrap; gap:4px; margin:2px 0 4px 0}
 .legend .chip {color:#fff; border-radius:4px; padding:1px 7px; font-size:12px;
                font-weight:600; white-space:nowrap}
+.legend .chip .key {background:rgba(255,255,255,.3); border-radius:3px; padding:0 4px;
+                    margin-right:2px}
 #status {min-height:40px}
 /* the first screen (1280x720): title, first step, project bar and the step headings kept
    short, so the example canvas, the preview and the confidence slider fit above the fold */
@@ -62,7 +64,8 @@ CSS = """
 
 HELP = (
     "**Draw**: press **C** (or the box tool) and drag over an object, then pick its class in "
-    "the dialog: it opens on the selected class, keys **1**-**9** pick another (**Enter** "
+    "the dialog: it opens on the selected class, keys **1**-**9** pick another (the numbers "
+    "on the class chips; **Enter** "
     "confirms; the lock keeps that class for the next boxes). "
     f"Pick **{L.NEGATIVE_PREFIX}class** for a negative (\"don't detect things like this\", red). "
     "**D** = move/resize, **Del** = delete the selected box, **E** or double-click = change "

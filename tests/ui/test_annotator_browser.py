@@ -174,16 +174,20 @@ def test_label_dialog_opens_on_the_class_picked_in_the_page(page, studio_app, ar
     expect(page.locator(DIALOG)).to_have_count(0)
 
 
-def test_number_keys_pick_the_nth_class_of_the_label_dialog(page, studio_app, tmp_path):
+def test_number_keys_pick_the_nth_class_of_the_project(page, studio_app, tmp_path):
     demo = studio_app[1]
     add_classes(page, "coin", "bolt", "nut")
+    expect(page.locator("#legend")).to_contain_text("1 coin")  # the legend shows the keys
     add_examples(page, picture(tmp_path, "small.png", SMALL))
     pick_class(page, demo, "bolt")  # the dialog lists bolt, coin, nut (and each NOT …)
 
     draw_box(page, (40, 40, 160, 140), natural_width=SMALL[0])
     assert dialog_label(page)[0] == "bolt"
-    page.keyboard.press("2")  # the second class of the list, with its colour
+    # keys follow the project's class order (the legend's), not the dialog's: stable numbers
+    page.keyboard.press("1")
     assert dialog_label(page) == ("coin", L.class_color(0))
+    page.keyboard.press("2")
+    assert dialog_label(page) == ("bolt", L.class_color(1))
     page.keyboard.press("3")
     assert dialog_label(page) == ("nut", L.class_color(2))
     page.keyboard.press("9")  # no 9th class: nothing changes

@@ -15,14 +15,17 @@ from ui.session import ImageItem, Project, Session
 
 
 def legend_html(classes: Sequence[str]) -> str:
-    """Colour chips for each class and its negative."""
+    """Colour chips for each class and its negative; the first nine show their number key."""
     if not classes:
         return "<div class='legend'><i>No classes yet: add one.</i></div>"
     chips = []
     for i, name in enumerate(classes):
         color = L.class_color(i)
         safe = html.escape(name)
-        chips.append(f"<span class='chip' style='background:{color}'>{safe}</span>"
+        # the number is the key that picks this class in the label dialog (`ui.annotator_scripts`)
+        key = f"<span class='key'>{i + 1}</span> " if i < 9 else ""
+        chips.append(f"<span class='chip' data-class='{safe}' style='background:{color}'>"
+                     f"{key}{safe}</span>"
                      f"<span class='chip neg' style='background:{L.NEGATIVE_COLOR}'>"
                      f"{L.NEGATIVE_PREFIX}{safe}</span>")
     return "<div class='legend'>" + "".join(chips) + "</div>"
