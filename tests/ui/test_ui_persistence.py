@@ -8,7 +8,7 @@ import contextlib
 import time
 import zipfile
 
-from browser_helpers import COINS, draw_box, pick_label, table_rows, upload, wait_ready, wait_rows
+from browser_helpers import COINS, draw_box, pick_label, upload, wait_counts, wait_ready, wait_rows
 from conftest import DOWNLOADS_READY, free_port
 from playwright.sync_api import expect
 
@@ -82,7 +82,7 @@ def assert_coin_project(page) -> None:
     expect(page.locator("#examples-gallery img")).to_have_count(1)
     rows = wait_rows(page, "#diag-table", lambda rows: len(rows) == 1)
     assert rows[0][2:4] == ["coin", "positive"] and rows[0][6] == "matched"
-    assert table_rows(page, "#counts")[0][0] == "coins.png"
+    wait_counts(page, lambda rows: rows[0][0] == "coins.png")  # counts follow the preview
 
 
 def test_reload_and_a_new_tab_bring_back_boxes_and_classes(browser, studio_app, coins_copy,
