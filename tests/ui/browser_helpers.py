@@ -49,7 +49,7 @@ def wait_preview_change(page, old: str, timeout: float = 30.0) -> str:
 def wait_ready(page, timeout: float = 60_000) -> None:
     """All images embedded and a preview picture shown."""
     page.wait_for_function(
-        "() => document.querySelector('#status').innerText.includes('all embedded')"
+        "() => (document.querySelector('#status')?.innerText || '').includes('all embedded')"
         " && document.querySelectorAll('#preview img').length > 0"
         " && !document.querySelector('#preview').innerText.includes('embedding…')",
         timeout=timeout)
