@@ -244,16 +244,16 @@ class ReviewHandlers(Area):
                 return {}
             st, item, rec = shown
             boxes = L.parse_annotator_payload_boxes((payload or {}).get("boxes") or [])
+            if same_boxes(boxes, st.boxes):
+                # the value the server set, echoed back (maybe late, after the labels changed
+                # on the server, e.g. "Accept all"): no edit of the person's, nothing to store
+                return {}
             before = list(rec.labels) if rec else []
             labels = R.boxes_to_labels(boxes, st.proposals, s.project.classes, item.size,
                                        before)
-            moved = not same_boxes(boxes, st.boxes)
             st.boxes = boxes
-            if rec is not None and labels == before:
-                if not moved:
-                    return {}  # e.g. the value the server just set, echoed back
-                if rec.status != "not_reviewed":  # a detection rejected: same labels
-                    return {self.c.review_info: self.info(s, item)}
+            if rec is not None and labels == before and rec.status != "not_reviewed":
+                return {self.c.review_info: self.info(s, item)}  # a detection rejected
             self._set_labels(s, item, labels)
             return self._after_labels(s, item)
 
