@@ -16,7 +16,6 @@ from PIL import Image
 from spies import SpyPredictor
 
 from ui import labels as L
-from ui.session import ImageItem
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "images"
 SETTINGS = (0.5, 0.3, 300, "reference", False)  # confidence, NMS IoU, max, mode, show examples
@@ -336,9 +335,8 @@ def test_the_placeholder_class_goes_once_a_real_class_is_named_unless_boxes_use_
     # a box drawn with the placeholder keeps it, through an add and a rename
     p.classes[:] = ["object"]
     p.active_class = "object"
-    (path,) = _copies(tmp_path, "coins.png")
-    p.examples.append(ImageItem(path=path, name="coins.png", size=(200, 100),
-                                boxes=[dict(COIN)]))
+    studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)  # a real image
+    p.examples[0].boxes = [dict(COIN)]
     studio.classes.on_add_class("cup", request)
     assert p.classes == ["object", "cup"]
     studio.classes.on_rename_class("cup", "mug", request)
