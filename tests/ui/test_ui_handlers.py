@@ -362,7 +362,8 @@ def test_the_match_threshold_slider_applies_to_the_predictor_is_saved_and_named_
     above = round(iou + 0.05, 2)
     out = studio.preview.on_match_threshold(above, *SETTINGS, request)
     assert s.predictor.match_threshold == above and not s.report.boxes[0].matched
-    assert f"Lower **Match threshold** (now {above:.2f})" in out[studio.c.diag_warning]
+    assert (f"Lower **Match threshold** (now {above:.2f}; under **Preview options**"
+            in out[studio.c.diag_warning])
     assert "--match-threshold" not in out[studio.c.diag_warning]
     # another slider's event keeps it; a value out of range changes nothing
     studio.preview.on_settings(0.4, 0.3, 300, "reference", False, request)

@@ -279,8 +279,9 @@ class PreviewHandlers(Area):
             many = len(warnings) > 1
             text = (f"⚠ **{len(warnings)} box{'es' if many else ''} matched no predicted box "
                     f"and {'are' if many else 'is'} ignored.** Lower **Match threshold** "
-                    f"(now {s.predictor.match_threshold:.2f}) or redraw the box tighter around "
-                    "the object:\n\n" + "\n".join(f"- {w}" for w in warnings))
+                    f"(now {s.predictor.match_threshold:.2f}; under **Preview options**, below "
+                    "the preview) or redraw the box tighter around the object:\n\n"
+                    + "\n".join(f"- {w}" for w in warnings))
         elif len(rows) == 1:
             text = "✓ The box snapped to a predicted box."
         elif rows:
