@@ -501,6 +501,10 @@ def _save(session: Session) -> None:
         log.exception("saving project %s failed", session.project_id)
 
 
+#: Seconds a tab opening a project waits for another tab on it to finish its event and save.
+FLUSH_WAIT_S = 5.0
+
+
 class SessionStore:
     """Sessions by tab id, at most `max_sessions` (least recently used dropped first, after
     saving), and the project each tab has open.
@@ -609,6 +613,7 @@ class SessionStore:
     def _open_into(self, session: Session, project_id: str | None) -> None:
         core = None
         if project_id:
+            self._flush_others(session, project_id)
             try:
                 if self.projects.exists(project_id):
                     core = self.projects.open(project_id)
@@ -622,6 +627,21 @@ class SessionStore:
             self._tabs.move_to_end(session.id)
             while len(self._tabs) > MAX_REMEMBERED_TABS:
                 self._tabs.popitem(last=False)
+
+    def _flush_others(self, session: Session, project_id: str) -> None:
+        """Write the pending change of any other live tab on `project_id` before `session`
+        reads it from disk: after a reload the old tab's last change (made a moment ago, its
+        save still due) must be in what the new tab opens. A tab busy for longer than
+        `FLUSH_WAIT_S` is left to its own save (never a deadlock)."""
+        with self._lock:
+            others = [o for o in self._sessions.values()
+                      if o is not session and o.core is not None and o.project_id == project_id]
+        for other in others:
+            if other.lock.acquire(timeout=FLUSH_WAIT_S):
+                try:
+                    self.saver.flush(other)
+                finally:
+                    other.lock.release()
 
     def peek(self, session_id: str) -> Session | None:
         """The live session of a tab, without creating or reopening one."""

@@ -62,20 +62,22 @@ def upload(page, button: str, *paths: Path) -> None:
     chooser.value.set_files([str(p) for p in paths])
 
 
-def image_origin(page, natural_width: int) -> tuple[float, float, float]:
-    """Page position of the annotator image's top-left pixel, and page pixels per image pixel
-    (the component centres an image narrower than the canvas and shrinks a wider one)."""
-    canvas = page.locator("#annotator canvas")
+def image_origin(page, natural_width: int, root: str = "#annotator") -> tuple[float, float, float]:
+    """Page position of the top-left image pixel of the annotator `root` (``#annotator`` or
+    ``#review-annotator``), and page pixels per image pixel (the component centres an image
+    narrower than the canvas and shrinks a wider one)."""
+    canvas = page.locator(f"{root} canvas")
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     scale = min(1.0, box["width"] / natural_width)
     return box["x"] + (box["width"] - natural_width * scale) / 2, box["y"], scale
 
 
-def draw_box(page, xyxy, natural_width: int = COINS_WIDTH) -> None:
-    """Drag a box with the mouse over image pixels `xyxy` in box-creation mode."""
-    page.locator("#annotator button[aria-label='Create box']").click()
-    ox, oy, scale = image_origin(page, natural_width)
+def draw_box(page, xyxy, natural_width: int = COINS_WIDTH, root: str = "#annotator") -> None:
+    """Drag a box with the mouse over image pixels `xyxy` of the annotator `root`, in
+    box-creation mode."""
+    page.locator(f"{root} button[aria-label='Create box']").click()
+    ox, oy, scale = image_origin(page, natural_width, root)
     x0, y0, x1, y1 = (v * scale for v in xyxy)
     page.mouse.move(ox + x0, oy + y0)
     page.mouse.down()

@@ -10,6 +10,8 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,25 +56,56 @@ def tiny_model(tiny_model_dir):
     return load_model(str(tiny_model_dir), device="cpu")
 
 
+@contextmanager
+def serve(demo) -> Iterator[str]:
+    """Run a studio app (from `ui.build_demo`) in-process on a free local port; yields its URL.
+    The server and the studio (sessions, scratch files) are closed afterwards."""
+    from ui import launch_kwargs
+
+    demo.queue(default_concurrency_limit=4)
+    try:
+        demo.launch(**launch_kwargs(prevent_thread_lock=True, server_name="127.0.0.1",
+                                    server_port=free_port(), quiet=True))
+        yield demo.local_url.rstrip("/")
+    finally:
+        demo.close()
+        demo.studio.close()
+
+
+@contextmanager
+def open_tab(browser, url: str, viewport: dict | None = None, *, downloads: bool = False,
+             ready: bool = True) -> Iterator:
+    """A fresh browser tab (its own Gradio session) on `url`; with `ready`, once the page's
+    load event and first refresh are done. The test fails on any JavaScript error on the page."""
+    context = browser.new_context(viewport=viewport or {"width": 1600, "height": 1200},
+                                  accept_downloads=downloads)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(url)
+        if ready:
+            page.wait_for_selector("#annotator")
+            page.wait_for_function(DOWNLOADS_READY)
+        yield page
+        assert not errors, f"JavaScript errors on the page: {errors}"
+    finally:
+        context.close()
+
+
 @pytest.fixture(scope="session")
 def studio_app(tiny_model, tmp_path_factory):
     """(url, demo) of the studio on the tiny random model, as `python app.py --random-weights
     tiny` would run it."""
-    from ui import StudioConfig, build_demo, launch_kwargs
+    from ui import StudioConfig, build_demo
 
     config = StudioConfig(random_preset="tiny", max_sessions=6,
                           work_dir=str(tmp_path_factory.mktemp("studio")),
                           projects_dir=str(tmp_path_factory.mktemp("projects")),
                           cache_bytes=512 * 2**20)
     demo = build_demo(tiny_model, config)
-    demo.queue(default_concurrency_limit=4)
-    try:
-        demo.launch(**launch_kwargs(prevent_thread_lock=True, server_name="127.0.0.1",
-                                    server_port=free_port(), quiet=True))
-        yield demo.local_url.rstrip("/"), demo
-    finally:
-        demo.close()
-        demo.studio.close()
+    with serve(demo) as url:
+        yield url, demo
 
 
 @pytest.fixture(scope="session")
@@ -94,20 +127,8 @@ def browser():
 @pytest.fixture()
 def page(browser, studio_app, tmp_path):
     """A fresh browser session on the studio (own Gradio session, downloads allowed)."""
-    context = browser.new_context(viewport={"width": 1600, "height": 1200},
-                                  accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(studio_app[0])
-    page.wait_for_selector("#annotator")
-    # the load event made the session and the first refresh prepared the downloads
-    page.wait_for_function(DOWNLOADS_READY)
-    try:
+    with open_tab(browser, studio_app[0], downloads=True) as page:
         yield page
-        assert not errors, f"JavaScript errors on the page: {errors}"
-    finally:
-        context.close()
 
 
 @pytest.fixture()

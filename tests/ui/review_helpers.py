@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from browser_helpers import image_origin
 from PIL import Image
 
 from owl_core import OwlPredictor
@@ -15,6 +16,7 @@ from owl_core.scoring import DetectionResult
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CHELSEA = ASSETS / "images" / "chelsea.png"
+REVIEW = "#review-annotator"
 CHELSEA_SIZE = (451, 300)
 #: The scripted detections on chelsea.png: (xyxy, class, score), best first.
 SCRIPT = [((20.0, 20.0, 120.0, 120.0), "coin", 0.95),
@@ -50,13 +52,8 @@ class ScriptedPredictor(OwlPredictor):
 
 
 def review_origin(page, natural_width: int) -> tuple[float, float, float]:
-    """Page position of the review annotator image's top-left pixel and page pixels per image
-    pixel (the component centres a narrower image and shrinks a wider one)."""
-    canvas = page.locator("#review-annotator canvas")
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    scale = min(1.0, box["width"] / natural_width)
-    return box["x"] + (box["width"] - natural_width * scale) / 2, box["y"], scale
+    """`browser_helpers.image_origin` of the review annotator."""
+    return image_origin(page, natural_width, REVIEW)
 
 
 def session_of(page, demo):

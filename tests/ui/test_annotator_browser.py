@@ -14,7 +14,7 @@ from pathlib import Path
 from browser_helpers import draw_box, image_origin, upload
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
-from review_helpers import review_origin, session_of
+from review_helpers import REVIEW, review_origin, session_of
 
 from ui import labels as L
 from ui.annotator_scripts import MAX_CANVAS_HEIGHT
@@ -123,14 +123,7 @@ def review_labels(page, demo, name: str, n: int) -> list:
 
 def review_drag(page, xyxy, natural_width: int) -> None:
     """Drag a new box over image pixels `xyxy` of the review annotator."""
-    page.locator("#review-annotator button[aria-label='Create box']").click()
-    ox, oy, scale = review_origin(page, natural_width)
-    x0, y0, x1, y1 = (v * scale for v in xyxy)
-    page.mouse.move(ox + x0, oy + y0)
-    page.mouse.down()
-    page.mouse.move(ox + (x0 + x1) / 2, oy + (y0 + y1) / 2, steps=6)
-    page.mouse.move(ox + x1, oy + y1, steps=6)
-    page.mouse.up()
+    draw_box(page, xyxy, natural_width, root=REVIEW)
 
 
 def assert_box_at(got, want, scale: float) -> None:

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from browser_helpers import ASSETS, wait_ready
-from conftest import DOWNLOADS_READY, free_port
+from conftest import open_tab, serve
 from playwright.sync_api import expect
 
 QUERIES = ("chelsea.png", "rocket.jpg")
@@ -18,7 +18,7 @@ QUERIES = ("chelsea.png", "rocket.jpg")
 def data_dir_app(tiny_model, tmp_path_factory):
     """(url, data folder) of the studio started as ``app.py --data-dir <folder>``; the folder
     holds photos/ with two bundled images, and a sibling folder outside it holds another."""
-    from ui import StudioConfig, build_demo, launch_kwargs
+    from ui import StudioConfig, build_demo
 
     root = tmp_path_factory.mktemp("served")
     data = root / "data"
@@ -30,25 +30,13 @@ def data_dir_app(tiny_model, tmp_path_factory):
     config = StudioConfig(random_preset="tiny", work_dir=str(root / "work"),
                           cache_bytes=256 * 2**20, data_dirs=(str(data),))
     demo = build_demo(tiny_model, config)
-    demo.queue(default_concurrency_limit=4)
-    try:
-        demo.launch(**launch_kwargs(prevent_thread_lock=True, server_name="127.0.0.1",
-                                    server_port=free_port(), quiet=True))
-        yield demo.local_url.rstrip("/"), data
-    finally:
-        demo.close()
-        demo.studio.close()
+    with serve(demo) as url:
+        yield url, data
 
 
 def test_typing_a_folder_fills_the_preview(browser, data_dir_app, artifacts):
     url, data = data_dir_app
-    context = browser.new_context(viewport={"width": 1600, "height": 1200})
-    errors: list[str] = []
-    try:
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(url)
-        page.wait_for_function(DOWNLOADS_READY)
+    with open_tab(browser, url) as page:
         box = page.get_by_role("textbox", name="Folder on the server")  # the hidden label
         expect(box).to_have_attribute("placeholder", f"Folder on the server, inside {data} "
                                       "(relative or absolute; \".\" = all of it)")
@@ -73,6 +61,3 @@ def test_typing_a_folder_fills_the_preview(browser, data_dir_app, artifacts):
         expect(page.locator(".toast-body").last).to_contain_text("not added again",
                                                                  timeout=30_000)
         expect(page.locator("#status")).to_contain_text("2 query image(s)")
-        assert not errors, f"JavaScript errors on the page: {errors}"
-    finally:
-        context.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from browser_helpers import wait_ready
-from conftest import DOWNLOADS_READY
+from conftest import open_tab
 from playwright.sync_api import expect
 
 WIDE = {"width": 1280, "height": 720}
@@ -21,18 +21,8 @@ TOP_IN_VIEW = 200
 @pytest.fixture()
 def small_page(browser, studio_app):
     """A fresh tab at 1280x720 (the page loads at that size; no errors on it)."""
-    context = browser.new_context(viewport=WIDE)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(studio_app[0])
-    page.wait_for_selector("#annotator")
-    page.wait_for_function(DOWNLOADS_READY)
-    try:
+    with open_tab(browser, studio_app[0], WIDE) as page:
         yield page
-        assert not errors, f"JavaScript errors on the page: {errors}"
-    finally:
-        context.close()
 
 
 def box_of(page, selector: str) -> dict:

@@ -19,6 +19,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from browser_helpers import COINS, WATCH_PREVIEW, draw_box, pick_label, wait_ready
+from conftest import open_tab
 from PIL import Image
 from review_helpers import session_of
 
@@ -137,21 +138,13 @@ def test_the_pager_moves_through_the_pages_and_stays_inside_them(counting_studio
 
 
 # ------------------------------------------------------------------ real browser
-def _open_in_browser(browser, url: str, project_id: str):
-    context = browser.new_context(viewport={"width": 1600, "height": 1200})
-    page = context.new_page()
-    page.goto(f"{url}/?project={project_id}")
-    wait_ready(page, timeout=600_000)
-    return context, page
-
-
 @pytest.mark.parametrize("queries", [10, 300])
 def test_an_edit_is_answered_with_many_query_images_and_its_latency_is_reported(
         browser, studio_app, tmp_path, artifacts, queries):
     url, demo = studio_app
     pid = make_project(demo.studio.projects, tmp_path / "q", queries, boxes=False)
-    context, page = _open_in_browser(browser, url, pid)
-    try:
+    with open_tab(browser, f"{url}/?project={pid}", ready=False) as page:
+        wait_ready(page, timeout=600_000)
         expect_pager = pager_text(0, min(queries, PREVIEW_PAGE_SIZE), queries)
         page.wait_for_function("(t) => document.querySelector('#preview-page').innerText"
                                ".includes(t)", arg=expect_pager)
@@ -191,5 +184,3 @@ def test_an_edit_is_answered_with_many_query_images_and_its_latency_is_reported(
         data[str(queries)] = round(latency, 1)
         record.write_text(json.dumps(data, indent=1))
         print(f"\nmouse-up -> new preview with {queries} query images: {latency:.0f} ms")
-    finally:
-        context.close()

@@ -13,12 +13,13 @@ import time
 import zipfile
 
 import pytest
-from browser_helpers import table_header, upload, wait_ready, wait_rows
-from conftest import DOWNLOADS_READY, free_port
+from browser_helpers import draw_box, table_header, upload, wait_ready, wait_rows
+from conftest import open_tab, serve
 from playwright.sync_api import expect
 from review_helpers import (
     CHELSEA,
     CHELSEA_SIZE,
+    REVIEW,
     SCRIPT,
     ScriptedPredictor,
     review_origin,
@@ -31,37 +32,21 @@ from owl_core.project import load_project
 @pytest.fixture(scope="module")
 def scripted_app(tiny_model, tmp_path_factory):
     """(url, demo) of the studio whose predictors script the detections on chelsea.png."""
-    from ui import Studio, StudioConfig, build_demo, launch_kwargs
+    from ui import Studio, StudioConfig, build_demo
 
     config = StudioConfig(random_preset="tiny", work_dir=str(tmp_path_factory.mktemp("rs")),
                           projects_dir=str(tmp_path_factory.mktemp("rp")),
                           cache_bytes=256 * 2**20)
     demo = build_demo(tiny_model, config, studio=Studio(
         tiny_model, config, make_predictor=lambda: ScriptedPredictor(tiny_model)))
-    demo.queue(default_concurrency_limit=4)
-    try:
-        demo.launch(**launch_kwargs(prevent_thread_lock=True, server_name="127.0.0.1",
-                                    server_port=free_port(), quiet=True))
-        yield demo.local_url.rstrip("/"), demo
-    finally:
-        demo.close()
-        demo.studio.close()
+    with serve(demo) as url:
+        yield url, demo
 
 
 @pytest.fixture()
 def rpage(browser, scripted_app):
-    context = browser.new_context(viewport={"width": 1600, "height": 1200},
-                                  accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(scripted_app[0])
-    page.wait_for_function(DOWNLOADS_READY)
-    try:
+    with open_tab(browser, scripted_app[0], downloads=True) as page:
         yield page
-        assert not errors, f"JavaScript errors on the page: {errors}"
-    finally:
-        context.close()
 
 
 def open_chelsea_for_review(page) -> None:
@@ -114,14 +99,7 @@ def review_click(page, x: float, y: float, double: bool = False) -> None:
 
 
 def review_draw(page, xyxy) -> None:
-    page.locator("#review-annotator button[aria-label='Create box']").click()
-    ox, oy, scale = review_origin(page, CHELSEA_SIZE[0])
-    x0, y0, x1, y1 = (v * scale for v in xyxy)
-    page.mouse.move(ox + x0, oy + y0)
-    page.mouse.down()
-    page.mouse.move(ox + (x0 + x1) / 2, oy + (y0 + y1) / 2, steps=6)
-    page.mouse.move(ox + x1, oy + y1, steps=6)
-    page.mouse.up()
+    draw_box(page, xyxy, CHELSEA_SIZE[0], root=REVIEW)
 
 
 def wait_labels(session, image_name: str, n: int, timeout: float = 30.0) -> list:

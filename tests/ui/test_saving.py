@@ -216,3 +216,20 @@ def test_leaving_the_session_lock_schedules_a_save_but_the_savers_own_hold_does_
     assert lock.acquire(timeout=1)
     lock.release()
     assert calls == ["released", "released"]
+
+
+def test_a_reloaded_tab_opens_the_change_its_old_tab_made_a_moment_ago(studio, tmp_path):
+    """A reload is a new tab on the same project, opened while the old tab's last change still
+    waits for its save: the new tab must read that change, not the file from before it."""
+    old = gr.Request(session_hash="before-reload")
+    studio.on_load(None, old)
+    s = studio.session(old)
+    pid = s.project_id
+    studio.store.saver.flush(s)
+    studio.store.saver.delay = studio.store.saver.max_wait = 3600.0  # no save of its own
+    studio.project.on_project_name("Coins, reloaded", old)
+    assert load_project(s.core.folder).name != "Coins, reloaded"  # not written yet
+    new = gr.Request(session_hash="after-reload")
+    new.query_params = {"project": pid}
+    studio.on_load(None, new)
+    assert studio.session(new).project.name == "Coins, reloaded"

@@ -181,9 +181,11 @@ def test_several_examples_queries_and_class_edits(page, artifacts, studio_app):
     draw_box(page, (150, 40, 320, 260), natural_width=451)
     pick_label(page, "cat")
     wait_rows(page, "#diag-table", lambda rows: len(rows) == 1 and rows[0][2] == "cat")
+    shown = page.evaluate("() => document.getElementById('annotator').dataset.owlFitImage")
     page.locator("#examples-gallery button.thumbnail-item").nth(1).click()
     page.wait_for_function(  # the annotator now shows the 384 px wide coins photo
-        "() => document.querySelector('#diag-warning').innerText.length > 0")
+        "(before) => document.getElementById('annotator').dataset.owlFitImage !== before",
+        arg=shown)
     page.wait_for_timeout(500)
     draw_box(page, (131, 28, 180, 74))
     pick_label(page, "NOT cat")
