@@ -6,6 +6,10 @@ diagnostics, recomputed from cached embeddings after every edit.
 
 * nothing at all when nothing it shows depends on changed (the key: training data, classes,
   images and their hashes, settings);
+* only the images on the preview's page (`PREVIEW_PAGE_SIZE`) are detected, drawn and sent,
+  so an edit costs the same whatever the project holds; the per-class counts of every query
+  image follow in their own event (`on_counts`), and detections are kept per prompt
+  (`prepare`), so nothing is detected twice;
 * only embedded images take part: an example still being embedded waits (its boxes are listed
   as waiting), so an edit never runs the vision tower;
 * each picture is drawn and encoded only when its detections changed (`PictureCache`), as a
@@ -389,7 +393,7 @@ class PreviewHandlers(Area):
                             show_examples, request)
 
     def on_preview_select(self, evt: gr.SelectData, request: gr.Request) -> None:
-        """Remember the clicked preview image (for "Correct" and "Remove")."""
+        """Remember the clicked preview image (for "Remove selected query")."""
         s = self.session(request)
         s.selected_preview = int(evt.index or 0)
 
