@@ -121,15 +121,22 @@ def table_header(page, selector: str) -> list[str]:
              th => th.getAttribute('title'))""", selector)
 
 
-def wait_rows(page, selector: str, predicate, timeout: float = 30.0) -> list[list[str]]:
+def poll(read, accept, what: str, timeout: float = 30.0, interval: float = 0.05):
+    """`read()` once `accept` holds for it (the server answers the page asynchronously);
+    AssertionError naming `what` and the last value after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = table_rows(page, selector)
-        if rows and predicate(rows):
-            return rows
+        value = read()
+        if accept(value):
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{selector}: rows never satisfied the check; last: {rows}")
-        page.wait_for_timeout(100)
+            raise AssertionError(f"{what}: never happened; last seen {value!r}")
+        time.sleep(interval)
+
+
+def wait_rows(page, selector: str, predicate, timeout: float = 30.0) -> list[list[str]]:
+    return poll(lambda: table_rows(page, selector), lambda rows: bool(rows) and predicate(rows),
+                f"{selector}: rows satisfying the check", timeout, 0.1)
 
 
 def open_accordion(page, elem_id: str) -> None:
@@ -147,14 +154,9 @@ def open_accordion(page, elem_id: str) -> None:
 def wait_header(page, selector: str, predicate, timeout: float = 30.0) -> list[str]:
     """The column titles of a gr.Dataframe once `predicate(titles)` holds (the per-class counts
     follow the preview in their own event, a moment after it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        header = table_header(page, selector)
-        if header and predicate(header):
-            return header
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{selector}: header never satisfied the check; last: {header}")
-        page.wait_for_timeout(100)
+    return poll(lambda: table_header(page, selector),
+                lambda header: bool(header) and predicate(header),
+                f"{selector}: a header satisfying the check", timeout, 0.1)
 
 
 def wait_counts(page, predicate=lambda rows: True, timeout: float = 30.0) -> list[list[str]]:

@@ -8,10 +8,9 @@ annotator_review_tall_image.png."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from browser_helpers import draw_box, image_origin, upload
+from browser_helpers import draw_box, image_origin, poll, upload
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 from review_helpers import REVIEW, review_origin, session_of
@@ -35,18 +34,6 @@ def picture(folder: Path, name: str, size: tuple[int, int]) -> Path:
     path = folder / name
     img.save(path)
     return path
-
-
-def poll(read, accept, what: str, timeout: float = 30.0):
-    """`read()` once `accept` holds for it (the server answers the page asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: never happened; last seen {value!r}")
-        time.sleep(0.05)
 
 
 def add_classes(page, *names: str) -> None:

@@ -8,7 +8,16 @@ import contextlib
 import time
 import zipfile
 
-from browser_helpers import COINS, draw_box, pick_label, upload, wait_counts, wait_ready, wait_rows
+from browser_helpers import (
+    COINS,
+    draw_box,
+    pick_label,
+    poll,
+    upload,
+    wait_counts,
+    wait_ready,
+    wait_rows,
+)
 from conftest import DOWNLOADS_READY, free_port
 from playwright.sync_api import expect
 
@@ -75,14 +84,6 @@ def saved_prompts(studio, pid: str, timeout: float = 10.0) -> list:
         time.sleep(0.1)
 
 
-def wait_server(check, what: str, timeout: float = 30.0) -> None:
-    """Wait until `check()` holds on the server (the page's events are answered async)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: never happened"
-        time.sleep(0.05)
-
-
 def assert_coin_project(page) -> None:
     """The page shows the labelled project: class, example, query, the drawn box."""
     expect(page.locator("#legend")).to_contain_text("NOT coin")
@@ -104,9 +105,9 @@ def test_reload_and_a_new_tab_bring_back_boxes_and_classes(browser, studio_app, 
         page.press("#project-name textarea, #project-name input", "Enter")
         assert len(saved_prompts(demo.studio, pid)) == 1
         # the rename reached the server (a reload before that would cancel the event itself)
-        wait_server(lambda: any(s.project.name == "Coins, reloaded"
-                                for s in demo.studio.store.live() if s.project_id == pid),
-                    "the rename reached the server")
+        poll(lambda: any(s.project.name == "Coins, reloaded"
+                         for s in demo.studio.store.live() if s.project_id == pid),
+             bool, "the rename reached the server")
         page.screenshot(path=str(artifacts / "20_project_bar.png"), full_page=False)
 
         page.reload()
