@@ -78,7 +78,7 @@ def engine_errors(fn: Callable) -> Callable:
             log.exception("%s failed", fn.__name__)
             raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}); the "
                            "details are in its log.") from exc
-        finally:  # whatever the handler changed is saved shortly (see ui.session.Saver)
+        finally:  # a failed save is reported (saving itself: ui.session.SessionLock)
             area = args[0] if args else None
             request = next((a for a in (*args, *kwargs.values())
                             if isinstance(a, gr.Request)), None)

@@ -159,10 +159,10 @@ class Studio:
         return self.store.get(tab_id(request))
 
     def touched(self, request: gr.Request | None) -> None:
-        """An event changed (or may have changed) the tab's project: save it shortly."""
+        """After an event: tell the person once about a save that failed. (The save itself
+        was scheduled when the event left the session lock: `ui.session.SessionLock`.)"""
         s = self.store.peek(tab_id(request))
         if s is not None:
-            self.store.saver.touch(s)
             if s.save_error and s.save_error != s.warned:
                 s.warned = s.save_error  # say it once per problem, not on every event
                 gr.Warning(f"Not saved: {s.save_error}")
