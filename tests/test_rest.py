@@ -272,6 +272,60 @@ def test_numpy_images_are_read_as_bgr_data_only(client, images, tmp_path):
     assert not marker.exists()
 
 
+class _Unfilled:
+    """Pickles as numpy's array constructor without the state step that carries the pixels."""
+
+    def __init__(self, factory, *args):
+        self.factory, self.args = factory, args
+
+    def __reduce__(self):
+        return (self.factory, self.args)
+
+
+@pytest.mark.parametrize("payload", [
+    # _reconstruct(ndarray, shape, dtype) and no state step: memory nobody wrote
+    _Unfilled(np._core.multiarray._reconstruct, np.ndarray, (960, 960, 3), b"B"),
+    # ndarray(shape, dtype) called directly: also unwritten memory
+    _Unfilled(np.ndarray, (960, 960, 3), "B"),
+], ids=["reconstruct-without-state", "ndarray-call"])
+def test_numpy_array_without_its_bytes_is_refused_and_nothing_is_sent_back(client, images,
+                                                                            payload):
+    raw = pickle.dumps(payload, protocol=4)
+    assert len(raw) < 200  # a few bytes that declare 2.7 MB of pixels
+    body = {**_reference_requests(images)["single_positive"], "visualize_predictions": True,
+            "image": {"type": "numpy", "value": base64.b64encode(raw).decode()}}
+    response = client.post("/owlv2/infer", json=body)
+    assert 400 <= response.status_code < 500
+    assert "visualization" not in response.text and len(response.content) < 2000
+
+
+def test_numpy_array_whose_bytes_do_not_match_its_shape_is_refused(client, images):
+    state = (1, (960, 960, 3), np.dtype("u1"), False, b"\x01" * 12)
+
+    class Short:
+        def __reduce__(self):
+            return (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), state)
+
+    body = {**_reference_requests(images)["single_positive"], "visualize_predictions": True,
+            "image": {"type": "numpy", "value": base64.b64encode(pickle.dumps(Short())).decode()}}
+    response = client.post("/owlv2/infer", json=body)
+    assert 400 <= response.status_code < 500 and "numpy" in response.json()["message"]
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_numpy_pictures_sent_back_come_only_from_the_request_bytes(client, images, protocol):
+    black = np.zeros((96, 128, 3), np.uint8)  # every pixel the request carries is 0
+    body = {**_reference_requests(images)["single_positive"], "visualize_predictions": True,
+            "confidence": 1.0,  # nothing drawn over it
+            "image": {"type": "numpy",
+                      "value": base64.b64encode(pickle.dumps(black, protocol=protocol)).decode()}}
+    response = client.post("/owlv2/infer", json=body)
+    assert response.status_code == 200, response.text
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+        response.json()["visualization"]))).convert("RGB"))
+    assert picture.shape == (96, 128, 3) and int(picture.max()) <= 8  # JPEG noise at most
+
+
 def test_body_over_the_limit_is_refused_with_413(client, images, monkeypatch):
     monkeypatch.setenv("OWL_MAX_REQUEST_BYTES", "20000")
     body = _reference_requests(images)["single_positive"]  # > 20 kB of base64

@@ -96,6 +96,11 @@ def load_numpy(text: str, label: str) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 -- malformed pickles raise any type
         raise ImageError(f"{label}: type 'numpy' could not be read as a pickled numpy array "
                          f"({type(exc).__name__}). Use type 'base64' with a PNG/JPEG.") from None
+    if isinstance(array, _ArrayState):
+        if array.array is None:
+            raise ImageError(f"{label}: the pickled numpy array carries no pixel data (its "
+                             "state step is missing); send the array as pickle.dumps(arr).")
+        array = array.array
     if not isinstance(array, np.ndarray):
         raise ImageError(f"{label}: type 'numpy' must hold a numpy array, got "
                          f"{type(array).__name__}.")
@@ -108,19 +113,69 @@ class _RefusedGlobal(Exception):
     pass
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and nothing else (globals on an allow-list)."""
+class _ArrayState:
+    """Stands in for ``ndarray`` while unpickling: it holds pixels only from the pickle's bytes.
 
-    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+    numpy pickles an array as ``_reconstruct(ndarray, shape, dtype)`` followed by a state step
+    ``(version, shape, dtype, is_fortran, rawdata)``. Building the real ndarray at the first
+    step would hand out memory nobody wrote (a pickle may skip the state step); this object
+    only becomes an array in `__setstate__`, from `rawdata` of exactly the declared size.
+    """
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise ValueError("array state must be (version, shape, dtype, is_fortran, data)")
+        _version, shape, dtype, is_fortran, rawdata = state
+        if not isinstance(dtype, np.dtype) or dtype.hasobject:
+            raise ValueError("array dtype must be a plain numeric dtype")
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise ValueError("array shape must be a tuple of non-negative ints")
+        if not isinstance(rawdata, (bytes, bytearray)):
+            raise ValueError("array data must be bytes")
+        if len(rawdata) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise ValueError("array data does not match its shape")
+        flat = np.frombuffer(bytes(rawdata), dtype=dtype)
+        self.array = flat.reshape(shape, order="F" if is_fortran else "C").copy()
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayState:
+    if subtype is not _ArrayState:
+        raise ValueError("only plain numpy arrays are accepted")
+    return _ArrayState()
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """Protocol 5's contiguous form: the pixels are the pickle's own (in-band) bytes."""
+    if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, np.dtype) \
+            or dtype.hasobject:
+        raise ValueError("array buffer must be bytes of a plain numeric dtype")
+    return np.frombuffer(bytes(buffer), dtype=dtype).reshape(shape, order=order).copy()
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else (globals on an allow-list).
+
+    ``ndarray`` itself is never handed to the pickle: it could be called to allocate an array
+    of any shape without filling it. Arrays are built only by `_ArrayState` / `_frombuffer`,
+    from bytes the request carried.
+    """
+
+    _ALLOWED: ClassVar[dict[tuple[str, str], Any]] = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+        ("numpy", "ndarray"): _ArrayState,
+        ("numpy", "dtype"): np.dtype,
     }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise _RefusedGlobal(f"{module}.{name}")
-        return super().find_class(module, name)
+        return self._ALLOWED[(module, name)]
 
 
 def fetch_url(url: str, policy: UrlPolicy, label: str,
