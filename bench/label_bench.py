@@ -45,15 +45,15 @@ for path in (ROOT, ROOT / "bench"):
 
 from owl_bench import _noisy_resize, ensure_model, load_average  # noqa: E402
 
-from owl_core.batch_scoring import score_batch  # noqa: E402
-from owl_core.embedding import ImageEmbeddings, compute_embeddings  # noqa: E402
-from owl_core.label import LabelConfig, LabelJob, default_dtype, inputs_from_paths  # noqa: E402
-from owl_core.label_io import write_outputs  # noqa: E402
-from owl_core.matching import Exemplars  # noqa: E402
-from owl_core.model_loading import load_model  # noqa: E402
+from owl_core.batch.job import LabelConfig, LabelJob, default_dtype, inputs_from_paths  # noqa: E402
+from owl_core.batch.outputs import write_outputs  # noqa: E402
+from owl_core.engine.batch_scoring import score_batch  # noqa: E402
+from owl_core.engine.embedding import ImageEmbeddings, compute_embeddings  # noqa: E402
+from owl_core.engine.embedding_store import EmbeddingStore  # noqa: E402
+from owl_core.engine.loading import load_model  # noqa: E402
+from owl_core.engine.matching import Exemplars  # noqa: E402
+from owl_core.engine.transforms import OwlTransform  # noqa: E402
 from owl_core.params import DetectParams  # noqa: E402
-from owl_core.store import EmbeddingStore  # noqa: E402
-from owl_core.transforms import OwlTransform  # noqa: E402
 
 ASSETS = ROOT / "assets" / "images"
 CACHE = Path.home() / ".cache" / "owl_studio" / "bench_models"

@@ -21,10 +21,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from owl_core.evaluate import evaluate, measure_project
-from owl_core.predictor import OwlPredictor
-from owl_core.project import Project
-from owl_core.random_model import make_random_model
+from owl_core.engine.predictor import OwlPredictor
+from owl_core.engine.random_model import make_random_model
+from owl_core.project.evaluate import evaluate, measure_project
+from owl_core.project.model import Project
 
 CLASSES = ["red", "blue"]
 COLOURS = [(220, 30, 30), (30, 30, 220)]

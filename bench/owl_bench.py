@@ -50,11 +50,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from owl_core.embedding import ImageEmbeddings
-from owl_core.model_loading import OwlModel, clear_registry, load_model
-from owl_core.predictor import OwlPredictor
-from owl_core.random_model import MARKER_FILE, make_random_model
-from owl_core.scoring import DEFAULT_CONFIDENCE, DEFAULT_IOU_THRESHOLD
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.loading import OwlModel, clear_registry, load_model
+from owl_core.engine.predictor import OwlPredictor
+from owl_core.engine.random_model import MARKER_FILE, make_random_model
+from owl_core.engine.scoring import DEFAULT_CONFIDENCE, DEFAULT_IOU_THRESHOLD
 
 ASSETS = ROOT / "assets" / "images"
 BUNDLED = ("astronaut.jpg", "chelsea.png", "coffee.png", "coins.png", "rocket.jpg")
@@ -442,8 +442,8 @@ class Bench:
         }
 
     def overhead_breakdown(self, images: list[Path]) -> dict[str, Any]:
-        from owl_core.cache import EmbeddingCache
-        from owl_core.embedding import compute_embeddings
+        from owl_core.engine.cache import EmbeddingCache
+        from owl_core.engine.embedding import compute_embeddings
         from owl_core.images import resolve_image
 
         pred = self.predictor
@@ -592,7 +592,7 @@ class Bench:
 
     # -------------------------------------------------------------------- 5. memory
     def bench_memory(self) -> None:
-        from owl_core.cache import EmbeddingCache
+        from owl_core.engine.cache import EmbeddingCache
 
         pred = self.predictor
         stats = pred.cache_stats()
@@ -752,8 +752,8 @@ class Bench:
             dim=-1)
         topk_overlap = len(set(main_emb.topk_index.tolist()) & set(other_emb.topk_index.tolist()))
         # exemplars: each drawn box of the warm-preview section, matched under each dtype
-        from owl_core.matching import match_boxes
-        from owl_core.training_data import parse_training_data
+        from owl_core.engine.matching import match_boxes
+        from owl_core.engine.training_data import parse_training_data
 
         drawn = parse_training_data([{"image": example, "boxes": self.example_boxes_3}])[0].boxes
         pairs = [(a[0], b[0]) for a, b in zip(match_boxes(main_emb, drawn),

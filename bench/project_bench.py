@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from owl_core.project import (  # noqa: E402
+from owl_core.project.model import (  # noqa: E402
     ImageRecord,
     Project,
     Prompt,

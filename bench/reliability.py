@@ -442,7 +442,7 @@ def _json_or_raise(response: httpx.Response) -> Any:
 
 
 def pt_class_names(path: Path) -> list[str]:
-    from owl_core.serialization import load_pt  # imported by main(), before any timing
+    from owl_core.engine.prompt_file import load_pt  # imported by main(), before any timing
 
     return list(load_pt(path).exemplars.class_names)
 
@@ -1228,7 +1228,7 @@ def _round(value: float | None) -> float | None:
 def machine() -> dict[str, Any]:
     import torch
 
-    import owl_core.serialization  # noqa: F401  (seconds to import: never inside a timing)
+    import owl_core.engine.prompt_file  # noqa: F401  (seconds to import: never inside a timing)
 
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,

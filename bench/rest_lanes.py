@@ -25,8 +25,8 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
-from owl_core.model_loading import load_model
-from owl_core.random_model import make_random_model
+from owl_core.engine.loading import load_model
+from owl_core.engine.random_model import make_random_model
 from owl_core.rest import RestConfig, WorkLimits, create_app
 
 

@@ -58,9 +58,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from owl_bench import ensure_model
 
+from owl_core.engine.predictor import OwlPredictor
+from owl_core.engine.scoring import in_image
 from owl_core.geometry import square_to_pixels_tensor
-from owl_core.predictor import OwlPredictor
-from owl_core.scoring import in_image
 
 IOU_MIN = 0.9
 CONF_TOL = 1e-3

@@ -1,5 +1,5 @@
-"""``python -m owl_core ...``: see `owl_core.cli`."""
+"""``python -m owl_core ...``: see `owl_core.cli.main`."""
 
-from owl_core.cli import main
+from owl_core.cli.main import main
 
 raise SystemExit(main())

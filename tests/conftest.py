@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from owl_core.model_loading import OwlModel, load_model
-from owl_core.random_model import make_random_model
+from owl_core.engine.loading import OwlModel, load_model
+from owl_core.engine.random_model import make_random_model
 
 
 @pytest.fixture(scope="session")

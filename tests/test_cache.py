@@ -1,4 +1,4 @@
-"""Tests for owl_core.cache: byte-bounded LRU tiers, disk tier safety, concurrency."""
+"""Tests for owl_core.engine.cache: byte-bounded LRU tiers, disk tier safety, concurrency."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from owl_core.cache import Cacheable, CacheStats, EmbeddingCache, check_key
+from owl_core.engine.cache import Cacheable, CacheStats, EmbeddingCache, check_key
 
 KIB = 1024
 

@@ -1,6 +1,6 @@
 """Tests for the command line (`python -m owl_core ...`) on the tiny random checkpoint.
 
-Most cases call `owl_core.cli.main` in-process (fast: the model is loaded once per process);
+Most cases call `owl_core.cli.main.main` in-process (fast: the model is loaded once per process);
 two run the real entry point in a subprocess.
 """
 
@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from owl_core.cli import main
-from owl_core.serialization import load_pt
+from owl_core.cli.main import main
+from owl_core.engine.prompt_file import load_pt
 
 REPO = Path(__file__).resolve().parents[1]
 # 128x96 images: the tiny model (256 px input, 8 px patches) sees each image pixel as 2x2 model
@@ -161,7 +161,7 @@ def project_dir(work, tmp_path_factory) -> Path:
     """A saved project: train.png with TRAIN_RECTS as prompts, other.png as its query image,
     settings confidence 0.9 and max_detections 1."""
     from owl_core.params import DetectParams
-    from owl_core.project import Project, Prompt, save_project
+    from owl_core.project.model import Project, Prompt, save_project
 
     folder = tmp_path_factory.mktemp("project") / "p"
     folder.mkdir()
@@ -204,7 +204,7 @@ def test_export_with_project(capsys, work, project_dir, tmp_path):
 
 
 def test_project_without_examples_is_an_error(capsys, work, tmp_path):
-    from owl_core.project import Project, save_project
+    from owl_core.project.model import Project, save_project
 
     save_project(Project(name="empty", classes=["red"]), tmp_path / "empty")
     code, out, err = run_main(capsys, "predict", "--model", work["model"], "--project",
@@ -214,7 +214,7 @@ def test_project_without_examples_is_an_error(capsys, work, tmp_path):
 
 
 def test_subcommand_hooks_are_collected(capsys):
-    from owl_core.cli import SUBCOMMAND_MODULES, build_parser
+    from owl_core.cli.main import SUBCOMMAND_MODULES, build_parser
 
     def add_hello(sub):
         p = sub.add_parser("hello", help="say hello")
@@ -224,14 +224,14 @@ def test_subcommand_hooks_are_collected(capsys):
     with pytest.raises(SystemExit):  # argparse: unknown without the hook
         main(["hello"])
     assert "invalid choice: 'hello'" in capsys.readouterr().err
-    from owl_core.cli import run
+    from owl_core.cli.main import run
 
     assert run(["hello"], extra=[add_hello]) == 0
     assert capsys.readouterr().out == "hello\n"
     helptext = build_parser(extra=[add_hello]).format_help()
     for command in ("hello", "predict", "export", "make-random-model"):
         assert command in helptext
-    assert "owl_core.random_model" in SUBCOMMAND_MODULES
+    assert "owl_core.engine.random_model" in SUBCOMMAND_MODULES
 
 
 def test_unmatched_box_is_a_warning(capsys, work, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for `owl_core.dataset_export`: COCO / YOLO / VOC exports of reviewed labels, read
+"""Tests for `owl_core.project.dataset_export`: COCO / YOLO / VOC exports of reviewed labels, read
 back with supervision; EXIF-rotated images written upright; bad requests refused cleanly."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 import supervision as sv
 from PIL import Image
 
-from owl_core.cli import main as cli_main
-from owl_core.dataset_export import export_dataset
+from owl_core.cli.main import main as cli_main
+from owl_core.engine.scoring import DetectionResult
 from owl_core.errors import ProjectError
-from owl_core.project import Project, save_project
-from owl_core.scoring import DetectionResult
+from owl_core.project.dataset_export import export_dataset
+from owl_core.project.model import Project, save_project
 
 CLASSES = ["red", "blue"]
 RED, BLUE, GREY = (220, 30, 30), (30, 30, 220), (200, 200, 200)

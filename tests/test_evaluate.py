@@ -1,4 +1,4 @@
-"""Tests for the quality meter (`owl_core.evaluate`): numbers against a hand computation,
+"""Tests for the quality meter (`owl_core.project.evaluate`): numbers against a hand computation,
 the suggested confidence, example images left out, bad input refused."""
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import supervision as sv
 from PIL import Image
 from supervision.metrics import AveragingMethod, F1Score, Precision, Recall
 
-from owl_core.cli import main as cli_main
+from owl_core.cli.main import main as cli_main
+from owl_core.engine.predictor import OwlPredictor
+from owl_core.engine.scoring import DetectionResult
 from owl_core.errors import ProjectError, SettingsError
-from owl_core.evaluate import evaluate, evaluate_project, measure_project, suggest_confidence
 from owl_core.params import DetectParams
-from owl_core.predictor import OwlPredictor
-from owl_core.project import Project, load_project, save_project
-from owl_core.scoring import DetectionResult
+from owl_core.project.evaluate import (
+    evaluate,
+    evaluate_project,
+    measure_project,
+    suggest_confidence,
+)
+from owl_core.project.model import Project, load_project, save_project
 
 CLASSES = ["cat", "dog"]
 CAT, DOG = 0, 1

@@ -20,10 +20,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from owl_core.engine.prompt_file import META_KEY, load_pt, parse_payload
+from owl_core.engine.training_data import parse_training_data
 from owl_core.errors import OwlError, PtFormatError, SettingsError, TrainingDataError
 from owl_core.params import DetectParams
-from owl_core.serialization import META_KEY, load_pt, parse_payload
-from owl_core.training_data import parse_training_data
 
 FUZZ = settings(derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

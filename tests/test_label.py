@@ -1,6 +1,6 @@
 """`owl-studio label` on the tiny random checkpoint and a folder of generated images.
 
-Most cases call `owl_core.label.main` in-process (the model is loaded once per process); the
+Most cases call `owl_core.batch.job.main` in-process (the model is loaded once per process); the
 resume cases run the real entry point in a subprocess and stop it mid-run (SIGKILL, SIGINT).
 """
 
@@ -21,9 +21,9 @@ import supervision as sv
 import torch
 from PIL import Image
 
+from owl_core.batch.job import LabelConfig, default_dtype, describe_error, list_inputs, main
+from owl_core.engine.predictor import OwlPredictor
 from owl_core.errors import LimitError, SettingsError
-from owl_core.label import LabelConfig, default_dtype, describe_error, list_inputs, main
-from owl_core.predictor import OwlPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 128, 96
@@ -229,7 +229,8 @@ def test_resume_after_a_stop_gives_the_same_files_as_an_uninterrupted_run(
             "--format", "coco", "--confidence", "0.95", "--flush-seconds", "0.02", "--annotated"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "owl_core.label", *args, str(tmp_path / "kd"),
+    proc = subprocess.Popen([sys.executable, "-m", "owl_core.batch.job", *args,
+                             str(tmp_path / "kd"),
                              "--out", str(out)], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / ".owl_label" / "journal.jsonl"
@@ -249,11 +250,11 @@ def test_resume_after_a_stop_gives_the_same_files_as_an_uninterrupted_run(
     done_before = len({e["path"] for e in lines if "hash" in e})  # a Ctrl-C may repeat a line
     assert 7 <= done_before < 48
 
-    import owl_core.embedding
+    import owl_core.engine.embedding
 
     towered = []  # images that go through the vision tower in the rerun
-    real = owl_core.embedding.compute_embeddings
-    monkeypatch.setattr(owl_core.embedding, "compute_embeddings",
+    real = owl_core.engine.embedding.compute_embeddings
+    monkeypatch.setattr(owl_core.engine.embedding, "compute_embeddings",
                         lambda owl, pixels, *a, **k: towered.append(len(pixels))
                         or real(owl, pixels, *a, **k))
     code = main([*args, str(tmp_path / "kd"), "--out", str(out)])
@@ -346,7 +347,7 @@ def test_training_data_and_project_sources_label_too(capsys, work, tmp_path):
 
 
 def test_owl_core_cli_runs_label_with_a_project_and_stores_in_it(capsys, work, tmp_path):
-    from owl_core.cli import main as cli_main
+    from owl_core.cli.main import main as cli_main
 
     project = tmp_path / "proj"
     project.mkdir()

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from owl_core import model_loading
-from owl_core.model_loading import (
+from owl_core.engine.loading import (
     DEFAULT_MODEL_ID,
     ModelLoadError,
     OwlModel,
@@ -25,7 +25,7 @@ from owl_core.model_loading import (
     resolve_autocast_dtype,
     resolve_device,
 )
-from owl_core.random_model import PRESETS, build_random_model
+from owl_core.engine.random_model import PRESETS, build_random_model
 
 REMEDIES = ["local folder", "HF_HUB_OFFLINE=1",
             "python -m owl_core make-random-model --preset base DIR", "--model DIR",
@@ -113,7 +113,7 @@ def test_geometry_is_read_from_the_checkpoint_not_hard_coded(tmp_path):
 
 def test_without_preprocessor_file_falls_back_to_vision_config_and_clip(tmp_path, caplog):
     folder = write_checkpoint(tmp_path / "bare", input_size=160, preprocessor=False)
-    with caplog.at_level(logging.WARNING, logger="owl_core.model_loading"):
+    with caplog.at_level(logging.WARNING, logger="owl_core.engine.loading"):
         owl = load_model(str(folder), device="cpu")
     assert owl.input_size == 160 and owl.grid_size == 10
     assert owl.image_mean == model_loading.CLIP_MEAN and owl.image_std == model_loading.CLIP_STD
@@ -219,7 +219,7 @@ def test_compile_failure_falls_back_to_eager(tiny_model_dir, tmp_path, monkeypat
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(torch, "compile", broken)
-    with caplog.at_level(logging.WARNING, logger="owl_core.model_loading"):
+    with caplog.at_level(logging.WARNING, logger="owl_core.engine.loading"):
         owl = load_model(str(folder), device="cpu", compile=True)
     assert owl.compiled is False and "no compiler here" in caplog.text
     assert owl.image_embedder(torch.zeros(1, 3, 256, 256))[0].shape == (1, 32, 32, 64)

@@ -89,7 +89,7 @@ def test_every_source_and_asset_file_is_installed(installed):
 INSTALLED_CHECKS = """
 import contextlib, io
 import owl_core, ui, ui.formats as f, ui.main as m
-from owl_core.project import load_project
+from owl_core.project.model import load_project
 from ui.cli import main
 print(ui.__file__); print(owl_core.__file__); print(f.ASSETS_DIR)
 print(len(f.bundled_images())); print(sorted(f.bundled_projects())); print(m.RANDOM_WEIGHTS_DIR)

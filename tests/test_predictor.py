@@ -10,10 +10,10 @@ from PIL import Image
 
 from owl_core import OwlPredictor, TrainingDataError
 from owl_core import predictor as predictor_module
-from owl_core.cache import EmbeddingCache
-from owl_core.embedding import ImageEmbeddings, compute_embeddings
+from owl_core.engine.cache import EmbeddingCache
+from owl_core.engine.embedding import ImageEmbeddings, compute_embeddings
+from owl_core.engine.prompt_file import load_pt
 from owl_core.images import ImageSource
-from owl_core.serialization import load_pt
 
 
 def scene(seed=0, size=(128, 96)):

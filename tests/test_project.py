@@ -1,5 +1,5 @@
-"""The project model (`owl_core.project`), its store and zips (`owl_core.project_io`), and
-folders opened as projects (`owl_core.project_import`). No model needed."""
+"""The project model (`owl_core.project.model`), its store and zips (`owl_core.project.library`),
+and folders opened as projects (`owl_core.project.folder_import`). No model needed."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ import pytest
 from PIL import Image
 
 from owl_core import limits
+from owl_core.engine.training_data import parse_training_data
 from owl_core.errors import ImageError, LimitError, ProjectError
 from owl_core.images import resolve_image
 from owl_core.params import DetectParams
-from owl_core.project import (
+from owl_core.project.library import ProjectLibrary, project_lock
+from owl_core.project.model import (
     BACKUP_FILE,
     PROJECT_FILE,
     Label,
@@ -29,8 +31,6 @@ from owl_core.project import (
     read_training_file,
     save_project,
 )
-from owl_core.project_io import ProjectStore, project_lock
-from owl_core.training_data import parse_training_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,8 @@ def make_png(path: Path, size=(64, 48), colour=(200, 30, 30)) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path) -> ProjectStore:
-    return ProjectStore(tmp_path / "projects")
+def store(tmp_path) -> ProjectLibrary:
+    return ProjectLibrary(tmp_path / "projects")
 
 
 @pytest.fixture
@@ -286,7 +286,7 @@ def test_failed_write_keeps_the_old_file(filled, monkeypatch):
 
 KILLED_WRITER = """
 import os, sys, time
-from owl_core.project import load_project, save_project
+from owl_core.project.model import load_project, save_project
 project = load_project(sys.argv[1])
 project.add_class("spoon")
 real_replace = os.replace
@@ -320,7 +320,7 @@ def test_writer_killed_mid_save_leaves_a_loadable_project_and_the_next_save_clea
 
 
 def test_an_edit_made_while_saving_is_not_undone(filled, monkeypatch):
-    import owl_core.project as module
+    import owl_core.project.model as module
 
     real = module._local
     edits = []
@@ -526,7 +526,7 @@ def test_folder_with_broken_labels_leaves_no_project(store, tmp_path):
 
 # ---------------------------------------------------------------------------- the CLI
 def test_project_subcommand_round_trip(tmp_path, capsys):
-    from owl_core.cli import main
+    from owl_core.cli.main import main
 
     photo_folder(tmp_path / "photos")
     root = ["project", "--projects-dir", str(tmp_path / "projects")]

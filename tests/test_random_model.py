@@ -11,7 +11,7 @@ import torch
 from torchvision.ops import box_convert, box_iou
 from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2Processor
 
-from owl_core.random_model import (
+from owl_core.engine.random_model import (
     MARKER_FILE,
     PRESETS,
     add_subcommand,

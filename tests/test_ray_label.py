@@ -12,7 +12,7 @@ import pytest
 import ray  # requirements-ray.txt (requirements-dev.txt includes it)
 from test_label import FLAGS, build_work, files
 
-from owl_core.label import main
+from owl_core.batch.job import main
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from owl_core.model_loading import OwlModel
+from owl_core.engine.loading import OwlModel
+from owl_core.engine.predictor import OwlPredictor
 from owl_core.params import DetectParams
-from owl_core.predictor import OwlPredictor
 from owl_core.rest import RestConfig, WorkLimits, create_app
 from owl_core.rest.work import BusyError, WorkScheduler, WorkSize
 
@@ -443,8 +443,8 @@ def test_uploaded_pt_embeddings_never_reach_other_requests(tiny_model, images, e
                                                            tmp_path, shared_cache):
     import torch
 
-    from owl_core.cache import EmbeddingCache
-    from owl_core.embedding import ImageEmbeddings
+    from owl_core.engine.cache import EmbeddingCache
+    from owl_core.engine.embedding import ImageEmbeddings
 
     payload = torch.load(exported_pt, weights_only=True)
     assert payload["image_embeds"], "the export must carry image embeddings for this test"

@@ -61,7 +61,7 @@ BODY = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def client(tiny_model_dir):
-    from owl_core.model_loading import load_model
+    from owl_core.engine.loading import load_model
 
     model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", compile=False)
     return TestClient(create_app(model, RestConfig()), raise_server_exceptions=False)

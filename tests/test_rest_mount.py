@@ -8,7 +8,7 @@ import io
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from owl_core.predictor import OwlPredictor
+from owl_core.engine.predictor import OwlPredictor
 from ui.main import build_server_app, parse_args
 
 

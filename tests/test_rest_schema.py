@@ -14,7 +14,7 @@ import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from owl_core.model_loading import load_model
+from owl_core.engine.loading import load_model
 from owl_core.rest import RestConfig, create_app
 
 

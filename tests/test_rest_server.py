@@ -50,7 +50,7 @@ def test_unloadable_weights_stop_the_start_with_a_message(tiny_model_dir, tmp_pa
 
 
 def test_serve_is_a_cli_subcommand_with_the_same_flags(tiny_model_dir, tmp_path):
-    from owl_core.cli import build_parser, run
+    from owl_core.cli.main import build_parser, run
 
     args = build_parser().parse_args(["serve", "--model", "m", "--port", "1234",
                                       "--allow-url-images"])

@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
-from owl_core.cache import EmbeddingCache
-from owl_core.cli import build_parser
-from owl_core.embedding import ImageEmbeddings
+from owl_core.cli.main import build_parser
+from owl_core.engine.cache import EmbeddingCache
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.matching import Exemplars
+from owl_core.engine.predictor import OwlPredictor
+from owl_core.engine.prompt_file import load_pt
+from owl_core.engine.scoring import class_similarities
+from owl_core.engine.transforms import OwlTransform
 from owl_core.errors import SettingsError
 from owl_core.geometry import square_to_pixels_tensor
-from owl_core.matching import Exemplars
-from owl_core.predictor import OwlPredictor
-from owl_core.scoring import class_similarities
-from owl_core.serialization import load_pt
-from owl_core.transforms import OwlTransform
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

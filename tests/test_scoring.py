@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from owl_core.embedding import ImageEmbeddings
-from owl_core.matching import Exemplars
-from owl_core.scoring import class_scores, detect, detect_many
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.matching import Exemplars
+from owl_core.engine.scoring import class_scores, detect, detect_many
 
 D = 8
 

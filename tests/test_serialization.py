@@ -1,5 +1,5 @@
-"""Tests for owl_core.serialization: the Roboflow-compatible `.pt` layout, round trips, refusal of
-hostile or malformed files, and atomic writes."""
+"""Tests for owl_core.engine.prompt_file: the Roboflow-compatible `.pt` layout, round trips,
+refusal of hostile or malformed files, and atomic writes."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from owl_core import serialization
-from owl_core.embedding import ImageEmbeddings
-from owl_core.errors import LimitError
-from owl_core.matching import Exemplars, ExemplarSource
-from owl_core.serialization import (
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.matching import Exemplars, ExemplarSource
+from owl_core.engine.prompt_file import (
     META_KEY,
     PtFormatError,
     build_payload,
@@ -27,6 +26,7 @@ from owl_core.serialization import (
     parse_payload,
     save_pt,
 )
+from owl_core.errors import LimitError
 
 D = 8  # embedding dim of the synthetic exemplars
 K = 5  # top-K rows of the synthetic image embeddings

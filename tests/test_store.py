@@ -1,4 +1,5 @@
-"""The embedding store (`owl_core.store`) and batched scoring from it (`owl_core.batch_scoring`).
+"""The embedding store (`owl_core.engine.embedding_store`) and batched scoring from it
+(`owl_core.engine.batch_scoring`).
 
 Generated embeddings (no model): unit-norm class embeddings, boxes in the padded square.
 """
@@ -11,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from owl_core.batch_scoring import score_batch
-from owl_core.embedding import ImageEmbeddings
+from owl_core.engine.batch_scoring import score_batch
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.embedding_store import EmbeddingStore, model_identity
+from owl_core.engine.matching import Exemplars
+from owl_core.engine.scoring import detect
 from owl_core.errors import SettingsError
-from owl_core.matching import Exemplars
 from owl_core.params import DetectParams
-from owl_core.scoring import detect
-from owl_core.store import EmbeddingStore, model_identity
 
 K, D = 40, 16
 

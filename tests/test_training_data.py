@@ -1,4 +1,4 @@
-"""Tests for owl_core.training_data: the reference schema and its error messages."""
+"""Tests for owl_core.engine.training_data: the reference schema and its error messages."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from owl_core.errors import LimitError
-from owl_core.training_data import (
+from owl_core.engine.training_data import (
     PromptBox,
     TrainingDataError,
     TrainingImage,
@@ -18,6 +17,7 @@ from owl_core.training_data import (
     parse_box,
     parse_training_data,
 )
+from owl_core.errors import LimitError
 
 BOX = {"x": 50, "y": 40, "w": 20, "h": 10, "cls": "coin", "negative": False}
 

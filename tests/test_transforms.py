@@ -1,5 +1,5 @@
-"""Tests for owl_core.transforms: agreement with transformers' Owlv2ImageProcessor, the padded
-area, the content geometry and the box conversions in both directions."""
+"""Tests for owl_core.engine.transforms: agreement with transformers' Owlv2ImageProcessor, the
+padded area, the content geometry and the box conversions in both directions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.ops import box_convert
 from transformers import Owlv2ImageProcessor
 
-from owl_core.transforms import DEFAULT_PAD_VALUE, OwlTransform
+from owl_core.engine.transforms import DEFAULT_PAD_VALUE, OwlTransform
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "app":  # everything after it belongs to the studio's own parser
         return run_app(argv[1:])
-    from owl_core.cli import main as core_main
+    from owl_core.cli.main import main as core_main
 
     return core_main(argv, prog=PROG, extra=[add_subcommand])
 

@@ -2,7 +2,7 @@
 server's ``--data-dir`` as query or example images (laid out by `build_data_dir_row`, wired by
 `wire_data_dir`; both called from `ui.layout`, and both do nothing without ``--data-dir``).
 The handlers are `ui.handlers.images.ImageHandlers.on_folder_queries` / ``on_folder_examples``;
-what may be read is decided by `owl_core.data_dir`."""
+what may be read is decided by `owl_core.project.data_dir`."""
 
 from __future__ import annotations
 

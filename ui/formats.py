@@ -1,5 +1,5 @@
 """Files in and out: the bundled example projects (read, like every project file, by
-`owl_core.project`), and detections as COCO / YOLO / Pascal VOC.
+`owl_core.project.model`), and detections as COCO / YOLO / Pascal VOC.
 
 Detection exports go through `supervision.DetectionDataset`, zipped with their images.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import supervision as sv
 
 from owl_core.errors import OwlError
-from owl_core.project import read_json
+from owl_core.project.model import read_json
 
 #: Sample photos and example projects: ui/assets/ when installed (pyproject.toml ships
 #: assets/ there), assets/ next to ui/ in a checkout.

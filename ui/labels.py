@@ -27,8 +27,8 @@ from owl_core.geometry import (  # noqa: F401 (re-exported)
     reference_to_xyxy,
     xyxy_to_reference,
 )
-from owl_core.project import Prompt
-from owl_core.project import validate_class_name as project_class_name
+from owl_core.project.model import Prompt
+from owl_core.project.model import validate_class_name as project_class_name
 
 NEGATIVE_PREFIX = "NOT "
 #: Negatives are red whatever their class, so they never look like a positive.

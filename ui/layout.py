@@ -26,8 +26,8 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from owl_core import limits
+from owl_core.engine.scoring import SCORE_MODES
 from owl_core.params import DEFAULT_MATCH_THRESHOLD
-from owl_core.scoring import SCORE_MODES
 from ui import labels as L
 from ui.data_dir import build_data_dir_row, wire_data_dir
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects

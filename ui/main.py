@@ -38,8 +38,8 @@ def positive_int(text: str) -> int:
 
 def data_folder(text: str) -> str:
     """A ``--data-dir``: an existing folder, resolved (refused at start, not at first use)."""
-    from owl_core.data_dir import data_roots
     from owl_core.errors import DataDirError
+    from owl_core.project.data_dir import data_roots
 
     try:
         return str(data_roots([text])[0])

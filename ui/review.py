@@ -1,5 +1,5 @@
 """Reviewing detections into labels: pure helpers between the review annotator and the
-project's reviewed labels (`owl_core.project.Label`).
+project's reviewed labels (`owl_core.project.model.Label`).
 
 The review annotator shows one image with two kinds of boxes:
 
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from owl_core.project import Label
+from owl_core.project.model import Label
 from ui import labels as L
 
 #: A box overlapping a detection this much is that detection (accepted or corrected).

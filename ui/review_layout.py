@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 from gradio_image_annotation import image_annotator
 
-from owl_core.dataset_export import DATASET_FORMATS
+from owl_core.project.dataset_export import DATASET_FORMATS
 from ui import image_list as IL
 from ui.annotator_scripts import install_annotator_scripts
 from ui.handlers.meter import METER_HEADERS

@@ -41,7 +41,7 @@ MIB = 1024 ** 2
 def default_projects_dir() -> Path:
     """Where projects are kept unless ``--projects-dir`` says otherwise: the same folder as the
     ``owl-studio project`` commands use (``$OWL_PROJECTS_DIR``, else the user's data folder)."""
-    from owl_core.project_cli import default_projects_dir as core_default
+    from owl_core.cli.project import default_projects_dir as core_default
 
     return core_default()
 
@@ -82,8 +82,8 @@ def shared_cache(device: Any, host_bytes: int, device_bytes: int = 0,
     """
     import torch
 
-    from owl_core.cache import EmbeddingCache
-    from owl_core.embedding import ImageEmbeddings
+    from owl_core.engine.cache import EmbeddingCache
+    from owl_core.engine.embedding import ImageEmbeddings
 
     device = torch.device(device)
     if device.type == "cpu":

@@ -1,13 +1,13 @@
 """Per-browser-tab state: the project being edited (on disk) and a predictor.
 
-A tab works on one project of the server's `ProjectStore` (``--projects-dir``): the images live
+A tab works on one project of the server's `ProjectLibrary` (``--projects-dir``): the images live
 in the project folder, and every change is saved there shortly after it happens (`Saver`:
-debounced, atomic writes by `owl_core.project.save_project`). The page's view of the project
+debounced, atomic writes by `owl_core.project.model.save_project`). The page's view of the project
 (`Project`: annotator boxes with their colours, the example shown, the class a new box gets)
 converts to the project model and back in `to_core` / `from_core`; the boxes themselves in
 `ui.labels.annotator_to_prompts` / `prompts_to_annotator`.
 
-Sessions live in a bounded `SessionStore` keyed by Gradio's ``session_hash``. The store also
+Sessions live in a bounded `TabSessions` keyed by Gradio's ``session_hash``. The store also
 remembers which project each tab has open (a much larger bound: ids only), so a session
 dropped to bound memory is opened again from disk on the tab's next event, never emptied; a
 reloaded page or a restarted server finds the project by the id in the URL or browser storage.
@@ -33,8 +33,8 @@ from typing import Any
 from owl_core.errors import OwlError, ProjectError
 from owl_core.geometry import xyxy_to_reference
 from owl_core.params import DetectParams
-from owl_core.project import IMAGES_DIR, ImageRecord, new_image_id
-from owl_core.project import Project as CoreProject
+from owl_core.project.model import IMAGES_DIR, ImageRecord, new_image_id
+from owl_core.project.model import Project as CoreProject
 from ui import labels as L
 from ui.drawing import PREVIEW_MAX_SIDE, PictureCache
 
@@ -350,7 +350,7 @@ class Session:
                 raise ProjectError("this project was changed in another tab or window, so "
                                    "your last change was not saved over it. Reload the page to "
                                    "continue from the saved project.")
-            from owl_core.project import save_project
+            from owl_core.project.model import save_project
 
             save_project(core)
         except OwlError as exc:
@@ -375,7 +375,7 @@ class Session:
         (another tab saved the same project): then saving would drop that tab's work."""
         if self.saved_text is None or _stamp(self.core) == self.disk_stamp:
             return False
-        from owl_core.project import PROJECT_FILE, read_json
+        from owl_core.project.model import PROJECT_FILE, read_json
 
         try:
             on_disk = read_json(self.core.folder / PROJECT_FILE)
@@ -402,7 +402,7 @@ class Session:
 
 def _stamp(core: CoreProject | None) -> tuple[int, int] | None:
     """(mtime_ns, size) of a project's project.json, None when it is missing."""
-    from owl_core.project import PROJECT_FILE
+    from owl_core.project.model import PROJECT_FILE
 
     try:
         st = (core.folder / PROJECT_FILE).stat()
@@ -505,14 +505,14 @@ def _save(session: Session) -> None:
 FLUSH_WAIT_S = 5.0
 
 
-class SessionStore:
+class TabSessions:
     """Sessions by tab id, at most `max_sessions` (least recently used dropped first, after
     saving), and the project each tab has open.
 
     Args:
         make_predictor: builds a fresh predictor (shared model and embedding cache).
         root: folder for the sessions' scratch files.
-        projects: the server's `owl_core.project_io.ProjectStore`.
+        projects: the server's `owl_core.project.library.ProjectLibrary`.
         max_sessions: bound on live sessions.
         preview_max_side: longest side of the sessions' preview pictures, pixels.
         save_delay: seconds after the last change a project is saved.

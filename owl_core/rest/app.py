@@ -32,9 +32,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from owl_core import limits
+from owl_core.engine.loading import OwlModel
 from owl_core.errors import ImageError, LimitError, OwlError, PtFormatError
 from owl_core.images import decode_bytes
-from owl_core.model_loading import OwlModel
 from owl_core.params import MAX_DETECTIONS_LIMIT, SCORE_MODES, DetectParams
 from owl_core.rest.body_limit import BodyLimitMiddleware
 from owl_core.rest.images import ImageRefusedError, Resolver, UrlPolicy, resolve_ref
@@ -115,7 +115,7 @@ class _Service:
         """A predictor for one request: over the shared cache when `shared` (and one is
         configured), else over a private cache dropped with the request. `for_pt`: leave the
         preprocessing to the `.pt` loaded next unless `preprocessing` is given."""
-        from owl_core.predictor import OwlPredictor
+        from owl_core.engine.predictor import OwlPredictor
 
         kwargs = dict(self.kwargs)
         if for_pt:

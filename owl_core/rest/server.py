@@ -105,14 +105,14 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from owl_core.engine.loading import load_model
     from owl_core.errors import OwlError
-    from owl_core.model_loading import load_model
     from owl_core.rest.app import create_app
 
     try:
         model_ref = args.model
         if args.random_weights:
-            from owl_core.random_model import make_random_model
+            from owl_core.engine.random_model import make_random_model
 
             folder = Path(args.random_weights_dir) / f"random-{args.random_weights}"
             if not (folder / "config.json").is_file():

@@ -11,8 +11,8 @@ from browser_helpers import image_origin
 from PIL import Image
 
 from owl_core import OwlPredictor
+from owl_core.engine.scoring import DetectionResult
 from owl_core.params import DetectParams
-from owl_core.scoring import DetectionResult
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CHELSEA = ASSETS / "images" / "chelsea.png"

@@ -134,8 +134,8 @@ def test_more_images_than_the_limit_are_refused(studio, tree, monkeypatch):
 
 def test_the_search_itself_stops_past_the_limit(tree, monkeypatch):
     """The folder is not listed to its end first: a huge tree fails as soon as it is over."""
-    from owl_core.data_dir import data_roots, folder_images
     from owl_core.errors import LimitError
+    from owl_core.project.data_dir import data_roots, folder_images
 
     monkeypatch.setenv("OWL_MAX_FOLDER_IMAGES", "2")
     with pytest.raises(LimitError, match="max_folder_images"):
@@ -174,7 +174,7 @@ def test_without_a_data_dir_the_handlers_read_nothing(tiny_model, tmp_path, tree
     def no_disk(*args, **kwargs):
         raise AssertionError("the disk was read without --data-dir")
 
-    import owl_core.data_dir as data_dir
+    import owl_core.project.data_dir as data_dir
 
     monkeypatch.setattr(data_dir, "Path", no_disk)
     monkeypatch.setattr(data_dir.os, "walk", no_disk)

@@ -24,7 +24,7 @@ from PIL import Image
 from review_helpers import session_of
 
 from owl_core import OwlPredictor
-from owl_core.project_io import ProjectStore
+from owl_core.project.library import ProjectLibrary
 from ui.handlers.preview import PREVIEW_PAGE_SIZE, pager_text
 
 SETTINGS = (0.3, 0.3, 300, "reference", False)  # confidence, NMS IoU, max, mode, show examples
@@ -44,7 +44,7 @@ class CountingPredictor(OwlPredictor):
         return super().detect_many(images, params, **overrides)
 
 
-def make_project(store: ProjectStore, folder: Path, queries: int, boxes: bool = True) -> str:
+def make_project(store: ProjectLibrary, folder: Path, queries: int, boxes: bool = True) -> str:
     """A saved project: coins.png as the example (one coin box unless not `boxes`) and
     `queries` distinct small query pictures named query-001.png, ..."""
     project = store.create(f"many-{queries}", classes=["coin"])

@@ -26,7 +26,7 @@ from review_helpers import (
     session_of,
 )
 
-from owl_core.project import load_project
+from owl_core.project.model import load_project
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_meter_matches_a_hand_computation(rpage, scripted_app, artifacts):
     open_chelsea_for_review(page)
     session = session_of(page, demo)
     (a, _, _), _, (c, _, _) = SCRIPT
-    from owl_core.project import Label
+    from owl_core.project.model import Label
 
     with session.lock:  # the labels as the review panel would store them
         rec = next(r for r in session.core.images if r.name == "chelsea.png")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 from test_saving import SETTINGS, open_chelsea, studio  # noqa: F401 -- the fixture
 
-from owl_core.project import Label
+from owl_core.project.model import Label
 from ui import labels as L
 
 

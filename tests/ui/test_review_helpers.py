@@ -3,7 +3,7 @@ label gets), pending / rejected detections, the image list's filter, sort and ro
 
 from __future__ import annotations
 
-from owl_core.project import Label
+from owl_core.project.model import Label
 from ui import image_list as IL
 from ui import labels as L
 from ui import review as R

@@ -23,7 +23,7 @@ import gradio as gr
 import pytest
 from review_helpers import CHELSEA, SCRIPT, ScriptedPredictor
 
-from owl_core.project import load_project
+from owl_core.project.model import load_project
 from ui import labels as L
 from ui.session import Saver, SessionLock
 
@@ -147,7 +147,7 @@ def test_a_change_under_the_session_lock_is_saved_without_the_handler_asking(stu
 
 
 def test_a_failed_write_is_reported_and_retried(studio, tmp_path, monkeypatch):
-    import owl_core.project as project
+    import owl_core.project.model as project
 
     request = gr.Request(session_hash="disk-full")
     s, item = open_chelsea(studio, request, tmp_path)

@@ -269,10 +269,10 @@ def test_api_calls_take_no_session_slot(tiny_model, tmp_path):
 def test_api_training_data_may_be_a_project_file_read_by_the_project_reader(studio, tmp_path):
     import json
 
-    from owl_core.project import save_project
-    from owl_core.project_io import ProjectStore
+    from owl_core.project.library import ProjectLibrary
+    from owl_core.project.model import save_project
 
-    core = ProjectStore(tmp_path / "projects").create("coins", classes=["coin"])
+    core = ProjectLibrary(tmp_path / "projects").create("coins", classes=["coin"])
     record = core.add_image(ASSETS / "coins.png", "coins.png")
     core.set_prompt_boxes(record.id, [{"xyxy": [131, 28, 180, 74], "cls": "coin",
                                        "negative": True}])

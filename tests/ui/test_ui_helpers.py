@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from owl_core.project import load_project
-from owl_core.project_io import ProjectStore
+from owl_core.project.library import ProjectLibrary
+from owl_core.project.model import load_project
 from ui import labels as L
 from ui.drawing import draw_detections, fit
 from ui.formats import (
@@ -20,7 +20,7 @@ from ui.formats import (
     bundled_projects,
     export_detections,
 )
-from ui.session import ImageItem, Project, SessionStore, safe_file_name
+from ui.session import ImageItem, Project, TabSessions, safe_file_name
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 GREY = L.hex_to_rgb(L.SUGGESTION_COLOR)
@@ -135,7 +135,7 @@ def test_sessions_are_isolated_bounded_and_come_back_from_disk(tmp_path):
         made.append(FakePredictor())
         return made[-1]
 
-    store = SessionStore(make, tmp_path / "scratch", ProjectStore(tmp_path / "projects"),
+    store = TabSessions(make, tmp_path / "scratch", ProjectLibrary(tmp_path / "projects"),
                          max_sessions=2)
     a, b = store.get("a"), store.get("b")
     assert a is not b and a.predictor is not b.predictor and a.project is not b.project
@@ -161,7 +161,7 @@ def test_sessions_are_isolated_bounded_and_come_back_from_disk(tmp_path):
 
 
 def test_images_are_copied_into_the_project_under_safe_names(tmp_path):
-    store = SessionStore(FakePredictor, tmp_path / "scratch", ProjectStore(tmp_path / "p"))
+    store = TabSessions(FakePredictor, tmp_path / "scratch", ProjectLibrary(tmp_path / "p"))
     session = store.get("x")
     src = ASSETS / "images" / "coins.png"
     first = session.add_image(src, "../../etc/coins.png", as_example=True)

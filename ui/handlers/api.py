@@ -14,9 +14,9 @@ from typing import Any
 
 import gradio as gr
 
+from owl_core.engine.scoring import SCORE_MODES
 from owl_core.geometry import xyxy_to_reference
 from owl_core.images import ImageError, decode_base64
-from owl_core.scoring import SCORE_MODES
 from ui.handlers.common import Area, engine_errors, file_path, read_settings
 from ui.session import Settings, safe_file_name
 
@@ -137,9 +137,9 @@ class ApiHandlers(Area):
 
 def _project_training(data: dict) -> list[dict]:
     """Training data from a project file's content (``project.json``, read by the one project
-    reader, `owl_core.project.project_from_dict`): each image with prompt boxes, named by its
+    reader, `owl_core.project.model.project_from_dict`): each image with prompt boxes, named by its
     original file name, which must match an uploaded example image."""
-    from owl_core.project import project_from_dict
+    from owl_core.project.model import project_from_dict
 
     with tempfile.TemporaryDirectory() as folder:  # the reader resolves image paths in it
         project = project_from_dict(data, folder, source="training_data")

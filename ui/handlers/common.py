@@ -15,9 +15,9 @@ import gradio as gr
 from PIL import Image
 
 from owl_core import limits
+from owl_core.engine.scoring import SCORE_MODES
 from owl_core.errors import ImageError, OwlError
 from owl_core.images import check_header
-from owl_core.scoring import SCORE_MODES
 from ui.session import Session, Settings
 
 if TYPE_CHECKING:

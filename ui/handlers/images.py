@@ -12,9 +12,9 @@ from typing import Any
 import gradio as gr
 
 from owl_core import limits
-from owl_core.data_dir import data_roots, folder_images
 from owl_core.errors import DataDirError, OwlError
 from owl_core.images import resolve_image
+from owl_core.project.data_dir import data_roots, folder_images
 from ui.formats import bundled_images
 from ui.handlers.common import (
     Area,

@@ -1,6 +1,6 @@
 """The projects of the server (``--projects-dir``): open, new, duplicate, delete, download as
 a zip, open from a zip, and the bundled examples, each opened as a NEW project so the one in
-the tab is never replaced. Every switch saves the tab's project first (`SessionStore.open_tab`)
+the tab is never replaced. Every switch saves the tab's project first (`TabSessions.open_tab`)
 and answers with every component that shows a project (`views.project_updates`); the layout
 chains the URL update, the preview refresh and the embedding step."""
 

@@ -1,8 +1,8 @@
 """The quality meter (how good the current prompt is on the reviewed images) and the dataset
-export, both read from the tab's project through the engine (`owl_core.evaluate`,
-`owl_core.dataset_export`); nothing is measured or written here by hand.
+export, both read from the tab's project through the engine (`owl_core.project.evaluate`,
+`owl_core.project.dataset_export`); nothing is measured or written here by hand.
 
-The meter detects once per *prompt state* (`owl_core.evaluate.measure_project`: the prompts,
+The meter detects once per *prompt state* (`owl_core.project.evaluate.measure_project`: the prompts,
 the reviewed labels, IoU / max detections / score mode) and keeps that `Measurement`; a
 confidence move only reads it again (`Measurement.at`), which costs a recount, no detection.
 """
@@ -18,9 +18,9 @@ from typing import Any
 
 import gradio as gr
 
-from owl_core.dataset_export import DATASET_FORMATS, export_dataset
-from owl_core.evaluate import Evaluation, Measurement, measure_project
 from owl_core.params import DetectParams
+from owl_core.project.dataset_export import DATASET_FORMATS, export_dataset
+from owl_core.project.evaluate import Evaluation, Measurement, measure_project
 from ui.handlers.common import Area, engine_errors, read_settings
 from ui.session import Session, safe_file_name, to_core
 

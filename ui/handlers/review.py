@@ -2,7 +2,7 @@
 annotator gesture means), set its review status, accept all detections on one image or on
 all, and fold rejected / accepted boxes into the prompt as negative / positive examples.
 
-Labels go into the tab's project through its API (`owl_core.project.Project.set_labels`), so
+Labels go into the tab's project through its API (`owl_core.project.model.Project.set_labels`), so
 they are saved with it (`ui.session.Saver`) and survive a reload. The review annotator is its
 own component: its edits never touch the example annotator or the preview's prompts.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from owl_core.project import Label
+from owl_core.project.model import Label
 from ui import image_list as IL
 from ui import labels as L
 from ui import review as R

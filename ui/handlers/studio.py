@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from owl_core.project_io import ProjectStore
+from owl_core.project.library import ProjectLibrary
 from ui.drawing import PREVIEW_MAX_SIDE
 from ui.handlers.api import ApiHandlers
 from ui.handlers.boxes import BoxHandlers
@@ -27,7 +27,7 @@ from ui.handlers.project import ProjectHandlers
 from ui.handlers.review import ReviewHandlers
 from ui.handlers.views import legend_html, project_updates
 from ui.runtime import ExportSpool, WorkDir, default_cache_bytes, shared_cache
-from ui.session import Session, SessionStore
+from ui.session import Session, TabSessions
 
 
 @dataclass
@@ -52,7 +52,7 @@ class StudioConfig:
         embed_batch_size: images per vision-tower pass when embedding uploads; None picks
             `default_embed_batch_size` for the model's device.
         data_dirs: folders on the server the page may add images from (``--data-dir``;
-            `owl_core.data_dir`); empty: none, the folder row is not shown.
+            `owl_core.project.data_dir`); empty: none, the folder row is not shown.
     """
 
     predictor_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -124,9 +124,9 @@ class Studio:
         self.make_predictor = make_predictor
         self.work = WorkDir(cfg.work_dir)
         self.exports = ExportSpool(self.work.path / "api-exports")
-        self.projects = ProjectStore(cfg.projects_dir or self.work.path / "projects")
+        self.projects = ProjectLibrary(cfg.projects_dir or self.work.path / "projects")
         self.projects.clean_scratch()
-        self.store = SessionStore(make_predictor, self.work.path / "sessions", self.projects,
+        self.store = TabSessions(make_predictor, self.work.path / "sessions", self.projects,
                                   cfg.max_sessions, cfg.preview_max_side)
         self.c = Components()
         self.images = ImageHandlers(self)

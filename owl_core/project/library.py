@@ -1,9 +1,9 @@
-"""`ProjectStore`: the folder of projects a person keeps (list, create, open, duplicate, delete)
+"""`ProjectLibrary`: the folder of projects a person keeps (list, create, open, duplicate, delete)
 and project zips (export, bounded import).
 
 Each project is a sub-folder named by its id (a slug of its name plus a random suffix, never
-reused); see `owl_core.project` for what is inside. Every change to a project folder holds that
-folder's file lock (`project.LOCK_FILE`), so two writers, in one process or two, never
+reused); see `owl_core.project.model` for what is inside. Every change to a project folder
+holds that folder's file lock (`project.LOCK_FILE`), so two writers, in one process or two, never
 interleave. A zip from elsewhere is checked before anything is written: member count and total
 uncompressed size under `Limits`, no absolute paths, no ``..``, no links; it is unpacked into a
 scratch folder, validated by the project reader (every image's bytes must match its hash) and
@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from owl_core import limits
 from owl_core.errors import OwlError, ProjectError
 from owl_core.params import DetectParams
-from owl_core.project import (
+from owl_core.project.model import (
     BACKUP_FILE,
     EMBEDDINGS_DIR,
     IMAGES_DIR,
@@ -78,7 +78,7 @@ def project_lock(folder: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None
                            f"{LOCK_FILE} for more than {timeout:.0f} s); try again.") from None
 
 
-class ProjectStore:
+class ProjectLibrary:
     """The projects under one root folder (e.g. the server's ``--projects-dir``)."""
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -166,9 +166,9 @@ class ProjectStore:
     def open_folder(self, images_dir: str | os.PathLike, name: str | None = None,
                     **labels: str | os.PathLike | None) -> Project:
         """A new project from a folder of images (recursive), optionally with COCO / YOLO
-        labels: see `owl_core.project_import.open_image_folder` for ``coco``, ``yolo``,
+        labels: see `owl_core.project.folder_import.open_image_folder` for ``coco``, ``yolo``,
         ``yolo_data_yaml``."""
-        from owl_core.project_import import open_image_folder
+        from owl_core.project.folder_import import open_image_folder
 
         images_dir = Path(images_dir)
         target = self._new_folder(name or images_dir.resolve().name or "images")
@@ -333,3 +333,7 @@ def _check_image_hashes(project: Project) -> None:
         if info.content_hash != record.content_hash or info.size != record.size:
             raise ProjectError(f"image {record.name!r} ({record.file}) does not match its record "
                                "(content hash or size); the zip is damaged or was edited.")
+
+
+#: The name before 2026-12 (it was confused with the embedding store and the tab sessions).
+ProjectStore = ProjectLibrary

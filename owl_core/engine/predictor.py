@@ -20,11 +20,10 @@ from typing import Any, TypeVar
 
 import torch
 
-from owl_core.cache import CacheStats, EmbeddingCache
-from owl_core.embedding import ImageEmbeddings, compute_embeddings
-from owl_core.errors import ImageError, PtFormatError, SettingsError
-from owl_core.images import ImageInput, ImageSource, resolve_image
-from owl_core.matching import (
+from owl_core.engine.cache import CacheStats, EmbeddingCache
+from owl_core.engine.embedding import ImageEmbeddings, compute_embeddings
+from owl_core.engine.loading import DEFAULT_MODEL_ID, OwlModel, load_model
+from owl_core.engine.matching import (
     DEFAULT_MATCH_THRESHOLD,
     BoxMatch,
     Exemplars,
@@ -34,23 +33,24 @@ from owl_core.matching import (
     exemplar_embedding,
     match_boxes,
 )
-from owl_core.model_loading import DEFAULT_MODEL_ID, OwlModel, load_model
-from owl_core.params import DetectParams, ScoreMode
-from owl_core.scoring import DetectionResult, detect, detect_many
-from owl_core.serialization import SerializedPrompts, build_payload, save_pt
-from owl_core.serialization import load_pt as _load_pt_file
-from owl_core.training_data import (
+from owl_core.engine.prompt_file import SerializedPrompts, build_payload, save_pt
+from owl_core.engine.prompt_file import load_pt as _load_pt_file
+from owl_core.engine.scoring import DetectionResult, detect, detect_many
+from owl_core.engine.training_data import (
     TrainingDataError,
     TrainingImage,
     check_class_names,
     parse_training_data,
 )
-from owl_core.transforms import (
+from owl_core.engine.transforms import (
     DEFAULT_PREPROCESSING,
     OwlTransform,
     Preprocessing,
     check_preprocessing,
 )
+from owl_core.errors import ImageError, PtFormatError, SettingsError
+from owl_core.images import ImageInput, ImageSource, resolve_image
+from owl_core.params import DetectParams, ScoreMode
 
 DEFAULT_TOP_K = 300
 #: Cache budgets (bytes); env OWL_DEVICE_CACHE_MB / OWL_HOST_CACHE_MB override the defaults.
@@ -219,7 +219,7 @@ class OwlPredictor:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        """The image preprocessing in use: "hf" or "roboflow" (see `owl_core.transforms`)."""
+        """The image preprocessing in use: "hf" or "roboflow" (see `owl_core.engine.transforms`)."""
         return self.transform.preprocessing
 
     def set_preprocessing(self, preprocessing: Preprocessing) -> None:

@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from owl_core.engine.scoring import DetectionResult
 from owl_core.errors import SettingsError
-from owl_core.scoring import DetectionResult
 
 FORMATS = ("coco", "yolo", "voc", "jsonl")
 #: What each format puts in OUT (files or folders), replaced as a whole on every run.
@@ -143,7 +143,7 @@ def write_outputs(out: Path, work: Path, fmt: str, classes: Sequence[str],
 def replace_entry(new: Path, target: Path, work: Path) -> Path:
     """Move `new` (file or folder) to `target`, replacing what is there. A file is replaced
     atomically; a folder is swapped by two renames (the old one is moved aside first)."""
-    from owl_core.store import fsync_dir
+    from owl_core.engine.embedding_store import fsync_dir
 
     target.parent.mkdir(parents=True, exist_ok=True)
     if new.is_dir() and target.exists():
@@ -163,7 +163,7 @@ def write_annotated(folder: Path, name: str, rgb, result: DetectionResult) -> Pa
     import cv2
     import supervision as sv
 
-    from owl_core.store import atomic_write
+    from owl_core.engine.embedding_store import atomic_write
 
     scene = rgb[:, :, ::-1].copy()  # supervision draws with cv2: BGR
     detections = result.to_supervision()

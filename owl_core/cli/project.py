@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from owl_core.project import Project
+from owl_core.project.model import Project
 
 
 def default_projects_dir() -> Path:
@@ -72,9 +72,9 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``project`` action; errors (`OwlError`) propagate to the CLI's one-line report."""
-    from owl_core.project_io import ProjectStore
+    from owl_core.project.library import ProjectLibrary
 
-    store = ProjectStore(args.projects_dir or default_projects_dir())
+    store = ProjectLibrary(args.projects_dir or default_projects_dir())
     action = args.project_command
     if action == "list":
         for info in store.list():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from owl_core.model_loading import OwlModel
+    from owl_core.engine.loading import OwlModel
 
 _NORM_EPS = 1e-6
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torchvision.ops import box_iou
 
-from owl_core.embedding import ImageEmbeddings
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.training_data import PromptBox
 from owl_core.geometry import (
     clip_xyxy,
     pixels_to_square_tensor,
@@ -23,7 +24,6 @@ from owl_core.geometry import (
     square_to_pixels_tensor,
 )
 from owl_core.params import DEFAULT_MATCH_THRESHOLD
-from owl_core.training_data import PromptBox
 
 #: Default IoU a drawn box needs with a predicted box to become an exemplar (reference: 0.3).
 

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_convert, nms
 
-from owl_core.embedding import ImageEmbeddings
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.matching import Exemplars
 from owl_core.errors import SettingsError
 from owl_core.geometry import square_to_pixels_tensor
-from owl_core.matching import Exemplars
 from owl_core.params import (
     DEFAULT_CONFIDENCE,
     DEFAULT_IOU_THRESHOLD,

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from owl_core.embedding import ImageEmbeddings
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.embedding_store import STORE_DTYPES
 from owl_core.errors import OwlError, SettingsError
-from owl_core.store import STORE_DTYPES
 
 if TYPE_CHECKING:
-    from owl_core.label import EmbedSink, InputImage, LabelJob
-    from owl_core.transforms import OwlTransform
+    from owl_core.batch.job import EmbedSink, InputImage, LabelJob
+    from owl_core.engine.transforms import OwlTransform
 
 #: Rows per read task block and per model call.
 READ_BATCH = 8
@@ -36,8 +36,8 @@ READ_BATCH = 8
 def _read_row(row: dict[str, Any], transform: OwlTransform,
               stored: frozenset[str]) -> dict[str, Any]:
     """CPU task: read, hash, decode and preprocess one image (skipping stored content)."""
+    from owl_core.batch.job import describe_error
     from owl_core.images import resolve_image
-    from owl_core.label import describe_error
 
     out = {**row, "hash": "", "error": "", "width": 0, "height": 0, "pixels": b""}
     try:
@@ -71,7 +71,7 @@ class EmbedActor:
 
     def __init__(self, model: str, device: str, dtype: str | None, top_k: int,
                  input_size: int, store_dtype: str) -> None:
-        from owl_core.model_loading import load_model
+        from owl_core.engine.loading import load_model
 
         self.owl = load_model(model, device=device, dtype=dtype)
         self.top_k = top_k
@@ -79,7 +79,7 @@ class EmbedActor:
         self.store_dtype = STORE_DTYPES[store_dtype]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from owl_core.embedding import compute_embeddings
+        from owl_core.engine.embedding import compute_embeddings
 
         n = len(batch["path"])
         todo = [i for i in range(n) if len(batch["pixels"][i])]

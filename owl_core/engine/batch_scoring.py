@@ -1,7 +1,7 @@
 """Score many stored images at once: the similarity products batched over images.
 
-Same rules and the same arithmetic as `owl_core.scoring.detect`: one product per (class, sign)
-with exactly that group's exemplars (so near-ties round, and break in NMS, as there), here
+Same rules and the same arithmetic as `owl_core.engine.scoring.detect`: one product per (class,
+sign) with exactly that group's exemplars (so near-ties round, and break in NMS, as there), here
 batched over a chunk of images; then `scoring.positive_and_negative_scores` on the whole chunk
 and `scoring.select_detections` (thresholds, padding boxes, NMS with negatives, the cut) per
 image. Re-labelling a stored dataset so costs a few matrix products per chunk, not a Python
@@ -15,10 +15,10 @@ from contextlib import contextmanager
 
 import torch
 
-from owl_core.matching import Exemplars
+from owl_core.engine.embedding_store import StoredBatch
+from owl_core.engine.matching import Exemplars
+from owl_core.engine.scoring import DetectionResult, positive_and_negative_scores, select_detections
 from owl_core.params import DetectParams
-from owl_core.scoring import DetectionResult, positive_and_negative_scores, select_detections
-from owl_core.store import StoredBatch
 
 #: Images per batched product: (16, 300, 512) fp32 is 10 MB, read once per exemplar group,
 #: so it should stay in cache between the groups' products.

@@ -7,12 +7,13 @@ A job has three phases:
 
 1. *Embed*: every input image not in the embedding store yet is read, hashed, decoded and
    preprocessed on worker threads (a bounded prefetch queue) while the vision tower runs on the
-   main thread; its top-K embeddings go to the store (`owl_core.store`). Images already stored
-   (same bytes, same model and settings) are never embedded again, whatever the prompts.
-2. *Score*: all images are scored from the store, batched (`owl_core.batch_scoring`). A fresh
-   run and a re-label with other prompts / thresholds read the same stored values, so they
+   main thread; its top-K embeddings go to the store (`owl_core.engine.embedding_store`).
+   Images already stored (same bytes, same model and settings) are never embedded again,
+   whatever the prompts.
+2. *Score*: all images are scored from the store, batched (`owl_core.engine.batch_scoring`). A
+   fresh run and a re-label with other prompts / thresholds read the same stored values, so they
    give the same bytes.
-3. *Write*: outputs are written atomically (`owl_core.label_io`), then the summary.
+3. *Write*: outputs are written atomically (`owl_core.batch.outputs`), then the summary.
 
 Resumable: the job folder ``OUT/.owl_label/`` holds ``manifest.json`` (settings and inputs of
 the job; a resume with other ones is refused unless ``--restart``) and ``journal.jsonl``, an
@@ -40,18 +41,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from owl_core.errors import LimitError, OwlError, SettingsError
-from owl_core.label_io import (
+from owl_core.batch.outputs import (
     FORMATS,
     OUTPUT_ENTRIES,
     SUMMARY_FILE,
     write_annotated,
     write_outputs,
 )
-from owl_core.matching import Exemplars
+from owl_core.engine.embedding_store import EmbeddingStore, model_fingerprint
+from owl_core.engine.matching import Exemplars
+from owl_core.engine.transforms import OwlTransform
+from owl_core.errors import LimitError, OwlError, SettingsError
 from owl_core.params import DetectParams
-from owl_core.store import EmbeddingStore, model_fingerprint
-from owl_core.transforms import OwlTransform
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 JOB_DIR = ".owl_label"
@@ -430,12 +431,12 @@ class LabelJob:
                         f"{self.config.out} holds an unfinished job with other {', '.join(diff)}; "
                         "run the same command again to finish it, or pass --restart to start "
                         "this job instead (stored embeddings are kept and reused).")
-        from owl_core.store import atomic_write
+        from owl_core.engine.embedding_store import atomic_write
 
         atomic_write(path, json.dumps({**wanted, "state": "running"}, indent=1).encode())
 
     def _mark_done(self) -> None:
-        from owl_core.store import atomic_write
+        from owl_core.engine.embedding_store import atomic_write
 
         atomic_write(self.config.job_dir / "manifest.json",
                      json.dumps({**self._manifest(), "state": "done"}, indent=1).encode())
@@ -446,7 +447,7 @@ class LabelJob:
         """Embed what is missing, score everything, write the outputs.
 
         Args:
-            embed_phase: replaces the local threaded embedding (`owl_core.ray_label` passes
+            embed_phase: replaces the local threaded embedding (`owl_core.batch.ray_embed` passes
                 its Ray Data pipeline); called with the images still to read and the sink.
         """
         from filelock import FileLock, Timeout
@@ -504,7 +505,7 @@ class LabelJob:
 
     def _score(self, store: EmbeddingStore, journal: Journal,
                summary: LabelSummary) -> list[tuple[str, DetectionResult]]:  # noqa: F821
-        from owl_core.batch_scoring import score_batch
+        from owl_core.engine.batch_scoring import score_batch
 
         hashes: dict[str, str] = {}
         for image in self.inputs:
@@ -575,7 +576,7 @@ class LabelJob:
             self._embed_batch(batch, sink)
 
     def _embed_batch(self, batch: list[_Done], sink: EmbedSink) -> None:
-        from owl_core.embedding import compute_embeddings
+        from owl_core.engine.embedding import compute_embeddings
 
         tick = time.perf_counter()
         embs = compute_embeddings(self.owl, torch.stack([d.pixels for d in batch]),
@@ -699,8 +700,8 @@ def _params(args: argparse.Namespace, base: dict | None) -> DetectParams:
 
 def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
     """Load the prompts (validated before the model), the model and the inputs."""
-    from owl_core.model_loading import DEFAULT_MODEL_ID, resolve_device
-    from owl_core.predictor import DEFAULT_TOP_K, OwlPredictor
+    from owl_core.engine.loading import DEFAULT_MODEL_ID, resolve_device
+    from owl_core.engine.predictor import DEFAULT_TOP_K, OwlPredictor
 
     out = Path(args.out)
     exclude = [out] + ([Path(args.annotated)] if args.annotated else [])
@@ -711,7 +712,7 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
     base: dict | None = None
     store_dir = Path(args.store) if args.store else None
     if args.weights:
-        from owl_core.serialization import load_pt
+        from owl_core.engine.prompt_file import load_pt
 
         prompts = load_pt(args.weights)
         base = prompts.meta.get("settings") if isinstance(prompts.meta.get("settings"),
@@ -721,7 +722,7 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
         top_k = args.top_k or (exported_top_k if isinstance(exported_top_k, int)
                                else DEFAULT_TOP_K)
     elif args.project:
-        from owl_core.project import load_project
+        from owl_core.project.model import load_project
 
         project = load_project(args.project, allow_external=True)
         data, classes, base = project.training_data(), project.classes, project.settings.to_dict()
@@ -738,8 +739,8 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
     else:
         if not args.model:
             log(f"no --model given: using {DEFAULT_MODEL_ID}")
-        from owl_core.project import read_training_file
-        from owl_core.training_data import parse_training_data
+        from owl_core.engine.training_data import parse_training_data
+        from owl_core.project.model import read_training_file
 
         data, classes = read_training_file(args.training_data)
         parse_training_data(data)
@@ -791,7 +792,7 @@ def run_args(args: argparse.Namespace) -> int:
     job = build_job(args, log)
     phase = None
     if args.ray is not None:
-        from owl_core.ray_label import ray_embed_phase
+        from owl_core.batch.ray_embed import ray_embed_phase
 
         phase = ray_embed_phase(args.ray, actors=args.ray_actors)
     try:
@@ -813,7 +814,7 @@ def add_subcommand(sub) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m owl_core.label ...``: one-line errors (status 2), 130 on Ctrl-C."""
+    """``python -m owl_core.batch.job ...``: one-line errors (status 2), 130 on Ctrl-C."""
     parser = argparse.ArgumentParser(prog="owl-studio label", description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from owl_core.embedding import ImageEmbeddings
+from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.errors import SettingsError
 
 if TYPE_CHECKING:
-    from owl_core.model_loading import OwlModel
-    from owl_core.transforms import OwlTransform
+    from owl_core.engine.loading import OwlModel
+    from owl_core.engine.transforms import OwlTransform
 
 STORE_DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "fp32": torch.float32}
 _FORMAT_VERSION = 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from owl_core import geometry, limits
 from owl_core.errors import OwlError, ProjectError
-from owl_core.project import Label, Project, save_project
+from owl_core.project.model import Label, Project, save_project
 
 #: File suffixes picked up when a folder is opened (case-insensitive).
 FOLDER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")

@@ -9,8 +9,8 @@ data folders. Without a data folder nothing is read at all. Rules:
 * the folder is searched recursively, hidden files and folders skipped, linked subfolders not
   entered; a linked file is refused (the whole request, nothing added) when its target is
   outside the data folder;
-* image files are those `owl_core.project_import.FOLDER_SUFFIXES` names (JPEG, PNG, WebP, BMP,
-  TIFF), sorted by their path below the typed folder; at most ``max_folder_images``
+* image files are those `owl_core.project.folder_import.FOLDER_SUFFIXES` names (JPEG, PNG,
+  WebP, BMP, TIFF), sorted by their path below the typed folder; at most ``max_folder_images``
   (``OWL_MAX_FOLDER_IMAGES``): the search stops as soon as one more is found.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from owl_core import limits
 from owl_core.errors import DataDirError
-from owl_core.project_import import FOLDER_SUFFIXES
+from owl_core.project.folder_import import FOLDER_SUFFIXES
 
 NO_DATA_DIR = ("This server reads no folders: start it with --data-dir DIR to add images from a "
                "folder on the server, or upload the images.")

@@ -35,13 +35,13 @@ import numpy as np
 import supervision as sv
 from supervision.metrics import MeanAveragePrecision
 
+from owl_core.engine.scoring import DetectionResult
 from owl_core.errors import ProjectError
 from owl_core.params import DetectParams
-from owl_core.scoring import DetectionResult
 
 if TYPE_CHECKING:
-    from owl_core.predictor import OwlPredictor
-    from owl_core.project import Project
+    from owl_core.engine.predictor import OwlPredictor
+    from owl_core.project.model import Project
 
 #: IoU a detection needs with a ground-truth box of its class to count as found.
 MATCH_IOU = 0.5
@@ -488,12 +488,12 @@ def project_predictor(args: argparse.Namespace, project: Project,
                       params: DetectParams) -> OwlPredictor:
     """A predictor with the prompts of ``--weights`` or else of the project's example boxes
     (unmatched example boxes are reported on stderr)."""
-    from owl_core.model_loading import DEFAULT_MODEL_ID
-    from owl_core.predictor import DEFAULT_TOP_K, OwlPredictor
+    from owl_core.engine.loading import DEFAULT_MODEL_ID
+    from owl_core.engine.predictor import DEFAULT_TOP_K, OwlPredictor
 
     top_k, model = args.top_k, args.model
     if args.weights:
-        from owl_core.serialization import load_pt
+        from owl_core.engine.prompt_file import load_pt
 
         prompts = load_pt(args.weights)  # validated before the model is loaded
         model = model or prompts.huggingface_id
@@ -532,7 +532,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 
 def run_cli(args: argparse.Namespace) -> int:
     """The ``evaluate`` subcommand: prints a table (or ``--json``); returns the exit status."""
-    from owl_core.project import load_project
+    from owl_core.project.model import load_project
 
     project = load_project(args.project)
     params = project_params(args, project)

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from owl_core import limits
-from owl_core.embedding import ImageEmbeddings
+from owl_core.engine.embedding import ImageEmbeddings
+from owl_core.engine.matching import Exemplars, ExemplarSource
 from owl_core.errors import PtFormatError, SettingsError
 from owl_core.limits import PtLimitError
-from owl_core.matching import Exemplars, ExemplarSource
 from owl_core.params import DetectParams
 
 FORMAT_VERSION = 1

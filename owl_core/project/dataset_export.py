@@ -38,10 +38,10 @@ import supervision as sv
 from PIL import Image, ImageOps
 
 from owl_core.errors import ImageError, ProjectError
-from owl_core.evaluate import Prediction, as_project_detections
+from owl_core.project.evaluate import Prediction, as_project_detections
 
 if TYPE_CHECKING:
-    from owl_core.project import ImageRecord, Project
+    from owl_core.project.model import ImageRecord, Project
 
 DatasetFormat = Literal["coco", "yolo", "voc"]
 DATASET_FORMATS: tuple[str, ...] = ("coco", "yolo", "voc")
@@ -273,7 +273,7 @@ def _write(project: Project, chosen: list[tuple[ImageRecord, sv.Detections, bool
 def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``export-dataset --project DIR --out DIR --format {coco,yolo,voc}
     [--include-unreviewed ...]`` to a CLI."""
-    from owl_core.evaluate import add_predictor_arguments
+    from owl_core.project.evaluate import add_predictor_arguments
 
     p = subparsers.add_parser(
         "export-dataset", help="write a project's reviewed labels as COCO / YOLO / Pascal VOC",
@@ -292,8 +292,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 
 def run_cli(args: argparse.Namespace) -> int:
     """The ``export-dataset`` subcommand: prints the output folder and a summary line."""
-    from owl_core.evaluate import project_params, project_predictor
-    from owl_core.project import load_project
+    from owl_core.project.evaluate import project_params, project_predictor
+    from owl_core.project.model import load_project
 
     project = load_project(args.project)
     _prepare_out(Path(args.out))  # fail before any model is loaded

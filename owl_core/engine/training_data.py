@@ -16,7 +16,7 @@ from owl_core.errors import TrainingDataError
 from owl_core.geometry import cxcywh_to_xyxy
 from owl_core.images import ImageInput
 from owl_core.limits import TrainingDataLimitError
-from owl_core.project import training_entries
+from owl_core.project.model import training_entries
 
 #: Largest coordinate / size accepted, in pixels: far beyond any image the pixel limit allows,
 #: small enough that box arithmetic never overflows.

@@ -83,7 +83,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # heavy imports stay lazy: `owl_core.cli` imports PRESETS to build its parser
+# heavy imports stay lazy: `owl_core.cli.main` imports PRESETS to build its parser
+if TYPE_CHECKING:
     from transformers import Owlv2Config, Owlv2ForObjectDetection
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -221,7 +222,7 @@ def make_random_model(preset: str, out_dir: str | Path, seed: int = 0) -> Path:
         (tmp / MARKER_FILE).write_text(json.dumps({
             "preset": spec.name, "seed": seed, "input_size": spec.input_size,
             "patch_size": spec.patch_size, "hub_equivalent": spec.hub_equivalent,
-            "note": "random weights shaped by owl_core.random_model; not a trained detector",
+            "note": "random weights shaped by owl_core.engine.random_model; not a trained detector",
         }, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -266,7 +267,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 
 
 def main_make_random_model(argv: Sequence[str] | None = None) -> int:
-    """``python -m owl_core.random_model --preset tiny OUT_DIR``: returns the exit status."""
+    """``python -m owl_core.engine.random_model --preset tiny OUT_DIR``: returns the exit status."""
     parser = argparse.ArgumentParser(prog="make-random-model")
     sub = parser.add_subparsers(dest="command", required=True)
     add_subcommand(sub)

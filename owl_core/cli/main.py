@@ -27,17 +27,17 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import Any
 
+from owl_core.engine.loading import DEFAULT_MODEL_ID
+from owl_core.engine.predictor import DEFAULT_TOP_K
 from owl_core.errors import OwlError, SettingsError
-from owl_core.model_loading import DEFAULT_MODEL_ID
 from owl_core.params import SCORE_MODES, DetectParams
-from owl_core.predictor import DEFAULT_TOP_K
-from owl_core.project import read_training_file  # the one reader (also used by label)
+from owl_core.project.model import read_training_file  # the one reader (also used by label)
 
 #: Modules with an ``add_subcommand(subparsers)`` hook, in --help order. A module that is not
 #: there (an optional part) is left out.
-SUBCOMMAND_MODULES: list[str] = ["owl_core.project_cli", "owl_core.random_model", "owl_core.label",
-                                 "owl_core.evaluate", "owl_core.dataset_export",
-                                 "owl_core.rest.server"]
+SUBCOMMAND_MODULES: list[str] = ["owl_core.cli.project", "owl_core.engine.random_model",
+                                 "owl_core.batch.job", "owl_core.project.evaluate",
+                                 "owl_core.project.dataset_export", "owl_core.rest.server"]
 
 AddSubcommand = Callable[[Any], argparse.ArgumentParser]
 
@@ -126,7 +126,7 @@ def build_parser(prog: str = "python -m owl_core",
 # ------------------------------------------------------------------------------- handlers
 def _predictor(args: argparse.Namespace, model: str, params: DetectParams,
                top_k: int | None = None):
-    from owl_core.predictor import OwlPredictor
+    from owl_core.engine.predictor import OwlPredictor
 
     top_k = args.top_k if args.top_k is not None else (top_k or DEFAULT_TOP_K)
     return OwlPredictor(model, device=args.device, dtype=args.dtype, top_k=top_k,
@@ -145,11 +145,11 @@ def _examples(args: argparse.Namespace
               ) -> tuple[list[dict[str, Any]], list[str] | None, DetectParams, list[str]]:
     """Training data, classes, settings (flags over the project's) and the project's query
     images, read and validated before any model is loaded (fail fast)."""
-    from owl_core.training_data import parse_training_data
+    from owl_core.engine.training_data import parse_training_data
 
     queries: list[str] = []
     if args.project:
-        from owl_core.project import load_project
+        from owl_core.project.model import load_project
 
         project = load_project(args.project, allow_external=True)
         data, classes, base = project.training_data(), list(project.classes), project.settings
@@ -187,7 +187,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         if not images:
             raise SettingsError("predict: give the image files to detect on.")
         _check_images(images)
-        from owl_core.serialization import load_pt
+        from owl_core.engine.prompt_file import load_pt
 
         params = _params(args, DetectParams())
         prompts = load_pt(args.weights)  # validated before the model is loaded
@@ -213,7 +213,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     data, classes, params, _ = _examples(args)
     if args.previous:
-        from owl_core.serialization import load_pt
+        from owl_core.engine.prompt_file import load_pt
 
         load_pt(args.previous)  # validated before the model is loaded
     predictor = _predictor(args, args.model, params)

@@ -546,7 +546,7 @@ class Project:
     def _require_folder(self, what: str) -> Path:
         if self.folder is None:
             raise ProjectError(f"project {self.name!r} has no folder yet; {what} needs one "
-                               "(create it with ProjectStore.create or save_project(project, "
+                               "(create it with ProjectLibrary.create or save_project(project, "
                                "folder)).")
         return self.folder
 
@@ -762,7 +762,7 @@ def _check_path(rel: str, folder: Path, allow_external: bool, where: str) -> Pat
 def _from_v1(data: Mapping, folder: Path, allow_external: bool, source: str) -> Project:
     """The old form: {"name", "classes", "training_data": [{"image", "boxes": [x, y, w, h, cls,
     negative]}], "query_images": [path]} with paths relative to the file."""
-    from owl_core.training_data import parse_training_data
+    from owl_core.engine.training_data import parse_training_data
 
     classes = data.get("classes")
     if classes is not None and (not isinstance(classes, list)
@@ -869,7 +869,9 @@ def _save_locked(project: Project, target: Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    from owl_core.store import fsync_dir  # one copy of the helper (store -> no cycle)
+    from owl_core.engine.embedding_store import (
+        fsync_dir,  # one copy of the helper (store -> no cycle)
+    )
 
     fsync_dir(target)
     return final
