@@ -1,6 +1,6 @@
 """Event handlers of the studio page, one module per area, owned by `Studio`.
 
-* `studio`: `Studio` (sessions + the areas below), `StudioConfig`, `Components`.
+* `studio`: `Studio` (sessions + the areas below; builds each area with what it needs).
 * `images`: uploads, bundled samples, which example the annotator shows.
 * `embedding`: the background embedding step (batches, progress, no session lock held).
 * `boxes`: the example annotator's edits.
@@ -8,7 +8,8 @@
 * `preview`: detections, counts and box diagnostics (the edit -> preview path).
 * `project`: example projects, `.pt` downloads and imports, detection export.
 * `api`: the named endpoints (infer, infer_pt, export).
-* `views` (component values from the state) and `common` (shared helpers).
+* `views` (component values from the state) and `common` (what every area shares: `Area`,
+  `AreaContext`, `StudioConfig`, `Components`, `tab_id`, the engine-error wrapper, readers).
 
 Each handler finds its session by ``request.session_hash`` and works under that session's lock
 (the embedding step only briefly); handlers return ``{component: value}`` dicts, so anything

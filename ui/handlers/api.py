@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,29 @@ import gradio as gr
 from owl_core.engine.scoring import SCORE_MODES
 from owl_core.geometry import xyxy_to_reference
 from owl_core.images import ImageError, decode_base64
-from ui.handlers.common import Area, engine_errors, file_path, read_settings
+from ui.handlers.common import Area, AreaContext, engine_errors, file_path, read_settings
+from ui.runtime import ExportSpool
 from ui.session import Settings, safe_file_name
 
 
 class ApiHandlers(Area):
-    """`api_infer`, `api_infer_pt`, `api_export`."""
+    """`api_infer`, `api_infer_pt`, `api_export`.
+
+    Args:
+        ctx: the shared `AreaContext`.
+        make_predictor: builds a fresh predictor (sharing the server's embedding cache).
+        exports: the spool that keeps exported files for a while (`ui.runtime.ExportSpool`).
+    """
+
+    def __init__(self, ctx: AreaContext, make_predictor: Callable[[], Any],
+                 exports: ExportSpool) -> None:
+        super().__init__(ctx)
+        self.make_predictor = make_predictor
+        self.exports = exports
 
     def _predictor(self) -> Any:
         """A fresh predictor for one call: no prompts left from another call, no session."""
-        return self.studio.make_predictor()
+        return self.make_predictor()
 
     @staticmethod
     def _api_training(training_data: Any, example_images: Any) -> list[dict]:
@@ -130,7 +143,7 @@ class ApiHandlers(Area):
             raise gr.Error("None of the boxes matched a predicted box, so there is nothing "
                            f"to export ({unmatched}).")
         stem = safe_file_name(name or "owl-project", "owl-project")
-        target = self.studio.exports.new_folder() / (
+        target = self.exports.new_folder() / (
             f"{stem}-small.pt" if small else f"{stem}.pt")
         return str(pred.export(target, small=bool(small), settings={"project": name or stem}))
 

@@ -9,12 +9,17 @@ from pathlib import Path
 import gradio as gr
 
 from ui import labels as L
-from ui.handlers.common import Area, engine_errors, file_path, read_settings
+from ui.handlers.common import Area, AreaContext, engine_errors, file_path, read_settings
+from ui.handlers.preview import PreviewHandlers
 from ui.handlers.views import class_updates, recolor
 
 
 class BoxHandlers(Area):
-    """Example annotator edits."""
+    """Example annotator edits (each edit refreshes `preview`)."""
+
+    def __init__(self, ctx: AreaContext, preview: PreviewHandlers) -> None:
+        super().__init__(ctx)
+        self.preview = preview
 
     @engine_errors
     def on_boxes_edited(self, payload: dict | None, confidence, iou_threshold, max_detections,
@@ -53,5 +58,5 @@ class BoxHandlers(Area):
                 recolor(p)
                 out.update(class_updates(self.c, p, with_value=True))
                 gr.Info(f"New class: {', '.join(added)}")
-            out.update(self.studio.preview.refresh(s, settings, what="edit"))
+            out.update(self.preview.refresh(s, settings, what="edit"))
             return out

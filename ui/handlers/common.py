@@ -1,5 +1,9 @@
-"""What every handler module shares: the `Area` base, the engine-error wrapper, and readers of
-the values Gradio hands over (files, slider settings)."""
+"""What every handler module shares: the `Area` base and the `AreaContext` the studio hands each
+area, the studio's config and components, the engine-error wrapper, and readers of the values
+Gradio hands over (files, slider settings).
+
+`ui.handlers.studio` imports the areas and this module; the areas import this module, never the
+studio: what an area needs from the rest of the page is handed to it when it is built."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import io
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 from PIL import Image
@@ -18,34 +23,102 @@ from owl_core import limits
 from owl_core.engine.scoring import SCORE_MODES
 from owl_core.errors import ImageError, OwlError
 from owl_core.images import check_header
+from ui.drawing import PREVIEW_MAX_SIDE
 from ui.session import Session, Settings
 
-if TYPE_CHECKING:
-    from ui.handlers.studio import Components, Studio, StudioConfig
-
 log = logging.getLogger("ui.handlers")
+
+
+@dataclass
+class StudioConfig:
+    """How the studio runs (filled from the command line by `app.py`).
+
+    Attributes:
+        predictor_kwargs: passed to every `OwlPredictor` (top_k, match_threshold).
+        random_preset: name of the random-weights preset in use (None for real weights).
+        max_sessions: live sessions kept at most (least recently used dropped first).
+        work_dir: parent folder of the server's scratch folder (the system temp folder when
+            None); scratch folders of servers that died are deleted at start.
+        cache_bytes: RAM budget of the one embedding cache all sessions and API calls share
+            (None: `ui.runtime.DEFAULT_CACHE_FRACTION` of the machine's RAM).
+        device_cache_bytes: accelerator-memory budget of that cache (ignored on CPU).
+        disk_cache_dir: folder of its persistent tier (None: no disk tier).
+        disk_cache_bytes: byte budget of that folder (None: the cache's default).
+        projects_dir: where projects are kept (None: inside the scratch folder, so they
+            last only as long as the server; `ui.main` passes the user's data folder).
+        preview_max_side: longest side of preview pictures, pixels.
+        default_confidence: the confidence slider's start value.
+        embed_batch_size: images per vision-tower pass when embedding uploads; None picks
+            `default_embed_batch_size` for the model's device.
+        data_dirs: folders on the server the page may add images from (``--data-dir``;
+            `owl_core.project.data_dir`); empty: none, the folder row is not shown.
+    """
+
+    predictor_kwargs: dict[str, Any] = field(default_factory=dict)
+    random_preset: str | None = None
+    max_sessions: int = 8
+    work_dir: str | None = None
+    cache_bytes: int | None = None
+    device_cache_bytes: int = 1024 * 1024 ** 2
+    disk_cache_dir: str | None = None
+    disk_cache_bytes: int | None = None
+    projects_dir: str | None = None
+    preview_max_side: int = PREVIEW_MAX_SIDE
+    default_confidence: float = 0.9
+    embed_batch_size: int | None = None
+    data_dirs: tuple[str, ...] = ()
+
+
+class Components:
+    """The page's components, filled in by `ui.layout.build_demo` (attribute per component)."""
+
+    def __getattr__(self, name: str) -> Any:  # only reached for missing attributes
+        raise AttributeError(f"component {name!r} was not created by the layout")
+
+
+def tab_id(request: gr.Request | None) -> str:
+    """The tab's session id (Gradio's ``session_hash``)."""
+    return getattr(request, "session_hash", None) or "default"
+
+
+@dataclass(frozen=True)
+class AreaContext:
+    """What every area shares, handed over by the `Studio` that builds them.
+
+    Attributes:
+        c: the page's components.
+        config: how the studio runs.
+        session: the tab's `Session` for a request (created or reopened on first use).
+        touched: called after each event (reports a failed save once).
+    """
+
+    c: Components
+    config: StudioConfig
+    session: Callable[[gr.Request | None], Session]
+    touched: Callable[[gr.Request | None], None]
 
 
 class Area:
     """The handlers of one part of the page.
 
-    Areas are small on purpose; they reach each other through the `Studio` that owns them
-    (``self.studio.preview.refresh(...)``), and share its config, components and sessions.
+    Areas are small on purpose. Each gets the shared `AreaContext` (components, config,
+    sessions); an area that needs another area or a server part (the preview, the project
+    library) gets exactly that as a constructor argument, never the whole studio.
     """
 
-    def __init__(self, studio: Studio) -> None:
-        self.studio = studio
+    def __init__(self, ctx: AreaContext) -> None:
+        self.ctx = ctx
 
     @property
     def c(self) -> Components:
-        return self.studio.c
+        return self.ctx.c
 
     @property
     def config(self) -> StudioConfig:
-        return self.studio.config
+        return self.ctx.config
 
     def session(self, request: gr.Request | None) -> Session:
-        return self.studio.session(request)
+        return self.ctx.session(request)
 
 
 #: An absolute path on the server (POSIX or Windows), as it may appear in an error message.
@@ -83,7 +156,7 @@ def engine_errors(fn: Callable) -> Callable:
             request = next((a for a in (*args, *kwargs.values())
                             if isinstance(a, gr.Request)), None)
             if isinstance(area, Area) and request is not None:
-                area.studio.touched(request)
+                area.ctx.touched(request)
 
     return wrapper
 

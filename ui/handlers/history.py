@@ -23,7 +23,7 @@ from typing import Any
 import gradio as gr
 
 from ui import labels as L
-from ui.handlers.common import Area, engine_errors, file_path
+from ui.handlers.common import Area, AreaContext, engine_errors, file_path
 from ui.handlers.review import same_boxes
 from ui.session import Session
 
@@ -93,8 +93,8 @@ def _key(payload: dict | None) -> str:
 class HistoryHandlers(Area):
     """Records each annotator's states and steps back and forth through them."""
 
-    def __init__(self, studio: Any) -> None:
-        super().__init__(studio)
+    def __init__(self, ctx: AreaContext) -> None:
+        super().__init__(ctx)
         self._hist: weakref.WeakKeyDictionary[Session, dict[tuple[str, str], BoxHistory]] = \
             weakref.WeakKeyDictionary()
         self._shown: weakref.WeakKeyDictionary[Session, dict[str, tuple[str, str]]] = \

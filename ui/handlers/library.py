@@ -10,45 +10,55 @@ from typing import Any
 
 import gradio as gr
 
+from owl_core.project.library import ProjectLibrary
 from ui.formats import bundled_projects
-from ui.handlers.common import Area, engine_errors, file_path
+from ui.handlers.common import Area, AreaContext, engine_errors, file_path, tab_id
 from ui.handlers.views import project_choices, project_updates
-from ui.session import NEW_PROJECT_CLASSES, safe_file_name
+from ui.session import NEW_PROJECT_CLASSES, TabSessions, safe_file_name
 
 
 class LibraryHandlers(Area):
-    """Project management on the page."""
+    """Project management on the page.
+
+    Args:
+        ctx: the shared `AreaContext`.
+        tabs: the open tabs' sessions (a switch opens another project in the tab).
+        projects: the project library on disk.
+    """
+
+    def __init__(self, ctx: AreaContext, tabs: TabSessions, projects: ProjectLibrary) -> None:
+        super().__init__(ctx)
+        self.tabs = tabs
+        self.projects = projects
 
     def _switch(self, request: gr.Request, project_id: str | None) -> dict:
-        from ui.handlers.studio import tab_id
-
-        s = self.studio.store.open_tab(tab_id(request), project_id)
+        s = self.tabs.open_tab(tab_id(request), project_id)
         with s.lock:
-            return project_updates(self.c, s, self.studio.projects)
+            return project_updates(self.c, s, self.projects)
 
     @engine_errors
     def on_open(self, project_id: str | None, request: gr.Request) -> dict:
         """Open the project picked in the list (the current one is saved first)."""
         if not project_id:
             raise gr.Error("Pick a project in the list first.")
-        if not self.studio.projects.exists(project_id):
+        if not self.projects.exists(project_id):
             raise gr.Error("That project no longer exists (deleted in another tab?).")
         return self._switch(request, project_id)
 
     @engine_errors
     def on_new(self, request: gr.Request) -> dict:
         """A new, empty project."""
-        core = self.studio.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
+        core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
         return self._switch(request, core.folder.name)
 
     @engine_errors
     def on_duplicate(self, request: gr.Request) -> dict:
         """A copy of the open project (saved first), opened in the tab."""
         s = self.session(request)
-        self.studio.store.saver.flush(s)
+        self.tabs.saver.flush(s)
         with s.lock:
             project_id, name = s.project_id, s.project.name
-        copy = self.studio.projects.duplicate(project_id, f"{name} copy")
+        copy = self.projects.duplicate(project_id, f"{name} copy")
         gr.Info(f"Duplicated {name!r}: you are now editing the copy.")
         return self._switch(request, copy.folder.name)
 
@@ -61,8 +71,8 @@ class LibraryHandlers(Area):
         out: dict = {}
         if project_id == s.project_id:
             out = self.on_new.__wrapped__(self, request)
-        self.studio.projects.delete(project_id)
-        choices = project_choices(self.studio.projects)
+        self.projects.delete(project_id)
+        choices = project_choices(self.projects)
         with s.lock:
             out[self.c.project_list] = gr.update(choices=choices, value=s.project_id)
         gr.Info("Project deleted.")
@@ -71,20 +81,20 @@ class LibraryHandlers(Area):
     def on_refresh_list(self, request: gr.Request) -> dict:
         """The project list as it is on disk now (other tabs may have added projects)."""
         s = self.session(request)
-        return {self.c.project_list: gr.update(choices=project_choices(self.studio.projects),
+        return {self.c.project_list: gr.update(choices=project_choices(self.projects),
                                                value=s.project_id)}
 
     @engine_errors
     def on_download_zip(self, request: gr.Request) -> dict:
         """The open project (project.json + images) as a zip."""
         s = self.session(request)
-        self.studio.store.saver.flush(s)
+        self.tabs.saver.flush(s)
         with s.lock:
             project_id, stem = s.project_id, safe_file_name(s.project.name, "owl-project")
             folder = s.work_dir("project-zip")
         for old in folder.glob("*.zip"):
             old.unlink(missing_ok=True)
-        path = self.studio.projects.export_zip(project_id, folder / f"{stem}.zip")
+        path = self.projects.export_zip(project_id, folder / f"{stem}.zip")
         return {self.c.project_zip: gr.update(value=str(path), visible=True)}
 
     @engine_errors
@@ -93,7 +103,7 @@ class LibraryHandlers(Area):
         path = file_path(file)
         if not path:
             return {}
-        core = self.studio.projects.import_zip(path)
+        core = self.projects.import_zip(path)
         gr.Info(f"Opened {core.name!r} from the zip as a new project.")
         return self._switch(request, core.folder.name)
 
@@ -104,7 +114,7 @@ class LibraryHandlers(Area):
         if not projects:
             raise gr.Error("No example project found in assets/.")
         path = projects.get(choice or "", next(iter(projects.values())))
-        core = self.studio.projects.import_file(path)
+        core = self.projects.import_file(path)
         out = self._switch(request, core.folder.name)
         s = self.session(request)
         with s.lock:

@@ -21,7 +21,8 @@ import gradio as gr
 from owl_core.params import DetectParams
 from owl_core.project.dataset_export import DATASET_FORMATS, export_dataset
 from owl_core.project.evaluate import Evaluation, Measurement, measure_project
-from ui.handlers.common import Area, engine_errors, read_settings
+from ui.handlers.common import Area, AreaContext, engine_errors, read_settings
+from ui.handlers.preview import PreviewHandlers
 from ui.session import Session, safe_file_name, to_core
 
 METER_HEADERS = ["class", "precision", "recall", "F1", "AP@50", "TP", "FP", "FN"]
@@ -57,8 +58,9 @@ def meter_text(ev: Evaluation) -> str:
 class MeterHandlers(Area):
     """The quality meter panel and the "Export dataset" action."""
 
-    def __init__(self, studio: Any) -> None:
-        super().__init__(studio)
+    def __init__(self, ctx: AreaContext, preview: PreviewHandlers) -> None:
+        super().__init__(ctx)
+        self.preview = preview  # fills every query image's detections before a measurement
         self._kept: weakref.WeakKeyDictionary[Session, tuple[str, Measurement]] = \
             weakref.WeakKeyDictionary()
 
@@ -141,7 +143,7 @@ class MeterHandlers(Area):
             raise gr.Error(f"Unknown format {fmt!r}; pick one of {', '.join(DATASET_FORMATS)}.")
         s = self.session(request)
         if include_unreviewed:
-            self.studio.preview.fill_results(s)  # detections of every query image
+            self.preview.fill_results(s)  # detections of every query image
         with s.lock:
             core = to_core(s.project, s.settings, s.core)
             items = {i.path: i for i in s.project.queries + s.project.examples}

@@ -20,7 +20,8 @@ from owl_core.project.model import Label
 from ui import image_list as IL
 from ui import labels as L
 from ui import review as R
-from ui.handlers.common import Area, engine_errors, file_path
+from ui.handlers.common import Area, AreaContext, engine_errors, file_path
+from ui.handlers.preview import PreviewHandlers
 from ui.handlers.views import (
     annotator_value,
     examples_updates,
@@ -72,8 +73,9 @@ def same_boxes(a: list[dict], b: list[dict]) -> bool:
 class ReviewHandlers(Area):
     """The review panel."""
 
-    def __init__(self, studio: Any) -> None:
-        super().__init__(studio)
+    def __init__(self, ctx: AreaContext, preview: PreviewHandlers) -> None:
+        super().__init__(ctx)
+        self.preview = preview  # the detections the review shows come from the preview's
         self._state: weakref.WeakKeyDictionary[Session, ReviewState] = \
             weakref.WeakKeyDictionary()
 
@@ -122,7 +124,7 @@ class ReviewHandlers(Area):
         result = s.results.get(item.path)
         if result is None and item.content_hash and s.predictor is not None \
                 and len(s.predictor.exemplars) > 0:
-            result = self.studio.preview.results_for(s, [item]).get(item.path)
+            result = self.preview.results_for(s, [item]).get(item.path)
         return R.proposals_from(result, s.project.classes)
 
     def choices(self, s: Session) -> list[tuple[str, str]]:
@@ -307,7 +309,7 @@ class ReviewHandlers(Area):
         """On every query image not reviewed yet, accept its detections above the current
         confidence as its labels and mark it done (images in review or done are kept)."""
         s = self.session(request)
-        self.studio.preview.fill_results(s)  # every query image's detections
+        self.preview.fill_results(s)  # every query image's detections
         with s.lock:
             self.sync_core(s)
             status = {r.id: r.status for r in s.core.images}
@@ -432,7 +434,7 @@ class ReviewHandlers(Area):
         reviews)."""
         s = self.session(request)
         c = self.c
-        self.studio.preview.fill_results(s)  # the counts of every query image
+        self.preview.fill_results(s)  # the counts of every query image
         with s.lock:
             self.sync_core(s)
             classes = list(s.project.classes)

@@ -1,5 +1,6 @@
 """`Studio`: the app's behaviour, independent of the layout; it owns the sessions and one
-handler object per area of the page."""
+handler object per area of the page. (`StudioConfig`, `Components` and `tab_id` live in
+`ui.handlers.common`, which the areas import; they are re-exported here.)"""
 
 from __future__ import annotations
 
@@ -7,16 +8,16 @@ import atexit
 import secrets
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
 from owl_core.project.library import ProjectLibrary
-from ui.drawing import PREVIEW_MAX_SIDE
 from ui.handlers.api import ApiHandlers
 from ui.handlers.boxes import BoxHandlers
 from ui.handlers.classes import ClassHandlers
+from ui.handlers.common import AreaContext, Components, StudioConfig, tab_id
 from ui.handlers.embedding import EmbeddingHandlers
 from ui.handlers.history import HistoryHandlers
 from ui.handlers.images import ImageHandlers
@@ -30,46 +31,6 @@ from ui.runtime import ExportSpool, WorkDir, default_cache_bytes, shared_cache
 from ui.session import Session, TabSessions
 
 
-@dataclass
-class StudioConfig:
-    """How the studio runs (filled from the command line by `app.py`).
-
-    Attributes:
-        predictor_kwargs: passed to every `OwlPredictor` (top_k, match_threshold).
-        random_preset: name of the random-weights preset in use (None for real weights).
-        max_sessions: live sessions kept at most (least recently used dropped first).
-        work_dir: parent folder of the server's scratch folder (the system temp folder when
-            None); scratch folders of servers that died are deleted at start.
-        cache_bytes: RAM budget of the one embedding cache all sessions and API calls share
-            (None: `ui.runtime.DEFAULT_CACHE_FRACTION` of the machine's RAM).
-        device_cache_bytes: accelerator-memory budget of that cache (ignored on CPU).
-        disk_cache_dir: folder of its persistent tier (None: no disk tier).
-        disk_cache_bytes: byte budget of that folder (None: the cache's default).
-        projects_dir: where projects are kept (None: inside the scratch folder, so they
-            last only as long as the server; `ui.main` passes the user's data folder).
-        preview_max_side: longest side of preview pictures, pixels.
-        default_confidence: the confidence slider's start value.
-        embed_batch_size: images per vision-tower pass when embedding uploads; None picks
-            `default_embed_batch_size` for the model's device.
-        data_dirs: folders on the server the page may add images from (``--data-dir``;
-            `owl_core.project.data_dir`); empty: none, the folder row is not shown.
-    """
-
-    predictor_kwargs: dict[str, Any] = field(default_factory=dict)
-    random_preset: str | None = None
-    max_sessions: int = 8
-    work_dir: str | None = None
-    cache_bytes: int | None = None
-    device_cache_bytes: int = 1024 * 1024 ** 2
-    disk_cache_dir: str | None = None
-    disk_cache_bytes: int | None = None
-    projects_dir: str | None = None
-    preview_max_side: int = PREVIEW_MAX_SIDE
-    default_confidence: float = 0.9
-    embed_batch_size: int | None = None
-    data_dirs: tuple[str, ...] = ()
-
-
 def default_embed_batch_size(model: Any) -> int:
     """4 on a GPU (batching fills it); 1 on a CPU. On the 2-core CPU the base model embedded
     at the same speed with batches of 1, 2 and 4 (6.2 s/image each: the vision tower is
@@ -77,13 +38,6 @@ def default_embed_batch_size(model: Any) -> int:
     soonest and the lowest peak memory."""
     device = getattr(getattr(model, "device", None), "type", "cpu")
     return 4 if device == "cuda" else 1
-
-
-class Components:
-    """The page's components, filled in by `ui.layout.build_demo` (attribute per component)."""
-
-    def __getattr__(self, name: str) -> Any:  # only reached for missing attributes
-        raise AttributeError(f"component {name!r} was not created by the layout")
 
 
 class Studio:
@@ -129,18 +83,20 @@ class Studio:
         self.store = TabSessions(make_predictor, self.work.path / "sessions", self.projects,
                                   cfg.max_sessions, cfg.preview_max_side)
         self.c = Components()
-        self.images = ImageHandlers(self)
-        self.embedding = EmbeddingHandlers(self)
-        self.boxes = BoxHandlers(self)
-        self.classes = ClassHandlers(self)
-        self.preview = PreviewHandlers(self)
-        self.project = ProjectHandlers(self)
-        self.api = ApiHandlers(self)
-        self.library = LibraryHandlers(self)
+        # each area gets the shared context plus exactly the parts it uses, not the studio
+        ctx = AreaContext(self.c, self.config, self.session, self.touched)
+        self.preview = PreviewHandlers(ctx)
+        self.images = ImageHandlers(ctx)
+        self.embedding = EmbeddingHandlers(ctx)
+        self.boxes = BoxHandlers(ctx, self.preview)
+        self.classes = ClassHandlers(ctx)
+        self.project = ProjectHandlers(ctx)
+        self.api = ApiHandlers(ctx, self.make_predictor, self.exports)
+        self.library = LibraryHandlers(ctx, self.store, self.projects)
         atexit.register(_close_at_exit, weakref.ref(self))  # a stopped server saves first
-        self.review = ReviewHandlers(self)
-        self.meter = MeterHandlers(self)
-        self.history = HistoryHandlers(self)
+        self.review = ReviewHandlers(ctx, self.preview)
+        self.meter = MeterHandlers(ctx, self.preview)
+        self.history = HistoryHandlers(ctx)
 
     @property
     def browser_secret(self) -> str:
@@ -194,6 +150,4 @@ def _close_at_exit(ref: weakref.ref) -> None:
         studio.close()
 
 
-def tab_id(request: gr.Request | None) -> str:
-    """The tab's session id (Gradio's ``session_hash``)."""
-    return getattr(request, "session_hash", None) or "default"
+__all__ = ["Components", "Studio", "StudioConfig", "default_embed_batch_size", "tab_id"]
