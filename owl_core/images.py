@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,14 +118,16 @@ def decode_bytes(data: bytes, label: str = "image") -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_size(img.width, img.height, label)
+            img.load()  # a damaged file fails here, never as a partly black picture
             return pil_to_rgb(_exif_upright(img))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
         raise _bomb_error(exc, label) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, zlib.error) as exc:
         raise ImageError(
-            f"{label}: could not read the image ({exc}). Use a PNG, JPEG, WebP, BMP or TIFF file."
+            f"{label}: could not read the image ({exc}); the file is damaged or not an image. "
+            "Use a PNG, JPEG, WebP, BMP or TIFF file."
         ) from exc
 
 
@@ -239,6 +242,11 @@ def resolve_image(image: ImageInput) -> ImageSource:
         return image
     if isinstance(image, Image.Image):
         _check_size(image.width, image.height, "PIL image")
+        try:
+            image.load()  # a lazily opened, damaged file fails here, not as black pixels
+        except (OSError, ValueError, SyntaxError, zlib.error) as exc:
+            raise ImageError(f"PIL image: could not read the image ({exc}); the file is "
+                             "damaged.") from exc
         return _from_pixels(pil_to_rgb(_exif_upright(image)), "PIL image")
     if isinstance(image, np.ndarray):
         return _from_pixels(array_to_rgb(image), "array")
@@ -265,6 +273,8 @@ def resolve_image(image: ImageInput) -> ImageSource:
             name = path.name or "image file"  # never the folder: uploads live in temp folders
             try:
                 if path.is_file():
+                    limits.current().check("max_image_file_bytes", path.stat().st_size,
+                                           f"{name}: bytes in the file", ImageLimitError)
                     data = path.read_bytes()
                     if not data:
                         raise ImageError(f"{name}: the file is empty; re-export or re-download "
@@ -311,7 +321,8 @@ def _is_image_header(data: bytes) -> bool:
 
 def _exif_upright(image: Image.Image) -> Image.Image:
     """The image turned upright per its EXIF orientation (as decoding a file does); no copy
-    when there is nothing to turn."""
+    when there is nothing to turn. Call on a loaded image: only EXIF errors are ignored here,
+    a pixel decoding error must have surfaced before (PNG's getexif() loads the pixels)."""
     try:
         orientation = image.getexif().get(0x0112, 1)
     except Exception:  # noqa: BLE001 -- malformed EXIF: use the pixels as they are

@@ -44,6 +44,7 @@ class Limits:
     max_request_bytes: int = 64 * 1024**2
     max_upload_bytes: int = 64 * 1024**2
     max_image_pixels: int = 80_000_000
+    max_image_file_bytes: int = 256 * 1024**2
     max_pt_bytes: int = 4 * 1024**3
     max_pt_unpacked_bytes: int = 8 * 1024**3
     max_pt_tensor_elements: int = 500_000_000

@@ -458,3 +458,34 @@ def test_image_source_is_frozen():
     with pytest.raises(AttributeError, match=r"cannot assign to field 'content_hash'"):
         source.content_hash = "x"  # type: ignore[misc]
     assert isinstance(source, ImageSource)
+
+
+def _damaged_png() -> bytes:
+    """A gradient PNG (compressible, so its zlib stream is real) with 4 bytes of the stream
+    inverted: the header is intact, the pixel data is not."""
+    ramp = np.linspace(0, 255, 120).astype(np.uint8)
+    data = bytearray(png_bytes(np.stack([np.tile(ramp, (120, 1))] * 3, -1)))
+    start = data.index(b"IDAT") + 4 + 40
+    data[start:start + 4] = bytes(b ^ 0xFF for b in data[start:start + 4])
+    return bytes(data)
+
+
+@pytest.mark.parametrize("form", ["bytes", "path", "PIL"])
+def test_a_damaged_png_is_an_error_not_a_black_picture(form, tmp_path):
+    data = _damaged_png()
+    (tmp_path / "bad.png").write_bytes(data)
+    value = {"bytes": data, "path": tmp_path / "bad.png",
+             "PIL": Image.open(tmp_path / "bad.png")}[form]
+    with pytest.raises(ImageError, match="could not read the image"):
+        resolve_image(value).decode()
+
+
+def test_an_image_file_over_the_byte_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    path.write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    with path.open("r+b") as fh:  # sparse: large on paper, nothing written
+        fh.truncate(10_000)
+    monkeypatch.setenv("OWL_MAX_IMAGE_FILE_BYTES", "5000")
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read before the check"))
+    with pytest.raises(ImageError, match="max_image_file_bytes"):
+        resolve_image(path)

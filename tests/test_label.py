@@ -373,3 +373,29 @@ def test_a_second_job_on_the_same_out_is_refused_while_one_runs(capsys, work, tm
         code, err = label(capsys, work, tmp_path / "out", "--format", "jsonl")
     assert code == 2 and "another label job is running" in err
     assert label(capsys, work, tmp_path / "out", "--format", "jsonl")[0] == 0
+
+
+def test_a_damaged_png_and_a_file_over_the_byte_cap_are_failures(capsys, work, tmp_path,
+                                                                  monkeypatch):
+    data = tmp_path / "data"
+    make_folder(data, 2, nested=False)
+    good = (data / "img001.png").read_bytes()
+    ramp = np.linspace(0, 255, 96).astype(np.uint8)
+    Image.fromarray(np.stack([np.tile(ramp, (96, 1))] * 3, -1)).save(data / "damaged.png")
+    damaged = bytearray((data / "damaged.png").read_bytes())
+    start = damaged.index(b"IDAT") + 44  # inside the zlib stream: the header stays readable
+    damaged[start:start + 4] = bytes(b ^ 0xFF for b in damaged[start:start + 4])
+    (data / "damaged.png").write_bytes(bytes(damaged))
+    with (data / "huge.png").open("wb") as fh:  # sparse: a valid header, then 'gigabytes'
+        fh.write(good)
+        fh.truncate(len(good) * 50)
+    monkeypatch.setenv("OWL_MAX_IMAGE_FILE_BYTES", str(len(good) * 10))
+    code = main([str(data), "--weights", str(work["a"]), "--model", str(work["model"]),
+                 "--out", str(tmp_path / "out"), "--format", "jsonl", *FLAGS])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    failures = {f["file"]: f for f in summary["failures"]}
+    assert sorted(failures) == ["damaged.png", "huge.png"], summary
+    assert "max_image_file_bytes" in json.dumps(failures["huge.png"])
+    assert summary["labelled"] == 2

@@ -585,3 +585,15 @@ def test_a_stalled_body_is_cut_off_with_408(tiny_model):
     assert calls == []
     whole = asyncio.run(scenario(stall=False))
     assert whole[0]["status"] == 200 and calls == ["answered"]
+
+
+def test_a_damaged_png_is_a_4xx_not_detections_on_black(client, images):
+    damaged = bytearray(images["coins"])
+    start = damaged.index(b"IDAT") + 44  # inside the zlib stream: the header stays readable
+    damaged[start:start + 4] = bytes(b ^ 0xFF for b in damaged[start:start + 4])
+    box = {"x": 60, "y": 50, "w": 30, "h": 40, "cls": "coin"}
+    response = client.post("/owlv2/infer", json={
+        "image": _ref(bytes(damaged)), "confidence": 0.0,
+        "training_data": [{"image": _ref(images["coins"]), "boxes": [box]}]})
+    assert response.status_code == 400, response.text[:300]
+    assert "could not read the image" in response.json()["message"]
