@@ -28,6 +28,7 @@ from owl_core.project.model import (
     Project,
     Prompt,
     load_project,
+    project_from_dict,
     read_training_file,
     save_project,
 )
@@ -72,7 +73,7 @@ def test_round_trip_save_reopen_equal(filled, store):
     assert again.images[1].status == "in_review"
     assert again.settings.score_mode == "calibrated" and again.settings.confidence == 0.8
     data = json.loads((filled.folder / PROJECT_FILE).read_text())
-    assert data["version"] == 2 and data["format"] == "owl-studio-project"
+    assert data["version"] == 3 and data["format"] == "owl-studio-project"
     # the derived old-form keys: still a valid training file for older readers
     assert data["training_data"][0]["boxes"][0] == {"x": 15.5, "y": 21.0, "w": 29.0, "h": 38.0,
                                                    "cls": "coin", "negative": False}
@@ -552,3 +553,32 @@ def test_project_subcommand_round_trip(tmp_path, capsys):
     # bad input: one error line, status 2
     assert main([*root, "delete", "../x"]) == 2
     assert "error: '../x' is not a project id" in capsys.readouterr().err
+
+
+def test_imported_prompt_files_are_part_of_the_project_saved_zipped_and_duplicated(
+        filled, store, tmp_path):
+    pt = tmp_path / "someone's prompt.pt"
+    pt.write_bytes(b"PK-not-really-a-pt-but-bytes-are-bytes")
+    entry = filled.add_imported(pt)
+    assert entry.file.startswith("prompts/") and entry.name == "someone's prompt.pt"
+    assert filled.add_imported(pt) == entry and len(filled.imported) == 1  # once
+    save_project(filled)
+    reopened = store.open(filled.folder.name)
+    assert reopened.imported == [entry] and reopened.imported_path(entry).read_bytes() == \
+        pt.read_bytes()
+    copy = store.duplicate(filled.folder.name)
+    assert copy.imported == [entry] and copy.imported_path(entry).is_file()
+    zipped = store.export_zip(filled.folder.name, tmp_path / "p.zip")
+    opened = store.import_zip(zipped)
+    assert opened.imported == [entry] and opened.imported_path(entry).is_file()
+    path = reopened.imported_path(entry)
+    reopened.clear_imported()
+    save_project(reopened)  # the file goes with the save that no longer lists it
+    assert not path.exists() and store.open(filled.folder.name).imported == []
+
+
+def test_an_imported_prompt_may_only_name_a_file_under_prompts(filled):
+    data = filled.to_dict()
+    data["imported"] = [{"name": "x.pt", "file": "../../etc/passwd.pt"}]
+    with pytest.raises(ProjectError, match="prompts/<hash>.pt"):
+        project_from_dict(data, filled.folder)

@@ -34,6 +34,7 @@ from owl_core.project.model import (
     IMAGES_DIR,
     LOCK_FILE,
     PROJECT_FILE,
+    PROMPTS_DIR,
     Project,
     inspect_image,
     load_project,
@@ -148,7 +149,7 @@ class ProjectLibrary:
         place, e.g. a bundled example) as a new project of this store, images copied in."""
         copy = Project(name=name or project.name, classes=list(project.classes),
                        images=list(project.images), settings=project.settings,
-                       folder=project.folder)
+                       folder=project.folder, imported=list(project.imported))
         target = self._new_folder(copy.name)
         try:
             save_project(copy, target)
@@ -214,7 +215,8 @@ class ProjectLibrary:
             with project_lock(folder), zipfile.ZipFile(tmp, "w") as zf:
                 project = load_project(folder)
                 zf.write(folder / PROJECT_FILE, PROJECT_FILE, zipfile.ZIP_DEFLATED)
-                for file in sorted({r.file for r in project.images}):
+                files = {r.file for r in project.images} | {i.file for i in project.imported}
+                for file in sorted(files):
                     zf.write(folder / file, file, zipfile.ZIP_STORED)  # images: compressed
                 store = folder / EMBEDDINGS_DIR
                 if include_embeddings and store.is_dir():
@@ -300,7 +302,7 @@ def _checked_members(zf: zipfile.ZipFile, label: str) -> tuple[list[zipfile.ZipI
             continue
         rel = info.filename[len(prefix):]
         first = PurePosixPath(rel).parts[0]
-        if rel == PROJECT_FILE or first in (IMAGES_DIR, EMBEDDINGS_DIR):
+        if rel == PROJECT_FILE or first in (IMAGES_DIR, EMBEDDINGS_DIR, PROMPTS_DIR):
             keep.append(info)
     return keep, prefix
 

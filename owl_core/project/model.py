@@ -6,6 +6,7 @@ A project is a folder::
         project.json        versioned (see `FORMAT_VERSION`), written atomically
         project.json.bak    the previous save
         images/             the images the project owns (content-addressed file names)
+        prompts/            imported `.pt` prompt files (content-addressed, `ImportedPrompt`)
         embeddings/         optional embedding store (`Project.embedding_dir`)
 
 Inside a project boxes are XYXY pixels of the image as shown upright (EXIF applied); the
@@ -47,11 +48,13 @@ from owl_core.errors import ImageError, LimitError, OwlError, ProjectError
 from owl_core.params import DetectParams
 
 FORMAT_NAME = "owl-studio-project"
-#: Version written by `save_project`. 1 = the old example-project form (no "version" key).
-FORMAT_VERSION = 2
+#: Version written by `save_project`. 1 = the old example-project form (no "version" key);
+#: 2 = images with prompts and labels; 3 = adds "imported" (`.pt` files the project uses).
+FORMAT_VERSION = 3
 PROJECT_FILE = "project.json"
 BACKUP_FILE = "project.json.bak"
 IMAGES_DIR = "images"
+PROMPTS_DIR = "prompts"
 EMBEDDINGS_DIR = "embeddings"
 LOCK_FILE = ".project.lock"
 _TMP_PREFIX = ".project.json."
@@ -291,6 +294,41 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class ImportedPrompt:
+    """A `.pt` prompt file the project uses next to its drawn boxes (its exemplars stay active
+    after a reload or a restart).
+
+    Attributes:
+        name: the file name the person picked, for people.
+        file: path relative to the project folder (``prompts/<sha256>.pt``).
+    """
+
+    name: str
+    file: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 255:
+            raise ProjectError(f"imported prompt: name must be 1-255 characters, got "
+                               f"{self.name!r}.")
+        if not isinstance(self.file, str) or not _local(self.file, PROMPTS_DIR) \
+                or not self.file.endswith(".pt"):
+            raise ProjectError(f"imported prompt {self.name!r}: file must be "
+                               f"{PROMPTS_DIR}/<hash>.pt, got {self.file!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "file": self.file}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "imported") -> ImportedPrompt:
+        if not isinstance(data, Mapping):
+            raise _fail(where, f"expected {{'name', 'file'}}, got {type(data).__name__}.")
+        try:
+            return cls(name=data.get("name"), file=data.get("file"))
+        except ProjectError as exc:
+            raise _fail(where, str(exc)) from None
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """What a project needs to know about an image file's bytes."""
 
@@ -366,9 +404,14 @@ class Project:
     settings: DetectParams = field(default_factory=DetectParams)
     folder: Path | None = None
     version: int = FORMAT_VERSION
+    #: imported `.pt` prompt files, in the order they were imported
+    imported: list[ImportedPrompt] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.name = _project_name(self.name)
+        self.imported = list(self.imported)
+        if not all(isinstance(i, ImportedPrompt) for i in self.imported):
+            raise ProjectError("imported must be a list of ImportedPrompt.")
         if not isinstance(self.settings, DetectParams):
             raise ProjectError("settings must be a DetectParams.")
         if self.folder is not None:
@@ -381,8 +424,8 @@ class Project:
     def __eq__(self, other: object) -> bool:  # the folder is where it is, not what it is
         if not isinstance(other, Project):
             return NotImplemented
-        return (self.name, self.classes, self.images, self.settings) == (
-            other.name, other.classes, other.images, other.settings)
+        return (self.name, self.classes, self.images, self.settings, self.imported) == (
+            other.name, other.classes, other.images, other.settings, other.imported)
 
     @property
     def embedding_dir(self) -> Path:
@@ -454,11 +497,14 @@ class Project:
         self.images = images
         return record
 
-    def remove_image(self, image_id: str) -> ImageRecord:
-        """Drop an image record; its file is deleted when no other record uses it."""
+    def remove_image(self, image_id: str, delete_file: bool = True) -> ImageRecord:
+        """Drop an image record; its file is deleted when no other record uses it (unless
+        `delete_file` is False: a caller that saves later deletes it after the save, so the
+        file on disk never lists a missing image)."""
         record = self.image(image_id)
         self.images = [r for r in self.images if r.id != image_id]
-        if self.folder is not None and not any(r.file == record.file for r in self.images):
+        if delete_file and self.folder is not None \
+                and not any(r.file == record.file for r in self.images):
             target = (self.folder / record.file).resolve()
             if _inside(target, self.folder / IMAGES_DIR):
                 target.unlink(missing_ok=True)
@@ -493,6 +539,53 @@ class Project:
         self.settings = (settings if isinstance(settings, DetectParams)
                          else DetectParams.from_dict(settings, strict=True))
         return self.settings
+
+    def set_name(self, name: str) -> str:
+        """Rename the project (whitespace runs collapsed, at most 200 printable characters)."""
+        self.name = _project_name(name)
+        return self.name
+
+    # ---------------------------------------------------------------- imported prompts
+    def add_imported(self, source: str | os.PathLike, name: str | None = None) -> ImportedPrompt:
+        """Copy a `.pt` file into ``prompts/`` (named by its SHA-256, so the same file is kept
+        once) and list it; the caller has checked that it loads. Returns the new entry."""
+        import hashlib
+
+        folder = self._require_folder("importing prompts")
+        path = Path(os.fspath(source))
+        label = name or path.name
+        try:
+            size = path.stat().st_size
+            limits.current().check("max_upload_bytes", size, f"{label}: file size",
+                                   limits.ProjectLimitError)
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ProjectError(f"{label}: cannot read the file ({exc.strerror or exc}).") from exc
+        rel = f"{PROMPTS_DIR}/{hashlib.sha256(data).hexdigest()}.pt"
+        _write_file_once(folder / rel, data)
+        entry = ImportedPrompt(name=_display_name(label)[-255:], file=rel)
+        self.imported = [*(i for i in self.imported if i.file != rel), entry]
+        return entry
+
+    def clear_imported(self) -> list[ImportedPrompt]:
+        """Forget every imported prompt file (the files go at the next save). Returns them."""
+        dropped, self.imported = self.imported, []
+        return dropped
+
+    def imported_path(self, entry: ImportedPrompt) -> Path:
+        """Absolute path of an imported prompt file."""
+        return Path(os.path.normpath(self._require_folder("prompt paths") / entry.file))
+
+    def class_usage(self, name: str) -> tuple[int, int, int]:
+        """(prompt boxes, reviewed labels, images with either) of a class: what removing it
+        deletes."""
+        cls = self.classes[self.class_index(name)]
+        prompts = labels = images = 0
+        for r in self.images:
+            p = sum(1 for b in r.prompts if b.cls == cls)
+            lab = sum(1 for b in r.labels if b.cls == cls)
+            prompts, labels, images = prompts + p, labels + lab, images + bool(p or lab)
+        return prompts, labels, images
 
     # ---------------------------------------------------------------- classes
     def add_class(self, name: str) -> str:
@@ -535,6 +628,7 @@ class Project:
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "name": self.name,
             "classes": list(self.classes), "settings": self.settings.to_dict(),
             "images": [r.to_dict() for r in images],
+            "imported": [i.to_dict() for i in self.imported],
             # derived, for readers of the old form; ignored when a versioned file is read
             "training_data": [{"image": r.file, "boxes": [
                 geometry.xyxy_to_reference(p.xyxy, p.cls, p.negative, ndigits=None)
@@ -740,9 +834,14 @@ def project_from_dict(data: Any, folder: str | os.PathLike, *, allow_external: b
         records = [ImageRecord.from_dict(d, f"images[{i}]") for i, d in enumerate(images)]
         for record in records:
             _check_path(record.file, folder, allow_external, f"image {record.id!r}")
+        imported = data.get("imported", []) if version >= 3 else []
+        if not isinstance(imported, list):
+            raise ProjectError("\"imported\" must be a list.")
         project = Project(name=data.get("name") or folder.name, classes=data.get("classes", []),
                           images=records, settings=DetectParams.from_dict(data.get("settings")),
-                          folder=folder)
+                          folder=folder, version=version,
+                          imported=[ImportedPrompt.from_dict(d, f"imported[{i}]")
+                                    for i, d in enumerate(imported)])
     except OwlError as exc:
         if str(exc).startswith(source):
             raise
@@ -851,6 +950,14 @@ def _save_locked(project: Project, target: Path) -> Path:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, dest)
         adopted.append(dataclasses.replace(record, file=rel) if rel != record.file else record)
+    for entry in project.imported:  # prompt files are always ours: copy them along
+        if source is not None and source != target and not (target / entry.file).is_file():
+            src = source / entry.file
+            if not src.is_file():
+                raise ProjectError(f"imported prompt {entry.name!r}: its file {src} is missing; "
+                                   "import it again.")
+            (target / entry.file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target / entry.file)
     if any(a is not r for a, r in zip(adopted, images, strict=True)) or source != target:
         project.images = adopted  # otherwise untouched: an edit made meanwhile is not undone
         project.folder = target
@@ -874,7 +981,17 @@ def _save_locked(project: Project, target: Path) -> Path:
     )
 
     fsync_dir(target)
+    _remove_unused_prompts(target, project.imported)
     return final
+
+
+def _remove_unused_prompts(folder: Path, imported: Sequence[ImportedPrompt]) -> None:
+    """Delete prompt files the saved project no longer lists (after the save: the file on
+    disk never names a missing one)."""
+    used = {entry.file for entry in imported}
+    for path in (folder / PROMPTS_DIR).glob("*.pt"):
+        if f"{PROMPTS_DIR}/{path.name}" not in used:
+            path.unlink(missing_ok=True)
 
 
 def _keep_backup(current: Path, backup: Path) -> None:
