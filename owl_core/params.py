@@ -18,6 +18,8 @@ from owl_core.errors import SettingsError
 ScoreMode = Literal["reference", "calibrated"]
 SCORE_MODES: tuple[str, ...] = ("reference", "calibrated")
 DEFAULT_CONFIDENCE = 0.9
+#: The confidence slider's step: the meter suggests only confidences the slider can be set to.
+CONFIDENCE_STEP = 0.01
 DEFAULT_IOU_THRESHOLD = 0.3
 DEFAULT_MAX_DETECTIONS = 300
 DEFAULT_MATCH_THRESHOLD = 0.3

@@ -360,3 +360,65 @@ def test_pictures_the_predictors_exemplars_came_from_are_left_out(project_dir, p
     ev = evaluate_project(project, predictor)
     assert ev.left_out == ("example.png", "example-again.png", "query.png")
     assert ev.images_measured == 1
+
+
+def _f32(rows) -> sv.Detections:
+    """`dets` with float32 scores, as the engine returns them."""
+    d = dets(rows)
+    if len(d):
+        d.confidence = d.confidence.astype(np.float32)
+    return d
+
+
+@pytest.mark.parametrize("rows, expected", [
+    # the detection scores 0.9452: rounding to the slider's 0.95 would drop it (F1 0)
+    ([(0, 0, 10, 10, CAT, 0.9452), (40, 40, 50, 50, CAT, 0.3)], 0.94),
+    # a false positive at 0.9449 sits between 0.94 and the hit: no slider value keeps the hit
+    # without it, so the promise is the grid's best (both kept, F1 2/3), not the off-grid 1.0
+    ([(0, 0, 10, 10, CAT, 0.9452), (40, 40, 50, 50, CAT, 0.9449)], 0.94),
+    # float32 0.95 is just below 0.95: the slider's 0.95 still keeps it (compared in float32)
+    ([(0, 0, 10, 10, CAT, 0.95), (40, 40, 50, 50, CAT, 0.3)], 0.95),
+])
+def test_a_suggestion_on_the_sliders_step_reads_what_it_promises(rows, expected):
+    gt = dets([(0, 0, 10, 10, CAT)], scores=False)
+    pred = _f32(rows)
+    ev = evaluate([gt], [pred], CLASSES, 0.5, confidence_step=0.01)
+    sg = ev.suggested
+    assert sg is not None and sg.confidence == expected
+    applied = evaluate([gt], [pred], CLASSES, sg.confidence).overall
+    assert (applied.precision, applied.recall, applied.f1) == (sg.precision, sg.recall, sg.f1)
+
+
+def test_a_stepped_suggestion_is_the_best_slider_value():
+    """On random float32 scores: the stepped suggestion is a multiple of the step, applying it
+    reads exactly the promised P/R/F1, and no slider value reads a better F1."""
+    rng = np.random.default_rng(7)
+    gts, preds = [], []
+    for _ in range(5):
+        gt_rows = [(i * 100, 0, i * 100 + 40, 40, int(rng.integers(0, 2))) for i in range(4)]
+        pred_rows = [(x0 + int(rng.integers(-5, 6)), 0, x1, 40,
+                      cls if rng.random() < 0.8 else 1 - cls, float(rng.random()))
+                     for x0, _, x1, _, cls in gt_rows]
+        pred_rows += [(500, 500, 540, 540, 0, float(rng.random()))]
+        gts.append(dets(gt_rows, scores=False))
+        preds.append(_f32(pred_rows))
+    ev = evaluate(gts, preds, CLASSES, 0.5, confidence_step=0.01)
+    sg = ev.suggested
+    assert sg is not None and round(sg.confidence * 100) == pytest.approx(sg.confidence * 100)
+    applied = evaluate(gts, preds, CLASSES, sg.confidence).overall
+    assert (applied.precision, applied.recall, applied.f1) == (sg.precision, sg.recall, sg.f1)
+    grid = [evaluate(gts, preds, CLASSES, k / 100).overall.f1 for k in range(101)]
+    assert sg.f1 == pytest.approx(max(grid))
+
+
+def test_metrics_of_a_class_with_nothing_to_measure_are_undefined():
+    """A class with no labels and no detections has no precision, recall or F1 (None, "-" in
+    the table), not 0; a class with labels but no detections has recall 0."""
+    ev = evaluate([GT_A], [PRED_A], CLASSES + ["bird"], 0.5)
+    bird = ev.classes[2]
+    assert (bird.precision, bird.recall, bird.f1) == (None, None, None)
+    assert ev.classes[DOG].recall == 1.0
+    row = next(line for line in ev.table().splitlines() if line.startswith("bird"))
+    assert row.split()[1:4] == ["-", "-", "-"]
+    nothing = evaluate([sv.Detections.empty()], [sv.Detections.empty()], CLASSES, 0.5)
+    assert nothing.overall.f1 is None and nothing.to_dict()["overall"]["f1"] is None

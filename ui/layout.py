@@ -27,7 +27,7 @@ from gradio_image_annotation import image_annotator
 
 from owl_core import limits
 from owl_core.engine.scoring import SCORE_MODES
-from owl_core.params import DEFAULT_MATCH_THRESHOLD
+from owl_core.params import CONFIDENCE_STEP, DEFAULT_MATCH_THRESHOLD
 from ui import labels as L
 from ui.data_dir import build_data_dir_row, wire_data_dir
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
@@ -252,7 +252,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                         with gr.Row(equal_height=True, elem_id="preview-settings"):
                             c.status = gr.Markdown("", elem_id="status")
                             c.confidence = gr.Slider(0.0, 1.0, value=config.default_confidence,
-                                                     step=0.01, label="Confidence",
+                                                     step=CONFIDENCE_STEP, label="Confidence",
                                                      min_width=240, elem_id="confidence")
                         c.preview = gr.Gallery(label="Detections on query images (click a "
                                                      "thumbnail to pick an image)",

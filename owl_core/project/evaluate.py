@@ -36,7 +36,7 @@ import supervision as sv
 from supervision.metrics import MeanAveragePrecision
 
 from owl_core.engine.scoring import DetectionResult
-from owl_core.errors import ProjectError
+from owl_core.errors import ProjectError, SettingsError
 from owl_core.params import DetectParams
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ class ClassScore:
     Attributes:
         name: the class name, or "all".
         true_positives / false_positives / false_negatives: at the evaluated confidence.
-        precision, recall, f1: from those counts (0 when undefined).
+        precision, recall, f1: from those counts (0 when the denominator is 0); None when
+            the class has neither ground truth nor detections (nothing to measure).
         ap50: average precision at IoU 0.5 over all detections; None without ground truth.
     """
 
@@ -64,9 +65,9 @@ class ClassScore:
     true_positives: int
     false_positives: int
     false_negatives: int
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
     ap50: float | None
 
     @property
@@ -124,10 +125,9 @@ class Evaluation:
                 f"{'TP':>5} {'FP':>5} {'FN':>5}")
         rows = [head, "-" * len(head)]
         for c in (*self.classes, self.overall):
-            ap = "-" if c.ap50 is None else f"{c.ap50:.3f}"
-            rows.append(f"{c.name:<{width}}  {c.precision:>6.3f} {c.recall:>6.3f} {c.f1:>6.3f} "
-                        f"{ap:>6} {c.true_positives:>5} {c.false_positives:>5} "
-                        f"{c.false_negatives:>5}")
+            p, r, f1, ap = (_text(v) for v in (c.precision, c.recall, c.f1, c.ap50))
+            rows.append(f"{c.name:<{width}}  {p:>6} {r:>6} {f1:>6} {ap:>6} "
+                        f"{c.true_positives:>5} {c.false_positives:>5} {c.false_negatives:>5}")
         rows.append(f"confidence {self.confidence:g}; {self.images_measured} reviewed image(s) "
                     f"measured, {len(self.left_out)} left out (example images)")
         if self.suggested is not None:
@@ -137,11 +137,17 @@ class Evaluation:
         return "\n".join(rows)
 
 
+def _text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den > 0 else 0.0
 
 
 def _score(name: str, tp: int, fp: int, fn: int, ap50: float | None) -> ClassScore:
+    if tp + fp + fn == 0:  # no ground truth, no detection: nothing to measure
+        return ClassScore(name, 0, 0, 0, None, None, None, ap50)
     return ClassScore(name, int(tp), int(fp), int(fn), _ratio(tp, tp + fp), _ratio(tp, tp + fn),
                       _ratio(2 * tp, 2 * tp + fp + fn), ap50)
 
@@ -225,19 +231,26 @@ def _ranked_hits(gt: sv.Detections, pred: sv.Detections) -> np.ndarray:
     return hits
 
 
-def suggest_confidence(gts: Sequence[sv.Detections],
-                       preds: Sequence[sv.Detections]) -> float | None:
+def suggest_confidence(gts: Sequence[sv.Detections], preds: Sequence[sv.Detections],
+                       step: float | None = None) -> float | None:
     """The detection score that, used as the confidence, maximises overall F1 (ties: the
     highest such score). None without ground truth or detections, or when no detection finds
     anything (every threshold gives F1 = 0).
 
     Every distinct score is tried at once: hits ranked by score, cumulated, F1 = 2 TP /
     (detections kept + ground truth).
+
+    Args:
+        step: only confidences that are multiples of `step` (a slider's step, e.g. 0.01) are
+            tried, so the suggestion can be set exactly: a score rounded to the slider could
+            drop the very detection it was chosen for (0.9452 -> 0.95).
     """
     n_gt = sum(len(g) for g in gts)
     confs = [p.confidence for p in preds if len(p)]
     if n_gt == 0 or not confs:
         return None
+    if step is not None:
+        return _suggest_on_grid(gts, preds, n_gt, step)
     conf = np.concatenate(confs).astype(np.float64)
     hits = np.concatenate([_ranked_hits(g, p) for g, p in zip(gts, preds, strict=True)
                            if len(p)])
@@ -248,6 +261,29 @@ def suggest_confidence(gts: Sequence[sv.Detections],
     f1 = 2 * cum_tp[last] / (last + 1 + n_gt)
     best = int(np.argmax(f1))
     return float(conf[last[best]]) if f1[best] > 0 else None
+
+
+def _suggest_on_grid(gts: Sequence[sv.Detections], preds: Sequence[sv.Detections], n_gt: int,
+                     step: float) -> float | None:
+    """`suggest_confidence` over the confidences k * `step` in [0, 1]. Each grid value is
+    compared with the scores in their own dtype, as `_above` does (a float32 0.95 is kept at
+    the slider's 0.95)."""
+    if not 0 < step <= 1:
+        raise SettingsError(f"confidence step must be in (0, 1], got {step}.")
+    decimals = max(0, -int(np.floor(np.log10(step))) + 2)
+    grid = np.round(np.arange(int(np.floor(1 / step + 1e-9)) + 1) * step, decimals)
+    kept = np.zeros(len(grid), np.int64)
+    tp = np.zeros(len(grid), np.int64)
+    for gt, pred in zip(gts, preds, strict=True):
+        if not len(pred):
+            continue
+        conf = np.asarray(pred.confidence)
+        above = conf[None, :] >= grid.astype(conf.dtype)[:, None]  # (grid, detections)
+        kept += above.sum(axis=1)
+        tp += (above & _ranked_hits(gt, pred)[None, :]).sum(axis=1)
+    f1 = 2 * tp / (kept + n_gt)
+    best = len(f1) - 1 - int(np.argmax(f1[::-1]))  # ties: the highest confidence
+    return float(grid[best]) if f1[best] > 0 else None
 
 
 def _average_precision(gts: Sequence[sv.Detections], preds: Sequence[sv.Detections],
@@ -280,6 +316,8 @@ class Meter:
         class_names: class id -> name.
         is_example: per image, whether it carries prompt boxes (then it is left out).
         image_names: per image, a name for the "left out" list (default: its index).
+        confidence_step: suggest only multiples of this step (a slider's; see
+            `suggest_confidence`); None: any detection score.
 
     Raises:
         ProjectError: lists of different lengths, class ids out of range, missing scores.
@@ -293,6 +331,7 @@ class Meter:
         *,
         is_example: Sequence[bool] | None = None,
         image_names: Sequence[str] | None = None,
+        confidence_step: float | None = None,
     ) -> None:
         n = len(ground_truth)
         for what, seq in (("predictions", predictions), ("is_example", is_example),
@@ -307,6 +346,7 @@ class Meter:
         labels = ([str(x) for x in image_names] if image_names is not None
                   else [str(i) for i in range(n)])
         self.class_names = names
+        self.confidence_step = confidence_step
         self.ground_truth: list[sv.Detections] = []
         self.predictions: list[sv.Detections] = []
         for i in range(n):
@@ -327,7 +367,7 @@ class Meter:
         """(mAP@50, AP@50 per class, suggestion): independent of the confidence."""
         map50, ap = _average_precision(self.ground_truth, self.predictions,
                                        len(self.class_names))
-        best = suggest_confidence(self.ground_truth, self.predictions)
+        best = suggest_confidence(self.ground_truth, self.predictions, self.confidence_step)
         suggested = None
         if best is not None:
             at_best = _score("all", *self._counts(best).sum(axis=0), None)
@@ -353,6 +393,7 @@ def evaluate(
     *,
     is_example: Sequence[bool] | None = None,
     image_names: Sequence[str] | None = None,
+    confidence_step: float | None = None,
 ) -> Evaluation:
     """Measure detections against reviewed labels at one confidence (arguments as `Meter`;
     keep a `Meter` to read several confidences).
@@ -363,7 +404,7 @@ def evaluate(
     """
     DetectParams(confidence=confidence)  # refuse a bad confidence before any work
     return Meter(ground_truth, predictions, class_names, is_example=is_example,
-                 image_names=image_names).at(confidence)
+                 image_names=image_names, confidence_step=confidence_step).at(confidence)
 
 
 # ------------------------------------------------------------------------------- projects
@@ -379,6 +420,7 @@ class Measurement:
         predictions: per reviewed image, its detections at confidence 0 (None: left out).
         is_example: per reviewed image, whether it carries prompt boxes (left out).
         image_names: per reviewed image, its file name.
+        confidence_step: the suggestion's step (see `Meter`); None: any detection score.
     """
 
     class_names: tuple[str, ...]
@@ -386,12 +428,14 @@ class Measurement:
     predictions: tuple[DetectionResult | None, ...]
     is_example: tuple[bool, ...]
     image_names: tuple[str, ...]
+    confidence_step: float | None = None
 
     @cached_property
     def meter(self) -> Meter:
         """The validated `Meter` (mAP and the suggestion computed once, on first read)."""
         return Meter(self.ground_truth, self.predictions, self.class_names,
-                     is_example=self.is_example, image_names=self.image_names)
+                     is_example=self.is_example, image_names=self.image_names,
+                     confidence_step=self.confidence_step)
 
     def at(self, confidence: float) -> Evaluation:
         """The meter's reading at `confidence`."""
@@ -422,7 +466,8 @@ def reviewed_ground_truth(project: Project, example_hashes: Iterable[str] = (),
 
 
 def measure_project(project: Project, predictor: OwlPredictor,
-                    params: DetectParams | None = None) -> Measurement:
+                    params: DetectParams | None = None, *,
+                    confidence_step: float | None = None) -> Measurement:
     """Detect, with the predictor's current prompts, on the project's reviewed ("done") images
     that are not example images, once, at confidence 0 (embeddings come from the predictor's
     cache when it has them). Example images: those with prompt boxes in the project, and any
@@ -431,6 +476,7 @@ def measure_project(project: Project, predictor: OwlPredictor,
     Args:
         params: IoU threshold, max_detections and score mode to detect with (default: the
             project's settings); its confidence is not used here.
+        confidence_step: the suggested confidence's step (a slider's); see `Meter`.
     """
     params = (params or project.settings).replace(confidence=0.0)
     sources = predictor.exemplars.sources
@@ -441,7 +487,7 @@ def measure_project(project: Project, predictor: OwlPredictor,
     predictions = tuple(None if example else next(results) for _, _, example in items)
     return Measurement(tuple(project.classes), tuple(gt for _, gt, _ in items), predictions,
                        tuple(example for _, _, example in items),
-                       tuple(r.name for r, _, _ in items))
+                       tuple(r.name for r, _, _ in items), confidence_step)
 
 
 def evaluate_project(project: Project, predictor: OwlPredictor,

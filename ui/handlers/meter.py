@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from owl_core.params import DetectParams
+from owl_core.params import CONFIDENCE_STEP, DetectParams
 from owl_core.project.dataset_export import DATASET_FORMATS, export_dataset
 from owl_core.project.evaluate import Evaluation, Measurement, measure_project
 from ui.handlers.common import Area, AreaContext, engine_errors, read_settings
@@ -80,7 +80,8 @@ class MeterHandlers(Area):
         kept = self._kept.get(s)
         if kept is not None and kept[0] == key:
             return kept[1]
-        m = measure_project(core, s.predictor, params)
+        # suggestions on the slider's step: Apply then reads exactly what was promised
+        m = measure_project(core, s.predictor, params, confidence_step=CONFIDENCE_STEP)
         self._kept[s] = (key, m)
         return m
 
@@ -124,14 +125,15 @@ class MeterHandlers(Area):
 
     @engine_errors
     def on_apply_suggested(self, request: gr.Request) -> float:
-        """The suggested confidence, for the confidence slider."""
+        """The suggested confidence, for the confidence slider (a multiple of its step, so the
+        meter then reads exactly the P / R / F1 it promised)."""
         s = self.session(request)
         with s.lock:
             kept = self._kept.get(s)
             suggested = kept[1].at(s.settings.confidence).suggested if kept else None
             if suggested is None:
                 raise gr.Error("No suggestion yet: review at least one query image.")
-            return round(float(suggested.confidence), 2)
+            return float(suggested.confidence)
 
     @engine_errors
     def on_export_dataset(self, fmt: str, include_unreviewed: bool,
