@@ -29,7 +29,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -45,6 +44,7 @@ from owl_core.batch.outputs import (
     FORMATS,
     OUTPUT_ENTRIES,
     SUMMARY_FILE,
+    describe_error,
     write_annotated,
     write_outputs,
 )
@@ -270,14 +270,6 @@ class Journal:
 
     def close(self) -> None:
         self._file.close()
-
-
-_ADDRESS = re.compile(r"<([^<>]*?) at 0x[0-9a-fA-F]+>")
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line, without memory addresses (so the summary of a rerun has the same bytes)."""
-    return _ADDRESS.sub(r"<\1>", " ".join(str(exc).split()))
 
 
 def _stat_key(path: Path) -> tuple[int, int] | None:

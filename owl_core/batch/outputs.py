@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -31,6 +32,13 @@ OUTPUT_ENTRIES = {
     "jsonl": ("predictions.jsonl",),
 }
 SUMMARY_FILE = "summary.json"
+_ADDRESS = re.compile(r"<([^<>]*?) at 0x[0-9a-fA-F]+>")
+
+
+def describe_error(exc: BaseException) -> str:
+    """An image's failure as the summary records it: one line, without memory addresses (so
+    the summary of a rerun has the same bytes)."""
+    return _ADDRESS.sub(r"<\1>", " ".join(str(exc).split()))
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -10,6 +10,10 @@ Rows travel between stages as plain bytes (preprocessed float32 pixels, then the
 so images that fail to read, or whose embeddings are already stored, need no tensor of the same
 shape. Ray is optional (``pip install -r requirements-ray.txt``); only this module imports it,
 and only when ``--ray`` is given.
+
+The job (`owl_core.batch.job`) imports this module, never the other way round: the phase gets
+the job, its images and its sink as arguments and uses only the attributes named in
+`ray_embed_phase`.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from owl_core.batch.outputs import describe_error
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.embedding_store import STORE_DTYPES
 from owl_core.errors import OwlError, SettingsError
 
 if TYPE_CHECKING:
-    from owl_core.batch.job import EmbedSink, InputImage, LabelJob
     from owl_core.engine.transforms import OwlTransform
+
+#: The embed phase `LabelJob.run` takes: ``phase(job, images, sink)``.
+EmbedPhase = Callable[[Any, list[Any], Any], None]
 
 #: Rows per read task block and per model call.
 READ_BATCH = 8
@@ -36,7 +43,6 @@ READ_BATCH = 8
 def _read_row(row: dict[str, Any], transform: OwlTransform,
               stored: frozenset[str]) -> dict[str, Any]:
     """CPU task: read, hash, decode and preprocess one image (skipping stored content)."""
-    from owl_core.batch.job import describe_error
     from owl_core.images import resolve_image
 
     out = {**row, "hash": "", "error": "", "width": 0, "height": 0, "pixels": b""}
@@ -125,8 +131,12 @@ def _from_row(row: dict[str, Any], k: int, dim: int, store_dtype: str) -> ImageE
 def ray_embed_phase(address: str | None = "auto", actors: int | None = None,
                     batch_size: int | None = None,
                     init_kwargs: dict[str, Any] | None = None
-                    ) -> Callable[[LabelJob, list[InputImage], EmbedSink], None]:
+                    ) -> EmbedPhase:
     """The embed phase for `LabelJob.run` on Ray Data.
+
+    The phase uses of the `LabelJob`: ``owl``, ``transform``, ``top_k``, ``config.batch_size``
+    and ``config.store_dtype``; of each `InputImage`: ``path``; of the `EmbedSink`: ``store``,
+    ``failure``, ``stored`` and ``embedded_image``.
 
     Args:
         address: "auto"/None: the cluster of ``RAY_ADDRESS`` or a new local one; "local": a new
@@ -141,7 +151,7 @@ def ray_embed_phase(address: str | None = "auto", actors: int | None = None,
     except ImportError as exc:
         raise SettingsError("--ray needs Ray Data: pip install -r requirements-ray.txt") from exc
 
-    def phase(job: LabelJob, todo: list[InputImage], sink: EmbedSink) -> None:
+    def phase(job: Any, todo: list[Any], sink: Any) -> None:
         if not todo:
             return
         if not ray.is_initialized():

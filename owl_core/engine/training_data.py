@@ -7,7 +7,7 @@ Schema (Roboflow Inference OwlV2): a list of ``{"image": ..., "boxes": [{"x", "y
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,6 @@ from owl_core.errors import TrainingDataError
 from owl_core.geometry import cxcywh_to_xyxy
 from owl_core.images import ImageInput
 from owl_core.limits import TrainingDataLimitError
-from owl_core.project.model import training_entries
 
 #: Largest coordinate / size accepted, in pixels: far beyond any image the pixel limit allows,
 #: small enough that box arithmetic never overflows.
@@ -120,6 +119,20 @@ def parse_box(box: Any, where: str, lim: limits.Limits | None = None) -> PromptB
         else:
             raise TrainingDataError(f"{where}: 'negative' must be true or false, got {negative!r}.")
     return PromptBox(x, y, w, h, cls, negative)
+
+
+def training_entries(data: Any) -> Any:
+    """The reference-schema entries in what a caller passed as training data: an object with a
+    ``training_data()`` method (a `owl_core.project.model.Project`: its prompts, absolute
+    paths), a project dict (its "training_data"), or the data as it is. The one rule every
+    reader of training data follows (`parse_training_data`, the HTTP API).
+
+    The engine asks for the method rather than the class: it never imports the project layer.
+    """
+    if isinstance(data, Mapping):
+        return data["training_data"] if "training_data" in data else data
+    to_entries = getattr(data, "training_data", None)
+    return to_entries() if callable(to_entries) else data
 
 
 def parse_training_data(data: Any) -> list[TrainingImage]:

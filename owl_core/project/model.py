@@ -1010,17 +1010,6 @@ def _keep_backup(current: Path, backup: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- training files
-def training_entries(data: Any) -> Any:
-    """The reference-schema entries in what a caller passed as training data: a `Project` (its
-    prompts, absolute paths), a project dict (its "training_data"), or the data as it is. The
-    one rule every reader of training data follows (`parse_training_data`, the HTTP API)."""
-    if isinstance(data, Project):
-        return data.training_data()
-    if isinstance(data, Mapping) and "training_data" in data:
-        return data["training_data"]
-    return data
-
-
 def read_training_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str] | None]:
     """Training data and class order from a file: a project folder or ``project.json`` (either
     form), or a bare reference-schema list. Relative image paths resolve from the file's folder;
