@@ -64,8 +64,14 @@ class ImageSource:
         return decode_bytes(self.encoded, self.label)
 
 
+def content_hasher() -> hashlib.blake2b:
+    """A hasher whose ``hexdigest()`` is the content hash of the bytes fed to it: hash a file
+    as a stream, without holding it whole."""
+    return hashlib.blake2b(digest_size=16)
+
+
 def _hash_bytes(*parts: bytes) -> str:
-    h = hashlib.blake2b(digest_size=16)
+    h = content_hasher()
     for part in parts:
         h.update(part)
     return h.hexdigest()

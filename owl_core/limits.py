@@ -9,6 +9,9 @@ to change it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 
 from owl_core.errors import ImageError, LimitError, ProjectError, PtFormatError, TrainingDataError
@@ -53,8 +56,13 @@ class Limits:
     max_pt_compression_ratio: int = 200
     max_embedding_dim: int = 4_096
     max_project_images: int = 100_000
-    max_project_zip_bytes: int = 16 * 1024**3
+    max_project_labels: int = 500_000
+    max_project_json_bytes: int = 32 * 1024**2
+    max_project_json_values: int = 2_000_000
+    max_project_zip_bytes: int = 4 * 1024**3
     max_project_zip_files: int = 100_000
+    max_project_zip_unreferenced: int = 100
+    max_project_zip_compression_ratio: int = 200
 
     def check(self, name: str, value: int, what: str,
               error: type[LimitError] = LimitError) -> None:
@@ -67,8 +75,27 @@ class Limits:
                         f"reduce it, or raise the limit with OWL_{name.upper()}.")
 
 
+_PINNED: ContextVar[Limits | None] = ContextVar("owl_pinned_limits", default=None)
+
+
+@contextmanager
+def pinned(lim: Limits | None = None) -> Iterator[Limits]:
+    """Read the limits once for a block of work: inside it `current()` returns the same
+    `Limits` without reading the environment again (a project load checks every box; reading
+    25 variables per box cost seconds on a hostile file)."""
+    token = _PINNED.set(lim if lim is not None else current())
+    try:
+        yield _PINNED.get()
+    finally:
+        _PINNED.reset(token)
+
+
 def current() -> Limits:
-    """The limits in force: defaults, overridden by ``OWL_<NAME>`` environment variables."""
+    """The limits in force: defaults, overridden by ``OWL_<NAME>`` environment variables (or
+    the ones `pinned` holds for the block of work running now)."""
+    held = _PINNED.get()
+    if held is not None:
+        return held
     values = {}
     for f in fields(Limits):
         raw = os.environ.get(f"OWL_{f.name.upper()}")

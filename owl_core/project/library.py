@@ -12,6 +12,8 @@ only then moved into place.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import re
 import secrets
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from owl_core import limits
 from owl_core.errors import OwlError, ProjectError
@@ -233,28 +236,46 @@ class ProjectLibrary:
     def import_zip(self, source: str | os.PathLike, name: str | None = None) -> Project:
         """A new project from a zip made by `export_zip` (or a zipped project folder).
 
+        Bounded before anything is unpacked: the member count and the central directory's size
+        are read from the end-of-central-directory record before the directory itself;
+        project.json is read with a byte cap and its lists are counted before objects are
+        built; only the images project.json refers to are unpacked, each under
+        ``max_upload_bytes`` and the compression-ratio cap, hashed as it streams to disk and
+        kept only when hash and size match its record. Members nothing refers to are not
+        unpacked (more than ``max_project_zip_unreferenced`` of them: refused).
+
         Raises:
             ProjectError: not a zip, no project.json, a hostile member (absolute path, ``..``,
-                link), or an image whose bytes don't match its record.
-            LimitError: too many members or too many uncompressed bytes.
+                link, encrypted, unknown compression), or an image whose bytes don't match.
+            LimitError: over a count or byte bound (also a `ProjectError`).
         """
         source = Path(source)
-        try:
-            zf = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ProjectError(f"{source.name}: not a readable zip ({exc}); export the project "
-                               "again.") from exc
-        with zf:
-            members, prefix = _checked_members(zf, source.name)
-            scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}import-", dir=self.root))
+        with limits.pinned() as lim:
+            _check_directory_record(source, source.name, lim)
             try:
-                _extract(zf, members, prefix, scratch)
-                project = load_project(scratch)  # no external paths: the zip's own files only
-                _check_image_hashes(project)
-                copy = self.adopt(project, name)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        return copy
+                zf = zipfile.ZipFile(source)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) \
+                    as exc:
+                raise ProjectError(f"{source.name}: not a readable zip ({exc}); export the "
+                                   "project again.") from exc
+            with zf:
+                scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}import-",
+                                                dir=self.root))
+                try:
+                    project = _unpack_project(zf, source.name, scratch, lim)
+                    if name is not None:
+                        project.name = Project(name=name).name
+                    save_project(project)
+                    target = self._new_folder(project.name)  # reserved, empty
+                    try:
+                        os.replace(scratch, target)  # the whole project appears at once
+                    except OSError:
+                        target.rmdir()
+                        raise
+                    project.folder = target
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        return project
 
     # ---------------------------------------------------------------- internals
     def _new_folder(self, name: str) -> Path:
@@ -267,74 +288,209 @@ class ProjectLibrary:
             return folder
 
 
-def _checked_members(zf: zipfile.ZipFile, label: str) -> tuple[list[zipfile.ZipInfo], str]:
-    """The members to unpack and the folder prefix holding project.json; refuses hostile zips
-    before a byte is written."""
-    lim = limits.current()
+#: Bytes of the central directory allowed per declared member (46 fixed + name + extras).
+_CD_BYTES_PER_MEMBER = 1024
+#: Compression methods `zipfile` reads (stored, deflated, bzip2, lzma).
+_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+#: Free disk space an import leaves untouched.
+_DISK_MARGIN = 256 * 1024**2
+_IMAGE_MEMBER = re.compile(r"^images/[^/\\]{1,255}$")
+_PROMPT_MEMBER = re.compile(r"^prompts/[0-9a-f]{64}\.pt$")
+
+
+def _check_directory_record(path: Path, label: str, lim: limits.Limits) -> None:
+    """Bound the central directory from the end-of-central-directory record (what `zipfile`
+    itself reads to find it) before `zipfile` parses it: a 1.3 M-entry directory costs
+    seconds and hundreds of MB before any count can be checked."""
+    end_record = getattr(zipfile, "_EndRecData", None)
+    if end_record is None:  # a future Python without it: the counts are checked after parsing
+        return
+    try:
+        with path.open("rb") as fh:
+            record = end_record(fh)
+    except OSError as exc:
+        raise ProjectError(f"{label}: cannot read the file ({exc.strerror or exc}).") from exc
+    if not record:
+        raise ProjectError(f"{label}: not a zip (no end-of-central-directory record); export "
+                           "the project again.")
+    entries, size = record[zipfile._ECD_ENTRIES_TOTAL], record[zipfile._ECD_SIZE]
+    lim.check("max_project_zip_files", entries, f"{label}: files in the zip",
+              limits.ProjectLimitError)
+    if size > max(entries, 1) * _CD_BYTES_PER_MEMBER or \
+            size > lim.max_project_zip_files * _CD_BYTES_PER_MEMBER:
+        raise limits.ProjectLimitError(
+            f"{label}: the zip's directory is {size:,} bytes for {entries:,} files, more than "
+            f"{_CD_BYTES_PER_MEMBER:,} bytes per file; it is damaged or not a project zip.")
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a member is refused whether or not anything refers to it, or None."""
+    name = info.filename
+    parts = PurePosixPath(name).parts
+    if (name.startswith(("/", "\\")) or "\\" in name or "\0" in name or ".." in parts
+            or (parts and ":" in parts[0])):
+        return "absolute path or '..'"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "a symbolic link"
+    if info.flag_bits & 0x1:
+        return "encrypted; a project zip is never encrypted, unpack and zip it again"
+    if info.compress_type not in _METHODS:
+        return (f"compression method {info.compress_type} is not one this program reads "
+                "(stored, deflated, bzip2, lzma)")
+    return None
+
+
+def _checked_members(zf: zipfile.ZipFile, label: str,
+                     lim: limits.Limits) -> tuple[dict[str, zipfile.ZipInfo], str]:
+    """Members by name and the folder prefix holding project.json; refuses hostile zips
+    before a byte is read."""
     infos = zf.infolist()
     lim.check("max_project_zip_files", len(infos), f"{label}: files in the zip",
               limits.ProjectLimitError)
     total = 0
     for info in infos:
-        name = info.filename
-        parts = PurePosixPath(name).parts
-        mode = info.external_attr >> 16
-        if (name.startswith(("/", "\\")) or "\\" in name or "\0" in name or ".." in parts
-                or (parts and ":" in parts[0])):
-            raise ProjectError(f"{label}: refused member {name[:200]!r} (absolute path or '..'); "
+        problem = _member_problem(info)
+        if problem:
+            raise ProjectError(f"{label}: refused member {info.filename[:200]!r} ({problem}); "
                                "a project zip only holds its own files.")
-        if stat.S_ISLNK(mode):
-            raise ProjectError(f"{label}: refused member {name[:200]!r} (a symbolic link).")
         total += info.file_size
     lim.check("max_project_zip_bytes", total, f"{label}: uncompressed bytes",
               limits.ProjectLimitError)
     tops = sorted((info.filename for info in infos
-                   if PurePosixPath(info.filename).name == PROJECT_FILE
+                   if PurePosixPath(info.filename).name == PROJECT_FILE and not info.is_dir()
                    and len(PurePosixPath(info.filename).parts) <= 2), key=len)
     if not tops:
         raise ProjectError(f"{label}: no {PROJECT_FILE} at the top of the zip; is it a project "
                            "exported by OWL Studio?")
     prefix = str(PurePosixPath(tops[0]).parent)
     prefix = "" if prefix == "." else prefix + "/"
-    keep = []
-    for info in infos:
-        if info.is_dir() or not info.filename.startswith(prefix):
-            continue
-        rel = info.filename[len(prefix):]
-        first = PurePosixPath(rel).parts[0]
-        if rel == PROJECT_FILE or first in (IMAGES_DIR, EMBEDDINGS_DIR, PROMPTS_DIR):
-            keep.append(info)
-    return keep, prefix
+    return {info.filename: info for info in infos}, prefix
 
 
-def _extract(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], prefix: str,
-             scratch: Path) -> None:
-    """Unpack members (already checked) below `scratch`, never writing more than each declares."""
-    for info in members:
-        rel = info.filename[len(prefix):]
-        target = (scratch / rel).resolve()
-        if scratch.resolve() not in target.parents:
-            raise ProjectError(f"refused member {info.filename!r}: it leads outside the project.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if rel == BACKUP_FILE or target.exists():
-            continue
+def _check_member_size(info: zipfile.ZipInfo, label: str, cap: str,
+                       lim: limits.Limits) -> None:
+    lim.check(cap, info.file_size, f"{label}: bytes of {info.filename[:200]!r}",
+              limits.ProjectLimitError)
+    if info.compress_type != zipfile.ZIP_STORED:
+        lim.check("max_project_zip_compression_ratio",
+                  info.file_size // max(info.compress_size, 1),
+                  f"{label}: compression ratio of {info.filename[:200]!r}",
+                  limits.ProjectLimitError)
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, cap: int) -> bytes:
+    """A member's bytes, never more than ``cap`` whatever its header declares."""
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(cap + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError) as exc:
+        raise ProjectError(f"{label}: cannot unpack {info.filename[:200]!r} ({exc}); the zip "
+                           "is damaged.") from exc
+    if len(data) > cap:
+        raise limits.ProjectLimitError(f"{label}: {info.filename[:200]!r} unpacks to more than "
+                                       f"{cap:,} bytes.")
+    return data
+
+
+def _unpack_project(zf: zipfile.ZipFile, label: str, scratch: Path,
+                    lim: limits.Limits) -> Project:
+    """Read project.json (bounded), then unpack and verify only the images it refers to into
+    ``scratch/images/``; returns the project with ``folder = scratch`` (not saved yet)."""
+    from owl_core.images import content_hasher
+    from owl_core.project.model import IMAGE_FORMATS, parse_json_bounded, project_from_dict
+
+    members, prefix = _checked_members(zf, label, lim)
+    meta = members[prefix + PROJECT_FILE]
+    _check_member_size(meta, label, "max_project_json_bytes", lim)
+    text = _read_member(zf, meta, label, lim.max_project_json_bytes)
+    where = f"{label}: {PROJECT_FILE}"
+    project = project_from_dict(parse_json_bounded(text, where, lim=lim), scratch,
+                                source=where)
+    wanted: dict[str, list[int]] = {}
+    for index, record in enumerate(project.images):
+        rel = os.path.normpath(record.file).replace("\\", "/")
+        if not _IMAGE_MEMBER.match(rel):
+            raise ProjectError(f"{where}: image {record.name!r}: file {record.file[:200]!r} is "
+                               f"not in {IMAGES_DIR}/; a project keeps its images there.")
+        if prefix + rel not in members:
+            raise ProjectError(f"{label}: image {record.name!r} ({rel}) is missing from the "
+                               "zip.")
+        wanted.setdefault(prefix + rel, []).append(index)
+    known = {prefix + PROJECT_FILE, prefix + BACKUP_FILE, *wanted}
+    extra = [n for n, info in members.items() if n not in known and not info.is_dir()
+             and not n.startswith(f"{prefix}{EMBEDDINGS_DIR}/")]  # a cache: not imported
+    prompts = {}
+    for entry in project.imported:
+        rel = os.path.normpath(entry.file).replace("\\", "/")
+        if not _PROMPT_MEMBER.match(rel) or prefix + rel not in members:
+            raise ProjectError(f"{where}: imported prompt {entry.name!r} ({entry.file[:200]!r}) "
+                               f"is not a {PROMPTS_DIR}/<sha256>.pt file of the zip.")
+        prompts[prefix + rel] = rel
+    known |= set(prompts)
+    extra = [n for n in extra if n not in known]
+    lim.check("max_project_zip_unreferenced", len(extra),
+              f"{label}: files that project.json does not refer to (e.g. {extra[:1]})",
+              limits.ProjectLimitError)
+    needed = meta.file_size
+    for member in [*wanted, *prompts]:
+        _check_member_size(members[member], label, "max_upload_bytes", lim)
+        needed += members[member].file_size
+    lim.check("max_project_zip_bytes", needed, f"{label}: bytes to unpack",
+              limits.ProjectLimitError)
+    free = shutil.disk_usage(scratch).free
+    if needed > free - _DISK_MARGIN:
+        raise ProjectError(f"{label}: unpacking needs {needed:,} bytes, but the projects folder "
+                           f"has {max(free - _DISK_MARGIN, 0):,} free (keeping "
+                           f"{_DISK_MARGIN // 1024**2} MiB spare); free some disk space.")
+    images = list(project.images)
+    (scratch / IMAGES_DIR).mkdir()
+    for member, indexes in wanted.items():
+        info, first = members[member], images[indexes[0]]
+        tmp = scratch / IMAGES_DIR / f".part-{secrets.token_hex(4)}"
+        digest = _stream_member(zf, info, label, tmp, content_hasher())
         try:
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, _COPY_CHUNK)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ProjectError(f"{info.filename}: cannot unpack ({exc}); the zip is damaged.") \
-                from exc
+            found = inspect_image(tmp, first.name, content_hash=digest)
+        except OwlError as exc:
+            raise ProjectError(f"{label}: {exc}") from None
+        for index in indexes:
+            record = images[index]
+            if (digest, found.size) != (record.content_hash, record.size) \
+                    or found.suffix not in IMAGE_FORMATS.values():
+                raise ProjectError(f"{label}: image {record.name!r} ({info.filename[:200]}) "
+                                   "does not match its record (content hash or size); the zip "
+                                   "is damaged or was edited.")
+        rel = f"{IMAGES_DIR}/{found.content_hash}{found.suffix}"
+        os.replace(tmp, scratch / rel)
+        for index in indexes:
+            if images[index].file != rel:
+                images[index] = dataclasses.replace(images[index], file=rel)
+    project.images = images
+    for member, rel in prompts.items():
+        (scratch / PROMPTS_DIR).mkdir(exist_ok=True)
+        tmp = scratch / PROMPTS_DIR / f".part-{secrets.token_hex(4)}"
+        if _stream_member(zf, members[member], label, tmp, hashlib.sha256()) \
+                != PurePosixPath(rel).stem:
+            raise ProjectError(f"{label}: {rel} does not match its name (SHA-256); the zip is "
+                               "damaged or was edited.")
+        os.replace(tmp, scratch / rel)
+    return project
 
 
-def _check_image_hashes(project: Project) -> None:
-    for record in project.images:
-        path = project.image_path(record)
-        if not path.is_file():
-            raise ProjectError(f"image {record.name!r} ({record.file}) is missing from the zip.")
-        info = inspect_image(path.read_bytes(), record.name)
-        if info.content_hash != record.content_hash or info.size != record.size:
-            raise ProjectError(f"image {record.name!r} ({record.file}) does not match its record "
-                               "(content hash or size); the zip is damaged or was edited.")
+def _stream_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, dest: Path,
+                   hasher: Any) -> str:
+    """Copy a member to ``dest`` in chunks, hashing as it goes (never held whole; zipfile stops
+    at the declared size and checks the CRC). Returns the hex digest."""
+    try:
+        with zf.open(info) as src, open(dest, "wb") as dst:
+            while chunk := src.read(_COPY_CHUNK):
+                hasher.update(chunk)
+                dst.write(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError) as exc:
+        raise ProjectError(f"{label}: cannot unpack {info.filename[:200]!r} ({exc}); the zip is "
+                           "damaged.") from exc
+    return hasher.hexdigest()
 
 
 #: The name before 2026-12 (it was confused with the embedding store and the tab sessions).

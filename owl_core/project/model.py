@@ -44,7 +44,7 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 
 from owl_core import geometry, limits
-from owl_core.errors import ImageError, LimitError, OwlError, ProjectError
+from owl_core.errors import ImageError, OwlError, ProjectError
 from owl_core.params import DetectParams
 
 FORMAT_NAME = "owl-studio-project"
@@ -337,19 +337,34 @@ class ImageInfo:
     suffix: str
 
 
-def inspect_image(data: bytes, label: str = "image") -> ImageInfo:
-    """Hash (the engine's), upright (width, height) and file suffix of encoded image bytes.
+def inspect_image(data: bytes | Path, label: str = "image",
+                  content_hash: str | None = None) -> ImageInfo:
+    """Hash (the engine's), upright (width, height) and file suffix of encoded image bytes,
+    or of an image file (then read as a stream, never whole; ``content_hash`` when the caller
+    hashed it already).
 
     Reads the header only. Raises `ImageError` for bytes that are not a supported image and
     `LimitError` for an image over ``max_image_pixels``.
     """
-    from owl_core.images import resolve_image
+    from owl_core.images import content_hasher, resolve_image
 
-    if not data:
-        raise ImageError(f"{label}: the file is empty.")
-    content_hash = resolve_image(bytes(data)).content_hash
+    if isinstance(data, Path):
+        if data.stat().st_size == 0:
+            raise ImageError(f"{label}: the file is empty.")
+        if content_hash is None:
+            hasher = content_hasher()
+            with data.open("rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    hasher.update(chunk)
+            content_hash = hasher.hexdigest()
+        opened = data
+    else:
+        if not data:
+            raise ImageError(f"{label}: the file is empty.")
+        content_hash = resolve_image(bytes(data)).content_hash
+        opened = io.BytesIO(data)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(opened) as img:
             fmt, (width, height) = img.format, img.size
             try:
                 orientation = img.getexif().get(0x0112, 1)
@@ -764,7 +779,11 @@ def project_file(path: str | os.PathLike) -> Path:
 
 
 def read_json(path: Path, what: str = "project file") -> Any:
-    """Parse a bounded UTF-8 JSON file; `ProjectError` naming the file on any failure."""
+    """Parse a bounded UTF-8 JSON file; `ProjectError` naming the file on any failure.
+
+    A project file is capped at ``max_project_json_bytes``, other JSON (training data, which
+    may carry base64 images) at 256 MiB; both are checked by `parse_json_bounded` before parsing.
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -772,21 +791,47 @@ def read_json(path: Path, what: str = "project file") -> Any:
                            "the path.") from None
     except OSError as exc:
         raise ProjectError(f"{path}: cannot read the {what} ({exc.strerror or exc}).") from exc
-    if size > _MAX_JSON_BYTES:
-        raise LimitError(f"{path}: {size:,} bytes is over the {_MAX_JSON_BYTES:,}-byte limit "
-                         f"for a {what}.")
+    lim = limits.current()
+    cap = lim.max_project_json_bytes if what == "project file" else _MAX_JSON_BYTES
+    if size > cap:
+        name = "max_project_json_bytes" if what == "project file" else None
+        raise limits.ProjectLimitError(
+            f"{path}: {size:,} bytes is over the {cap:,}-byte limit for a {what}"
+            + (f" ({name}); raise it with OWL_{name.upper()}." if name else "."))
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as exc:
         raise ProjectError(f"{path}: cannot read the {what} ({exc.strerror or exc}); check the "
                            "path.") from exc
+    hint = ""
+    if path.name == PROJECT_FILE and (path.parent / BACKUP_FILE).is_file():
+        hint = f" {BACKUP_FILE} next to it holds the previous save."
+    return parse_json_bounded(data, str(path), hint=hint, lim=lim)
+
+
+def parse_json_bounded(data: bytes, label: str, *, hint: str = "",
+                       lim: limits.Limits | None = None) -> Any:
+    """Parse JSON bytes after bounding what parsing them can cost.
+
+    Parsing builds one Python object per JSON value (an empty ``{}`` costs ~70 bytes of
+    memory for 3 bytes of text), so the values are counted first from the text, without
+    parsing: every value but the last of a container is followed by a comma, so commas plus
+    brackets bound the count (commas inside strings only over-count). Over
+    ``max_project_json_values`` -> `ProjectLimitError` before any object is built.
+    """
+    lim = lim or limits.current()
+    values = data.count(b",") + data.count(b"{") + data.count(b"[") + 1
+    lim.check("max_project_json_values", values, f"{label}: JSON values (about)",
+              limits.ProjectLimitError)
+    try:
+        return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ProjectError(f"{path}: not UTF-8 text ({exc}); save the JSON as UTF-8.") from exc
+        raise ProjectError(f"{label}: not UTF-8 text ({exc}); save the JSON as UTF-8.") from exc
+    except RecursionError:
+        raise ProjectError(f"{label}: the JSON is nested too deeply; a project file is a few "
+                           "levels deep.") from None
     except json.JSONDecodeError as exc:
-        hint = ""
-        if path.name == PROJECT_FILE and (path.parent / BACKUP_FILE).is_file():
-            hint = f" {BACKUP_FILE} next to it holds the previous save."
-        raise ProjectError(f"{path}: not valid JSON ({exc}); fix the file or export it "
+        raise ProjectError(f"{label}: not valid JSON ({exc}); fix the file or export it "
                            f"again.{hint}") from exc
 
 
@@ -803,8 +848,10 @@ def load_project(path: str | os.PathLike, *, allow_external: bool = False) -> Pr
         ProjectError: unreadable, malformed, or an image path escaping the folder.
     """
     file = project_file(path)
-    data = read_json(file)
-    return project_from_dict(data, file.parent, allow_external=allow_external, source=str(file))
+    with limits.pinned():
+        data = read_json(file)
+        return project_from_dict(data, file.parent, allow_external=allow_external,
+                                 source=str(file))
 
 
 def project_from_dict(data: Any, folder: str | os.PathLike, *, allow_external: bool = False,
@@ -824,29 +871,58 @@ def project_from_dict(data: Any, folder: str | os.PathLike, *, allow_external: b
         raise ProjectError(f"{source}: project format version {version} is newer than this "
                            f"program reads ({FORMAT_VERSION}); update owl-studio.")
     try:
-        if version == 1:
-            return _from_v1(data, folder, allow_external, source)
-        images = data.get("images", [])
-        if not isinstance(images, list):
-            raise ProjectError("\"images\" must be a list.")
-        limits.current().check("max_project_images", len(images), "images",
-                               limits.ProjectLimitError)
-        records = [ImageRecord.from_dict(d, f"images[{i}]") for i, d in enumerate(images)]
-        for record in records:
-            _check_path(record.file, folder, allow_external, f"image {record.id!r}")
-        imported = data.get("imported", []) if version >= 3 else []
-        if not isinstance(imported, list):
-            raise ProjectError("\"imported\" must be a list.")
-        project = Project(name=data.get("name") or folder.name, classes=data.get("classes", []),
-                          images=records, settings=DetectParams.from_dict(data.get("settings")),
-                          folder=folder, version=version,
-                          imported=[ImportedPrompt.from_dict(d, f"imported[{i}]")
-                                    for i, d in enumerate(imported)])
+        with limits.pinned():
+            if version == 1:
+                return _from_v1(data, folder, allow_external, source)
+            return _from_v2(data, folder, allow_external, version)
     except OwlError as exc:
         if str(exc).startswith(source):
             raise
         raise type(exc)(f"{source}: {exc}") from None
-    return project
+
+
+def _count_boxes(images: list, lim: limits.Limits) -> None:
+    """Bound the lists of a parsed file before a single box object is built: per image
+    (``max_boxes_per_image``) and in total (``max_boxes_total`` prompts,
+    ``max_project_labels`` labels)."""
+    prompts = labels = 0
+    for i, data in enumerate(images):
+        if not isinstance(data, Mapping):
+            continue  # ImageRecord.from_dict says what is wrong
+        for key in ("prompts", "labels"):
+            value = data.get(key)
+            if isinstance(value, list):
+                lim.check("max_boxes_per_image", len(value), f"images[{i}]: {key}",
+                          limits.ProjectLimitError)
+        prompts += len(data["prompts"]) if isinstance(data.get("prompts"), list) else 0
+        labels += len(data["labels"]) if isinstance(data.get("labels"), list) else 0
+    lim.check("max_boxes_total", prompts, "prompt boxes", limits.ProjectLimitError)
+    lim.check("max_project_labels", labels, "labels", limits.ProjectLimitError)
+
+
+def _from_v2(data: Mapping, folder: Path, allow_external: bool, version: int) -> Project:
+    """Versions 2 and 3 (3 adds "imported")."""
+    lim = limits.current()
+    images = data.get("images", [])
+    if not isinstance(images, list):
+        raise ProjectError("\"images\" must be a list.")
+    lim.check("max_project_images", len(images), "images", limits.ProjectLimitError)
+    classes = data.get("classes", [])
+    if isinstance(classes, list):
+        lim.check("max_classes", len(classes), "classes", limits.ProjectLimitError)
+    _count_boxes(images, lim)
+    records = [ImageRecord.from_dict(d, f"images[{i}]") for i, d in enumerate(images)]
+    for record in records:
+        _check_path(record.file, folder, allow_external, f"image {record.id!r}")
+    imported = data.get("imported", []) if version >= 3 else []
+    if not isinstance(imported, list):
+        raise ProjectError("\"imported\" must be a list.")
+    lim.check("max_project_zip_unreferenced", len(imported), "imported prompt files",
+              limits.ProjectLimitError)
+    return Project(name=data.get("name") or folder.name, classes=classes, images=records,
+                   settings=DetectParams.from_dict(data.get("settings")), folder=folder,
+                   version=version, imported=[ImportedPrompt.from_dict(d, f"imported[{i}]")
+                                              for i, d in enumerate(imported)])
 
 
 def _check_path(rel: str, folder: Path, allow_external: bool, where: str) -> Path:
