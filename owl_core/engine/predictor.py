@@ -33,7 +33,12 @@ from owl_core.engine.matching import (
     exemplar_embedding,
     match_boxes,
 )
-from owl_core.engine.prompt_file import SerializedPrompts, build_payload, save_pt
+from owl_core.engine.prompt_file import (
+    SerializedPrompts,
+    build_payload,
+    public_model_id,
+    save_pt,
+)
 from owl_core.engine.prompt_file import load_pt as _load_pt_file
 from owl_core.engine.scoring import DetectionResult, detect, detect_many
 from owl_core.engine.training_data import (
@@ -565,6 +570,7 @@ class OwlPredictor:
         previous: str | Path | None = None,
         roboflow_id: str | None = None,
         settings: dict[str, Any] | None = None,
+        public: bool = False,
     ) -> Path:
         """Write the current exemplars as a `.pt` (atomically) and return its path.
 
@@ -576,6 +582,8 @@ class OwlPredictor:
                 (it loads ``google/<model name>``); None or "" = derived from the model id
                 (`serialization.default_roboflow_id`).
             settings: extra metadata (e.g. the preview's thresholds) stored under "settings".
+            public: the file is for someone else (the studio's downloads): a local model
+                folder is named by its last part only (`prompt_file.public_model_id`).
         """
         exemplars = self._prompts.combined
         image_embeds: dict[str, ImageEmbeddings] = {}
@@ -591,7 +599,8 @@ class OwlPredictor:
                     if emb is not None:
                         image_embeds[source.image_hash] = emb
         payload = build_payload(
-            huggingface_id=self.owl.model_id, exemplars=exemplars,
+            huggingface_id=public_model_id(self.owl.model_id) if public else self.owl.model_id,
+            exemplars=exemplars,
             image_embeds=None if small else image_embeds, roboflow_id=roboflow_id,
             meta=self._meta(settings))
         return save_pt(payload, path)

@@ -89,6 +89,16 @@ def _allow_roboflow_classes() -> None:
     torch.serialization.add_safe_globals([(OrderedDict, ROBOFLOW_LIMITED_SIZE_DICT)])
 
 
+def public_model_id(model_id: str) -> str:
+    """The model id as a stranger may see it: a hub id (``org/name``) as it is, a local
+    checkpoint folder by its name only, so `.pt` files handed out and ``GET /weights`` never
+    show the server's folders."""
+    text = str(model_id).replace("\\", "/").rstrip("/")
+    local = (text.startswith(("/", "~", ".")) or ":" in text.split("/", 1)[0]
+             or text.count("/") > 1 or Path(text).expanduser().exists())
+    return (text.rsplit("/", 1)[-1] or "model") if local else text
+
+
 def default_roboflow_id(huggingface_id: str) -> str:
     """The id Roboflow's `SerializedOwlV2` needs: ``owlv2/<model name>``, as its own exporter
     derives it (``google/X`` -> ``owlv2/X``); it then loads ``google/<model name>``."""

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from owl_core import limits
 from owl_core.engine.loading import OwlModel
+from owl_core.engine.prompt_file import public_model_id
 from owl_core.errors import ImageError, LimitError, OwlError, PtFormatError
 from owl_core.images import decode_bytes
 from owl_core.params import MAX_DETECTIONS_LIMIT, SCORE_MODES, DetectParams
@@ -136,7 +137,7 @@ class _Service:
         with _hide_path(path, f".pt {name!r}"):
             prompts = pred.load_pt(path)
         return _Weights(name, Path(path), tuple(prompts.exemplars.class_names),
-                        prompts.huggingface_id)
+                        public_model_id(prompts.huggingface_id))  # shown by GET /weights
 
     def image(self, kind: str, value: str, label: str) -> bytes | np.ndarray:
         return resolve_ref(kind, value, label, self.policy, self.config.resolver)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from spies import SpyPredictor
 
+from owl_core.engine.prompt_file import load_pt
 from ui import labels as L
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "images"
@@ -255,7 +256,9 @@ def test_api_calls_take_no_session_slot(tiny_model, tmp_path):
             api = SimpleNamespace(session_hash=f"client{n}")
             out = studio.api.api_infer(training, coins, coins, 0.5, 0.3, 300, "reference", api)
             assert out["classes"] == ["coin"]
-            studio.api.api_export(training, coins, "coins", True, api)
+            exported = studio.api.api_export(training, coins, "coins", True, api)
+            # a download names the model by its folder's name, never the server's folders
+            assert load_pt(exported).huggingface_id == Path(tiny_model.model_id).name
         assert studio.store.ids() == ["person"] and studio.session(tab) is person
         assert studio.store.restored == 0
         # each export's folder goes once Gradio has had time to copy the file

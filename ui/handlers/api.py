@@ -145,7 +145,8 @@ class ApiHandlers(Area):
         stem = safe_file_name(name or "owl-project", "owl-project")
         target = self.exports.new_folder() / (
             f"{stem}-small.pt" if small else f"{stem}.pt")
-        return str(pred.export(target, small=bool(small), settings={"project": name or stem}))
+        return str(pred.export(target, small=bool(small), settings={"project": name or stem},
+                               public=True))
 
 
 def _project_training(data: dict) -> list[dict]:

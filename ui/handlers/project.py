@@ -58,8 +58,9 @@ class ProjectHandlers(Area):
             return {}
         stem = safe_file_name(s.project.name, "owl-project")
         folder = s.work_dir("export")
-        full = s.predictor.export(folder / f"{stem}.pt", settings=meta)
-        small = s.predictor.export(folder / f"{stem}-small.pt", small=True, settings=meta)
+        full = s.predictor.export(folder / f"{stem}.pt", settings=meta, public=True)
+        small = s.predictor.export(folder / f"{stem}-small.pt", small=True, settings=meta,
+                                   public=True)
         s.exports = (str(full), str(small))
         s.export_key = key
         n = len(s.predictor.exemplars)
