@@ -63,6 +63,9 @@ class Limits:
     max_project_zip_files: int = 100_000
     max_project_zip_unreferenced: int = 100
     max_project_zip_compression_ratio: int = 200
+    max_phrase_chars: int = 300
+    max_phrases_per_class: int = 64
+    max_phrases_total: int = 1_000
 
     def check(self, name: str, value: int, what: str,
               error: type[LimitError] = LimitError) -> None:

@@ -17,6 +17,12 @@ from owl_core.errors import SettingsError
 
 ScoreMode = Literal["reference", "calibrated"]
 SCORE_MODES: tuple[str, ...] = ("reference", "calibrated")
+#: How a class's phrases and box exemplars make its score (see `owl_core.engine.matching.
+#: combine_exemplars`): "max" = a phrase is one more positive exemplar (best match wins, as
+#: Roboflow's max over exemplars); "fused" = one prototype per class, the normalised sum of the
+#: normalised mean phrase embedding and the normalised mean box exemplar (Kaul et al. 2023).
+CombineMode = Literal["max", "fused"]
+COMBINE_MODES: tuple[str, ...] = ("max", "fused")
 DEFAULT_CONFIDENCE = 0.9
 #: The confidence slider's step: the meter suggests only confidences the slider can be set to.
 CONFIDENCE_STEP = 0.01
@@ -49,6 +55,8 @@ class DetectParams:
         score_mode: "reference" ((cos + 1) / 2, as Roboflow) or "calibrated" (model's logit).
         match_threshold: IoU a drawn box needs with a predicted box to become an exemplar,
             in (0, 1].
+        combine: how phrases and box exemplars of a class combine: "max" or "fused" (see
+            `COMBINE_MODES`).
     """
 
     confidence: float = DEFAULT_CONFIDENCE
@@ -56,6 +64,7 @@ class DetectParams:
     max_detections: int = DEFAULT_MAX_DETECTIONS
     score_mode: ScoreMode = "reference"
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
+    combine: CombineMode = "max"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -73,6 +82,9 @@ class DetectParams:
         if self.score_mode not in SCORE_MODES:
             raise SettingsError(f"unknown score mode {self.score_mode!r}; use one of "
                                 f"{', '.join(SCORE_MODES)}.")
+        if self.combine not in COMBINE_MODES:
+            raise SettingsError(f"unknown combine mode {self.combine!r}; use one of "
+                                f"{', '.join(COMBINE_MODES)}.")
 
     def replace(self, **changes: Any) -> DetectParams:
         """A copy with some fields changed (None values are ignored), validated again."""
@@ -82,9 +94,11 @@ class DetectParams:
         return dataclasses.asdict(self)
 
     def detect_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `scoring.detect` / `OwlPredictor.detect`."""
+        """The keyword arguments of `OwlPredictor.detect` (and, without "combine", of
+        `scoring.detect`)."""
         return {"confidence": self.confidence, "iou_threshold": self.iou_threshold,
-                "max_detections": self.max_detections, "score_mode": self.score_mode}
+                "max_detections": self.max_detections, "score_mode": self.score_mode,
+                "combine": self.combine}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, strict: bool = False) -> DetectParams:

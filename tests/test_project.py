@@ -23,6 +23,7 @@ from owl_core.params import DetectParams
 from owl_core.project.library import ProjectLibrary, project_lock
 from owl_core.project.model import (
     BACKUP_FILE,
+    FORMAT_VERSION,
     PROJECT_FILE,
     Label,
     Project,
@@ -73,7 +74,7 @@ def test_round_trip_save_reopen_equal(filled, store):
     assert again.images[1].status == "in_review"
     assert again.settings.score_mode == "calibrated" and again.settings.confidence == 0.8
     data = json.loads((filled.folder / PROJECT_FILE).read_text())
-    assert data["version"] == 3 and data["format"] == "owl-studio-project"
+    assert data["version"] == FORMAT_VERSION and data["format"] == "owl-studio-project"
     # the derived old-form keys: still a valid training file for older readers
     assert data["training_data"][0]["boxes"][0] == {"x": 15.5, "y": 21.0, "w": 29.0, "h": 38.0,
                                                    "cls": "coin", "negative": False}

@@ -176,9 +176,12 @@ def to_core(view: Project, settings: Settings, core: CoreProject) -> CoreProject
                           max_detections=settings.max_detections,
                           score_mode=settings.score_mode,
                           match_threshold=core.settings.match_threshold
-                          if settings.match_threshold is None else settings.match_threshold)
+                          if settings.match_threshold is None else settings.match_threshold,
+                          combine=core.settings.combine)
+    # the page has no phrase editor yet: a class's phrases stay as the file has them
+    phrases = {c: p for c, p in core.phrases.items() if c in view.classes}
     return CoreProject(name=view.name, classes=list(view.classes), images=records,
-                       settings=params, folder=core.folder)
+                       settings=params, folder=core.folder, phrases=phrases)
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 
 from owl_core.engine.embedding_store import StoredBatch
-from owl_core.engine.matching import Exemplars
+from owl_core.engine.matching import Exemplars, combine_exemplars
 from owl_core.engine.scoring import DetectionResult, positive_and_negative_scores, select_detections
 from owl_core.params import DetectParams
 
@@ -58,13 +58,14 @@ def score_batch(batch: StoredBatch, exemplars: Exemplars, params: DetectParams,
 
     Args:
         batch: stored rows; boxes (N, K, 4) cxcywh in the padded square.
-        exemplars: the prompt set (class names, (E, D) exemplar embeddings).
-        params: thresholds and score mode.
+        exemplars: the prompt set (class names, (E, D) exemplar and phrase embeddings).
+        params: thresholds, score mode, combine mode.
         chunk: images per batched product (bounds memory).
 
     Returns:
         N `DetectionResult` in original-image pixels (XYXY, clipped).
     """
+    exemplars = combine_exemplars(exemplars, params.combine)
     names = exemplars.class_names
     sizes = [(int(w), int(h)) for w, h in batch.image_size.tolist()]
     if not names or len(exemplars) == 0 or params.max_detections == 0:

@@ -1,4 +1,5 @@
-"""Drawn boxes -> exemplar embeddings, and the per-box report the UI shows.
+"""Drawn boxes -> exemplar embeddings, and the per-box report the UI shows; how a class's
+exemplars and phrases combine into what is scored (`combine_exemplars`).
 
 Each drawn box snaps to the predicted box with the highest IoU over ALL patches (with
 ``preprocessing="roboflow"``, over the top-K candidates only, as Roboflow Inference does, so
@@ -13,17 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.training_data import PromptBox
+from owl_core.errors import SettingsError
 from owl_core.geometry import (
     clip_xyxy,
     pixels_to_square_tensor,
     square_cxcywh_to_xyxy_tensor,
     square_to_pixels_tensor,
 )
-from owl_core.params import DEFAULT_MATCH_THRESHOLD
+from owl_core.params import COMBINE_MODES, DEFAULT_MATCH_THRESHOLD
+from owl_core.phrases import PromptPhrase
 
 #: Default IoU a drawn box needs with a predicted box to become an exemplar (reference: 0.3).
 
@@ -62,6 +66,7 @@ class MatchReport:
     boxes: tuple[BoxMatch, ...]
     class_names: tuple[str, ...]
     match_threshold: float
+    phrases: tuple[PromptPhrase, ...] = ()
 
     @property
     def unmatched(self) -> list[BoxMatch]:
@@ -73,13 +78,19 @@ class MatchReport:
 
 @dataclass(frozen=True)
 class ExemplarSource:
-    """Provenance of one exemplar, kept in exported files."""
+    """Provenance of one exemplar, kept in exported files. A phrase's exemplar (its text
+    embedding) has ``phrase`` set, no image (``image_hash == ""``), a zero box and IoU."""
 
     image_hash: str
     box_xyxy: tuple[float, float, float, float]
     cls: str
     negative: bool
     iou: float
+    phrase: str = ""
+
+    @classmethod
+    def of_phrase(cls, phrase: PromptPhrase) -> ExemplarSource:
+        return cls("", (0.0, 0.0, 0.0, 0.0), phrase.cls, phrase.negative, 0.0, phrase.text)
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,41 @@ class Exemplars:
     def __len__(self) -> int:
         return int(self.embeds.shape[0])
 
+    def known_sources(self) -> tuple[ExemplarSource, ...]:
+        """One provenance per row: `sources`, or blank ones (no image, no phrase) when unknown
+        (rows of a file written by another tool)."""
+        if len(self.sources) == len(self):
+            return self.sources
+        return tuple(ExemplarSource("", (0.0, 0.0, 0.0, 0.0), self.class_names[int(c)], bool(n),
+                                    0.0)
+                     for c, n in zip(self.class_ids.tolist(), self.negative.tolist(), strict=True))
+
+    def text_mask(self) -> torch.Tensor:
+        """(N,) bool: True for a phrase's row (False for every row without provenance)."""
+        if len(self.sources) != len(self):
+            return torch.zeros(len(self), dtype=torch.bool)
+        return torch.tensor([bool(s.phrase) for s in self.sources], dtype=torch.bool)
+
+    def phrases(self) -> tuple[PromptPhrase, ...]:
+        """The phrases whose embeddings are rows here, in row order."""
+        if len(self.sources) != len(self):
+            return ()
+        return tuple(PromptPhrase(s.cls, s.phrase, s.negative) for s in self.sources
+                     if s.phrase)
+
+    def with_phrases(self, phrases: Sequence[PromptPhrase], embeds: torch.Tensor) -> Exemplars:
+        """These exemplars plus one row per phrase ((P, D) `embeds`), classes by name (new
+        classes appended)."""
+        if not phrases:
+            return self
+        names = list(self.class_names) + list(dict.fromkeys(
+            p.cls for p in phrases if p.cls not in self.class_names))
+        text = Exemplars(tuple(names), embeds.float().cpu().reshape(len(phrases), -1),
+                         torch.tensor([names.index(p.cls) for p in phrases], dtype=torch.long),
+                         torch.tensor([p.negative for p in phrases], dtype=torch.bool),
+                         tuple(ExemplarSource.of_phrase(p) for p in phrases))
+        return self.merged(text)
+
     def to(self, device: torch.device | str) -> Exemplars:
         return Exemplars(self.class_names, self.embeds.to(device), self.class_ids.to(device),
                          self.negative.to(device), self.sources)
@@ -118,16 +164,18 @@ class Exemplars:
         names = list(self.class_names) + [n for n in other.class_names
                                           if n not in self.class_names]
         remap = torch.tensor([names.index(n) for n in other.class_names], dtype=torch.long)
-        seen = {s for s in self.sources if s.image_hash}
+        seen = {s for s in self.sources if s.image_hash or s.phrase}
         keep = [i for i, s in enumerate(other.sources or [None] * len(other))
-                if s is None or not s.image_hash or s not in seen]
+                if s is None or not (s.image_hash or s.phrase) or s not in seen]
         keep_t = torch.tensor(keep, dtype=torch.long)
         other_ids = remap[other.class_ids.cpu()][keep_t] if len(other) else other.class_ids.cpu()
         dim = self.embeds.shape[1] if len(self) else other.embeds.shape[1]
         embeds = torch.cat([self.embeds.cpu().reshape(-1, dim),
                             other.embeds.cpu()[keep_t].reshape(-1, dim)])
-        sources = self.sources + tuple(other.sources[i] for i in keep) if other.sources else \
-            self.sources
+        if self.sources or other.sources:  # one provenance per row (blank where unknown)
+            sources = self.known_sources() + tuple(other.known_sources()[i] for i in keep)
+        else:
+            sources = ()
         return Exemplars(tuple(names), embeds,
                          torch.cat([self.class_ids.cpu(), other_ids]),
                          torch.cat([self.negative.cpu(), other.negative.cpu()[keep_t]]),
@@ -163,6 +211,45 @@ class Exemplars:
         sources = tuple(sources) if len(sources) == len(ids) else ()
         return cls(tuple(class_names), torch.cat(rows), torch.tensor(ids, dtype=torch.long),
                    torch.tensor(neg, dtype=torch.bool), sources)
+
+
+def combine_exemplars(exemplars: Exemplars, mode: str = "max") -> Exemplars:
+    """The rows that are scored, per `DetectParams.combine` mode.
+
+    - "max": every row as it is: a phrase is one more positive exemplar, a candidate's score
+      for a class is its best match among the class's boxes and phrases.
+    - "fused" (Kaul et al., ICML 2023, "Multi-Modal Classifiers for Open-Vocabulary Object
+      Detection"): one positive prototype per class, ``normalise(t + e)`` with ``t`` the
+      normalised mean of the class's L2-normalised phrase embeddings and ``e`` the normalised
+      mean of its L2-normalised box exemplars, added with equal weight (only ``t`` or only
+      ``e`` when the class has only phrases or only boxes).
+
+    Negative rows (boxes and negative phrases) stay as they are in both modes.
+    """
+    if mode not in COMBINE_MODES:
+        raise SettingsError(f"unknown combine mode {mode!r}; use one of "
+                            f"{', '.join(COMBINE_MODES)}.")
+    if mode == "max" or len(exemplars) == 0:
+        return exemplars
+    embeds = exemplars.embeds.float().cpu()
+    ids, neg = exemplars.class_ids.cpu(), exemplars.negative.cpu()
+    text = exemplars.text_mask()
+    rows, row_ids = [], []
+    for cid in range(len(exemplars.class_names)):
+        positive = (ids == cid) & ~neg
+        parts = [F.normalize(F.normalize(embeds[positive & kind], dim=-1).mean(0), dim=-1)
+                 for kind in (text, ~text) if bool((positive & kind).any())]
+        if parts:
+            rows.append(F.normalize(torch.stack(parts).sum(0), dim=-1))
+            row_ids.append(cid)
+    negatives = neg.nonzero(as_tuple=True)[0]
+    dim = embeds.shape[1]
+    return Exemplars(
+        exemplars.class_names,
+        torch.cat([torch.stack(rows) if rows else embeds.new_zeros(0, dim), embeds[negatives]]),
+        torch.cat([torch.tensor(row_ids, dtype=torch.long), ids[negatives]]),
+        torch.cat([torch.zeros(len(rows), dtype=torch.bool), torch.ones(len(negatives),
+                                                                         dtype=torch.bool)]))
 
 
 def match_boxes(

@@ -6,6 +6,7 @@ predictor's own. Prompt state lives in one frozen `_Prompts` record replaced as 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from owl_core.engine.matching import (
     ExemplarSource,
     MatchReport,
     clipped_xyxy,
+    combine_exemplars,
     exemplar_embedding,
     match_boxes,
 )
@@ -41,6 +43,7 @@ from owl_core.engine.prompt_file import (
 )
 from owl_core.engine.prompt_file import load_pt as _load_pt_file
 from owl_core.engine.scoring import DetectionResult, detect, detect_many
+from owl_core.engine.text import TEXT_DISK_SUBDIR, TextEmbedding, new_text_cache, text_embeddings
 from owl_core.engine.training_data import (
     TrainingDataError,
     TrainingImage,
@@ -55,7 +58,8 @@ from owl_core.engine.transforms import (
 )
 from owl_core.errors import ImageError, PtFormatError, SettingsError
 from owl_core.images import ImageInput, ImageSource, resolve_image
-from owl_core.params import DetectParams, ScoreMode
+from owl_core.params import CombineMode, DetectParams, ScoreMode
+from owl_core.phrases import PromptPhrase, parse_phrases, phrase_classes
 
 DEFAULT_TOP_K = 300
 #: Cache budgets (bytes); env OWL_DEVICE_CACHE_MB / OWL_HOST_CACHE_MB override the defaults.
@@ -107,11 +111,12 @@ def pt_preprocessing(prompts: SerializedPrompts) -> Preprocessing:
 
 
 def _params(params: DetectParams | None, confidence: float | None, iou_threshold: float | None,
-            max_detections: int | None, score_mode: str | None) -> DetectParams:
+            max_detections: int | None, score_mode: str | None,
+            combine: str | None = None) -> DetectParams:
     """`params` (or the defaults) with the explicitly given keyword values applied."""
     return (params or DetectParams()).replace(
         confidence=confidence, iou_threshold=iou_threshold, max_detections=max_detections,
-        score_mode=score_mode)
+        score_mode=score_mode, combine=combine)
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,9 @@ class OwlPredictor:
             OwlV2, to reproduce its detections; drawn boxes then also snap among the top-K
             candidates only, as there); None = "hf" unless a loaded `.pt` says otherwise (a
             file written by Roboflow selects "roboflow", see `load_pt`).
+        text_cache: phrase embeddings (`owl_core.engine.text`) to share; default: this
+            predictor's own, with a disk tier in ``<image cache disk folder>/text`` when the
+            image cache has one.
     """
 
     def __init__(
@@ -179,6 +187,7 @@ class OwlPredictor:
         disk_cache_bytes: int | None = None,
         cache: EmbeddingCache[ImageEmbeddings] | None = None,
         preprocessing: Preprocessing | None = None,
+        text_cache: EmbeddingCache[TextEmbedding] | None = None,
     ) -> None:
         if preprocessing is not None:
             check_preprocessing(preprocessing)
@@ -203,6 +212,10 @@ class OwlPredictor:
                 host_bytes=int(host_cache_bytes), disk_dir=disk_cache_dir,
                 disk_bytes=disk_cache_bytes, value_type=ImageEmbeddings)
         self._cache: EmbeddingCache[ImageEmbeddings] = cache
+        if text_cache is None:
+            disk = cache.disk_dir
+            text_cache = new_text_cache(disk / TEXT_DISK_SUBDIR if disk is not None else None)
+        self._text_cache: EmbeddingCache[TextEmbedding] = text_cache
         #: embeddings that came in a loaded `.pt`: data from the file's author, kept with this
         #: predictor's imported prompts, never put in `_cache` (shared, maybe on disk)
         self._file_embeds: EmbeddingCache[ImageEmbeddings] = EmbeddingCache(
@@ -408,25 +421,39 @@ class OwlPredictor:
 
     def set_examples(
         self,
-        training_data: Any,
+        training_data: Any = None,
         class_names: Sequence[str] | None = None,
         *,
+        phrases: Any = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> MatchReport:
-        """Replace the drawn examples (reference schema) and return the per-box report.
+        """Replace the prompts: drawn examples (reference schema) and phrases; return the
+        per-box report (its `phrases` lists the phrases in use).
+
+        A class detects with its phrases (zero or more), positive boxes and negative boxes
+        (and negative phrases); it needs at least one phrase or positive box to detect
+        anything. How phrases and boxes combine is `DetectParams.combine`.
 
         Args:
             training_data: ``[{"image": ..., "boxes": [{"x", "y", "w", "h", "cls",
-                "negative"}]}]``, x/y the box centre in pixels.
+                "negative"}]}]``, x/y the box centre in pixels; None = no boxes.
             class_names: the class list (order = class id); defaults to the order of first
-                appearance. Classes without boxes are allowed and simply detect nothing.
+                appearance (boxes, then phrases). Classes without boxes or phrases are allowed
+                and simply detect nothing.
+            phrases: ``{class: [phrase, ...]}`` or ``[{"cls", "text", "negative"}]`` (see
+                `owl_core.phrases.parse_phrases`); each phrase is embedded once per model
+                (cached, `owl_core.engine.text`).
             progress: forwarded to `embed_many` for images not cached yet.
 
         Raises:
-            TrainingDataError: malformed data; nothing is changed then.
+            TrainingDataError: malformed data, or a phrase the tokenizer can't take (too
+                many tokens); nothing is changed then.
         """
-        parsed = parse_training_data(training_data)
-        names = self._class_list(parsed, class_names)
+        parsed = parse_training_data([] if training_data is None else training_data)
+        phrase_list = parse_phrases(phrases)
+        names = self._class_list(parsed, class_names, phrase_list)
+        # phrases first: a phrase that is too long fails before any image is embedded
+        text_rows = text_embeddings(self.owl, [p.text for p in phrase_list], self._text_cache)
         # all-patch embeddings only where a box must be matched against every patch (roboflow
         # mode matches among the top K alone)
         all_patches = self.transform.preprocessing != "roboflow"
@@ -445,6 +472,9 @@ class OwlPredictor:
                 while len(self._class_cache) > _CLASS_CACHE_ENTRIES:
                     self._class_cache.popitem(last=False)
         exemplars, report = hit
+        if phrase_list:
+            exemplars = exemplars.with_phrases(phrase_list, text_rows)
+            report = dataclasses.replace(report, phrases=phrase_list)
         with self._state_lock:
             imported = self._prompts.imported
             self._prompts = _Prompts(exemplars, imported, imported.merged(exemplars)
@@ -462,15 +492,21 @@ class OwlPredictor:
             self._switch_preprocessing(DEFAULT_PREPROCESSING)
 
     @staticmethod
-    def _class_list(parsed: list[TrainingImage], class_names: Sequence[str] | None) -> list[str]:
+    def _class_list(parsed: list[TrainingImage], class_names: Sequence[str] | None,
+                    phrases: Sequence[PromptPhrase] = ()) -> list[str]:
         seen = list(dict.fromkeys(b.cls for t in parsed for b in t.boxes))
         if class_names is None:
-            return seen
+            return check_class_names(seen + [c for c in phrase_classes(phrases)
+                                             if c not in seen])
         names = check_class_names(class_names)  # bounded count / lengths, non-empty, unique
         missing = [n for n in seen if n not in names]
         if missing:
             raise TrainingDataError(f"boxes use classes {missing} that are not in class_names "
                                     f"{names}; add them or fix the boxes.")
+        missing = [n for n in phrase_classes(phrases) if n not in names]
+        if missing:
+            raise TrainingDataError(f"phrases use classes {missing} that are not in "
+                                    f"class_names {names}; add them or fix the phrases.")
         return names
 
     def _examples_key(self, parsed: list[TrainingImage], hashes: list[str],
@@ -524,6 +560,7 @@ class OwlPredictor:
         iou_threshold: float | None = None,
         max_detections: int | None = None,
         score_mode: ScoreMode | None = None,
+        combine: CombineMode | None = None,
     ) -> DetectionResult:
         """Detect the current classes on one image (embedding it first if needed).
 
@@ -534,9 +571,9 @@ class OwlPredictor:
         Returns:
             `DetectionResult` in original-image pixels (XYXY, clipped).
         """
-        p = _params(params, confidence, iou_threshold, max_detections, score_mode)
-        return self._light(detect, self.embeddings(image), self._prompts.combined, p.confidence,
-                           p.iou_threshold, p.max_detections, p.score_mode)
+        p = _params(params, confidence, iou_threshold, max_detections, score_mode, combine)
+        return self._light(detect, self.embeddings(image), self.scored_exemplars(p.combine),
+                           p.confidence, p.iou_threshold, p.max_detections, p.score_mode)
 
     def detect_many(
         self,
@@ -547,13 +584,26 @@ class OwlPredictor:
         iou_threshold: float | None = None,
         max_detections: int | None = None,
         score_mode: ScoreMode | None = None,
+        combine: CombineMode | None = None,
     ) -> list[DetectionResult]:
         """`detect` for several images with the same prompts and thresholds."""
-        p = _params(params, confidence, iou_threshold, max_detections, score_mode)
-        prompts = self._prompts.combined
+        p = _params(params, confidence, iou_threshold, max_detections, score_mode, combine)
+        prompts = self.scored_exemplars(p.combine)
         embs = [self.embeddings(img) for img in images]  # any embedding runs here, not below
         return self._light(detect_many, embs, prompts, p.confidence, p.iou_threshold,
                            p.max_detections, p.score_mode)
+
+    def scored_exemplars(self, combine: CombineMode = "max") -> Exemplars:
+        """The rows `detect` scores: the exemplars in use (boxes and phrases) combined per
+        class by `combine` ("max" or "fused", see `matching.combine_exemplars`)."""
+        return combine_exemplars(self._prompts.combined, combine)
+
+    def embed_phrases(self, phrases: Sequence[str]) -> torch.Tensor:
+        """(N, D) query embeddings of phrases (cached per model and phrase)."""
+        return text_embeddings(self.owl, list(phrases), self._text_cache)
+
+    def text_cache_stats(self) -> CacheStats:
+        return self._text_cache.stats()
 
     def _light(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Small CPU tensor work on the single-intra-op-thread worker (see `_run_light`)."""

@@ -17,8 +17,9 @@ Negative exemplars act in two ways (both always on):
 
 Boxes that lie wholly in the padding (zero area once clipped to the image) are dropped before
 NMS: they are not objects of the image and never reported (the reference reports them).
-Then per-class NMS (above), class-agnostic NMS, and the cut to `max_detections`. NMS runs on
-the unclipped boxes, as in the reference.
+Then per-class NMS (above), class-agnostic NMS, one class per box (its best: transformers'
+text path keeps each box's best query; a no-op below an IoU threshold of 1), and the cut to
+`max_detections`. NMS runs on the unclipped boxes, as in the reference.
 """
 
 from __future__ import annotations
@@ -231,7 +232,8 @@ def select_detections(
     boxes = box_convert(boxes_cxcywh[cand].float(), "cxcywh", "xyxy")
     keep = batched_nms(boxes, scores, cls, params.iou_threshold)
     keep = keep[positive[keep]]  # negatives have done their job: suppressing
-    keep = keep[nms(boxes[keep], scores[keep], params.iou_threshold)][:params.max_detections]
+    keep = keep[nms(boxes[keep], scores[keep], params.iou_threshold)]
+    keep = keep[_first_per_box(cand[keep])][:params.max_detections]
     pixels = square_to_pixels_tensor(boxes_cxcywh[cand[keep]], image_size)
     return DetectionResult(
         xyxy=pixels.cpu().numpy().astype(np.float32),
@@ -240,6 +242,19 @@ def select_detections(
         class_names=class_names,
         image_size=image_size,
     )
+
+
+def _first_per_box(candidates: torch.Tensor) -> torch.Tensor:
+    """Positions of the first occurrence of each candidate in a score-sorted list: one box is
+    one object, so it keeps its best class only. (Class-agnostic NMS already does this below an
+    IoU threshold of 1: a box overlaps itself at IoU 1; at 1.0 it would keep every class.)"""
+    if len(candidates) < 2:
+        return torch.arange(len(candidates), device=candidates.device)
+    order = torch.arange(len(candidates), device=candidates.device)
+    first = torch.full((int(candidates.max()) + 1,), len(candidates), dtype=torch.long,
+                       device=candidates.device)
+    first.scatter_reduce_(0, candidates, order, reduce="amin")
+    return order[first[candidates] == order]
 
 
 def detect(

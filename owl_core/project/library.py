@@ -152,7 +152,8 @@ class ProjectLibrary:
         place, e.g. a bundled example) as a new project of this store, images copied in."""
         copy = Project(name=name or project.name, classes=list(project.classes),
                        images=list(project.images), settings=project.settings,
-                       folder=project.folder, imported=list(project.imported))
+                       folder=project.folder, imported=list(project.imported),
+                       phrases=dict(project.phrases))
         target = self._new_folder(copy.name)
         try:
             save_project(copy, target)

@@ -44,13 +44,15 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 
 from owl_core import geometry, limits
-from owl_core.errors import ImageError, OwlError, ProjectError
+from owl_core.errors import ImageError, LimitError, OwlError, ProjectError
 from owl_core.params import DetectParams
+from owl_core.phrases import check_phrase
 
 FORMAT_NAME = "owl-studio-project"
 #: Version written by `save_project`. 1 = the old example-project form (no "version" key);
 #: 2 = images with prompts and labels; 3 = adds "imported" (`.pt` files the project uses).
-FORMAT_VERSION = 3
+#: 4 adds "phrases" (text prompts per class; older files have none and load as they were).
+FORMAT_VERSION = 4
 PROJECT_FILE = "project.json"
 BACKUP_FILE = "project.json.bak"
 IMAGES_DIR = "images"
@@ -421,6 +423,8 @@ class Project:
     version: int = FORMAT_VERSION
     #: imported `.pt` prompt files, in the order they were imported
     imported: list[ImportedPrompt] = field(default_factory=list)
+    #: text prompts: class -> its phrases ("describe it"), classes without phrases absent
+    phrases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = _project_name(self.name)
@@ -434,13 +438,15 @@ class Project:
         self.classes = _class_list(self.classes)
         self.images = list(self.images)
         self._check_images(self.images)
+        self.phrases = _phrase_map(self.phrases, self.classes)
 
     # ---------------------------------------------------------------- queries
     def __eq__(self, other: object) -> bool:  # the folder is where it is, not what it is
         if not isinstance(other, Project):
             return NotImplemented
-        return (self.name, self.classes, self.images, self.settings, self.imported) == (
-            other.name, other.classes, other.images, other.settings, other.imported)
+        return (self.name, self.classes, self.images, self.settings, self.imported,
+                self.phrases) == (other.name, other.classes, other.images, other.settings,
+                                  other.imported, other.phrases)
 
     @property
     def embedding_dir(self) -> Path:
@@ -474,6 +480,10 @@ class Project:
                  "boxes": [geometry.xyxy_to_reference(p.xyxy, p.cls, p.negative, ndigits=None)
                            for p in r.prompts]}
                 for r in self.images if r.prompts]
+
+    def prompt_phrases(self) -> dict[str, list[str]]:
+        """The phrases per class, as `OwlPredictor.set_examples(phrases=...)` takes them."""
+        return {cls: list(phrases) for cls, phrases in self.phrases.items()}
 
     def query_images(self) -> list[Path]:
         """Absolute paths of the images whose role is "query"."""
@@ -602,6 +612,12 @@ class Project:
             prompts, labels, images = prompts + p, labels + lab, images + bool(p or lab)
         return prompts, labels, images
 
+    def set_phrases(self, cls: str, phrases: Iterable[str]) -> tuple[str, ...]:
+        """Replace the phrases of a class (validated, duplicates dropped; empty = none)."""
+        name = self.classes[self.class_index(cls)]
+        self.phrases = _phrase_map({**self.phrases, name: tuple(phrases)}, self.classes)
+        return self.phrases.get(name, ())
+
     # ---------------------------------------------------------------- classes
     def add_class(self, name: str) -> str:
         cleaned = validate_class_name(name)
@@ -622,6 +638,7 @@ class Project:
         self.images = [dataclasses.replace(r, prompts=tuple(map(rename, r.prompts)),
                                            labels=tuple(map(rename, r.labels)))
                        for r in self.images]
+        self.phrases = {cleaned if c == old_name else c: p for c, p in self.phrases.items()}
         self.classes = classes
         return cleaned
 
@@ -632,6 +649,7 @@ class Project:
             r, prompts=tuple(p for p in r.prompts if p.cls != removed),
             labels=tuple(b for b in r.labels if b.cls != removed)) for r in self.images]
         self.classes = [c for c in self.classes if c != removed]
+        self.phrases = {c: p for c, p in self.phrases.items() if c != removed}
         return removed
 
     # ---------------------------------------------------------------- file form
@@ -642,6 +660,7 @@ class Project:
         return {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "name": self.name,
             "classes": list(self.classes), "settings": self.settings.to_dict(),
+            "phrases": {cls: list(p) for cls, p in self.phrases.items()},
             "images": [r.to_dict() for r in images],
             "imported": [i.to_dict() for i in self.imported],
             # derived, for readers of the old form; ignored when a versioned file is read
@@ -726,6 +745,39 @@ def _class_list(classes: Any) -> list[str]:
         seen[cleaned.casefold()] = cleaned
         out.append(cleaned)
     limits.current().check("max_classes", len(out), "classes", limits.ProjectLimitError)
+    return out
+
+
+def _phrase_map(phrases: Any, classes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Validated ``{class: (phrase, ...)}``: classes of the project, phrases by the one rule
+    (`owl_core.phrases.check_phrase`), duplicates dropped, classes without phrases left out."""
+    if not isinstance(phrases, Mapping):
+        raise ProjectError(f"\"phrases\" must map class names to lists of phrases, got "
+                           f"{type(phrases).__name__}.")
+    lim = limits.current()
+    out: dict[str, tuple[str, ...]] = {}
+    for cls, items in phrases.items():
+        where = f"phrases[{str(cls)[:40]!r}]"
+        if cls not in classes:
+            raise ProjectError(f"{where}: {str(cls)[:40]!r} is not a class of the project "
+                               f"(classes: {', '.join(classes) or 'none'}).")
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise ProjectError(f"{where}: expected a list of phrases, got "
+                               f"{type(items).__name__}.")
+        items = list(items)
+        lim.check("max_phrases_per_class", len(items), f"{where}: phrases",
+                  limits.ProjectLimitError)
+        try:
+            cleaned = tuple(dict.fromkeys(check_phrase(p, f"{where}[{i}]", lim)
+                                          for i, p in enumerate(items)))
+        except LimitError:
+            raise
+        except OwlError as exc:
+            raise ProjectError(str(exc)) from None
+        if cleaned:
+            out[cls] = cleaned
+    lim.check("max_phrases_total", sum(map(len, out.values())), "phrases",
+              limits.ProjectLimitError)
     return out
 
 
@@ -901,7 +953,7 @@ def _count_boxes(images: list, lim: limits.Limits) -> None:
 
 
 def _from_v2(data: Mapping, folder: Path, allow_external: bool, version: int) -> Project:
-    """Versions 2 and 3 (3 adds "imported")."""
+    """Versions 2 to 4 (3 adds "imported", 4 "phrases")."""
     lim = limits.current()
     images = data.get("images", [])
     if not isinstance(images, list):
@@ -919,10 +971,12 @@ def _from_v2(data: Mapping, folder: Path, allow_external: bool, version: int) ->
         raise ProjectError("\"imported\" must be a list.")
     lim.check("max_project_zip_unreferenced", len(imported), "imported prompt files",
               limits.ProjectLimitError)
+    phrases = data.get("phrases") if version >= 4 else None
     return Project(name=data.get("name") or folder.name, classes=classes, images=records,
                    settings=DetectParams.from_dict(data.get("settings")), folder=folder,
                    version=version, imported=[ImportedPrompt.from_dict(d, f"imported[{i}]")
-                                              for i, d in enumerate(imported)])
+                                              for i, d in enumerate(imported)],
+                   phrases=phrases or {})
 
 
 def _check_path(rel: str, folder: Path, allow_external: bool, where: str) -> Path:

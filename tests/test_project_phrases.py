@@ -1,0 +1,94 @@
+"""Phrases per class in the project file (issue 18 item 6): saved, versioned, validated, carried
+by renames, dropped with their class, kept by the studio's save and by a library copy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from owl_core.errors import LimitError, ProjectError
+from owl_core.project.library import ProjectLibrary
+from owl_core.project.model import (
+    FORMAT_VERSION,
+    PROJECT_FILE,
+    Project,
+    load_project,
+    save_project,
+)
+
+
+def test_phrases_round_trip_in_the_project_file(tmp_path):
+    project = Project(name="p", classes=["coin", "cup"])
+    assert project.set_phrases("coin", ["a coin", "  a   penny ", "a coin"]) == ("a coin",
+                                                                                  "a penny")
+    save_project(project, tmp_path / "p")
+    data = json.loads((tmp_path / "p" / PROJECT_FILE).read_text())
+    assert data["version"] == FORMAT_VERSION == 4
+    assert data["phrases"] == {"coin": ["a coin", "a penny"]}
+    loaded = load_project(tmp_path / "p")
+    assert loaded == project and loaded.prompt_phrases() == {"coin": ["a coin", "a penny"]}
+    project.set_phrases("coin", [])
+    assert project.phrases == {}
+
+
+def test_a_version_3_project_loads_without_phrases(tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / PROJECT_FILE).write_text(json.dumps({
+        "format": "owl-studio-project", "version": 3, "name": "old", "classes": ["coin"],
+        "settings": {"confidence": 0.5}, "images": []}))
+    project = load_project(folder)
+    assert project.phrases == {} and project.settings.combine == "max"
+
+
+def test_rename_carries_phrases_and_remove_drops_them():
+    project = Project(name="p", classes=["coin", "cup"], phrases={"coin": ["a coin"],
+                                                                  "cup": ["a mug"]})
+    project.rename_class("coin", "penny")
+    assert project.phrases == {"penny": ("a coin",), "cup": ("a mug",)}
+    project.remove_class("cup")
+    assert project.phrases == {"penny": ("a coin",)}
+
+
+@pytest.mark.parametrize("phrases, match", [
+    # a class the project does not have
+    ({"dog": ["a dog"]}, "not a class of the project"),
+    # an empty phrase
+    ({"coin": [""]}, "the phrase is empty"),
+    # control characters
+    ({"coin": ["a\x07coin"]}, "control characters"),
+    # a string instead of a list
+    ({"coin": "a coin"}, "expected a list of phrases"),
+    # not a mapping
+    (["a coin"], "must map class names"),
+])
+def test_bad_phrases_are_refused(phrases, match):
+    with pytest.raises(ProjectError, match=match):
+        Project(name="p", classes=["coin"], phrases=phrases)
+
+
+def test_phrase_count_is_bounded(monkeypatch):
+    monkeypatch.setenv("OWL_MAX_PHRASES_PER_CLASS", "2")
+    with pytest.raises(LimitError, match="OWL_MAX_PHRASES_PER_CLASS"):
+        Project(name="p", classes=["coin"], phrases={"coin": ["a", "b", "c"]})
+
+
+def test_a_library_copy_keeps_the_phrases(tmp_path):
+    library = ProjectLibrary(tmp_path / "projects")
+    outside = Project(name="outside", classes=["coin"], phrases={"coin": ["a coin"]})
+    save_project(outside, tmp_path / "outside")
+    copy = library.adopt(load_project(tmp_path / "outside"))
+    assert load_project(copy.folder).phrases == {"coin": ("a coin",)}
+
+
+def test_the_studio_save_keeps_phrases_and_combine_mode(tmp_path):
+    """The page has no phrase field yet: saving its view must not drop the file's phrases."""
+    from ui.session import from_core, to_core
+
+    core = Project(name="p", classes=["coin", "cup"], phrases={"coin": ["a coin"]},
+                   folder=tmp_path / "p")
+    core.set_settings({"combine": "fused"})
+    view, settings = from_core(core)
+    again = to_core(view, settings, core)
+    assert again.phrases == {"coin": ("a coin",)} and again.settings.combine == "fused"
