@@ -589,6 +589,7 @@ class TabSessions:
     def open_tab(self, session_id: str, project_id: str | None) -> Session:
         """Give the tab the project `project_id` (if it exists; else a new project). Used by
         the page's load event and by Open / New / Duplicate / import."""
+        project_id = self._valid_id(project_id)
         session = self.get(session_id, project_id)
         with session.lock:
             if session.core is None or (project_id is not None
@@ -598,6 +599,18 @@ class TabSessions:
                 self._open_into(session, project_id)
                 self._forget_if_untouched(previous, session)
         return session
+
+    def _valid_id(self, project_id: str | None) -> str | None:
+        """The id, or None (a new project) when it is no project id: said once in the log,
+        shortened (an id from a URL may be 5,000 characters)."""
+        if project_id is None:
+            return None
+        try:
+            self.projects.folder(project_id)
+        except OwlError as exc:
+            log.warning("cannot open the project: %s", exc)
+            return None
+        return project_id
 
     def _forget_if_untouched(self, core: CoreProject | None, now: Session) -> None:
         """Delete a project the tab created and never used (no images, no name, default
@@ -621,7 +634,7 @@ class TabSessions:
                 if self.projects.exists(project_id):
                     core = self.projects.open(project_id)
             except OwlError as exc:  # a bad id from a URL, or an unreadable project
-                log.warning("cannot open project %r: %s", project_id, exc)
+                log.warning("cannot open the project: %s", exc)  # exc names it (shortened)
         if core is None:
             core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
         session.open(core)

@@ -97,7 +97,10 @@ class ProjectLibrary:
     def folder(self, project_id: str) -> Path:
         """The folder of a project id (validated: an id can't name anything outside the root)."""
         if not isinstance(project_id, str) or not PROJECT_ID.match(project_id):
-            raise ProjectError(f"{project_id!r} is not a project id (lowercase letters, digits, "
+            shown = repr(project_id[:64]) + (f"... ({len(project_id):,} characters)"
+                                             if len(project_id) > 64 else "") \
+                if isinstance(project_id, str) else type(project_id).__name__
+            raise ProjectError(f"{shown} is not a project id (lowercase letters, digits, "
                                "'-' and '_', at most 64).")
         return self.root / project_id
 

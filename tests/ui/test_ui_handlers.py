@@ -409,3 +409,15 @@ def test_the_show_labels_toggle_redraws_the_preview_with_boxes_only(studio, tmp_
     studio.preview.on_settings(*low, request)  # another slider's event keeps the choice
     studio.preview.on_settings(0.01, *SETTINGS[1:], request)
     assert set(drawn) == {False}
+
+
+def test_a_huge_project_id_in_the_url_is_logged_short_once(studio, caplog):
+    hostile = "x" * 5000
+    with caplog.at_level("DEBUG"):
+        studio.on_load(None, SimpleNamespace(session_hash="h", query_params={"project": hostile}))
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith(("ui", "owl"))]
+    refused = [line for line in logged if "not a project id" in line]
+    assert len(refused) == 1 and len(refused[0]) < 300, refused
+    assert not any("x" * 100 in line for line in logged)
+    assert studio.session(SimpleNamespace(session_hash="h")).project_id != hostile
+    studio.close()
