@@ -37,6 +37,38 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/\-_\s]+={0,2}\s*$")
 _MAX_PATH_CHARS = 4096
 _HEX = re.compile(r"^[0-9a-f]+$")
 
+#: File suffixes read as images wherever images are found by name (a folder import, a label
+#: job's folder, ``--data-dir``, the bundled samples). GIF is in: the studio's uploads and the
+#: project format already took it, and decoding reads its first frame like any other image.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+#: The EXIF orientation tag; its values 5-8 turn the picture by 90 degrees (sides swap).
+EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = frozenset({5, 6, 7, 8})
+
+
+def is_image_name(name: str | os.PathLike) -> bool:
+    """Whether a file is taken as an image by its name: one of `IMAGE_SUFFIXES` (any case),
+    not hidden (``.name``)."""
+    name = Path(name).name
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """An opened image's EXIF orientation (1 = as stored; 1 too when the EXIF is missing or
+    malformed: decoding ignores such a tag as well)."""
+    try:
+        return int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # noqa: BLE001 -- malformed EXIF of any kind
+        return 1
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as it is shown: after its EXIF orientation (the
+    sizes that boxes on it refer to). Reads the header, decodes no pixels (PNG's EXIF
+    excepted)."""
+    width, height = img.size
+    return (height, width) if exif_orientation(img) in _TRANSPOSED else (width, height)
+
 
 
 
@@ -329,11 +361,7 @@ def _exif_upright(image: Image.Image) -> Image.Image:
     """The image turned upright per its EXIF orientation (as decoding a file does); no copy
     when there is nothing to turn. Call on a loaded image: only EXIF errors are ignored here,
     a pixel decoding error must have surfaced before (PNG's getexif() loads the pixels)."""
-    try:
-        orientation = image.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 -- malformed EXIF: use the pixels as they are
-        return image
-    return ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
 
 
 def _from_pixels(pixels: np.ndarray, label: str) -> ImageSource:

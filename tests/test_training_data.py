@@ -124,9 +124,9 @@ WHERE = r"training_data\[0\]\.boxes\[0\]: "
     # a bool is not a number of pixels
     ({"x": True}, WHERE + r"x must be a number of pixels, got True"),
     # empty class
-    ({"cls": ""}, WHERE + r"'cls' must be a non-empty class name \(a string\), got ''"),
+    ({"cls": ""}, WHERE + r"empty\. Type a class name first \(for example: coin\)"),
     # blank class
-    ({"cls": "   "}, WHERE + r"'cls' must be a non-empty class name"),
+    ({"cls": "   "}, WHERE + r"empty\. Type a class name first"),
     # class id instead of a name
     ({"cls": 3}, WHERE + r"'cls' must be a non-empty class name \(a string\), got 3"),
     # negative as a string

@@ -15,6 +15,7 @@ import numpy as np
 import supervision as sv
 
 from owl_core.errors import OwlError
+from owl_core.images import is_image_name
 from owl_core.project.model import read_json
 
 #: Sample photos and example projects: ui/assets/ when installed (pyproject.toml ships
@@ -22,7 +23,6 @@ from owl_core.project.model import read_json
 ASSETS_DIR = next((d for d in (Path(__file__).resolve().parent / "assets",
                                Path(__file__).resolve().parent.parent / "assets") if d.is_dir()),
                   Path(__file__).resolve().parent.parent / "assets")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DETECTION_FORMATS = ("COCO JSON", "YOLO", "Pascal VOC")
 
 
@@ -31,7 +31,7 @@ def bundled_images(assets_dir: Path = ASSETS_DIR) -> list[Path]:
     folder = assets_dir / "images"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if is_image_name(p))
 
 
 def bundled_projects(assets_dir: Path = ASSETS_DIR) -> dict[str, Path]:

@@ -27,10 +27,9 @@ from owl_core.geometry import (  # noqa: F401 (re-exported)
     reference_to_xyxy,
     xyxy_to_reference,
 )
+from owl_core.naming import NEGATIVE_PREFIX, class_key, clean_class_name
 from owl_core.project.model import Prompt
-from owl_core.project.model import validate_class_name as project_class_name
 
-NEGATIVE_PREFIX = "NOT "
 #: Negatives are red whatever their class, so they never look like a positive.
 NEGATIVE_COLOR = "#D50000"
 SUGGESTION_COLOR = "#9E9E9E"  # exact colour: a box with it is a suggestion
@@ -94,13 +93,9 @@ def label_choices(classes: Sequence[str], active: str | None = None, *,
 
 def validate_class_name(name: str, existing: Sequence[str] = ()) -> str:
     """A cleaned class name, or ValueError (`ProjectError`) saying what is wrong with it: the
-    project model's rules (printable, bounded length, no "NOT " prefix), and unique regardless
-    of case among `existing`."""
-    name = " ".join(str(name or "").split())
-    if not name:
-        raise ProjectError("Type a class name first (for example: coin).")
-    name = project_class_name(name)
-    taken = next((c for c in existing if c.casefold() == name.casefold()), None)
+    one class-name rule (`owl_core.naming`), and not yet among `existing` (case ignored)."""
+    name = clean_class_name(str(name or ""))
+    taken = next((c for c in existing if class_key(c) == class_key(name)), None)
     if taken is not None:
         raise ProjectError(f"There is already a class called {taken!r}.")
     return name

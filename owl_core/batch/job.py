@@ -52,9 +52,9 @@ from owl_core.engine.embedding_store import EmbeddingStore, model_fingerprint
 from owl_core.engine.matching import Exemplars
 from owl_core.engine.transforms import OwlTransform
 from owl_core.errors import LimitError, OwlError, SettingsError
+from owl_core.images import IMAGE_SUFFIXES, is_image_name
 from owl_core.params import DetectParams
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 JOB_DIR = ".owl_label"
 STORE_DIR = "embeddings"
 #: Most images one job accepts (env OWL_MAX_LABEL_IMAGES) and the largest list file.
@@ -81,7 +81,7 @@ def _max_images() -> int:
 
 
 def list_inputs(source: str | Path, exclude: Sequence[Path] = ()) -> list[InputImage]:
-    """The images of INPUT: a folder (searched recursively for jpg, png, webp, bmp, tiff;
+    """The images of INPUT: a folder (searched recursively for `owl_core.images.IMAGE_SUFFIXES`;
     hidden folders and `exclude` skipped) or a list file (one path per line, relative to the
     file's folder; blank lines and ``#`` comments ignored). Sorted by name.
 
@@ -100,7 +100,7 @@ def list_inputs(source: str | Path, exclude: Sequence[Path] = ()) -> list[InputI
             dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                              and (here / d).resolve() not in skip)
             for file in sorted(files):
-                if Path(file).suffix.lower() in IMAGE_SUFFIXES and not file.startswith("."):
+                if is_image_name(file):
                     path = here / file
                     images.append(InputImage(path, path.relative_to(root).as_posix()))
                     if len(images) > limit:
@@ -124,7 +124,7 @@ def list_inputs(source: str | Path, exclude: Sequence[Path] = ()) -> list[InputI
                             "a text file with one image path per line.")
     if not images:
         raise SettingsError(f"{source}: no images found (looked for "
-                            f"{', '.join(sorted(IMAGE_SUFFIXES))}).")
+                            f"{', '.join(IMAGE_SUFFIXES)}).")
     images.sort(key=lambda im: im.name)
     names = [im.name for im in images]
     dupes = sorted({n for n, m in itertools.pairwise(names) if n == m})

@@ -16,6 +16,7 @@ from owl_core.errors import TrainingDataError
 from owl_core.geometry import cxcywh_to_xyxy
 from owl_core.images import ImageInput
 from owl_core.limits import TrainingDataLimitError
+from owl_core.naming import class_key, clean_class_name
 
 #: Largest coordinate / size accepted, in pixels: far beyond any image the pixel limit allows,
 #: small enough that box arithmetic never overflows.
@@ -80,17 +81,9 @@ def _short_number(value: Any) -> str:
     return text if len(text) <= 40 else text[:40] + "..."
 
 
-def check_class_name(cls: Any, where: str, lim: limits.Limits | None = None) -> str:
-    """A class name, stripped: a non-empty string of at most `max_class_name_chars`."""
-    if not isinstance(cls, str) or not cls.strip():
-        shown = repr(cls)
-        shown = shown if len(shown) <= 60 else shown[:60] + "..."
-        raise TrainingDataError(f"{where}: 'cls' must be a non-empty class name (a string), "
-                                f"got {shown}.")
-    (lim or limits.current()).check("max_class_name_chars", len(cls),
-                                    f"{where}: characters in the class name {cls[:40]!r}...",
-                                    TrainingDataLimitError)
-    return cls.strip()
+def check_class_name(cls: Any, where: str) -> str:
+    """A box's class name, cleaned by the one class-name rule (`owl_core.naming`)."""
+    return clean_class_name(cls, where, TrainingDataError)
 
 
 def parse_box(box: Any, where: str, lim: limits.Limits | None = None) -> PromptBox:
@@ -107,7 +100,7 @@ def parse_box(box: Any, where: str, lim: limits.Limits | None = None) -> PromptB
     if "cls" not in box:
         hint = " (found 'class': rename it to 'cls')" if "class" in box else ""
         raise TrainingDataError(f"{where}: missing field 'cls', the class name{hint}.")
-    cls = check_class_name(box["cls"], where, lim)
+    cls = check_class_name(box["cls"], where)
     negative = box.get("negative", False)
     if not isinstance(negative, bool):
         try:  # 0 / 1 (and numpy bools) are fine; strings such as "false" are not
@@ -197,15 +190,17 @@ def _check_counts(lim: limits.Limits, where: str, boxes: int, total: int,
 
 
 def check_class_names(names: Sequence[Any]) -> list[str]:
-    """A caller's class list (order = class id): bounded count and name lengths, non-empty,
-    unique; names stripped."""
+    """A caller's class list (order = class id): bounded count, each name cleaned by the one
+    class-name rule (`owl_core.naming`), unique regardless of case."""
     lim = limits.current()
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
         raise TrainingDataError(f"class names must be a list of strings, got "
                                 f"{type(names).__name__}.")
     lim.check("max_classes", len(names), "class names", TrainingDataLimitError)
-    out = [check_class_name(n, f"class_names[{i}]", lim) for i, n in enumerate(names)]
-    if len(set(out)) != len(out):
-        dupes = sorted({n for n in out if out.count(n) > 1})[:5]
+    out = [clean_class_name(n, f"class_names[{i}]", TrainingDataError)
+           for i, n in enumerate(names)]
+    keys = [class_key(n) for n in out]
+    if len(set(keys)) != len(keys):
+        dupes = sorted({n for n, k in zip(out, keys, strict=True) if keys.count(k) > 1})[:5]
         raise TrainingDataError(f"class names must be unique; repeated: {dupes}.")
     return out

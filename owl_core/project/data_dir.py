@@ -9,8 +9,8 @@ data folders. Without a data folder nothing is read at all. Rules:
 * the folder is searched recursively, hidden files and folders skipped, linked subfolders not
   entered; a linked file is refused (the whole request, nothing added) when its target is
   outside the data folder;
-* image files are those `owl_core.project.folder_import.FOLDER_SUFFIXES` names (JPEG, PNG,
-  WebP, BMP, TIFF), sorted by their path below the typed folder; at most ``max_folder_images``
+* image files are those `owl_core.images.IMAGE_SUFFIXES` names (JPEG, PNG,
+  WebP, BMP, GIF, TIFF), sorted by their path below the typed folder; at most ``max_folder_images``
   (``OWL_MAX_FOLDER_IMAGES``): the search stops as soon as one more is found.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from owl_core import limits
 from owl_core.errors import DataDirError
-from owl_core.project.folder_import import FOLDER_SUFFIXES
+from owl_core.images import IMAGE_SUFFIXES, is_image_name
 
 NO_DATA_DIR = ("This server reads no folders: start it with --data-dir DIR to add images from a "
                "folder on the server, or upload the images.")
@@ -91,8 +91,8 @@ def folder_images(text: str, roots: Sequence[Path]) -> list[tuple[Path, str]]:
     """
     target, root = resolve_inside(text, roots)
     if target.is_file():
-        if target.suffix.lower() not in FOLDER_SUFFIXES:
-            raise DataDirError(f"{text!r}: not an image file ({', '.join(FOLDER_SUFFIXES)}).")
+        if target.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataDirError(f"{text!r}: not an image file ({', '.join(IMAGE_SUFFIXES)}).")
         return [(target, target.name)]
     lim = limits.current()
     found: list[tuple[Path, str]] = []
@@ -100,7 +100,7 @@ def folder_images(text: str, roots: Sequence[Path]) -> list[tuple[Path, str]]:
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or Path(name).suffix.lower() not in FOLDER_SUFFIXES:
+            if not is_image_name(name):
                 continue
             path = here / name
             rel = path.relative_to(target).as_posix()
@@ -115,7 +115,7 @@ def folder_images(text: str, roots: Sequence[Path]) -> list[tuple[Path, str]]:
             lim.check("max_folder_images", len(found), f"{text!r}: images in the folder")
     if not found:
         raise DataDirError(f"{text!r}: no images found (looked for "
-                           f"{', '.join(FOLDER_SUFFIXES)}, hidden files skipped).")
+                           f"{', '.join(IMAGE_SUFFIXES)}, hidden files skipped).")
     return sorted(found, key=lambda item: item[1])
 
 

@@ -38,6 +38,7 @@ import supervision as sv
 from PIL import Image, ImageOps
 
 from owl_core.errors import ImageError, ProjectError
+from owl_core.images import exif_orientation
 from owl_core.project.evaluate import Prediction, as_project_detections
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 DatasetFormat = Literal["coco", "yolo", "voc"]
 DATASET_FORMATS: tuple[str, ...] = ("coco", "yolo", "voc")
 IMAGES_DIR = "images"
-_EXIF_ORIENTATION = 0x0112
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -75,14 +75,6 @@ class ExportSummary:
     skipped: tuple[tuple[str, str], ...]
 
 
-def _orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-    except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError):
-        # malformed EXIF: the engine decodes such a file unturned too
-        return 1
-
-
 def write_upright(src: Path, dest: Path, size: tuple[int, int], label: str) -> bool:
     """Write the image at `src` to `dest` as shown upright; True when it had to be turned.
 
@@ -98,7 +90,7 @@ def write_upright(src: Path, dest: Path, size: tuple[int, int], label: str) -> b
     try:
         with Image.open(src) as img:
             fmt, shown = img.format, img.size
-            if _orientation(img) not in (0, 1):
+            if exif_orientation(img) not in (0, 1):
                 upright = ImageOps.exif_transpose(img)  # decodes; drops the orientation tag
                 shown = upright.size
                 options = {"quality": 95} if fmt in ("JPEG", "MPO", "WEBP") else {}

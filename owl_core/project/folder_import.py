@@ -12,10 +12,10 @@ from pathlib import Path
 
 from owl_core import geometry, limits
 from owl_core.errors import OwlError, ProjectError
+from owl_core.images import IMAGE_SUFFIXES, is_image_name
 from owl_core.project.model import Label, Project, save_project
 
 #: File suffixes picked up when a folder is opened (case-insensitive).
-FOLDER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def find_images(folder: str | os.PathLike, exclude: Path | None = None) -> list[Path]:
@@ -31,7 +31,7 @@ def find_images(folder: str | os.PathLike, exclude: Path | None = None) -> list[
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and (exclude is None or (here / d).resolve() != exclude))
         for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in FOLDER_SUFFIXES:
+            if is_image_name(name):
                 found.append(here / name)
                 lim.check("max_project_images", len(found), f"{root}: images",
                           limits.ProjectLimitError)
@@ -71,7 +71,7 @@ def open_image_folder(images_dir: str | os.PathLike, dest: str | os.PathLike,
     files = find_images(images_dir, exclude=dest)
     if not files:
         raise ProjectError(f"{images_dir}: no images found (looked for "
-                           f"{', '.join(FOLDER_SUFFIXES)}).")
+                           f"{', '.join(IMAGE_SUFFIXES)}).")
     classes: list[str] = []
     annotations: dict[Path, list[tuple[geometry.XYXY, str]]] = {}
     if coco is not None or yolo is not None:

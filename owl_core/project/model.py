@@ -45,6 +45,8 @@ from PIL import Image, UnidentifiedImageError
 
 from owl_core import geometry, limits
 from owl_core.errors import ImageError, LimitError, OwlError, ProjectError
+from owl_core.images import upright_size
+from owl_core.naming import class_key, clean_class_name
 from owl_core.params import DetectParams
 from owl_core.phrases import check_phrase
 
@@ -69,7 +71,6 @@ LABEL_SOURCES: tuple[str, ...] = ("accepted", "corrected", "drawn")
 ReviewStatus = Literal["not_reviewed", "in_review", "done"]
 REVIEW_STATUSES: tuple[str, ...] = ("not_reviewed", "in_review", "done")
 #: Prefix the studio uses to show a negative box; a class may not start with it.
-NEGATIVE_PREFIX = "NOT "
 #: Image formats a project accepts (PIL format name -> file suffix).
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "BMP": ".bmp",
                  "TIFF": ".tif", "GIF": ".gif"}
@@ -83,23 +84,6 @@ _HASH = re.compile(r"^[0-9a-f]{8,128}$")
 # ------------------------------------------------------------------------------- validation
 def _fail(where: str, message: str) -> ProjectError:
     return ProjectError(f"{where}: {message}" if where else message)
-
-
-def validate_class_name(name: Any, where: str = "class name") -> str:
-    """A cleaned class name (whitespace runs collapsed), or `ProjectError` saying why not."""
-    if not isinstance(name, str):
-        raise _fail(where, f"must be a string, got {type(name).__name__}.")
-    cleaned = " ".join(name.split())
-    if not cleaned:
-        raise _fail(where, "empty; type a class name (for example: coin).")
-    if any(not ch.isprintable() for ch in cleaned):
-        raise _fail(where, f"{cleaned[:40]!r} contains control characters; remove them.")
-    if cleaned.upper().startswith(NEGATIVE_PREFIX) or cleaned.upper() == NEGATIVE_PREFIX.strip():
-        raise _fail(where, f"{cleaned!r} can't start with {NEGATIVE_PREFIX.strip()!r}; that "
-                           "prefix marks negative boxes.")
-    limits.current().check("max_class_name_chars", len(cleaned), f"{where} {cleaned[:40]!r}",
-                           limits.ProjectLimitError)
-    return cleaned
 
 
 def _xyxy(box: Any, size: tuple[int, int], where: str) -> geometry.XYXY:
@@ -137,7 +121,7 @@ class Prompt:
     negative: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cls", validate_class_name(self.cls, "prompt class"))
+        object.__setattr__(self, "cls", clean_class_name(self.cls, "prompt class"))
         _flag(self.negative, "prompt")
         if len(self.xyxy) != 4 or not geometry.is_finite_box(self.xyxy):
             raise ProjectError(f"prompt: xyxy must be 4 finite numbers, got {self.xyxy!r}.")
@@ -157,7 +141,7 @@ class Label:
     confidence: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cls", validate_class_name(self.cls, "label class"))
+        object.__setattr__(self, "cls", clean_class_name(self.cls, "label class"))
         if self.source not in LABEL_SOURCES:
             raise ProjectError(f"label: source must be one of {', '.join(LABEL_SOURCES)}, got "
                                f"{self.source!r}.")
@@ -367,12 +351,7 @@ def inspect_image(data: bytes | Path, label: str = "image",
         opened = io.BytesIO(data)
     try:
         with Image.open(opened) as img:
-            fmt, (width, height) = img.format, img.size
-            try:
-                orientation = img.getexif().get(0x0112, 1)
-            except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError):
-                # malformed EXIF: decoding ignores it too
-                orientation = 1
+            fmt, (width, height) = img.format, upright_size(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
             Image.DecompressionBombError) as exc:
         raise ImageError(f"{label}: not a readable image ({exc}); use PNG, JPEG, WebP, BMP or "
@@ -380,8 +359,6 @@ def inspect_image(data: bytes | Path, label: str = "image",
     if fmt not in IMAGE_FORMATS:
         raise ImageError(f"{label}: {fmt} images are not supported; use PNG, JPEG, WebP, BMP or "
                          "TIFF.")
-    if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 degrees swap the sides
-        width, height = height, width
     if width <= 0 or height <= 0:
         raise ImageError(f"{label}: the image is empty ({width}x{height}).")
     limits.current().check("max_image_pixels", width * height, f"{label} ({width}x{height})",
@@ -466,9 +443,9 @@ class Project:
 
     def class_index(self, name: str) -> int:
         """Index of a class, matched case-insensitively; `ProjectError` when absent."""
-        key = " ".join(str(name).split()).casefold()
+        key = class_key(str(name))
         for i, cls in enumerate(self.classes):
-            if cls.casefold() == key:
+            if class_key(cls) == key:
                 return i
         raise ProjectError(f"no class {name!r} in project {self.name!r} (classes: "
                            f"{', '.join(self.classes) or 'none'}); add it first.")
@@ -620,14 +597,14 @@ class Project:
 
     # ---------------------------------------------------------------- classes
     def add_class(self, name: str) -> str:
-        cleaned = validate_class_name(name)
+        cleaned = clean_class_name(name)
         self.classes = _class_list([*self.classes, cleaned])
         return cleaned
 
     def rename_class(self, old: str, new: str) -> str:
         """Rename a class; its prompt boxes and labels carry the new name."""
         index = self.class_index(old)
-        old_name, cleaned = self.classes[index], validate_class_name(new)
+        old_name, cleaned = self.classes[index], clean_class_name(new)
         classes = list(self.classes)
         classes[index] = cleaned
         classes = _class_list(classes)  # a clash with another class raises here, nothing changed
@@ -737,12 +714,12 @@ def _class_list(classes: Any) -> list[str]:
     out: list[str] = []
     seen: dict[str, str] = {}
     for i, name in enumerate(classes):
-        cleaned = validate_class_name(name, f"classes[{i}]")
-        if cleaned.casefold() in seen:
+        cleaned = clean_class_name(name, f"classes[{i}]")
+        if class_key(cleaned) in seen:
             raise ProjectError(f"classes[{i}]: {cleaned!r} is already a class "
-                               f"({seen[cleaned.casefold()]!r}); class names are unique "
+                               f"({seen[class_key(cleaned)]!r}); class names are unique "
                                "regardless of case.")
-        seen[cleaned.casefold()] = cleaned
+        seen[class_key(cleaned)] = cleaned
         out.append(cleaned)
     limits.current().check("max_classes", len(out), "classes", limits.ProjectLimitError)
     return out
@@ -1002,11 +979,11 @@ def _from_v1(data: Mapping, folder: Path, allow_external: bool, source: str) -> 
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         raise ProjectError(f"\"query_images\" must be a list of image paths, got {queries!r}.")
     class_names = list(classes or [])
-    seen = {" ".join(c.split()).casefold() for c in class_names}
+    seen = {class_key(c) for c in class_names}
     for entry in entries:
         for box in entry.boxes:
-            if box.cls.casefold() not in seen:
-                seen.add(box.cls.casefold())
+            if class_key(box.cls) not in seen:
+                seen.add(class_key(box.cls))
                 class_names.append(box.cls)
     project = Project(name=data.get("name") or folder.name, classes=class_names,
                       settings=DetectParams.from_dict(data.get("settings")), folder=folder,

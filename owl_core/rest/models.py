@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from owl_core import limits
+from owl_core.errors import TrainingDataError
+from owl_core.naming import clean_class_name
 from owl_core.params import MAX_DETECTIONS_LIMIT, SCORE_MODES
 
 #: A finite number (JSON has no NaN / Infinity, but Python's json module reads them).
@@ -60,14 +61,8 @@ class TrainBox(BaseModel):
     @field_validator("cls")
     @classmethod
     def _cls_bounded(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("the class name is empty")
-        bound = limits.current().max_class_name_chars
-        if len(value) > bound:
-            raise ValueError(f"the class name has {len(value):,} characters, over the limit of "
-                             f"{bound:,} (max_class_name_chars); shorten it")
-        return value
+        # the one class-name rule (owl_core.naming); its errors are ValueErrors -> 422
+        return clean_class_name(value, "the class name", TrainingDataError)
 
 
 class TrainingImage(BaseModel):

@@ -22,7 +22,7 @@ from PIL import Image
 from owl_core import limits
 from owl_core.engine.scoring import SCORE_MODES
 from owl_core.errors import ImageError, OwlError
-from owl_core.images import check_header
+from owl_core.images import check_header, upright_size
 from ui.drawing import PREVIEW_MAX_SIDE
 from ui.session import Session, Settings
 
@@ -170,10 +170,6 @@ def read_settings(confidence, iou_threshold, max_detections, score_mode,
                     bool(show_examples))
 
 
-#: EXIF orientations that swap width and height (rotations by 90 / 270 degrees).
-_TRANSPOSED = {5, 6, 7, 8}
-
-
 def image_size(path: str | Path, name: str | None = None) -> tuple[int, int]:
     """(width, height) after EXIF rotation, from the file's header only: an image over the
     pixel limit (or a decompression bomb) is refused by `owl_core.images.check_header` before
@@ -194,13 +190,8 @@ def image_size(path: str | Path, name: str | None = None) -> tuple[int, int]:
     if size is None:
         raise ImageError(f"{label}: not an image this studio can read. Use a PNG, JPEG, WebP, "
                          "BMP or TIFF file.")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            orientation = img.getexif().get(0x0112)
-    except Exception:  # noqa: BLE001 -- malformed EXIF: decoding ignores it too
-        orientation = None
-    width, height = size
-    return (height, width) if orientation in _TRANSPOSED else (width, height)
+    with Image.open(io.BytesIO(data)) as img:  # the header check above has read it already
+        return upright_size(img)
 
 
 def file_path(value: Any) -> str | None:
