@@ -309,3 +309,65 @@ def test_phrase_over_the_token_limit_is_refused_before_any_image(tiny_model_dir,
                                phrases={"coin": ["x" * 15]})
     assert not embedded
     assert len(predictor.embed_phrases(["x" * 14])) == 1
+
+
+# ---------------------------------------------------------------------------- .pt files
+def test_phrases_and_their_embeddings_round_trip_through_a_pt(tiny_model_dir, tmp_path):
+    """A phrase-only class is a positive row of train_data_dict (what Roboflow's loaders read);
+    our metadata marks it as a phrase, so both combine modes detect the same after loading."""
+    from owl_core.engine.prompt_file import FORMAT_VERSION, load_pt
+
+    image = scene(8, 256, 256)
+    predictor = zero_shot_predictor(tiny_model_dir)
+    box = {"x": 60, "y": 60, "w": 40, "h": 40, "cls": "cup", "negative": False}
+    predictor.set_examples([{"image": image, "boxes": [box]}],
+                           phrases=[{"cls": "coin", "text": "coin"},
+                                    {"cls": "cup", "text": "a mug"},
+                                    {"cls": "cup", "text": "dog", "negative": True}])
+    path = predictor.export(tmp_path / "p.pt")
+    raw = torch.load(path, weights_only=True)
+    coin = predictor.embed_phrases(["coin"])
+    torch.testing.assert_close(raw["train_data_dict"]["coin"]["positive"], coin)
+    assert raw["train_data_dict"]["coin"]["negative"] is None
+    assert raw["train_data_dict"]["cup"]["positive"].shape[0] == 2
+    assert raw["owl_studio"]["format_version"] == FORMAT_VERSION == 2
+    loaded = load_pt(path)
+    assert set(loaded.exemplars.phrases()) == {PromptPhrase("coin", "coin"),
+                                               PromptPhrase("cup", "a mug"),
+                                               PromptPhrase("cup", "dog", True)}
+    other = zero_shot_predictor(tiny_model_dir)
+    other.load_pt(path)
+    for mode in ("max", "fused"):
+        a = predictor.detect(image, confidence=0.5, combine=mode)
+        b = other.detect(image, confidence=0.5, combine=mode)
+        assert len(a) > 0 and np.allclose(a.xyxy, b.xyxy) and np.allclose(a.confidence,
+                                                                           b.confidence)
+
+
+def test_a_version_1_pt_still_loads(tiny_model_dir, tmp_path):
+    from owl_core.engine.prompt_file import load_pt
+
+    image = scene(9, 256, 256)
+    predictor = zero_shot_predictor(tiny_model_dir)
+    box = {"x": 60, "y": 60, "w": 40, "h": 40, "cls": "cup", "negative": False}
+    predictor.set_examples([{"image": image, "boxes": [box]}])
+    path = predictor.export(tmp_path / "v1.pt")
+    raw = torch.load(path, weights_only=True)
+    raw["owl_studio"]["format_version"] = 1
+    torch.save(raw, tmp_path / "old.pt")
+    loaded = load_pt(tmp_path / "old.pt")
+    assert loaded.exemplars.class_names == ("cup",) and loaded.exemplars.phrases() == ()
+
+
+def test_a_bad_phrase_in_a_pt_is_refused(tiny_model_dir, tmp_path):
+    from owl_core.engine.prompt_file import load_pt
+    from owl_core.errors import PtFormatError
+
+    predictor = zero_shot_predictor(tiny_model_dir)
+    predictor.set_examples(phrases={"coin": ["coin"]})
+    path = predictor.export(tmp_path / "p.pt")
+    raw = torch.load(path, weights_only=True)
+    raw["owl_studio"]["exemplars"][0]["phrase"] = "co\x00in"
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(PtFormatError, match="control characters"):
+        load_pt(tmp_path / "bad.pt")

@@ -4,7 +4,9 @@ The file is a plain dict of tensors, strings, numbers, lists, tuples and None, s
 ``torch.load(weights_only=True)``: a file from someone else is data, never code (reference
 defect 5). Our own metadata lives under one extra key, ``"owl_studio"``, which the reference
 ignores. ``class_names`` are written sorted (both Roboflow loaders then agree on class ids);
-our class order is kept in the metadata.
+our class order is kept in the metadata. Text phrases are rows like exemplars (their embedding
+in ``train_data_dict``) marked in our metadata's provenance (``"phrase"``), so a phrase-only
+class detects in Roboflow Inference too (as one more exemplar: our "max" combine mode).
 
 Loading treats the file as hostile: the archive's declared sizes are checked before anything
 is unpacked, every value is type-checked after, bounds come from `owl_core.limits`, and every
@@ -36,8 +38,12 @@ from owl_core.engine.matching import Exemplars, ExemplarSource
 from owl_core.errors import PtFormatError, SettingsError
 from owl_core.limits import PtLimitError
 from owl_core.params import DetectParams
+from owl_core.phrases import check_phrase
 
-FORMAT_VERSION = 1
+#: 1 = boxes only; 2 = phrases too: a phrase's embedding is a row of ``train_data_dict`` (a
+#: positive, or a negative for a negative phrase, so Roboflow's loaders use it as one more
+#: exemplar) and its provenance entry in our metadata carries ``"phrase"``. Version 1 files load.
+FORMAT_VERSION = 2
 META_KEY = "owl_studio"
 _REQUIRED = ("huggingface_id", "class_names", "train_data_dict")
 #: Roboflow Inference's own cache class, pickled by its older exports for ``image_embeds``
@@ -187,7 +193,8 @@ def build_payload(
         "class_order": order,
         "exemplars": [
             {"image_hash": s.image_hash, "box_xyxy": [float(v) for v in s.box_xyxy],
-             "cls": s.cls, "negative": bool(s.negative), "iou": float(s.iou)}
+             "cls": s.cls, "negative": bool(s.negative), "iou": float(s.iou),
+             **({"phrase": s.phrase} if s.phrase else {})}
             for s in ordered.sources
         ],
         "image_sizes": {h: [int(e.image_size[0]), int(e.image_size[1])]
@@ -602,7 +609,10 @@ def _parse_sources(items: Any, fail) -> tuple[ExemplarSource, ...]:
             iou = float(item["iou"])
             if not 0.0 <= iou <= 1.0:
                 raise ValueError(f"iou {iou} is not in [0, 1]")
-            out.append(ExemplarSource(image_hash, box, cls, bool(item["negative"]), iou))
+            phrase = item.get("phrase") or ""
+            if phrase:
+                phrase = check_phrase(phrase, "the phrase of an exemplar")
+            out.append(ExemplarSource(image_hash, box, cls, bool(item["negative"]), iou, phrase))
         except (KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
             raise fail(f"bad exemplar provenance entry ({str(exc)[:200]})") from None
     return tuple(out)
