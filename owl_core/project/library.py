@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -31,6 +32,7 @@ from typing import Any
 from owl_core import limits
 from owl_core.errors import OwlError, ProjectError
 from owl_core.params import DetectParams
+from owl_core.project import journal
 from owl_core.project.model import (
     BACKUP_FILE,
     EMBEDDINGS_DIR,
@@ -116,15 +118,20 @@ class ProjectLibrary:
                 continue
             try:
                 data = read_json(file)
+                if isinstance(data, dict) and "version" in data:  # changes saved since
+                    journal.apply_lines(data, journal.read_journal(
+                        folder, limits.current().max_project_json_bytes).lines)
             except OwlError:
                 continue
             if not isinstance(data, dict):
                 continue
             images = data.get("images", data.get("training_data", []))
+            log = folder / journal.JOURNAL_FILE
             found.append(ProjectInfo(
                 id=folder.name, name=str(data.get("name") or folder.name)[:200], folder=folder,
                 images=len(images) if isinstance(images, list) else 0,
-                modified=file.stat().st_mtime))
+                modified=max(file.stat().st_mtime,
+                             log.stat().st_mtime if log.is_file() else 0.0)))
         return sorted(found, key=lambda info: (-info.modified, info.id))
 
     # ---------------------------------------------------------------- life cycle
@@ -221,7 +228,10 @@ class ProjectLibrary:
         try:
             with project_lock(folder), zipfile.ZipFile(tmp, "w") as zf:
                 project = load_project(folder)
-                zf.write(folder / PROJECT_FILE, PROJECT_FILE, zipfile.ZIP_DEFLATED)
+                # the project as read (project.json + its journal), not the file alone
+                zf.writestr(PROJECT_FILE, json.dumps(project.to_dict(), indent=2,
+                                                     ensure_ascii=False) + "\n",
+                            zipfile.ZIP_DEFLATED)
                 files = {r.file for r in project.images} | {i.file for i in project.imported}
                 for file in sorted(files):
                     zf.write(folder / file, file, zipfile.ZIP_STORED)  # images: compressed

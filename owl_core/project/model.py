@@ -26,6 +26,7 @@ the file) still loads; saving such a project copies its images into ``images/``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -35,8 +36,9 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +51,7 @@ from owl_core.images import upright_size
 from owl_core.naming import class_key, clean_class_name
 from owl_core.params import DetectParams
 from owl_core.phrases import check_phrase
+from owl_core.project import journal
 
 FORMAT_NAME = "owl-studio-project"
 #: Version written by `save_project`. 1 = the old example-project form (no "version" key);
@@ -640,11 +643,7 @@ class Project:
             "phrases": {cls: list(p) for cls, p in self.phrases.items()},
             "images": [r.to_dict() for r in images],
             "imported": [i.to_dict() for i in self.imported],
-            # derived, for readers of the old form; ignored when a versioned file is read
-            "training_data": [{"image": r.file, "boxes": [
-                geometry.xyxy_to_reference(p.xyxy, p.cls, p.negative, ndigits=None)
-                for p in r.prompts]} for r in images if r.prompts],
-            "query_images": [r.file for r in images if r.role == "query"],
+            **_derived(images),
         }
 
     # ---------------------------------------------------------------- internals
@@ -800,6 +799,17 @@ def _write_file_once(target: Path, data: bytes) -> None:
         raise
 
 
+def _derived(images: Sequence[ImageRecord]) -> dict[str, Any]:
+    """The keys derived from the images, for readers of the old form (ignored when a
+    versioned file is read)."""
+    return {
+        "training_data": [{"image": r.file, "boxes": [
+            geometry.xyxy_to_reference(p.xyxy, p.cls, p.negative, ndigits=None)
+            for p in r.prompts]} for r in images if r.prompts],
+        "query_images": [r.file for r in images if r.role == "query"],
+    }
+
+
 # ------------------------------------------------------------------------------- the reader
 def project_file(path: str | os.PathLike) -> Path:
     """The ``project.json`` of a project folder (or the file itself)."""
@@ -877,10 +887,22 @@ def load_project(path: str | os.PathLike, *, allow_external: bool = False) -> Pr
         ProjectError: unreadable, malformed, or an image path escaping the folder.
     """
     file = project_file(path)
-    with limits.pinned():
+    with limits.pinned() as lim:
         data = read_json(file)
-        return project_from_dict(data, file.parent, allow_external=allow_external,
-                                 source=str(file))
+        read = None
+        if isinstance(data, dict) and file.name == PROJECT_FILE and "version" in data:
+            read = journal.read_journal(file.parent, lim.max_project_json_bytes)
+            seq = journal.apply_lines(data, read.lines)
+        project = project_from_dict(data, file.parent, allow_external=allow_external,
+                                    source=str(file) + (f" + {journal.JOURNAL_FILE}"
+                                                        if read and read.lines else ""))
+    if read is not None:
+        version = data.get("version")
+        project._journal = _JournalState(
+            folder=file.parent.resolve(), seq=seq, size=read.valid_bytes, ends=read.ends,
+            base=_snapshot(project), file_bytes=file.stat().st_size,
+            file_version=version if isinstance(version, int) else 1)
+    return project
 
 
 def project_from_dict(data: Any, folder: str | os.PathLike, *, allow_external: bool = False,
@@ -1027,16 +1049,30 @@ def save_project(project: Project, folder: str | os.PathLike | None = None) -> P
     target = Path(folder) if folder is not None else project._require_folder("saving")
     target.mkdir(parents=True, exist_ok=True)
     target = target.resolve()
+    state = getattr(project, "_journal", None)
+    if state is not None and state.folder != target:
+        state = None
     try:
-        with FileLock(str(target / LOCK_FILE), timeout=30):
-            return _save_locked(project, target)
+        with state.lock if state is not None else _NO_LOCK, \
+                FileLock(str(target / LOCK_FILE), timeout=30):
+            seq = state.seq if state is not None else 0
+            final = _save_locked(project, target, seq)
+            journal.remove_journal(target)
+            if state is not None:
+                state.generation += 1
+            project._journal = _JournalState(
+                folder=target, seq=seq, size=0, ends=[], base=_snapshot(project),
+                file_bytes=final.stat().st_size, file_version=FORMAT_VERSION,
+                generation=state.generation if state is not None else 0,
+                lock=state.lock if state is not None else threading.Lock())
+            return final
     except Timeout:
         raise ProjectError(f"{target}: another program holds the project's lock ({LOCK_FILE}) "
                            "for more than 30 s; close it, or delete the lock file if none "
                            "runs.") from None
 
 
-def _save_locked(project: Project, target: Path) -> Path:
+def _save_locked(project: Project, target: Path, seq: int = 0) -> Path:
     for leftover in target.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"):
         leftover.unlink(missing_ok=True)
     source = project.folder.resolve() if project.folder is not None else None
@@ -1069,7 +1105,17 @@ def _save_locked(project: Project, target: Path) -> Path:
         project.images = adopted  # otherwise untouched: an edit made meanwhile is not undone
         project.folder = target
     project.version = FORMAT_VERSION
-    text = json.dumps(project.to_dict(adopted), indent=2, ensure_ascii=False) + "\n"
+    final = _write_file(target, project.to_dict(adopted), seq)
+    _remove_unused_prompts(target, project.imported)
+    return final
+
+
+def _write_file(target: Path, content: dict[str, Any], seq: int,
+                replace: Any = None) -> Path:
+    """Write project.json atomically (temp file, fsync, rename, fsync of the folder), the
+    previous one kept as the backup; ``seq``: the last journal line it includes. ``replace``
+    (a context manager) is held around the rename only (compaction writes without the lock)."""
+    text = json.dumps({**content, "journal_seq": seq}, indent=2, ensure_ascii=False) + "\n"
     final = target / PROJECT_FILE
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=target)
     try:
@@ -1077,19 +1123,175 @@ def _save_locked(project: Project, target: Path) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        if final.is_file():
-            _keep_backup(final, target / BACKUP_FILE)
-        os.replace(tmp, final)
+        with replace if replace is not None else _NO_LOCK as go:
+            if go is False:  # the compaction was overtaken by a full save
+                Path(tmp).unlink(missing_ok=True)
+                return final
+            if final.is_file():
+                _keep_backup(final, target / BACKUP_FILE)
+            os.replace(tmp, final)
+            from owl_core.engine.embedding_store import (
+                fsync_dir,  # one copy of the helper (store -> no cycle)
+            )
+
+            fsync_dir(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    from owl_core.engine.embedding_store import (
-        fsync_dir,  # one copy of the helper (store -> no cycle)
-    )
-
-    fsync_dir(target)
-    _remove_unused_prompts(target, project.imported)
     return final
+
+
+# ------------------------------------------------------------------------------- the journal
+_NO_LOCK = contextlib.nullcontext()
+#: A journal is compacted into project.json once it is this large (or a quarter of the file).
+COMPACT_MIN_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What was last written (file or journal): the top-level keys, the records by id (the
+    same objects: records are immutable, so `is` tells an untouched one) and their order."""
+
+    head: dict[str, Any]
+    records: dict[str, ImageRecord]
+    order: tuple[str, ...]
+
+
+@dataclass
+class _JournalState:
+    """Per project and folder: the journal's last seq, its valid size, where each line ends,
+    and the state it holds (`_Snapshot`). ``lock`` orders appends, compaction and full saves
+    (always taken before the folder's file lock)."""
+
+    folder: Path
+    seq: int
+    size: int
+    ends: list[tuple[int, int]]
+    base: _Snapshot
+    file_bytes: int
+    file_version: int
+    generation: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    compactor: threading.Thread | None = None
+
+
+def _snapshot(project: Project) -> _Snapshot:
+    head = {k: v for k, v in project.to_dict(images=()).items()
+            if k not in journal.DERIVED_KEYS}
+    images = project.images
+    return _Snapshot(head, {r.id: r for r in images}, tuple(r.id for r in images))
+
+
+def _diff(base: _Snapshot, project: Project) -> tuple[dict[str, Any] | None, _Snapshot]:
+    """The journal line that turns ``base`` into the project now (None: nothing changed)."""
+    now = _snapshot(project)
+    line: dict[str, Any] = {}
+    head = {k: v for k, v in now.head.items() if base.head.get(k) != v}
+    if head:
+        line["head"] = head
+    changed = [r for r in project.images
+               if base.records.get(r.id) is not r and base.records.get(r.id) != r]
+    if changed:
+        line["images"] = [r.to_dict() for r in changed]
+    removed = [i for i in base.order if i not in now.records]
+    if removed:
+        line["removed"] = removed
+    expected = [i for i in base.order if i in now.records] + \
+        [i for i in now.order if i not in base.records]
+    if list(now.order) != expected:
+        line["order"] = list(now.order)
+    return (line or None), now
+
+
+def save_changes(project: Project) -> Path:
+    """Save what changed since the project was last loaded or saved, as one fsynced line of
+    ``project.journal`` (see `owl_core.project.journal`): the cost follows the change, not
+    the project, so the work a kill -9 can lose is what changed since the last call. The
+    journal is compacted into project.json by a background thread once it outgrows
+    `COMPACT_MIN_BYTES` (or a quarter of the file); `compact_project` does it now (call it when
+    the project is closed). Falls back to `save_project` for a project that has never been
+    written to its folder, holds images not copied in yet, or whose file is an older version.
+    Returns the file written."""
+    from filelock import FileLock, Timeout
+
+    folder = project._require_folder("saving").resolve()
+    while True:
+        state = getattr(project, "_journal", None)
+        if state is None or state.folder != folder or state.file_version != FORMAT_VERSION:
+            return save_project(project)
+        with state.lock:
+            if project._journal is not state:  # a full save replaced it meanwhile: again
+                continue
+            line, now = _diff(state.base, project)
+            if line is None:
+                return folder / journal.JOURNAL_FILE
+            if any(not _local(d["file"], IMAGES_DIR) for d in line.get("images", [])):
+                break  # images to copy in first: a full save (below, without the lock)
+            line["seq"] = state.seq + 1
+            data = journal.encode_line(line)
+            try:
+                with FileLock(str(folder / LOCK_FILE), timeout=30):
+                    state.size = journal.append_line(folder, data, state.size)
+            except Timeout:
+                raise ProjectError(f"{folder}: another program holds the project's lock "
+                                   f"({LOCK_FILE}) for more than 30 s.") from None
+            state.seq += 1
+            state.ends.append((state.seq, state.size))
+            state.base = now
+            if _compact_due(state) and (state.compactor is None
+                                        or not state.compactor.is_alive()):
+                state.compactor = threading.Thread(target=_compact, args=(state,),
+                                                   name="owl-project-compact", daemon=True)
+                state.compactor.start()
+            return folder / journal.JOURNAL_FILE
+    return save_project(project)
+
+
+def _compact_due(state: _JournalState) -> bool:
+    """Whether the journal has grown enough to fold into project.json (replaying it on open
+    then costs at most about a quarter of reading the file)."""
+    return state.size > max(COMPACT_MIN_BYTES, state.file_bytes // 4)
+
+
+def compact_project(project: Project) -> Path:
+    """Write everything into project.json now and drop the journal (waits for a running
+    background compaction first). Call when a project is closed."""
+    state = getattr(project, "_journal", None)
+    if state is not None and state.compactor is not None:
+        state.compactor.join()
+    return save_project(project)
+
+
+def _compact(state: _JournalState) -> None:
+    """Background: write the state of the journal's last line into project.json without
+    holding the folder's lock (appends go on meanwhile), then, holding it, swap the file in
+    and keep only the lines written since."""
+    import logging
+
+    from filelock import FileLock
+
+    with state.lock:
+        seq, base, end, generation = state.seq, state.base, state.size, state.generation
+    images = [base.records[i] for i in base.order]
+    content = {**base.head, "images": [r.to_dict() for r in images], **_derived(images)}
+
+    @contextlib.contextmanager
+    def swap() -> Iterator[bool]:
+        with state.lock:
+            if state.generation != generation:  # a full save came first: it holds more
+                yield False
+                return
+            with FileLock(str(state.folder / LOCK_FILE), timeout=30):
+                yield True
+                state.size = journal.keep_tail(state.folder, end, state.size)
+                state.ends = [(s, e - end) for s, e in state.ends if s > seq]
+                state.file_bytes = (state.folder / PROJECT_FILE).stat().st_size
+
+    try:
+        _write_file(state.folder, content, seq, replace=swap())
+    except Exception:  # noqa: BLE001 -- the journal still holds every change; say so
+        logging.getLogger(__name__).exception("compacting %s failed; its journal is kept",
+                                              state.folder)
 
 
 def _remove_unused_prompts(folder: Path, imported: Sequence[ImportedPrompt]) -> None:
