@@ -17,6 +17,7 @@ import gradio as gr
 from owl_core.engine.scoring import SCORE_MODES
 from owl_core.geometry import xyxy_to_reference
 from owl_core.images import ImageError, decode_base64
+from ui.escape import error
 from ui.handlers.common import Area, AreaContext, engine_errors, file_path, read_settings
 from ui.runtime import ExportSpool
 from ui.session import Settings, safe_file_name
@@ -49,29 +50,29 @@ class ApiHandlers(Area):
             try:
                 training_data = json.loads(training_data) if training_data.strip() else []
             except ValueError as exc:
-                raise gr.Error(f"training_data is not valid JSON: {exc}.") from None
+                raise error(f"training_data is not valid JSON: {exc}.") from None
         if isinstance(training_data, dict) and "images" in training_data:
             training_data = _project_training(training_data)
         elif isinstance(training_data, dict) and "training_data" in training_data:
             training_data = training_data["training_data"]  # the old project form
         if not isinstance(training_data, list):
-            raise gr.Error("training_data must be a JSON list of {\"image\": ..., \"boxes\": "
+            raise error("training_data must be a JSON list of {\"image\": ..., \"boxes\": "
                            f"[...]}} entries, got {type(training_data).__name__}.")
         files = [p for p in (file_path(f) for f in (example_images or [])) if p]
         by_name = {Path(p).name: p for p in files}
         out = []
         for i, entry in enumerate(training_data):
             if not isinstance(entry, dict):
-                raise gr.Error(f"training_data[{i}] must be an object with image and boxes.")
+                raise error(f"training_data[{i}] must be an object with image and boxes.")
             image = entry.get("image")
             if isinstance(image, dict) and image.get("type") == "base64":
                 image = image.get("value")
                 resolved: Any = _decode_base64(image, i)
             elif isinstance(image, bool) or image is None:
-                raise gr.Error(f"training_data[{i}].image is missing.")
+                raise error(f"training_data[{i}].image is missing.")
             elif isinstance(image, int):
                 if not 0 <= image < len(files):
-                    raise gr.Error(f"training_data[{i}].image = {image}, but only {len(files)} "
+                    raise error(f"training_data[{i}].image = {image}, but only {len(files)} "
                                    "example image(s) were uploaded (indices start at 0).")
                 resolved = files[image]
             elif isinstance(image, str) and image in by_name:
@@ -79,7 +80,7 @@ class ApiHandlers(Area):
             elif isinstance(image, str):
                 resolved = _decode_base64(image, i, names=list(by_name))
             else:
-                raise gr.Error(f"training_data[{i}].image must be an index, a file name or "
+                raise error(f"training_data[{i}].image must be an index, a file name or "
                                "base64 data.")
             out.append({"image": resolved, "boxes": entry.get("boxes", [])})
         return out
@@ -93,7 +94,7 @@ class ApiHandlers(Area):
     @staticmethod
     def _api_settings(confidence, iou_threshold, max_detections, score_mode) -> Settings:
         if score_mode not in SCORE_MODES:
-            raise gr.Error(f"score_mode must be one of {list(SCORE_MODES)}, got {score_mode!r}.")
+            raise error(f"score_mode must be one of {list(SCORE_MODES)}, got {score_mode!r}.")
         return read_settings(confidence, iou_threshold, max_detections, score_mode)
 
     def _api_results(self, pred: Any, query_images: Any, settings: Settings) -> list[dict]:
@@ -126,7 +127,7 @@ class ApiHandlers(Area):
         settings = self._api_settings(confidence, iou_threshold, max_detections, score_mode)
         path = file_path(pt_file)
         if not path:
-            raise gr.Error("Upload a .pt file (pt_file).")
+            raise error("Upload a .pt file (pt_file).")
         pred = self._predictor()
         prompts = pred.load_pt(path)
         return {"classes": list(prompts.exemplars.class_names),
@@ -140,7 +141,7 @@ class ApiHandlers(Area):
         report = self._api_examples(pred, training_data, example_images)
         if not len(pred.exemplars):
             unmatched = "; ".join(b.reason or "" for b in report.unmatched)
-            raise gr.Error("None of the boxes matched a predicted box, so there is nothing "
+            raise error("None of the boxes matched a predicted box, so there is nothing "
                            f"to export ({unmatched}).")
         stem = safe_file_name(name or "owl-project", "owl-project")
         target = self.exports.new_folder() / (
@@ -178,6 +179,6 @@ def _decode_base64(value: Any, index: int, names: Sequence[str] = ()) -> bytes:
         return decode_base64(str(value or ""))
     except ImageError:
         hint = f" Uploaded file names: {list(names)}." if names else ""
-        raise gr.Error(f"training_data[{index}].image {str(value)[:60]!r} is neither the name "
+        raise error(f"training_data[{index}].image {str(value)[:60]!r} is neither the name "
                        "or index of an uploaded example image nor base64 image data." + hint
                        ) from None

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from ui import labels as L
+from ui.escape import info
 from ui.handlers.common import Area, AreaContext, engine_errors, file_path, read_settings
 from ui.handlers.preview import PreviewHandlers
 from ui.handlers.views import class_updates, recolor
@@ -57,6 +58,6 @@ class BoxHandlers(Area):
             if added:
                 recolor(p)
                 out.update(class_updates(self.c, p, with_value=True))
-                gr.Info(f"New class: {', '.join(added)}")
+                info(f"New class: {', '.join(added)}")
             out.update(self.preview.refresh(s, settings, what="edit"))
             return out

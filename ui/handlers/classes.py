@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ui import labels as L
+from ui.escape import error, info
 from ui.handlers.common import Area, engine_errors
 from ui.handlers.views import class_updates, label_list_updates, recolor
 from ui.session import NEW_PROJECT_CLASSES, Project
@@ -50,7 +51,7 @@ class ClassHandlers(Area):
             try:
                 name = L.validate_class_name(name, p.classes)
             except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+                raise error(str(exc)) from None
             p.classes.append(name)
             p.active_class = name
             dropped = drop_unused_default_classes(p)
@@ -65,12 +66,12 @@ class ClassHandlers(Area):
         with s.lock:
             p = s.project
             if selected not in p.classes:
-                raise gr.Error("Pick the class to rename in the Class list first.")
+                raise error("Pick the class to rename in the Class list first.")
             others = [c for c in p.classes if c != selected]
             try:
                 name = L.validate_class_name(name, others)
             except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+                raise error(str(exc)) from None
             p.classes[p.classes.index(selected)] = name
             for item in p.examples:
                 for box in item.boxes:
@@ -92,7 +93,7 @@ class ClassHandlers(Area):
         with s.lock:
             p = s.project
             if selected not in p.classes:
-                raise gr.Error("Pick the class to remove in the Class list first.")
+                raise error("Pick the class to remove in the Class list first.")
             removed = 0
             for item in p.examples:
                 keep = [b for b in item.boxes if L.parse_box(b, p.classes).cls != selected]
@@ -103,5 +104,5 @@ class ClassHandlers(Area):
                 p.active_class = p.classes[0] if p.classes else ""
             recolor(p)
             if removed:
-                gr.Info(f"Removed class {selected!r} and its {removed} box(es).")
+                info(f"Removed class {selected!r} and its {removed} box(es).")
             return class_updates(self.c, p, with_value=True)

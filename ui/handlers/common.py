@@ -24,6 +24,7 @@ from owl_core.engine.scoring import SCORE_MODES
 from owl_core.errors import ImageError, OwlError
 from owl_core.images import check_header, upright_size
 from ui.drawing import PREVIEW_MAX_SIDE
+from ui.escape import error
 from ui.session import Session, Settings
 
 log = logging.getLogger("ui.handlers")
@@ -146,10 +147,10 @@ def engine_errors(fn: Callable) -> Callable:
             raise
         except (OwlError, ValueError) as exc:
             log.info("%s refused: %s", fn.__name__, exc)
-            raise gr.Error(user_message(exc)) from exc
+            raise error(user_message(exc)) from exc
         except (RuntimeError, OSError) as exc:
             log.exception("%s failed", fn.__name__)
-            raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}); the "
+            raise error(f"Something went wrong on the server ({type(exc).__name__}); the "
                            "details are in its log.") from exc
         finally:  # a failed save is reported (saving itself: ui.session.SessionLock)
             area = args[0] if args else None

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import gradio as gr
 
+from ui.escape import warning
 from ui.handlers.common import Area, engine_errors, log
 from ui.handlers.views import status_text
 from ui.session import ImageItem, Session
@@ -77,7 +78,7 @@ class EmbeddingHandlers(Area):
                 return [bad for item in items
                         for bad in self._embed_batch(s, predictor, [item], keep_patches, 1)]
             log.warning("embedding %s failed: %s", items[0].name, exc)
-            gr.Warning(f"{items[0].name} could not be embedded and was removed: {exc}")
+            warning(f"{items[0].name} could not be embedded and was removed: {exc}")
             return list(items)
         with s.lock:
             for item, info in zip(items, infos, strict=True):

@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 
 from ui import labels as L
+from ui.escape import info
 from ui.handlers.common import Area, AreaContext, engine_errors, file_path
 from ui.handlers.review import same_boxes
 from ui.session import Session
@@ -145,7 +146,7 @@ class HistoryHandlers(Area):
                 return gr.skip()
             state = self.history(s, surface, key).step(current, back)
             if state is None:
-                gr.Info("Nothing to undo." if back else "Nothing to redo.")
+                info("Nothing to undo." if back else "Nothing to redo.")
                 return gr.skip()
             item = self._image_path(s, surface, key) or path
             target = self.c.annotator if surface == "examples" else self.c.review_annotator

@@ -15,6 +15,7 @@ from owl_core import limits
 from owl_core.errors import DataDirError, OwlError
 from owl_core.images import resolve_image
 from owl_core.project.data_dir import data_roots, folder_images
+from ui.escape import error, info, warning
 from ui.formats import bundled_images
 from ui.handlers.common import (
     Area,
@@ -57,11 +58,11 @@ def add_images(s: Session, paths: Sequence[tuple[str, str]], as_example: bool, *
         except OwlError as exc:
             bad.append(user_message(exc))
     if skipped:
-        gr.Info(f"{skipped} of {len(paths)} images are in the project already: not added again.")
+        info(f"{skipped} of {len(paths)} images are in the project already: not added again.")
     if bad and len(bad) == len(paths):  # nothing was added: say why as an error
-        raise gr.Error(" ".join(bad))
+        raise error(" ".join(bad))
     for message in bad:
-        gr.Warning(message)
+        warning(message)
     if as_example and len(p.examples) > first:
         p.current = first
     return first
@@ -132,7 +133,7 @@ class ImageHandlers(Area):
         s = self.session(request)
         images = bundled_images()
         if not images:
-            raise gr.Error("No bundled images found in assets/images.")
+            raise error("No bundled images found in assets/images.")
         return str(images[min(s.selected_sample, len(images) - 1)])
 
     @engine_errors
@@ -160,7 +161,7 @@ class ImageHandlers(Area):
         with s.lock:
             p = s.project
             if p.current_example is None:
-                raise gr.Error("No example image to remove.")
+                raise error("No example image to remove.")
             p.examples.pop(p.current)
             p.current = min(p.current, len(p.examples) - 1)
             return self._examples_changed(s)
@@ -173,4 +174,4 @@ def _folder_files(data_dirs: Sequence[str], folder: str) -> list[tuple[str, str]
     try:
         return [(str(path), name) for path, name in folder_images(folder, data_roots(data_dirs))]
     except DataDirError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise error(str(exc)) from exc

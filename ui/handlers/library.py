@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from owl_core.project.library import ProjectLibrary
+from ui.escape import error, info, md_text
 from ui.formats import bundled_projects
 from ui.handlers.common import Area, AreaContext, engine_errors, file_path, tab_id
 from ui.handlers.views import project_choices, project_updates
@@ -40,9 +41,9 @@ class LibraryHandlers(Area):
     def on_open(self, project_id: str | None, request: gr.Request) -> dict:
         """Open the project picked in the list (the current one is saved first)."""
         if not project_id:
-            raise gr.Error("Pick a project in the list first.")
+            raise error("Pick a project in the list first.")
         if not self.projects.exists(project_id):
-            raise gr.Error("That project no longer exists (deleted in another tab?).")
+            raise error("That project no longer exists (deleted in another tab?).")
         return self._switch(request, project_id)
 
     @engine_errors
@@ -59,7 +60,7 @@ class LibraryHandlers(Area):
         with s.lock:
             project_id, name = s.project_id, s.project.name
         copy = self.projects.duplicate(project_id, f"{name} copy")
-        gr.Info(f"Duplicated {name!r}: you are now editing the copy.")
+        info(f"Duplicated {name!r}: you are now editing the copy.")
         return self._switch(request, copy.folder.name)
 
     @engine_errors
@@ -75,7 +76,7 @@ class LibraryHandlers(Area):
         choices = project_choices(self.projects)
         with s.lock:
             out[self.c.project_list] = gr.update(choices=choices, value=s.project_id)
-        gr.Info("Project deleted.")
+        info("Project deleted.")
         return out
 
     def on_refresh_list(self, request: gr.Request) -> dict:
@@ -104,7 +105,7 @@ class LibraryHandlers(Area):
         if not path:
             return {}
         core = self.projects.import_zip(path)
-        gr.Info(f"Opened {core.name!r} from the zip as a new project.")
+        info(f"Opened {core.name!r} from the zip as a new project.")
         return self._switch(request, core.folder.name)
 
     @engine_errors
@@ -112,11 +113,11 @@ class LibraryHandlers(Area):
         """A bundled example as a NEW project (the open project is kept as it is)."""
         projects = bundled_projects()
         if not projects:
-            raise gr.Error("No example project found in assets/.")
+            raise error("No example project found in assets/.")
         path = projects.get(choice or "", next(iter(projects.values())))
         core = self.projects.import_file(path)
         out = self._switch(request, core.folder.name)
         s = self.session(request)
         with s.lock:
-            out[self.c.status] = f"opened the example {core.name!r} as a new project"
+            out[self.c.status] = f"opened the example {md_text(repr(core.name))} as a new project"
         return out

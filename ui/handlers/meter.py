@@ -21,6 +21,7 @@ import gradio as gr
 from owl_core.params import CONFIDENCE_STEP, DetectParams
 from owl_core.project.dataset_export import DATASET_FORMATS, export_dataset
 from owl_core.project.evaluate import Evaluation, Measurement, measure_project
+from ui.escape import error, info, md_text
 from ui.handlers.common import Area, AreaContext, engine_errors, read_settings
 from ui.handlers.preview import PreviewHandlers
 from ui.session import Session, safe_file_name, to_core
@@ -49,7 +50,8 @@ def meter_text(ev: Evaluation) -> str:
         parts.append(f"Suggested confidence **{sg.confidence:.2f}** (best F1 {sg.f1:.3f}: "
                      f"P {sg.precision:.3f}, R {sg.recall:.3f})")
     if ev.left_out:
-        names = ", ".join(ev.left_out[:5]) + (" …" if len(ev.left_out) > 5 else "")
+        names = (", ".join(md_text(n) for n in ev.left_out[:5])
+                 + (" …" if len(ev.left_out) > 5 else ""))
         parts.append(f"{len(ev.left_out)} reviewed example image(s) left out (the prompt "
                      f"would be graded on its own examples): {names}")
     return "\n\n".join(parts)
@@ -132,7 +134,7 @@ class MeterHandlers(Area):
             kept = self._kept.get(s)
             suggested = kept[1].at(s.settings.confidence).suggested if kept else None
             if suggested is None:
-                raise gr.Error("No suggestion yet: review at least one query image.")
+                raise error("No suggestion yet: review at least one query image.")
             return float(suggested.confidence)
 
     @engine_errors
@@ -142,7 +144,7 @@ class MeterHandlers(Area):
         marked done, and with `include_unreviewed` the current detections (at the preview's
         settings) of the images not done yet."""
         if fmt not in DATASET_FORMATS:
-            raise gr.Error(f"Unknown format {fmt!r}; pick one of {', '.join(DATASET_FORMATS)}.")
+            raise error(f"Unknown format {fmt!r}; pick one of {', '.join(DATASET_FORMATS)}.")
         s = self.session(request)
         if include_unreviewed:
             self.preview.fill_results(s)  # detections of every query image
@@ -164,5 +166,5 @@ class MeterHandlers(Area):
                     f"reviewed, {summary.from_detections} from detections")
             if summary.skipped:
                 note += f"; {len(summary.skipped)} left out"
-            gr.Info(f"Dataset ({fmt}): {note}.")
+            info(f"Dataset ({fmt}): {note}.")
             return archive

@@ -30,6 +30,7 @@ import gradio as gr
 
 from ui import labels as L
 from ui.drawing import draw_detections, draw_snaps, signature
+from ui.escape import error, md_text
 from ui.handlers.common import Area, engine_errors, read_settings
 from ui.handlers.views import status_text
 from ui.profiling import StageTimer
@@ -270,7 +271,8 @@ class PreviewHandlers(Area):
                          status])
             if not match.matched:
                 label = L.negative_label(match.cls) if match.negative else match.cls
-                warnings.append(f"**{name}** box {bi} ({label}): {match.reason}")
+                warnings.append(f"**{md_text(name)}** box {bi} ({md_text(label)}): "
+                                f"{md_text(match.reason)}")
             if ei == p.current:
                 snaps["drawn"].append(match.drawn_xyxy)
                 snaps["snapped"].append(match.matched_xyxy)
@@ -340,7 +342,7 @@ class PreviewHandlers(Area):
         except (TypeError, ValueError):
             value = float("nan")
         if not MATCH_THRESHOLD_RANGE[0] <= value <= MATCH_THRESHOLD_RANGE[1]:
-            raise gr.Error(f"Match threshold must be between {MATCH_THRESHOLD_RANGE[0]} and "
+            raise error(f"Match threshold must be between {MATCH_THRESHOLD_RANGE[0]} and "
                            f"{MATCH_THRESHOLD_RANGE[1]}, got {match_threshold!r}: move the slider.")
         s = self.session(request)
         settings = replace(read_settings(confidence, iou_threshold, max_detections, score_mode,
@@ -400,7 +402,7 @@ class PreviewHandlers(Area):
     def selected_item(self, s: Session) -> ImageItem:
         """The preview image the user picked last."""
         if not s.preview_items:
-            raise gr.Error("No preview image yet: add a query image first.")
+            raise error("No preview image yet: add a query image first.")
         return s.preview_items[min(s.selected_preview, len(s.preview_items) - 1)]
 
     @engine_errors
@@ -412,7 +414,7 @@ class PreviewHandlers(Area):
         with s.lock:
             item = self.selected_item(s)
             if item not in s.project.queries:
-                raise gr.Error(f"{item.name} is an example image; remove it from the examples.")
+                raise error(f"{item.name} is an example image; remove it from the examples.")
             s.project.queries.remove(item)
             s.selected_preview = 0
             out = self.refresh(s, settings)

@@ -20,6 +20,7 @@ from owl_core.project.model import Label
 from ui import image_list as IL
 from ui import labels as L
 from ui import review as R
+from ui.escape import error, info, md_text
 from ui.handlers.common import Area, AreaContext, engine_errors, file_path
 from ui.handlers.preview import PreviewHandlers
 from ui.handlers.views import (
@@ -178,7 +179,8 @@ class ReviewHandlers(Area):
         rejected = len(R.rejected(st.proposals, st.boxes))
         by_source = {k: sum(1 for b in labels if b.source == k)
                      for k in ("accepted", "corrected", "drawn")}
-        text = (f"**{item.name}** · {R.status_word(rec.status if rec else 'not_reviewed')} · "
+        status = R.status_word(rec.status if rec else "not_reviewed")
+        text = (f"**{md_text(item.name)}** · {status} · "
                 f"{len(labels)} label(s): {by_source['accepted']} accepted, "
                 f"{by_source['corrected']} corrected, {by_source['drawn']} drawn")
         if waiting and (rec is None or rec.status != "done"):
@@ -199,7 +201,7 @@ class ReviewHandlers(Area):
         self.sync_core(s)
         rec = self.record(s, item.id)
         if rec is None:
-            raise gr.Error(f"{item.name} is not in the project yet; try again in a moment.")
+            raise error(f"{item.name} is not in the project yet; try again in a moment.")
         if status is None and rec.status == "not_reviewed":
             status = "in_review"  # touched: the person is reviewing it
         s.core.set_labels(item.id, labels, status)
@@ -264,7 +266,7 @@ class ReviewHandlers(Area):
         """The status radio moved."""
         s = self.session(request)
         if status not in R.STATUS_WORDS:
-            raise gr.Error(f"Unknown review status {status!r}.")
+            raise error(f"Unknown review status {status!r}.")
         with s.lock:
             shown = self.shown(s, sync=True)
             if shown is None:
@@ -327,7 +329,7 @@ class ReviewHandlers(Area):
             note = f"{changed} image(s) accepted and marked done"
             if waiting:
                 note += f"; {waiting} still being embedded (not changed)"
-            gr.Info(note + ".")
+            info(note + ".")
             out = self.show(s, self.state(s).image_id)
             out[self.c.status] = status_text(s, note)
             return out
@@ -353,7 +355,7 @@ class ReviewHandlers(Area):
                        for b in (rec.labels if rec else ())]
                 what = "label(s) → positive examples"
             if not new:
-                raise gr.Error("Nothing to add: delete a grey detection to reject it, or accept "
+                raise error("Nothing to add: delete a grey detection to reject it, or accept "
                                "/ draw a label first." if negatives else
                                "This image has no labels yet: accept or draw some first.")
             found = next((i for i, e in enumerate(p.examples) if e.file_hash == item.file_hash),
@@ -370,7 +372,7 @@ class ReviewHandlers(Area):
                 for t in taken)]
             example.boxes = fresh + example.boxes
             p.current = found
-            gr.Info(f"{item.name}: {len(fresh)} {what}.")
+            info(f"{item.name}: {len(fresh)} {what}.")
             out = examples_updates(self.c, p)
             out[self.c.annotator] = gr.update(value=annotator_value(p))
             out[self.c.status] = status_text(s)

@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from owl_core.project.library import ProjectLibrary
+from ui.escape import warning
 from ui.handlers.api import ApiHandlers
 from ui.handlers.boxes import BoxHandlers
 from ui.handlers.classes import ClassHandlers
@@ -121,7 +122,7 @@ class Studio:
         if s is not None:
             if s.save_error and s.save_error != s.warned:
                 s.warned = s.save_error  # say it once per problem, not on every event
-                gr.Warning(f"Not saved: {s.save_error}")
+                warning(f"Not saved: {s.save_error}")
 
     def on_load(self, stored_id: str | None, request: gr.Request) -> dict:
         """Open the tab's project: the one named in the URL (``?project=<id>``), else the one

@@ -4,13 +4,13 @@ every handler shows the same state the same way."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any
 
 import gradio as gr
 
 from ui import labels as L
+from ui.escape import html_text, md_text
 from ui.session import ImageItem, Project, Session
 
 
@@ -21,7 +21,7 @@ def legend_html(classes: Sequence[str]) -> str:
     chips = []
     for i, name in enumerate(classes):
         color = L.class_color(i)
-        safe = html.escape(name)
+        safe = html_text(name)
         # the number is the key that picks this class in the label dialog (`ui.annotator_scripts`)
         key = f"<span class='key'>{i + 1}</span> " if i < 9 else ""
         chips.append(f"<span class='chip' data-class='{safe}' style='background:{color}'>"
@@ -98,7 +98,7 @@ def status_text(s: Session, note: str = "") -> str:
     progress bar then has the line to itself). A project that could not be saved says so."""
     p = s.project
     pending = sum(1 for i in p.examples + p.queries if i.content_hash is None)
-    warning = f"⚠ not saved: {s.save_error}" if s.save_error else ""
+    warning = f"⚠ not saved: {md_text(s.save_error)}" if s.save_error else ""
     if pending and not note:
         return warning
     parts = [f"{len(p.examples)} example image(s), {len(p.queries)} query image(s)"]
@@ -153,6 +153,6 @@ def imported_text(s: Session) -> str:
         pos_n = int(((ids == cid) & ~neg).sum())
         neg_n = int(((ids == cid) & neg).sum())
         if pos_n or neg_n:
-            parts.append(f"**{name}**: {pos_n} positive, {neg_n} negative")
-    return (f"Imported from {', '.join(s.imported)}: " + "; ".join(parts)
+            parts.append(f"**{md_text(name)}**: {pos_n} positive, {neg_n} negative")
+    return (f"Imported from {md_text(', '.join(s.imported))}: " + "; ".join(parts)
             + ". These exemplars stay active next to the boxes you draw.")
