@@ -151,7 +151,7 @@ def engine_errors(fn: Callable) -> Callable:
         except (RuntimeError, OSError) as exc:
             log.exception("%s failed", fn.__name__)
             raise error(f"Something went wrong on the server ({type(exc).__name__}); the "
-                           "details are in its log.") from exc
+                        "details are in its log.") from exc
         finally:  # a failed save is reported (saving itself: ui.session.SessionLock)
             area = args[0] if args else None
             request = next((a for a in (*args, *kwargs.values())
