@@ -145,6 +145,22 @@ def test_unreviewed_images_take_the_given_detections(project, tmp_path):
     assert got == [((8.0, 8.0, 30.0, 30.0), "red"), ((50.0, 50.0, 64.0, 64.0), "blue")]
 
 
+def test_detections_are_clipped_to_the_width_and_height_of_a_wide_image(tmp_path):
+    # 128 wide, 96 high: a box at x = 100-120 lies inside; one poking out of the bottom edge
+    # is cut at y = 96 (clipping with width and height swapped would lose the first)
+    Image.fromarray(picture(128, 96)).save(tmp_path / "wide.png")
+    p = Project(name="wide", classes=CLASSES, folder=tmp_path / "project")
+    record = p.add_image(tmp_path / "wide.png", role="query")
+    result = DetectionResult(np.array([[100, 10, 120, 30], [20, 80, 40, 110]], np.float32),
+                             np.array([0.9, 0.8], np.float32), np.array([0, 1]),
+                             ("red", "blue"), (128, 96))
+    export_dataset(p, tmp_path / "coco", "coco", include_unreviewed=True,
+                   detections={record.id: result})
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    got = sorted((a["category_id"], *a["bbox"]) for a in coco["annotations"])
+    assert got == pytest.approx([(1, 100, 10, 20, 20), (2, 20, 80, 20, 16)])
+
+
 # EXIF orientation -> how to store an upright picture so a viewer applying the tag shows it
 # upright (the inverse of what the viewer does)
 STORE_FOR = {

@@ -127,6 +127,17 @@ def test_suggested_confidence_prefers_the_higher_of_equal_optima():
     assert suggest_confidence([gt], [tied]) == pytest.approx(0.5)
 
 
+def test_suggested_confidence_counts_every_kept_detection_in_the_f1():
+    # 2 ground-truth boxes; by score .9 hit, .8 miss, .7 hit. F1 = 2 TP / (kept + 2):
+    #   .9 -> 2/3,  .8 -> 2/4,  .7 -> 4/5 (best)
+    gt = dets([(0, 0, 10, 10, CAT), (20, 0, 30, 10, CAT)], scores=False)
+    pred = dets([(0, 0, 10, 10, CAT, 0.9), (50, 50, 60, 60, CAT, 0.8),
+                 (20, 0, 30, 10, CAT, 0.7)])
+    assert suggest_confidence([gt], [pred]) == pytest.approx(0.7)
+    ev = evaluate([gt], [pred], CLASSES, 0.5)
+    assert ev.suggested.f1 == pytest.approx(4 / 5)
+
+
 def test_suggested_confidence_is_none_without_ground_truth_or_detections():
     assert suggest_confidence([sv.Detections.empty()], [PRED_A]) is None
     assert suggest_confidence([GT_A], [sv.Detections.empty()]) is None

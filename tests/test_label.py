@@ -105,6 +105,8 @@ def test_every_format_parses_with_supervision_and_agrees_with_jsonl(capsys, work
         assert code == 0, err
     reference = jsonl(outs["jsonl"])
     assert len(reference) == 6
+    coco = json.loads((outs["coco"] / "annotations.json").read_text())
+    assert [(i["width"], i["height"]) for i in coco["images"]] == [(WIDTH, HEIGHT)] * 6
     assert sum(len(r["predictions"]) for r in reference.values()) > 0
     images = str(work["flat"])
     loaded = {
@@ -181,13 +183,21 @@ def test_relabel_from_the_store_embeds_nothing_and_equals_a_fresh_run(capsys, wo
 
 
 def test_rerun_of_a_finished_job_reads_the_journal_and_rewrites_the_same_bytes(
-        capsys, work, tmp_path):
+        capsys, work, tmp_path, monkeypatch):
+    import owl_core.images
+
     out = tmp_path / "out"
     assert label(capsys, work, out, "--format", "voc")[0] == 0
     before = files(out)
+    opened = []  # images read and hashed again (the store alone would catch the repeats)
+    real = owl_core.images.resolve_image
+    monkeypatch.setattr(owl_core.images, "resolve_image",
+                        lambda image: opened.append(image) or real(image))
     code, err = label(capsys, work, out, "--format", "voc")
     assert code == 0
     assert "(0 embedded, 10 from the store)" in err
+    # the journal says the 10 are done: only the one that failed is tried again
+    assert [Path(str(image)).name for image in opened] == ["broken.png"]
     assert files(out) == before
 
 

@@ -133,6 +133,27 @@ def test_unmatched_box_never_shifts_other_labels(predictor):
         assert b.iou >= predictor.match_threshold
 
 
+def test_match_threshold_decides_which_drawn_boxes_become_exemplars(tiny_model):
+    img = scene()
+    data = [{"image": img, "boxes": [box(10, 10, 42, 40, "red")]}]
+    probe = OwlPredictor(tiny_model, top_k=40, match_threshold=0.01)
+    iou = probe.set_examples(data).boxes[0].iou
+    assert 0.05 < iou < 0.95  # room above and below for the thresholds tried
+    pred = OwlPredictor(tiny_model, top_k=40, match_threshold=iou)
+    for threshold, matched in [(iou, True),            # equal to the best IoU: matches
+                               (iou - 0.01, True),
+                               (iou + 0.01, False)]:
+        pred.match_threshold = threshold
+        report = pred.set_examples(data)
+        assert report.match_threshold == threshold
+        assert report.boxes[0].matched is matched, threshold
+        assert report.boxes[0].iou == pytest.approx(iou)
+        assert len(pred.exemplars) == int(matched)
+        if not matched:
+            assert f"below the match threshold {threshold:.2f}" in report.boxes[0].reason
+            assert len(pred.detect(img, confidence=0.0)) == 0  # no exemplar, no detection
+
+
 def test_matching_searches_all_patches_not_only_top_k(tiny_model):
     pred = OwlPredictor(tiny_model, top_k=1)
     img = scene()

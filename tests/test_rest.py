@@ -154,6 +154,19 @@ def test_roboflow_preprocessing_is_chosen_per_request(client, tiny_model, images
     assert _boxes(default["predictions"]) == answers["hf"]
 
 
+def test_class_ids_number_the_sorted_class_names_not_their_first_seen_order(client, images):
+    # Roboflow's responses number classes by their sorted names: "zebra" is drawn first here,
+    # yet "apple" is class 0 and "zebra" class 1
+    a = _ref(images["coins"])
+    body = {"image": a, "confidence": 0.0, "training_data": [{"image": a, "boxes": [
+        {"x": 60, "y": 50, "w": 30, "h": 40, "cls": "zebra", "negative": False},
+        {"x": 140, "y": 100, "w": 21, "h": 30, "cls": "apple", "negative": False}]}]}
+    out = client.post("/owlv2/infer", json=body).json()
+    assert out["predictions"]
+    assert {(p["class"], p["class_id"]) for p in out["predictions"]} <= {("apple", 0),
+                                                                         ("zebra", 1)}
+
+
 def test_a_list_of_images_gives_a_list_of_responses(client, images):
     body = _reference_requests(images)["single_positive"]
     one = client.post("/owlv2/infer", json={**body, "image": [body["image"]]}).json()

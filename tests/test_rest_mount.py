@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -36,3 +37,11 @@ def test_studio_and_rest_api_share_one_app(tiny_model, tmp_path):
         answer = client.post("/owlv2/infer", json={"image": ref, "training_data": []})
         assert answer.status_code == 200 and answer.json()["predictions"] == []
         assert "/owlv2/infer" in client.get("/openapi.json").json()["paths"]
+        # /docs is the REST API's, with Swagger UI served here, not from a CDN (works offline;
+        # tests/ui/test_docs_browser.py opens it in a browser with outside requests blocked)
+        docs = client.get("/docs")
+        assert docs.status_code == 200 and "swagger-ui" in docs.text
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", docs.text)
+        assert assets and not [a for a in assets if "://" in a], assets
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset

@@ -2,7 +2,9 @@
 
 - ``POST /owlv2/infer``: Roboflow Inference's OwlV2 request and response, on the wire;
 - ``POST /infer``: detect with the exemplars of a `.pt` (loaded at start by name, or uploaded);
-- ``GET /weights``: the `.pt` files loaded at start.
+- ``GET /weights``: the `.pt` files loaded at start;
+- ``GET /docs`` (Swagger UI) and ``GET /redoc``: served with their scripts from the installed
+  `fastapi-offline` package, so they work without internet (FastAPI's own load them from a CDN).
 
 Every request runs on its own short-lived `OwlPredictor` over the one shared model, in the
 light or heavy lane of a `WorkScheduler`, under a time budget. Errors: a bad body -> 422; an
@@ -29,6 +31,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from owl_core import limits
@@ -299,9 +302,10 @@ def create_app(model: OwlModel, config: RestConfig | None = None,
     config = config or RestConfig()
     service = _Service(model, config)
     if app is None:
-        app = FastAPI(title="OWL Studio REST API", version="1",
-                      description="Few-shot OWLv2 detection; `POST /owlv2/infer` takes Roboflow "
-                                  "Inference's OwlV2 requests.")
+        # /docs and /redoc with Swagger UI / ReDoc from the package, not a CDN (offline use)
+        app = FastAPIOffline(title="OWL Studio REST API", version="1",
+                             description="Few-shot OWLv2 detection; `POST /owlv2/infer` takes "
+                                         "Roboflow Inference's OwlV2 requests.")
     app.add_middleware(BodyLimitMiddleware, paths=REST_PATHS,
                        max_bytes=lambda: limits.current().max_request_bytes,
                        max_in_flight=config.work.max_in_flight)
