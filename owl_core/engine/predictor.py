@@ -62,9 +62,19 @@ from owl_core.params import CombineMode, DetectParams, ScoreMode
 from owl_core.phrases import PromptPhrase, parse_phrases, phrase_classes
 
 DEFAULT_TOP_K = 300
-#: Cache budgets (bytes); env OWL_DEVICE_CACHE_MB / OWL_HOST_CACHE_MB override the defaults.
-DEFAULT_DEVICE_CACHE_BYTES = int(os.environ.get("OWL_DEVICE_CACHE_MB", 1024)) * 1024**2
-DEFAULT_HOST_CACHE_BYTES = int(os.environ.get("OWL_HOST_CACHE_MB", 2048)) * 1024**2
+#: Cache budgets (MB) when neither the caller nor the environment (OWL_DEVICE_CACHE_MB,
+#: OWL_HOST_CACHE_MB) says otherwise; the environment is read when a predictor is built.
+DEFAULT_DEVICE_CACHE_MB = 1024
+DEFAULT_HOST_CACHE_MB = 2048
+
+
+def _cache_bytes_from_env(name: str, default_mb: int) -> int:
+    """A cache budget in bytes from the environment variable `name` (MB), read now."""
+    text = os.environ.get(name, "").strip()
+    try:
+        return int(text or default_mb) * 1024**2
+    except ValueError:
+        raise SettingsError(f"{name}={text!r}: expected a whole number of MB.") from None
 _HASH_RE = re.compile(r"[0-9a-f]{32}")
 _CLASS_CACHE_ENTRIES = 64
 _T = TypeVar("_T")
@@ -156,7 +166,9 @@ class OwlPredictor:
         device, dtype, compile: forwarded to `load_model` when `model` is a string.
         top_k: candidate boxes kept per image by objectness (clamped to the patch count).
         match_threshold: IoU a drawn box needs with a predicted box to become an exemplar.
-        device_cache_bytes, host_cache_bytes: byte budgets of the memory tiers.
+        device_cache_bytes, host_cache_bytes: byte budgets of the memory tiers (None: the
+            environment's OWL_DEVICE_CACHE_MB / OWL_HOST_CACHE_MB, read now, else 1024 / 2048
+            MB).
         disk_cache_dir: folder of a persistent embedding cache shared between processes.
         disk_cache_bytes: byte budget of that folder.
         cache: an existing `EmbeddingCache` to use instead of making one (the cache
@@ -181,8 +193,8 @@ class OwlPredictor:
         compile: bool = False,
         top_k: int = DEFAULT_TOP_K,
         match_threshold: float = DEFAULT_MATCH_THRESHOLD,
-        device_cache_bytes: int = DEFAULT_DEVICE_CACHE_BYTES,
-        host_cache_bytes: int = DEFAULT_HOST_CACHE_BYTES,
+        device_cache_bytes: int | None = None,
+        host_cache_bytes: int | None = None,
         disk_cache_dir: str | Path | None = None,
         disk_cache_bytes: int | None = None,
         cache: EmbeddingCache[ImageEmbeddings] | None = None,
@@ -206,6 +218,11 @@ class OwlPredictor:
             preprocessing or DEFAULT_PREPROCESSING)
         #: None = not chosen by the caller: a loaded `.pt` may select its own (see `load_pt`)
         self._preprocessing_choice: Preprocessing | None = preprocessing
+        if device_cache_bytes is None:
+            device_cache_bytes = _cache_bytes_from_env("OWL_DEVICE_CACHE_MB",
+                                                       DEFAULT_DEVICE_CACHE_MB)
+        if host_cache_bytes is None:
+            host_cache_bytes = _cache_bytes_from_env("OWL_HOST_CACHE_MB", DEFAULT_HOST_CACHE_MB)
         if cache is None:
             cache = EmbeddingCache(
                 device=self.owl.device, device_bytes=int(device_cache_bytes),

@@ -28,12 +28,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, box_convert, nms
+from torchvision.ops import batched_nms, nms
 
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.matching import Exemplars
 from owl_core.errors import SettingsError
-from owl_core.geometry import square_to_pixels_tensor
+from owl_core.geometry import (
+    square_cxcywh_to_xyxy_tensor,
+    square_to_pixels_tensor,
+    xyxy_to_response,
+)
 from owl_core.params import (
     DEFAULT_CONFIDENCE,
     DEFAULT_IOU_THRESHOLD,
@@ -74,10 +78,9 @@ class DetectionResult:
         """The reference response: x, y = box centre; width, height in pixels."""
         width, height = self.image_size
         preds = []
-        for (x0, y0, x1, y1), conf, cid in zip(self.xyxy.tolist(), self.confidence.tolist(),
-                                               self.class_id.tolist(), strict=True):
-            preds.append({"x": (x0 + x1) / 2, "y": (y0 + y1) / 2, "width": x1 - x0,
-                          "height": y1 - y0, "confidence": conf,
+        for box, conf, cid in zip(self.xyxy.tolist(), self.confidence.tolist(),
+                                  self.class_id.tolist(), strict=True):
+            preds.append({**xyxy_to_response(box), "confidence": conf,
                           "class": self.class_names[cid], "class_id": cid})
         return {"image": {"width": width, "height": height}, "predictions": preds}
 
@@ -229,7 +232,7 @@ def select_detections(
     cls = torch.cat([pos_cls, neg_cls])
     scores = torch.cat([pos_scores[pos_cand, pos_cls], neg_scores[neg_cand, neg_cls]]).float()
     positive = torch.arange(len(cand), device=cand.device) < len(pos_cand)
-    boxes = box_convert(boxes_cxcywh[cand].float(), "cxcywh", "xyxy")
+    boxes = square_cxcywh_to_xyxy_tensor(boxes_cxcywh[cand])
     keep = batched_nms(boxes, scores, cls, params.iou_threshold)
     keep = keep[positive[keep]]  # negatives have done their job: suppressing
     keep = keep[nms(boxes[keep], scores[keep], params.iou_threshold)]
