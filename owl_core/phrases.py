@@ -19,6 +19,7 @@ from typing import Any
 from owl_core import limits
 from owl_core.errors import TrainingDataError
 from owl_core.limits import TrainingDataLimitError
+from owl_core.naming import clean_class_name
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,7 @@ def check_phrase(text: Any, where: str = "phrase", lim: limits.Limits | None = N
 
 
 def _class_name(cls: Any, where: str, lim: limits.Limits) -> str:
-    if not isinstance(cls, str) or not cls.strip():
-        raise TrainingDataError(f"{where}: the class must be a non-empty name (a string), got "
-                                f"{cls!r}"[:200] + ".")
-    lim.check("max_class_name_chars", len(cls), f"{where}: characters in the class name "
-                                                f"{cls[:40]!r}...", TrainingDataLimitError)
-    return cls.strip()
+    return clean_class_name(cls, where, TrainingDataError)  # the one class-name rule
 
 
 def _flag(value: Any, where: str) -> bool:

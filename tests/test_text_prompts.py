@@ -269,7 +269,7 @@ def test_text_cache_is_bounded_by_bytes(tiny_model_dir):
     # not a string
     ({"coin": [3]}, "must be a string"),
     # empty class
-    ({"": ["coin"]}, "non-empty name"),
+    ({"": ["coin"]}, "Type a class name"),
     # list form without text
     ([{"cls": "coin"}], "needs 'cls'"),
     # a bad flag

@@ -40,6 +40,7 @@ from owl_core.engine.prompt_file import public_model_id
 from owl_core.errors import ImageError, LimitError, OwlError, PtFormatError
 from owl_core.images import decode_bytes
 from owl_core.params import MAX_DETECTIONS_LIMIT, SCORE_MODES, DetectParams
+from owl_core.phrases import parse_phrases
 from owl_core.rest.body_limit import BodyLimitMiddleware
 from owl_core.rest.images import ImageRefusedError, Resolver, UrlPolicy, resolve_ref
 from owl_core.rest.models import (
@@ -166,14 +167,17 @@ class _Service:
             deadline.check("reading images")
             queries.append(self.image(ref.type, ref.value, f"image[{i}]"))
         # class ids index the sorted class names, as the reference's responses do
-        names = sorted({b["cls"] for t in training for b in t["boxes"]})
+        names = sorted({b["cls"] for t in training for b in t["boxes"]}
+                       | {p.cls for p in parse_phrases(body.phrases)})
         pred = self.predictor(shared=True, preprocessing=body.preprocessing)
-        pred.set_examples(training, class_names=names, progress=_checker(deadline, "examples"))
+        pred.set_examples(training, class_names=names, phrases=body.phrases,
+                          progress=_checker(deadline, "examples"))
         params = DetectParams(confidence=body.confidence if body.confidence is not None
                               else 0.99,
                               iou_threshold=_or(body.iou_threshold, 0.3),
                               max_detections=_or(body.max_detections, 300),
-                              score_mode=_or(body.score_mode, "reference"))
+                              score_mode=_or(body.score_mode, "reference"),
+                              combine=_or(body.combine, "max"))
         draw = _Drawing(bool(body.visualize_predictions), bool(body.visualization_labels),
                         _or(body.visualization_stroke_width, 1))
         return self._detect_all(pred, queries, params, draw, deadline, start,
@@ -342,7 +346,7 @@ def create_app(model: OwlModel, config: RestConfig | None = None,
     async def owlv2_infer(body: OwlV2Request) -> Any:
         start = time.perf_counter()
         service.check_counts(len(body.images()), len(body.training_data))
-        classes = {b.cls for t in body.training_data for b in t.boxes}
+        classes = body.classes()
         limits.current().check("max_classes", len(classes), "classes in the training data")
         n = len(body.images())
         size = WorkSize(n + len(body.training_data), len(classes) * n * service.top_k)

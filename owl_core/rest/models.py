@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from owl_core.errors import TrainingDataError
 from owl_core.naming import clean_class_name
-from owl_core.params import MAX_DETECTIONS_LIMIT, SCORE_MODES
+from owl_core.params import COMBINE_MODES, MAX_DETECTIONS_LIMIT, SCORE_MODES
+from owl_core.phrases import parse_phrases
 
 #: A finite number (JSON has no NaN / Infinity, but Python's json module reads them).
 #: Numbers and booleans are strict: ints and floats are both numbers, but `true` is not 1 and
@@ -83,7 +84,19 @@ class OwlV2Request(BaseModel):
     image: ImageRef | list[ImageRef] = Field(
         description="Image(s) to detect on; a list gives a list of responses.")
     training_data: list[TrainingImage] = Field(
-        description="Example images with boxes (reference schema).")
+        description="Example images with boxes (reference schema); `[]` with `phrases` "
+                    "alone for zero-shot detection.")
+    phrases: dict[str, list[str]] | None = Field(
+        None, description="Extension (owl-studio; Roboflow clients never send it): text prompts "
+                          "per class, {class: [phrase, ...]}, e.g. {\"coin\": [\"a coin\"]}. "
+                          "A class may have phrases, boxes or both; a phrase-only class detects "
+                          "zero-shot. Phrases: non-empty, printable, at most 16 tokens with "
+                          "start and end (OWLv2's text tower).",
+        examples=[{"coin": ["a coin"]}])
+    combine: Literal[COMBINE_MODES] | None = Field(  # type: ignore[valid-type]
+        None, description="Extension: how a class's phrases and boxes combine: max (a phrase "
+                          "is one more example; default) or fused (one prototype per class: "
+                          "normalised mean phrase + normalised mean box, Kaul et al. 2023).")
     confidence: Unit | None = Field(0.99, description="Minimum score of a detection.")
     visualize_predictions: Flag | None = Field(
         False, description="Return the image with the detections drawn, as base64 JPEG.")
@@ -107,8 +120,21 @@ class OwlV2Request(BaseModel):
     owlv2_version_id: str | None = Field(None,
                                             description="Ignored (reference compatibility).")
 
+    @field_validator("phrases")
+    @classmethod
+    def _phrases_valid(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        # the one phrase rule (owl_core.phrases); its errors are ValueErrors -> 422
+        if value is not None:
+            parse_phrases(value)
+        return value
+
     def images(self) -> list[ImageRef]:
         return list(self.image) if isinstance(self.image, list) else [self.image]
+
+    def classes(self) -> set[str]:
+        """Class names of the boxes and the phrases."""
+        return ({b.cls for t in self.training_data for b in t.boxes}
+                | {p.cls for p in parse_phrases(self.phrases)})
 
 
 class Prediction(BaseModel):

@@ -284,7 +284,8 @@ def test_api_training_data_may_be_a_project_file_read_by_the_project_reader(stud
     upload.parent.mkdir()
     shutil.copyfile(ASSETS / "coins.png", upload)
     text = json.dumps(core.to_dict())
-    (entry,) = studio.api._api_training(text, [str(upload)])
+    (entry,), phrases = studio.api._api_training(text, [str(upload)])
+    assert phrases == {}
     assert entry["image"] == str(upload)
     assert entry["boxes"] == [{"x": 155.5, "y": 51.0, "w": 49.0, "h": 46.0, "cls": "coin",
                                "negative": True}]

@@ -43,18 +43,23 @@ class ApiHandlers(Area):
         return self.make_predictor()
 
     @staticmethod
-    def _api_training(training_data: Any, example_images: Any) -> list[dict]:
+    def _api_training(training_data: Any, example_images: Any) -> tuple[list[dict], Any]:
         """Training data whose "image" fields name uploaded files (by index or file name) or
-        carry base64 data; never a path on the server."""
+        carry base64 data; never a path on the server. And the phrases per class, when the
+        JSON is an object with "phrases" (``{"training_data": [...], "phrases": {class:
+        [phrase, ...]}}``, or a project file's content)."""
         if isinstance(training_data, str):
             try:
                 training_data = json.loads(training_data) if training_data.strip() else []
             except ValueError as exc:
                 raise error(f"training_data is not valid JSON: {exc}.") from None
+        phrases = training_data.get("phrases") if isinstance(training_data, dict) else None
         if isinstance(training_data, dict) and "images" in training_data:
             training_data = _project_training(training_data)
         elif isinstance(training_data, dict) and "training_data" in training_data:
             training_data = training_data["training_data"]  # the old project form
+        elif isinstance(training_data, dict) and "phrases" in training_data:
+            training_data = []  # phrases alone: zero-shot
         if not isinstance(training_data, list):
             raise error("training_data must be a JSON list of {\"image\": ..., \"boxes\": "
                            f"[...]}} entries, got {type(training_data).__name__}.")
@@ -83,13 +88,14 @@ class ApiHandlers(Area):
                 raise error(f"training_data[{i}].image must be an index, a file name or "
                                "base64 data.")
             out.append({"image": resolved, "boxes": entry.get("boxes", [])})
-        return out
+        return out, phrases
 
     def _api_examples(self, pred: Any, training_data: str, example_images: list) -> Any:
-        """Replace the API session's prompts by these examples alone; their `MatchReport`."""
-        training = self._api_training(training_data, example_images)
+        """Replace the API session's prompts by these examples (and phrases) alone; their
+        `MatchReport`."""
+        training, phrases = self._api_training(training_data, example_images)
         pred.clear_imported()
-        return pred.set_examples(training)
+        return pred.set_examples(training, phrases=phrases)
 
     @staticmethod
     def _api_settings(confidence, iou_threshold, max_detections, score_mode) -> Settings:
@@ -116,6 +122,7 @@ class ApiHandlers(Area):
         return {
             "classes": list(report.class_names),
             "match_report": [_match_json(b) for b in report.boxes],
+            "phrases": [p.to_dict() for p in report.phrases],
             "results": self._api_results(pred, query_images, settings),
         }
 
