@@ -46,6 +46,8 @@ class Limits:
     max_training_images: int = 256
     max_request_bytes: int = 64 * 1024**2
     max_upload_bytes: int = 64 * 1024**2
+    #: seconds a request body (REST call, studio upload) may take to arrive, in total
+    max_body_seconds: int = 60
     max_image_pixels: int = 80_000_000
     max_image_file_bytes: int = 256 * 1024**2
     max_pt_bytes: int = 4 * 1024**3

@@ -24,10 +24,12 @@ from typing import Any
 
 import gradio as gr
 from gradio_image_annotation import image_annotator
+from starlette.middleware import Middleware
 
 from owl_core import limits
 from owl_core.engine.scoring import SCORE_MODES
 from owl_core.params import CONFIDENCE_STEP, DEFAULT_MATCH_THRESHOLD
+from owl_core.rest.body_limit import BodyLimitMiddleware
 from ui import labels as L
 from ui.data_dir import build_data_dir_row, wire_data_dir
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
@@ -497,11 +499,16 @@ uploaded example image, or base64 data) + example images + query images → dete
 
 
 def launch_kwargs(**overrides: Any) -> dict:
-    """Arguments for `demo.launch` (theme/CSS moved from Blocks to launch in Gradio 6). Uploads
-    over `owl_core.limits` ``max_upload_bytes`` (``OWL_MAX_UPLOAD_BYTES``) are refused by
-    Gradio before they are stored."""
+    """Arguments for `demo.launch` or `gr.mount_gradio_app` (theme/CSS moved from Blocks to
+    launch in Gradio 6). Uploads over `owl_core.limits` ``max_upload_bytes``
+    (``OWL_MAX_UPLOAD_BYTES``) are refused by Gradio before they are stored; a request body
+    (an upload) that stalls or takes longer than ``max_body_seconds`` in total is cut off with
+    408 (`BodyLimitMiddleware` on the studio's own app), so a slow client can't hold it open."""
+    studio_bodies = Middleware(BodyLimitMiddleware, paths=("/",), max_bytes=None,
+                               max_in_flight=None)
     kwargs: dict[str, Any] = {"css": CSS, "footer_links": ["api"], "show_error": True,
                               "allowed_paths": [str(ASSETS_DIR / "images")],
-                              "max_file_size": limits.current().max_upload_bytes}
+                              "max_file_size": limits.current().max_upload_bytes,
+                              "app_kwargs": {"middleware": [studio_bodies]}}
     kwargs.update(overrides)
     return kwargs

@@ -3,15 +3,20 @@
 The limit is checked twice: on the declared ``Content-Length`` (refused before a byte of the
 body is read) and while the body streams in (a chunked or lying client is cut off as soon as
 it passes the limit), so the server never holds more than the limit of one body. A body that
-stalls is cut off too (408), and the number of REST requests in progress is bounded (503).
+stalls, or that takes longer than ``max_body_seconds`` in total (one byte every few seconds
+never stalls), is cut off too (408), and the number of REST requests in progress is bounded
+(503). The studio uses the same middleware for its uploads with the time bounds only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from owl_core import limits
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -27,22 +32,26 @@ class BodyLimitMiddleware:
     """Apply `max_bytes()` to HTTP requests whose path starts with one of `paths`; answer 503
     while `max_in_flight` of them are already being received or handled (bodies are read
     before a request can be sized, so their number is bounded here), and 408 when a body
-    stalls for `receive_timeout_s` (a slow client can't hold a slot for ever)."""
+    stalls for `receive_timeout_s` or is not complete `body_seconds()` after the request
+    came (a slow client can't hold a slot for ever). `max_bytes` / `max_in_flight` None:
+    no such bound (the studio's uploads: Gradio bounds their size itself)."""
 
-    def __init__(self, app: Any, paths: tuple[str, ...], max_bytes: Callable[[], int],
-                 max_in_flight: int = 32, receive_timeout_s: float = 30.0) -> None:
+    def __init__(self, app: Any, paths: tuple[str, ...], max_bytes: Callable[[], int] | None,
+                 max_in_flight: int | None = 32, receive_timeout_s: float = 30.0,
+                 body_seconds: Callable[[], float] | None = None) -> None:
         self.app = app
         self.receive_timeout_s = receive_timeout_s
         self.paths = tuple(paths)
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
+        self.body_seconds = body_seconds or _max_body_seconds
         self.in_flight = 0  # only touched on the event loop: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope.get("path", "").startswith(self.paths):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
             await _reply(send, 503, f"the server is busy ({self.in_flight} requests in "
                                     "progress); retry in a few seconds.",
                          [(b"retry-after", b"5")])
@@ -54,9 +63,11 @@ class BodyLimitMiddleware:
             self.in_flight -= 1
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = int(self.max_bytes())
+        deadline_s = float(self.body_seconds())
+        deadline = time.monotonic() + deadline_s
+        limit = None if self.max_bytes is None else int(self.max_bytes())
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
+        if declared is not None and limit is not None:
             try:
                 length = int(declared)
             except ValueError:
@@ -76,15 +87,17 @@ class BodyLimitMiddleware:
             nonlocal received, failure, body_done
             if body_done:  # e.g. waiting for a disconnect: no bound applies any more
                 return await receive()
+            left = deadline - time.monotonic()
             try:
-                message = await asyncio.wait_for(receive(), self.receive_timeout_s)
+                message = await asyncio.wait_for(receive(), min(self.receive_timeout_s, left))
             except TimeoutError:
-                failure = (408, f"the request body stopped arriving for more than "
+                failure = (408, _slow_message(deadline_s) if left <= self.receive_timeout_s
+                           else f"the request body stopped arriving for more than "
                                 f"{self.receive_timeout_s:g} s; send it at once.")
                 raise _Refused() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
+                if limit is not None and received > limit:
                     failure = (413, _message(limit, None))
                     raise _Refused()
                 body_done = not message.get("more_body", False)
@@ -108,6 +121,15 @@ class BodyLimitMiddleware:
                 raise
             if not started:
                 await _reply(send, *failure)
+
+
+def _max_body_seconds() -> float:
+    return limits.current().max_body_seconds
+
+
+def _slow_message(seconds: float) -> str:
+    return (f"the request body took more than {seconds:g} s to arrive (max_body_seconds); send "
+            "it faster, or raise the limit with OWL_MAX_BODY_SECONDS.")
 
 
 def _message(limit: int, length: int | None) -> str:
