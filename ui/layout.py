@@ -409,15 +409,15 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                                      **quiet))
 
     # classes
-    c.class_pick.input(studio.classes.on_class_pick, c.class_pick,
-                       [c.annotator, c.review_annotator], **quiet)  # the label lists' order
+    c.class_pick.input(studio.classes.on_class_pick, c.class_pick,  # the label lists' order
+                       [c.annotator, c.review_annotator, c.remove_class], **quiet)
     for trigger in (c.add_class.click, c.class_name.submit):
         refreshed(trigger(studio.classes.on_add_class, c.class_name, class_out + [c.class_name],
                           **quiet))
     refreshed(c.rename_class.click(studio.classes.on_rename_class, [c.class_pick, c.class_name],
                                    class_out + [c.class_name], **quiet))
-    refreshed(c.remove_class.click(studio.classes.on_remove_class, c.class_pick, class_out,
-                                   **quiet))
+    refreshed(c.remove_class.click(studio.classes.on_remove_class, c.class_pick,
+                                   class_out + [c.remove_class], **quiet))
 
     # settings and preview actions
     for slider in (c.confidence, c.iou, c.max_detections):

@@ -2,10 +2,11 @@
 
 A tab works on one project of the server's `ProjectLibrary` (``--projects-dir``): the images live
 in the project folder, and every change is saved there shortly after it happens (`Saver`:
-debounced, atomic writes by `owl_core.project.model.save_project`). The page's view of the project
-(`Project`: annotator boxes with their colours, the example shown, the class a new box gets)
-converts to the project model and back in `to_core` / `from_core`; the boxes themselves in
-`ui.labels.annotator_to_prompts` / `prompts_to_annotator`.
+debounced, atomic writes by `owl_core.project.model.save_project`). The page edits the project
+model itself (`Session.core`, an `owl_core.project.model.Project`: classes, images with their
+prompts and reviewed labels, detection settings, imported `.pt` files); what only this tab sees
+(the example shown, the class picked, what is embedded) is its `TabView`. The annotator's boxes
+become prompts and back in `ui.labels.annotator_to_prompts` / `prompts_to_annotator`.
 
 Sessions live in a bounded `TabSessions` keyed by Gradio's ``session_hash``. The store also
 remembers which project each tab has open (a much larger bound: ids only), so a session
@@ -31,11 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from owl_core.errors import OwlError, ProjectError
-from owl_core.geometry import xyxy_to_reference
 from owl_core.params import DetectParams
-from owl_core.project.model import IMAGES_DIR, ImageRecord, new_image_id
-from owl_core.project.model import Project as CoreProject
-from ui import labels as L
+from owl_core.project.model import IMAGES_DIR, ImageRecord, Project
 from ui.drawing import PREVIEW_MAX_SIDE, PictureCache
 
 log = logging.getLogger("ui.session")
@@ -46,142 +44,28 @@ MAX_REMEMBERED_TABS = 10_000
 
 
 @dataclass
-class ImageItem:
-    """One image of the project, as the page shows it.
+class TabView:
+    """What one tab shows of its project, never saved with it (the project itself is the
+    session's `owl_core.project.model.Project`, edited in place: there is no other copy).
+
+    The review panel's state (the image under review, its detections) lives with the review
+    handlers (`ui.handlers.review.ReviewState`); the preview's page with the session.
 
     Attributes:
-        path: the image file in the project folder (its file name is how an annotator value
-            finds its example again).
-        name: the original file name, for people.
-        size: (width, height) in pixels, EXIF rotation applied.
-        boxes: annotator-format boxes (XYXY pixels, label, colour), newest first (the
-            annotator's order), examples only.
-        content_hash: the engine's hash, once embedded (None: waiting for the embedding step).
-        id: the project's image id ("" until the next save gives it one).
-        file: the image file relative to the project folder.
-        file_hash: the file's content hash (the project record's).
+        current: id of the example image the annotator shows (None: no example).
+        active_class: the class a new box gets while its label dialog is open, and the one
+            that dialog opens on.
+        show_examples: the preview shows the example images too.
+        embedded: image id -> the engine's content hash, once the image is embedded in this
+            server's cache (with every patch for an example image).
+        pending_removal: the class whose removal the page asked to confirm.
     """
 
-    path: str
-    name: str
-    size: tuple[int, int]
-    boxes: list[dict] = field(default_factory=list)
-    content_hash: str | None = None
-    id: str = ""
-    file: str = ""
-    file_hash: str = ""
-
-    @property
-    def key(self) -> str:
-        return Path(self.path).name
-
-
-@dataclass
-class Project:
-    """The page's view of the project: classes, examples with boxes, and query images."""
-
-    name: str = "my-project"
-    classes: list[str] = field(default_factory=lambda: list(NEW_PROJECT_CLASSES))
-    examples: list[ImageItem] = field(default_factory=list)
-    queries: list[ImageItem] = field(default_factory=list)
-    current: int = -1
-    #: class used for a box whose label hasn't been picked yet (the label dialog is open).
-    active_class: str = "object"
-
-    def example_by_key(self, key: str) -> tuple[int, ImageItem] | None:
-        for i, item in enumerate(self.examples):
-            if item.key == key:
-                return i, item
-        return None
-
-    @property
-    def current_example(self) -> ImageItem | None:
-        if 0 <= self.current < len(self.examples):
-            return self.examples[self.current]
-        return None
-
-    def training_data(self) -> tuple[list[dict], list[tuple[int, int]]]:
-        """The reference-schema training data, and for each box the (example index, annotator
-        box index) it came from (see `ui.labels.annotator_to_prompts` for which boxes count);
-        examples without boxes are left out."""
-        data: list[dict] = []
-        origin: list[tuple[int, int]] = []
-        for ei, item in enumerate(self.examples):
-            pairs = L.annotator_to_prompts(item.boxes, self.classes, self.active_class,
-                                           item.size)
-            if pairs:
-                data.append({"image": item.path, "boxes": [
-                    xyxy_to_reference(p.xyxy, p.cls, p.negative) for _, p in pairs]})
-                origin += [(ei, bi) for bi, _ in pairs]
-        return data, origin
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The preview's detection settings (the sliders)."""
-
-    confidence: float = 0.9
-    iou_threshold: float = 0.3
-    max_detections: int = 300
-    score_mode: str = "reference"
+    current: str | None = None
+    active_class: str = ""
     show_examples: bool = False
-    #: IoU a drawn box needs with a predicted box to become an example (None: the session's
-    #: current value; the sliders' events don't carry it, the Match threshold slider does).
-    match_threshold: float | None = None
-
-    def detect_kwargs(self) -> dict[str, Any]:
-        return {"confidence": float(self.confidence), "iou_threshold": float(self.iou_threshold),
-                "max_detections": int(self.max_detections), "score_mode": self.score_mode}
-
-
-# ------------------------------------------------------------------ view <-> project model
-def from_core(core: CoreProject) -> tuple[Project, Settings]:
-    """The page's view of a project read from disk (nothing embedded yet)."""
-    classes = list(core.classes)
-    view = Project(name=core.name, classes=classes, active_class=classes[0] if classes else "")
-    for record in core.images:
-        item = ImageItem(str(core.image_path(record)), record.name, record.size,
-                         boxes=L.prompts_to_annotator(record.prompts, classes), id=record.id,
-                         file=record.file, file_hash=record.content_hash)
-        (view.examples if record.role == "example" else view.queries).append(item)
-    view.current = 0 if view.examples else -1
-    p = core.settings
-    settings = Settings(p.confidence, p.iou_threshold, p.max_detections, p.score_mode,
-                        match_threshold=p.match_threshold)
-    return view, settings
-
-
-def to_core(view: Project, settings: Settings, core: CoreProject) -> CoreProject:
-    """The project model for the page's view, in `core`'s folder. Reviewed labels and review
-    status of images still there are kept (the page does not edit them); images without an
-    id get a new one."""
-    old = {r.id: r for r in core.images}
-    used: set[str] = set()
-    records = []
-    for role, items in (("example", view.examples), ("query", view.queries)):
-        for item in items:
-            while not item.id or item.id in used:  # a copy shown twice gets its own id
-                item.id = new_image_id()
-            used.add(item.id)
-            prev = old.get(item.id)
-            prompts = tuple(p for _, p in L.annotator_to_prompts(
-                item.boxes, view.classes, view.active_class, item.size)) if role == "example" \
-                else ()
-            labels = tuple(b for b in (prev.labels if prev else ()) if b.cls in view.classes)
-            records.append(ImageRecord(
-                id=item.id, file=item.file, name=item.name, size=item.size,
-                content_hash=item.file_hash, role=role, prompts=prompts, labels=labels,
-                status=prev.status if prev else "not_reviewed"))
-    params = DetectParams(confidence=settings.confidence, iou_threshold=settings.iou_threshold,
-                          max_detections=settings.max_detections,
-                          score_mode=settings.score_mode,
-                          match_threshold=core.settings.match_threshold
-                          if settings.match_threshold is None else settings.match_threshold,
-                          combine=core.settings.combine)
-    # the page has no phrase editor yet: a class's phrases stay as the file has them
-    phrases = {c: p for c, p in core.phrases.items() if c in view.classes}
-    return CoreProject(name=view.name, classes=list(view.classes), images=records,
-                       settings=params, folder=core.folder, phrases=phrases)
+    embedded: dict[str, str] = field(default_factory=dict)
+    pending_removal: str | None = None
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -243,8 +127,8 @@ class SessionLock:
 
 
 class Session:
-    """One browser tab: predictor, the project on disk and its view, scratch files, last
-    results."""
+    """One browser tab: predictor, the project (on disk and edited in place), the tab's view
+    of it, scratch files, last results."""
 
     def __init__(self, session_id: str, predictor: Any, root: Path,
                  preview_max_side: int = PREVIEW_MAX_SIDE) -> None:
@@ -256,16 +140,18 @@ class Session:
         #: held for every change to the project (leaving it schedules a save: `SessionLock`)
         self.lock = SessionLock()
         self.closed = False  # dropped from the store: nothing of it is saved any more
-        self.core: CoreProject | None = None
-        self.project = Project()
-        self.settings = Settings()
+        #: the project: the one model the page edits and the saver writes
+        self.core: Project | None = None
+        self.view = TabView()
         #: the preview draws "class score" labels (off: boxes only, for crowded pictures); a
         #: view choice of the tab, kept when it opens another project.
         self.show_labels = True
         self.saved_text: str | None = None   # project.json content of the last save
+        self.saved_files: set[str] = set()   # image files the last save listed
         self.disk_stamp: tuple[int, int] | None = None  # its (mtime_ns, size) on disk
         self.save_error: str | None = None
         self.warned: str | None = None        # the save error the page was last told about
+        self.import_errors: list[str] = []    # imported prompts that did not load at open
         self._reset_view_state()
         self.last_used = time.monotonic()
 
@@ -273,14 +159,13 @@ class Session:
         #: image path -> DetectionResult with the prompt of `detect_key` (filled as needed)
         self.results: dict[str, Any] = {}
         self.detect_key: str | None = None   # the prompt and settings `results` were made with
-        self.preview_items: list[ImageItem] = []  # the images on the preview's page
+        self.preview_items: list[str] = []  # ids of the images on the preview's page
         self.preview_page = 0
         self.report = None                  # MatchReport of the last preview
         self.preview_key: str | None = None
         self.export_key: str | None = None
         self.exports: tuple[str, str] | None = None
-        self.imported: list[str] = []       # names of imported .pt files (exemplars active)
-        self.imported_version = 0
+        self.imported_version = 0           # bumped when the imported prompts change
         self.selected_sample = 0
         self.selected_preview = 0
         self.pictures = PictureCache(self.dir / "pictures", self.preview_max_side)
@@ -290,19 +175,85 @@ class Session:
     def project_id(self) -> str | None:
         return self.core.folder.name if self.core is not None and self.core.folder else None
 
-    def open(self, core: CoreProject) -> None:
+    # ---------------------------------------------------------------- reading the project
+    @property
+    def settings(self) -> DetectParams:
+        """The project's detection settings (the sliders)."""
+        return self.core.settings if self.core is not None else DetectParams()
+
+    def examples(self) -> list[ImageRecord]:
+        """The example images (the ones prompts are drawn on), in project order."""
+        return [r for r in self.core.images if r.role == "example"] if self.core else []
+
+    def queries(self) -> list[ImageRecord]:
+        """The query images (the preview's), in project order."""
+        return [r for r in self.core.images if r.role == "query"] if self.core else []
+
+    def record(self, image_id: str | None) -> ImageRecord | None:
+        """The project's image `image_id`, None when there is none (any more)."""
+        if self.core is None or not image_id:
+            return None
+        return next((r for r in self.core.images if r.id == image_id), None)
+
+    def path(self, record: ImageRecord) -> str:
+        """The image's file (what the annotators, the preview and the predictor read)."""
+        return str(self.core.image_path(record))
+
+    def embedded(self, record: ImageRecord) -> str | None:
+        """The engine's hash of an image once it is embedded here (None: still waiting)."""
+        return self.view.embedded.get(record.id)
+
+    def current_example(self) -> ImageRecord | None:
+        """The example the annotator shows (the first one when the shown one is gone)."""
+        examples = self.examples()
+        found = next((r for r in examples if r.id == self.view.current), None)
+        if found is None and examples:
+            found = examples[0]
+        self.view.current = found.id if found is not None else None
+        return found
+
+    def example_by_key(self, key: str) -> ImageRecord | None:
+        """The example whose file name is `key` (how an annotator value names its image)."""
+        return next((r for r in self.examples() if Path(r.file).name == key), None)
+
+    @property
+    def active_class(self) -> str:
+        """The class picked in the page (the first class when the picked one is gone)."""
+        classes = self.core.classes if self.core is not None else []
+        if self.view.active_class not in classes:
+            self.view.active_class = classes[0] if classes else ""
+        return self.view.active_class
+
+    def open(self, core: Project) -> None:
         """Show this project (read from disk) in the tab; drops the previous one's results and
-        imported exemplars (call under ``self.lock``, after saving the previous one)."""
+        loads its imported prompts (call under ``self.lock``, after saving the previous
+        one)."""
         self.core = core
-        self.project, self.settings = from_core(core)
+        self.view = TabView(active_class=core.classes[0] if core.classes else "")
         self.saved_text = json.dumps(core.to_dict(), sort_keys=True)
+        self.saved_files = {r.file for r in core.images}
         self.disk_stamp = _stamp(core)
         self.save_error = None
-        if self.predictor is not None and hasattr(self.predictor, "clear_imported"):
-            self.predictor.clear_imported()
         self.pictures.clear()
         self._reset_view_state()
+        self.load_imported()
         self._find_cached_embeddings()
+
+    def load_imported(self) -> None:
+        """Give the predictor the project's imported prompts (again); a file that no longer
+        loads is reported (`import_errors`) and left in the project, never dropped silently."""
+        self.import_errors = []
+        if self.predictor is None or not hasattr(self.predictor, "clear_imported"):
+            return
+        self.predictor.clear_imported()
+        for entry in self.core.imported:
+            try:
+                self.predictor.load_pt(self.core.imported_path(entry))
+            except (OwlError, ValueError, OSError) as exc:
+                log.warning("project %s: imported %s not loaded: %s", self.project_id,
+                            entry.name, exc)
+                self.import_errors.append(f"{entry.name}: {exc}")
+        self.imported_version += 1
 
     def _find_cached_embeddings(self, at_most: int = 200) -> None:
         """Mark the images whose embeddings the cache already holds as embedded (a lookup by
@@ -311,17 +262,16 @@ class Session:
         embedding step does the rest."""
         if not hasattr(self.predictor, "embed_many"):
             return
-        items = [(i, True) for i in self.project.examples] + \
-            [(i, False) for i in self.project.queries]
-        for item, keep_patches in items[:at_most]:
+        for record in (self.examples() + self.queries())[:at_most]:
             try:
-                info = self.predictor.embed_many([item.file_hash], keep_patches=keep_patches)
+                info = self.predictor.embed_many([record.content_hash],
+                                                 keep_patches=record.role == "example")
             except OwlError:  # not cached (or without the all-patch part an example needs)
                 continue
-            item.content_hash = info[0].content_hash
+            self.view.embedded[record.id] = info[0].content_hash
 
-    def add_image(self, source: str | Path, name: str, as_example: bool) -> ImageItem:
-        """Copy an image into the project folder and show it as an example or query image.
+    def add_image(self, source: str | Path, name: str, as_example: bool) -> ImageRecord:
+        """Copy an image into the project folder as an example or query image.
 
         Raises:
             OwlError: not an image, or over a limit (checked from the header, nothing decoded).
@@ -329,21 +279,21 @@ class Session:
         if self.core is None:
             raise ProjectError("No project is open in this tab; reload the page.")
         name = Path(str(name or "").replace("\\", "/")).name or Path(source).name
-        record = self.core.add_image(source, name, "example" if as_example else "query")
-        item = ImageItem(str(self.core.image_path(record)), record.name, record.size,
-                         id=record.id, file=record.file, file_hash=record.content_hash)
-        (self.project.examples if as_example else self.project.queries).append(item)
-        return item
+        return self.core.add_image(source, name, "example" if as_example else "query")
+
+    def remove_image(self, image_id: str) -> None:
+        """Drop an image from the project; its file goes after the next save."""
+        self.core.remove_image(image_id, delete_file=False)
+        self.view.embedded.pop(image_id, None)
 
     def save(self) -> bool:
-        """Write the project if the view changed since the last save (call under the lock).
+        """Write the project if it changed since the last save (call under the lock).
         Returns whether a file was written; a refusal is kept in `save_error` (shown on the
         status line) and logged."""
         if self.core is None or self.core.folder is None:
             return False
         try:
-            core = to_core(self.project, self.settings, self.core)
-            text = json.dumps(core.to_dict(), sort_keys=True)
+            text = json.dumps(self.core.to_dict(), sort_keys=True)
             if text == self.saved_text:
                 return False
             if not self.core.folder.is_dir():
@@ -355,7 +305,7 @@ class Session:
                                    "continue from the saved project.")
             from owl_core.project.model import save_project
 
-            save_project(core)
+            save_project(self.core)
         except OwlError as exc:
             self.save_error = str(exc)
             log.warning("project %s not saved: %s", self.project_id, exc)
@@ -366,11 +316,11 @@ class Session:
                                "projects folder, then make any change to save again.")
             log.warning("project %s not saved: %s", self.project_id, exc)
             return False
-        previous, self.core = self.core, core
         self.saved_text = text
-        self.disk_stamp = _stamp(core)
+        self.disk_stamp = _stamp(self.core)
         self.save_error = None
-        _remove_unused_images(previous, core)
+        previous, self.saved_files = self.saved_files, {r.file for r in self.core.images}
+        _remove_unused_images(previous, self.core)
         return True
 
     def _changed_elsewhere(self) -> bool:
@@ -403,7 +353,7 @@ class Session:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _stamp(core: CoreProject | None) -> tuple[int, int] | None:
+def _stamp(core: Project | None) -> tuple[int, int] | None:
     """(mtime_ns, size) of a project's project.json, None when it is missing."""
     from owl_core.project.model import PROJECT_FILE
 
@@ -414,14 +364,14 @@ def _stamp(core: CoreProject | None) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def _remove_unused_images(previous: CoreProject, core: CoreProject) -> None:
+def _remove_unused_images(previous: set[str], core: Project) -> None:
     """Delete the image files the last save still used and this one doesn't (images the
     person removed); files only other writers know of are left alone."""
     if core.folder is None:
         return
     used = {r.file for r in core.images}
     images = (core.folder / IMAGES_DIR).resolve()
-    for rel in {r.file for r in previous.images} - used:
+    for rel in previous - used:
         path = (core.folder / rel).resolve()
         if path.parent == images and path.is_file():
             path.unlink(missing_ok=True)
@@ -537,7 +487,7 @@ class TabSessions:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._tabs: OrderedDict[str, str] = OrderedDict()  # tab id -> project id
         #: tab id -> (example shown, class for new boxes) of a dropped session, restored with it
-        self._tab_view: dict[str, tuple[int, str]] = {}
+        self._tab_view: dict[str, tuple[str | None, str]] = {}
         self._lock = threading.Lock()
         self.restored = 0  # sessions opened again from disk after being dropped
 
@@ -612,7 +562,7 @@ class TabSessions:
             return None
         return project_id
 
-    def _forget_if_untouched(self, core: CoreProject | None, now: Session) -> None:
+    def _forget_if_untouched(self, core: Project | None, now: Session) -> None:
         """Delete a project the tab created and never used (no images, no name, default
         classes), so reloads and project switches don't fill the list with empty projects."""
         if core is None or core.folder is None or core.images or core.name != "my-project" \
@@ -672,8 +622,8 @@ class TabSessions:
         with session.lock:  # a handler still at work finishes first: its change is saved
             self.saver.flush(session)
             with self._lock:
-                self._tab_view[session.id] = (session.project.current,
-                                              session.project.active_class)
+                self._tab_view[session.id] = (session.view.current,
+                                              session.view.active_class)
                 while len(self._tab_view) > MAX_REMEMBERED_TABS:
                     self._tab_view.pop(next(iter(self._tab_view)))
             session.close()
@@ -682,11 +632,10 @@ class TabSessions:
         """The example shown and the class for new boxes, as the tab had them."""
         with self._lock:
             current, active = self._tab_view.pop(session.id, (None, None))
-        p = session.project
-        if current is not None and 0 <= current < len(p.examples):
-            p.current = current
-        if active in p.classes:
-            p.active_class = active
+        if session.record(current) is not None:
+            session.view.current = current
+        if active in session.core.classes:
+            session.view.active_class = active
 
     def drop(self, session_id: str) -> bool:
         """Save and forget a session (its project stays on disk); False if it was not there."""

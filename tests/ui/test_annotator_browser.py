@@ -17,6 +17,7 @@ from review_helpers import REVIEW, review_origin, session_of
 
 from ui import labels as L
 from ui.annotator_scripts import MAX_CANVAS_HEIGHT
+from ui.handlers.views import example_boxes as shown_boxes
 
 TALL, WIDE, SMALL = (300, 1200), (1200, 300), (400, 300)
 DIALOG = "#model-box-edit"
@@ -49,7 +50,7 @@ def pick_class(page, demo, name: str) -> None:
     page.locator("#class-pick input").click()
     page.locator(f"#class-pick li[aria-label='{name}']").click()
     session = session_of(page, demo)
-    poll(lambda: session.project.active_class, lambda v: v == name, f"class {name} picked")
+    poll(lambda: session.active_class, lambda v: v == name, f"class {name} picked")
     page.wait_for_timeout(300)  # its answer (the annotators' label lists) reaches the page
 
 
@@ -92,8 +93,8 @@ def example_boxes(page, demo, name: str, n: int) -> list[dict]:
 
     def read():
         with session.lock:
-            item = next(i for i in session.project.examples if i.name == name)
-            return [dict(b) for b in item.boxes if b.get("label")]
+            item = next(i for i in session.examples() if i.name == name)
+            return [b for b in shown_boxes(session, item) if b.get("label")]
     return poll(read, lambda boxes: len(boxes) == n, f"{n} labelled box(es) on {name}")
 
 

@@ -61,22 +61,22 @@ def test_a_folder_adds_its_images_sorted_and_recursively_as_queries(studio, tree
     out = studio.images.on_folder_queries(".", request)
     s = studio.session(request)
     # sorted by path below the folder; hidden files and folders and the .txt are left out
-    assert _names(s.project.queries) == ["a.jpg.png", "b.png", "c.png"]
-    assert s.project.examples == []
+    assert _names(s.queries()) == ["a.jpg.png", "b.png", "c.png"]
+    assert s.examples() == []
     assert list(out) == [studio.c.status]  # the status line (the embedding step's progress)
     # copied into the project folder: the data folder is only read
-    assert all(not Path(i.path).resolve().is_relative_to(tree.data.resolve())
-               for i in s.project.queries)
+    assert all(not Path(s.path(r)).resolve().is_relative_to(tree.data.resolve())
+               for r in s.queries())
 
 
 def test_a_subfolder_by_absolute_or_relative_path_as_examples(studio, tree):
     request = SimpleNamespace(session_hash="examples")
     studio.images.on_folder_examples(str(tree.data / "sub"), request)
     s = studio.session(request)
-    assert s.project.current == 0
+    assert s.view.current == s.examples()[0].id
     studio.images.on_folder_examples("sub/../b.png", request)  # `..` that stays inside: fine
-    assert _names(s.project.examples) == ["c.png", "b.png"]
-    assert s.project.current == 1  # the first image added opens in the annotator
+    assert _names(s.examples()) == ["c.png", "b.png"]
+    assert s.view.current == s.examples()[1].id  # the first image added opens in the annotator
 
 
 OUTSIDE = "is outside the folders this server may read"
@@ -103,7 +103,7 @@ def test_paths_outside_the_data_folder_are_refused_and_nothing_is_added(studio, 
         if "secret" not in typed:  # never says where a link leads
             assert "secret" not in str(info.value)
     s = studio.session(request)
-    assert s.project.queries == [] and s.project.examples == []
+    assert s.queries() == [] and s.examples() == []
 
 
 def test_a_linked_file_that_leaves_the_data_folder_refuses_the_whole_folder(studio, tree):
@@ -111,14 +111,14 @@ def test_a_linked_file_that_leaves_the_data_folder_refuses_the_whole_folder(stud
     request = SimpleNamespace(session_hash="link")
     with pytest.raises(gr.Error, match=r"z\.png.*outside the folders"):
         studio.images.on_folder_queries("sub", request)
-    assert studio.session(request).project.queries == []
+    assert studio.session(request).queries() == []
 
 
 def test_a_link_that_stays_inside_is_followed(studio, tree):
     (tree.data / "sub" / "again.png").symlink_to(tree.data / "b.png")
     request = SimpleNamespace(session_hash="inner-link")
     studio.images.on_folder_queries("sub", request)
-    assert _names(studio.session(request).project.queries) == ["again.png", "c.png"]
+    assert _names(studio.session(request).queries()) == ["again.png", "c.png"]
 
 
 def test_more_images_than_the_limit_are_refused(studio, tree, monkeypatch):
@@ -126,10 +126,10 @@ def test_more_images_than_the_limit_are_refused(studio, tree, monkeypatch):
     request = SimpleNamespace(session_hash="limit")
     with pytest.raises(gr.Error, match="OWL_MAX_FOLDER_IMAGES"):
         studio.images.on_folder_queries(".", request)
-    assert studio.session(request).project.queries == []
+    assert studio.session(request).queries() == []
     monkeypatch.setenv("OWL_MAX_FOLDER_IMAGES", "3")  # exactly at the limit: accepted
     studio.images.on_folder_queries(".", request)
-    assert len(studio.session(request).project.queries) == 3
+    assert len(studio.session(request).queries()) == 3
 
 
 def test_the_search_itself_stops_past_the_limit(tree, monkeypatch):
@@ -147,11 +147,11 @@ def test_images_already_in_the_project_are_not_added_twice(studio, tree):
     request = SimpleNamespace(session_hash="dupes")
     studio.images.on_folder_queries("sub", request)
     s = studio.session(request)
-    assert _names(s.project.queries) == ["c-copy.png"]  # the second copy was skipped
+    assert _names(s.queries()) == ["c-copy.png"]  # the second copy was skipped
     studio.images.on_folder_queries(".", request)  # sub/ again, plus the new ones
-    assert _names(s.project.queries) == ["c-copy.png", "a.jpg.png", "b.png"]
+    assert _names(s.queries()) == ["c-copy.png", "a.jpg.png", "b.png"]
     studio.images.on_folder_examples("sub", request)  # another role: added there
-    assert _names(s.project.examples) == ["c-copy.png"]
+    assert _names(s.examples()) == ["c-copy.png"]
 
 
 def test_uploads_per_file_checks_apply(studio, tree, monkeypatch):
@@ -163,7 +163,7 @@ def test_uploads_per_file_checks_apply(studio, tree, monkeypatch):
     monkeypatch.setenv("OWL_MAX_UPLOAD_BYTES", "10")
     with pytest.raises(gr.Error, match="OWL_MAX_UPLOAD_BYTES"):
         studio.images.on_folder_queries("sub", request)
-    assert studio.session(request).project.queries == []
+    assert studio.session(request).queries() == []
 
 
 def test_without_a_data_dir_the_handlers_read_nothing(tiny_model, tmp_path, tree, monkeypatch):
@@ -181,7 +181,7 @@ def test_without_a_data_dir_the_handlers_read_nothing(tiny_model, tmp_path, tree
     for handler in (studio.images.on_folder_queries, studio.images.on_folder_examples):
         with pytest.raises(gr.Error, match="--data-dir"):
             handler(str(tree.data), request)
-    assert s.project.queries == [] and s.project.examples == []
+    assert s.queries() == [] and s.examples() == []
     assert "data_dir_path" not in vars(studio.c)  # and the page has no folder row
 
 
@@ -201,4 +201,4 @@ def test_a_second_data_dir_is_readable_too(tiny_model, tmp_path, tree):
     request = SimpleNamespace(session_hash="two")
     studio.images.on_folder_queries(str(tree.secret), request)  # absolute, in the second
     studio.images.on_folder_queries("sub", request)  # relative: the first where it exists
-    assert _names(studio.session(request).project.queries) == ["s.png", "c.png"]
+    assert _names(studio.session(request).queries()) == ["s.png", "c.png"]

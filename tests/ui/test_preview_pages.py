@@ -26,6 +26,7 @@ from review_helpers import session_of
 from owl_core import OwlPredictor
 from owl_core.project.library import ProjectLibrary
 from ui.handlers.preview import PREVIEW_PAGE_SIZE, pager_text
+from ui.handlers.views import example_boxes
 
 SETTINGS = (0.3, 0.3, 300, "reference", False)  # confidence, NMS IoU, max, mode, show examples
 COIN = (131, 28, 180, 74)
@@ -90,11 +91,11 @@ def test_an_edit_detects_and_draws_one_page_whatever_the_number_of_images(counti
     assert first[studio.c.preview_page] == "Images 1–12 of 40"
     s.predictor.detected.clear()
     # an edit: a second coin box on the example
-    example = s.project.examples[0]
-    boxes = [dict(b) for b in example.boxes] + [
+    example = s.examples()[0]
+    boxes = example_boxes(s, example) + [
         {"xmin": 185, "ymin": 104, "xmax": 227, "ymax": 145, "label": "coin",
          "color": "rgb(30, 136, 229)"}]
-    out = studio.boxes.on_boxes_edited({"image": {"path": example.path}, "boxes": boxes},
+    out = studio.boxes.on_boxes_edited({"image": {"path": s.path(example)}, "boxes": boxes},
                                        *SETTINGS, request)
     assert s.predictor.detected == [PREVIEW_PAGE_SIZE]  # the page only, not 40 images
     shown = out[studio.c.preview]

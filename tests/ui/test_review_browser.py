@@ -212,10 +212,10 @@ def test_accept_reject_relabel_draw_then_export_coco(rpage, scripted_app, artifa
     page.click("#review-to-negatives")
     expect(page.locator("#examples-gallery")).to_contain_text("chelsea.png")
     with session.lock:
-        example = next(e for e in session.project.examples if e.name == "chelsea.png")
-        negatives = [x for x in example.boxes if x["label"] == "NOT coin"]
+        example = next(e for e in session.examples() if e.name == "chelsea.png")
+        negatives = [p for p in example.prompts if p.negative and p.cls == "coin"]
     assert len(negatives) == 1
-    assert (negatives[0]["xmin"], negatives[0]["ymin"]) == (b[0], b[1])
+    assert negatives[0].xyxy[:2] == pytest.approx((b[0], b[1]), abs=0.5)
     page.screenshot(path=str(artifacts / "review_03_negative.png"), full_page=True)
 
 

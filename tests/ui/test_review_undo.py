@@ -12,6 +12,7 @@ from review_helpers import session_of
 
 from ui import labels as L
 from ui.handlers.history import BoxHistory
+from ui.handlers.views import example_boxes as shown_boxes
 
 FIRST, SECOND = (131, 28, 180, 74), (185, 104, 227, 145)
 
@@ -21,8 +22,8 @@ def example_boxes(session, n: int, timeout: float = 30.0) -> list:
     deadline = time.monotonic() + timeout
     while True:
         with session.lock:
-            item = session.project.current_example
-            boxes = [b for b in (item.boxes if item else []) if b.get("label")]
+            item = session.current_example()
+            boxes = [b for b in (shown_boxes(session, item) if item else []) if b.get("label")]
         if len(boxes) == n or time.monotonic() > deadline:
             return boxes
         time.sleep(0.05)

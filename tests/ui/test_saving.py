@@ -74,7 +74,7 @@ def open_chelsea(studio, request, tmp_path):
     studio.embedding.on_embed(request, progress=lambda *a, **k: None)
     studio.preview.on_settings(*SETTINGS, request)
     s = studio.session(request)
-    item = next(i for i in s.project.queries if i.name == "chelsea.png")
+    item = next(i for i in s.queries() if i.name == "chelsea.png")
     studio.review.on_pick(item.id, request)
     assert len(studio.review.state(s).boxes) == len(SCRIPT)
     return s, item
@@ -120,7 +120,7 @@ def test_a_review_marked_done_reaches_disk_while_the_tab_keeps_sending_events(st
     boxes = [{**a, "color": L.class_color(0)},
              {**c, "label": "cat", "color": L.class_color(1)}]
     with BusyTab(studio, request) as busy:
-        studio.review.on_edited({"image": {"path": item.path}, "boxes": boxes}, request)
+        studio.review.on_edited({"image": {"path": s.path(item)}, "boxes": boxes}, request)
         studio.review.on_done_next(request)
         with s.lock:
             assert s.core.image(item.id).status == "done"  # in memory at once
@@ -232,4 +232,4 @@ def test_a_reloaded_tab_opens_the_change_its_old_tab_made_a_moment_ago(studio, t
     new = gr.Request(session_hash="after-reload")
     new.query_params = {"project": pid}
     studio.on_load(None, new)
-    assert studio.session(new).project.name == "Coins, reloaded"
+    assert studio.session(new).core.name == "Coins, reloaded"

@@ -44,8 +44,9 @@ def _copies(tmp_path: Path, *names: str, prefix: str = "up") -> list[str]:
     return out
 
 
-def _payload(item, *boxes) -> dict:
-    return {"image": {"path": item.path}, "boxes": [dict(b) for b in boxes]}
+def _payload(s, record, *boxes) -> dict:
+    """What the example annotator sends for `record` showing `boxes`."""
+    return {"image": {"path": s.path(record)}, "boxes": [dict(b) for b in boxes]}
 
 
 def _value(out: dict, component):
@@ -69,7 +70,7 @@ def test_embedding_runs_in_batches_examples_first_with_progress(studio, tmp_path
     # batch size 2: examples (all patches kept) in batches of their own, then the queries
     assert s.predictor.calls == [(2, 2, True), (1, 2, True), (2, 2, False)]
     assert steps == [(0, 5), (2, 5), (3, 5), (5, 5)]
-    assert all(i.content_hash for i in s.project.examples + s.project.queries)
+    assert all(s.embedded(r) for r in s.examples() + s.queries())
     assert "all embedded" in out[studio.c.status]
 
 
@@ -87,9 +88,9 @@ def test_the_embedding_step_leaves_the_session_free_while_the_tower_runs(studio,
         assert s.lock.acquire(timeout=1), "the embedding step holds the session lock"
         s.lock.release()
         # a box drawn meanwhile is answered at once, from the example's embedding
-        example = s.project.examples[0]
+        example = s.examples()[0]
         start = time.perf_counter()
-        out = studio.boxes.on_boxes_edited(_payload(example, COIN), *SETTINGS, request)
+        out = studio.boxes.on_boxes_edited(_payload(s, example, COIN), *SETTINGS, request)
         assert time.perf_counter() - start < 5
         assert _value(out, studio.c.diag_table)[0][6] == "matched"
         (_, caption), = _value(out, studio.c.preview)  # the query waits for its turn
@@ -112,10 +113,10 @@ def test_the_preview_never_embeds_an_image_again(studio, tmp_path):
     studio.embedding.on_embed(request, progress=lambda *a, **k: None)
     s = studio.session(request)
     assert s.predictor.cache_stats().misses == 3
-    example = s.project.examples[0]
+    example = s.examples()[0]
     for n in range(6):  # move the box, slide the confidence, toggle example previews
         box = _shift(COIN, 4 * n)
-        studio.boxes.on_boxes_edited(_payload(example, box), *SETTINGS, request)
+        studio.boxes.on_boxes_edited(_payload(s, example, box), *SETTINGS, request)
         studio.preview.on_settings(0.4 + n / 20, 0.3, 300, "reference", n % 2 == 1, request)
     stats = s.predictor.cache_stats()
     assert stats.misses == 3 and stats.hits > 10
@@ -126,7 +127,7 @@ def test_a_box_on_an_image_not_embedded_yet_waits_instead_of_embedding(studio, t
     request = SimpleNamespace(session_hash="waiting")
     studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)
     s = studio.session(request)
-    out = studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), *SETTINGS,
+    out = studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN), *SETTINGS,
                                        request)
     assert "still being embedded" in out[studio.c.diag_warning]
     assert s.predictor.cache_stats().misses == 0  # the edit did not run the vision tower
@@ -141,7 +142,7 @@ def test_unchanged_outputs_and_pictures_are_not_sent_again(studio, tmp_path):
     studio.images.on_upload_queries(_copies(tmp_path, "chelsea.png", "rocket.jpg"), request)
     studio.embedding.on_embed(request, progress=lambda *a, **k: None)
     s = studio.session(request)
-    first = studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), *SETTINGS,
+    first = studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN), *SETTINGS,
                                          request)
     pictures = [p for p, _ in _value(first, studio.c.preview)]
     assert all(Path(p).suffix == ".jpg" and Path(p).is_file() for p in pictures)
@@ -199,7 +200,7 @@ def test_a_huge_image_is_refused_from_its_header_with_a_clear_message(studio, tm
     assert "huge.png" in message and "too large" in message
     assert str(tmp_path) not in message  # no server paths
     s = studio.session(request)
-    assert s.project.examples == [] and not list((s.core.folder / "images").glob("*"))
+    assert s.examples() == [] and not list((s.core.folder / "images").glob("*"))
 
 
 def test_a_tab_dropped_from_memory_comes_back_from_disk(tiny_model, tmp_path):
@@ -216,7 +217,7 @@ def test_a_tab_dropped_from_memory_comes_back_from_disk(tiny_model, tmp_path):
         studio.images.on_upload_queries(_copies(tmp_path, "chelsea.png", prefix="q"), tab)
         studio.embedding.on_embed(tab, progress=lambda *a, **k: None)
         s = studio.session(tab)
-        studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), 0.5, 0.4, 123,
+        studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN), 0.5, 0.4, 123,
                                      "calibrated", False, tab)
         for other in ("second", "third"):  # two more tabs: "first" is dropped (LRU, bound 2)
             studio.on_load(None, SimpleNamespace(session_hash=other, query_params={}))
@@ -226,7 +227,7 @@ def test_a_tab_dropped_from_memory_comes_back_from_disk(tiny_model, tmp_path):
         again = studio.session(tab)
         assert again is not s and studio.store.restored == 1
         assert again.project_id == s.project_id
-        assert [b["label"] for b in again.project.examples[0].boxes] == ["object"]
+        assert [p.cls for p in again.examples()[0].prompts] == ["object"]
         assert (again.settings.confidence, again.settings.max_detections,
                 again.settings.score_mode) == (0.5, 123, "calibrated")
         assert _value(out, studio.c.diag_table)[0][6] == "matched"
@@ -318,7 +319,7 @@ def test_two_tabs_on_one_project_never_overwrite_each_other(tiny_model, tmp_path
         # a reload (a new page, same project in the URL) continues from the saved project
         reloaded = SimpleNamespace(session_hash="two-reloaded", query_params={"project": pid})
         studio.on_load(None, reloaded)
-        assert studio.session(reloaded).project.classes == ["coin"]
+        assert studio.session(reloaded).core.classes == ["coin"]
         studio.classes.on_add_class("cup", reloaded)
         studio.store.saver.flush(studio.session(reloaded))
         assert studio.projects.open(pid).classes == ["coin", "cup"]
@@ -330,27 +331,29 @@ def test_the_placeholder_class_goes_once_a_real_class_is_named_unless_boxes_use_
                                                                                   tmp_path):
     request = SimpleNamespace(session_hash="classes", query_params={})
     studio.on_load(None, request)
-    p = studio.session(request).project
-    assert p.classes == ["object"]
+    s = studio.session(request)
+    assert s.core.classes == ["object"]
     out = studio.classes.on_add_class("coin", request)
-    assert p.classes == ["coin"] and p.active_class == "coin"
+    assert s.core.classes == ["coin"] and s.active_class == "coin"
     assert out[studio.c.class_pick]["choices"] == ["coin"]
     assert "object" not in out[studio.c.legend]
     # a box drawn with the placeholder keeps it, through an add and a rename
-    p.classes[:] = ["object"]
-    p.active_class = "object"
+    studio.classes.on_add_class("object", request)
+    studio.classes.on_class_pick("object", request)
     studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)  # a real image
-    p.examples[0].boxes = [dict(COIN)]
+    studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN), *SETTINGS, request)
     studio.classes.on_add_class("cup", request)
-    assert p.classes == ["object", "cup"]
+    assert s.core.classes == ["coin", "object", "cup"]
+    studio.classes.on_remove_class("coin", request)  # nothing of it: goes at once
     studio.classes.on_rename_class("cup", "mug", request)
-    assert p.classes == ["object", "mug"]
+    assert s.core.classes == ["object", "mug"]
     # once no box uses it, the next rename drops it and the boxes are recoloured
-    p.examples[0].boxes[0]["label"] = "mug"
-    studio.classes.on_rename_class("mug", "cup", request)
-    assert p.classes == ["cup"] and p.active_class == "cup"
-    assert p.examples[0].boxes[0]["label"] == "cup"
-    assert p.examples[0].boxes[0]["color"] == L.hex_to_rgb(L.class_color(0))
+    mug = L.box_for_label((131, 28, 180, 74), "mug", False, s.core.classes)
+    studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], mug), *SETTINGS, request)
+    out = studio.classes.on_rename_class("mug", "cup", request)
+    assert s.core.classes == ["cup"] and s.active_class == "cup"
+    (box,) = out[studio.c.annotator]["value"]["boxes"]
+    assert box["label"] == "cup" and box["color"] == L.hex_to_rgb(L.class_color(0))
 
 
 def test_the_match_threshold_slider_applies_to_the_predictor_is_saved_and_named_in_warnings(
@@ -360,7 +363,7 @@ def test_the_match_threshold_slider_applies_to_the_predictor_is_saved_and_named_
     s = studio.session(request)
     studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)
     studio.embedding.on_embed(request, progress=lambda *a, **k: None)
-    studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), *SETTINGS, request)
+    studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN), *SETTINGS, request)
     iou = float(s.report.boxes[0].iou)
     assert s.report.boxes[0].matched and iou < 0.85
     above = round(iou + 0.05, 2)
@@ -400,7 +403,7 @@ def test_the_show_labels_toggle_redraws_the_preview_with_boxes_only(studio, tmp_
     studio.images.on_upload_queries(_copies(tmp_path, "coins.png", prefix="q"), request)
     studio.embedding.on_embed(request, progress=lambda *a, **k: None)
     s = studio.session(request)
-    studio.boxes.on_boxes_edited(_payload(s.project.examples[0], COIN), *SETTINGS, request)
+    studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN), *SETTINGS, request)
     low = (0.0,) + SETTINGS[1:]  # every candidate shown: something to draw
     studio.preview.on_settings(*low, request)
     assert drawn and drawn[-1] is True

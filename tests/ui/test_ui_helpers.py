@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from owl_core.project.library import ProjectLibrary
-from owl_core.project.model import load_project
+from owl_core.project.model import Prompt, load_project
 from ui import labels as L
 from ui.drawing import draw_detections, fit
 from ui.formats import (
@@ -20,7 +20,7 @@ from ui.formats import (
     bundled_projects,
     export_detections,
 )
-from ui.session import ImageItem, Project, TabSessions, safe_file_name
+from ui.session import TabSessions, safe_file_name
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 GREY = L.hex_to_rgb(L.SUGGESTION_COLOR)
@@ -100,27 +100,23 @@ def _box(x0, y0, x1, y1, label, color=(30, 136, 229)):
     return {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": label, "color": color}
 
 
-def test_training_data_keeps_labels_with_their_boxes():
-    project = Project(classes=["coin", "cup"], active_class="cup")
-    project.examples = [
-        ImageItem("/a.png", "a.png", (100, 80), [
-            _box(10, 10, 30, 30, "coin"),
-            _box(0, 0, 1, 1, "coin"),                 # no area: ignored
-            _box(40, 40, 60, 60, "coin", GREY),       # suggestion: ignored
-            _box(50, 50, 90, 120, "NOT coin"),        # clipped to the image
-            _box(5, 5, 25, 25, ""),                   # unlabeled: the active class
-        ]),
-        ImageItem("/b.png", "b.png", (50, 50), [_box(1, 1, 9, 9, "coin", GREY)]),  # none left
+def test_annotator_boxes_become_prompts_with_their_labels():
+    boxes = [
+        _box(10, 10, 30, 30, "coin"),
+        _box(0, 0, 1, 1, "coin"),                 # no area: ignored
+        _box(40, 40, 60, 60, "coin", GREY),       # suggestion: ignored
+        _box(50, 50, 90, 120, "NOT coin"),        # clipped to the image
+        _box(5, 5, 25, 25, ""),                   # unlabeled: the active class
     ]
-    data, origin = project.training_data()
-    assert [d["image"] for d in data] == ["/a.png"]
+    pairs = L.annotator_to_prompts(boxes, ["coin", "cup"], "cup", (100, 80))
     # the annotator lists the newest box first: box 1 is the oldest (last in the list)
-    assert data[0]["boxes"] == [
-        {"x": 15, "y": 15, "w": 20, "h": 20, "cls": "cup", "negative": False},
-        {"x": 70, "y": 65, "w": 40, "h": 30, "cls": "coin", "negative": True},
-        {"x": 20, "y": 20, "w": 20, "h": 20, "cls": "coin", "negative": False},
+    assert [(i, p.xyxy, p.cls, p.negative) for i, p in pairs] == [
+        (4, (5.0, 5.0, 25.0, 25.0), "cup", False),
+        (3, (50.0, 50.0, 90.0, 80.0), "coin", True),
+        (0, (10.0, 10.0, 30.0, 30.0), "coin", False),
     ]
-    assert origin == [(0, 4), (0, 3), (0, 0)]
+    assert L.annotator_to_prompts([_box(1, 1, 9, 9, "coin", GREY)], ["coin"], "coin",
+                                  (50, 50)) == []
 
 
 class FakePredictor:
@@ -138,23 +134,23 @@ def test_sessions_are_isolated_bounded_and_come_back_from_disk(tmp_path):
     store = TabSessions(make, tmp_path / "scratch", ProjectLibrary(tmp_path / "projects"),
                          max_sessions=2)
     a, b = store.get("a"), store.get("b")
-    assert a is not b and a.predictor is not b.predictor and a.project is not b.project
+    assert a is not b and a.predictor is not b.predictor and a.core is not b.core
     assert a.project_id != b.project_id
-    a.project.classes.append("coin")
-    assert b.project.classes == ["object"]
+    a.core.add_class("coin")
+    assert b.core.classes == ["object"]
     assert store.get("a") is a                       # same id, same session; "a" now newest
     with b.lock:
-        b.add_image(ASSETS / "images" / "coins.png", "coins.png", as_example=True)
-        b.project.examples[0].boxes = [_box(131, 28, 180, 74, "object")]
+        record = b.add_image(ASSETS / "images" / "coins.png", "coins.png", as_example=True)
+        b.core.set_prompt_boxes(record.id, [Prompt((131, 28, 180, 74), "object")])
     folder_b = b.dir
     store.get("c")                                   # over the bound: "b" (LRU) is dropped
     assert store.ids() == ["a", "c"]
     assert b.predictor is None and not folder_b.exists()
     again = store.get("b")                           # b's next event: opened from disk
     assert again is not b and again.project_id == b.project_id and store.restored == 1
-    assert [e.name for e in again.project.examples] == ["coins.png"]
-    assert [(x["xmin"], x["ymax"], x["label"]) for x in again.project.examples[0].boxes] \
-        == [(131, 74, "object")]
+    assert [e.name for e in again.examples()] == ["coins.png"]
+    assert [(p.xyxy, p.cls) for p in again.examples()[0].prompts] \
+        == [((131, 28, 180, 74), "object")]
     assert store.ids() == ["c", "b"]                 # reopening "b" dropped "a"
     assert store.drop("c") and not store.drop("c")
     store.close()
@@ -167,7 +163,7 @@ def test_images_are_copied_into_the_project_under_safe_names(tmp_path):
     first = session.add_image(src, "../../etc/coins.png", as_example=True)
     second = session.add_image(src, "coins.png", as_example=False)
     folder = session.core.folder / "images"
-    assert Path(first.path).parent == Path(second.path).parent == folder
+    assert Path(session.path(first)).parent == Path(session.path(second)).parent == folder
     assert first.name == second.name == "coins.png" and first.id != second.id
     assert safe_file_name("My project: v2/3") == "3"
     assert safe_file_name("Coin counter") == "Coin-counter"

@@ -105,7 +105,7 @@ def test_reload_and_a_new_tab_bring_back_boxes_and_classes(browser, studio_app, 
         page.press("#project-name textarea, #project-name input", "Enter")
         assert len(saved_prompts(demo.studio, pid)) == 1
         # the rename reached the server (a reload before that would cancel the event itself)
-        poll(lambda: any(s.project.name == "Coins, reloaded"
+        poll(lambda: any(s.core.name == "Coins, reloaded"
                          for s in demo.studio.store.live() if s.project_id == pid),
              bool, "the rename reached the server")
         page.screenshot(path=str(artifacts / "20_project_bar.png"), full_page=False)

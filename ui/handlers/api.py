@@ -17,10 +17,11 @@ import gradio as gr
 from owl_core.engine.scoring import SCORE_MODES
 from owl_core.geometry import xyxy_to_reference
 from owl_core.images import ImageError, decode_base64
+from owl_core.params import DetectParams
 from ui.escape import error
 from ui.handlers.common import Area, AreaContext, engine_errors, file_path, read_settings
 from ui.runtime import ExportSpool
-from ui.session import Settings, safe_file_name
+from ui.session import safe_file_name
 
 
 class ApiHandlers(Area):
@@ -98,12 +99,12 @@ class ApiHandlers(Area):
         return pred.set_examples(training, phrases=phrases)
 
     @staticmethod
-    def _api_settings(confidence, iou_threshold, max_detections, score_mode) -> Settings:
+    def _api_settings(confidence, iou_threshold, max_detections, score_mode) -> DetectParams:
         if score_mode not in SCORE_MODES:
             raise error(f"score_mode must be one of {list(SCORE_MODES)}, got {score_mode!r}.")
         return read_settings(confidence, iou_threshold, max_detections, score_mode)
 
-    def _api_results(self, pred: Any, query_images: Any, settings: Settings) -> list[dict]:
+    def _api_results(self, pred: Any, query_images: Any, settings: DetectParams) -> list[dict]:
         """Detections per query image; the images are embedded in batches first."""
         paths = [file_path(f) for f in query_images or []]
         pred.embed_many(paths, batch_size=self.config.embed_batch_size)

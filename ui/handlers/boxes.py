@@ -10,9 +10,9 @@ import gradio as gr
 
 from ui import labels as L
 from ui.escape import info
-from ui.handlers.common import Area, AreaContext, engine_errors, file_path, read_settings
+from ui.handlers.common import Area, AreaContext, engine_errors, file_path
 from ui.handlers.preview import PreviewHandlers
-from ui.handlers.views import class_updates, recolor
+from ui.handlers.views import class_updates
 
 
 class BoxHandlers(Area):
@@ -29,35 +29,30 @@ class BoxHandlers(Area):
         update the preview. Never writes the annotator's value unless a new class was typed
         into the label dialog (then the boxes get that class's colour)."""
         s = self.session(request)
-        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
-                                 show_examples)
         image = (payload or {}).get("image") or {}
         key = image.get("orig_name") or Path(file_path(image) or "").name
         with s.lock:
-            p = s.project
-            found = p.example_by_key(key) if key else None
-            if found is None:
+            self.preview.apply(s, confidence, iou_threshold, max_detections, score_mode,
+                               show_examples)
+            record = s.example_by_key(key) if key else None
+            if record is None:
                 return {}
-            index, item = found
             boxes = L.parse_annotator_payload_boxes(payload.get("boxes") or [])
-            for box in boxes:
-                box["color"] = L.normalise_color(box.get("color"))
-            item.boxes = boxes
-            p.current = index
+            s.view.current = record.id
             added = []
             for box in boxes:
-                parsed = L.parse_box(box, p.classes)
+                parsed = L.parse_box(box, s.core.classes)
                 if parsed.kind in ("positive", "negative") and parsed.new_class:
                     try:
-                        name = L.validate_class_name(parsed.cls, p.classes)
+                        name = L.validate_class_name(parsed.cls, s.core.classes)
                     except ValueError:
                         continue
-                    p.classes.append(name)
-                    added.append(name)
+                    added.append(s.core.add_class(name))
+            prompts = L.annotator_to_prompts(boxes, s.core.classes, s.active_class, record.size)
+            s.core.set_prompt_boxes(record.id, [p for _, p in prompts])
             out: dict = {}
             if added:
-                recolor(p)
-                out.update(class_updates(self.c, p, with_value=True))
+                out.update(class_updates(self.c, s, with_value=True))
                 info(f"New class: {', '.join(added)}")
-            out.update(self.preview.refresh(s, settings, what="edit"))
+            out.update(self.preview.refresh(s, what="edit"))
             return out

@@ -1,108 +1,118 @@
-"""Classes: pick, add, rename, remove. A box carries its class in its label, so renaming or
-removing a class rewrites the boxes too; the preview refresh is chained by the layout."""
+"""Classes: pick, add, rename, remove. Every class edit goes through the project model
+(`owl_core.project.model.Project.rename_class` / `remove_class`), so the prompt boxes AND the
+reviewed labels of the class follow; removing asks first, saying what goes. The preview
+refresh is chained by the layout."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from ui import labels as L
-from ui.escape import error, info
+from ui.escape import error, info, warning
 from ui.handlers.common import Area, engine_errors
-from ui.handlers.views import class_updates, label_list_updates, recolor
-from ui.session import NEW_PROJECT_CLASSES, Project
+from ui.handlers.views import class_updates, label_list_updates
+from ui.session import NEW_PROJECT_CLASSES, Session
+
+REMOVE_LABEL = "Remove"
 
 
-def drop_unused_default_classes(p: Project) -> bool:
+def drop_unused_default_classes(s: Session) -> bool:
     """Remove the new-project placeholder class(es) (`object`) once the person has named a
-    real class, unless a box still uses one: a placeholder nobody draws with only clutters
-    the class list and the label dialog. Recolours the boxes when one went; True if so."""
-    if not any(c not in NEW_PROJECT_CLASSES for c in p.classes):
+    real class, unless a box or label still uses one: a placeholder nobody draws with only
+    clutters the class list and the label dialog. True if one went."""
+    core = s.core
+    if not any(c not in NEW_PROJECT_CLASSES for c in core.classes):
         return False
-    used = {L.parse_box(b, p.classes).cls for item in p.examples + p.queries for b in item.boxes}
-    unused = [c for c in p.classes if c in NEW_PROJECT_CLASSES and c not in used]
+    unused = [c for c in core.classes if c in NEW_PROJECT_CLASSES
+              and core.class_usage(c)[2] == 0]
     for name in unused:
-        p.classes.remove(name)
-    if not unused:
-        return False
-    if p.active_class not in p.classes:
-        p.active_class = p.classes[0]
-    recolor(p)
-    return True
+        core.remove_class(name)
+    return bool(unused)
+
+
+def removal_text(name: str, usage: tuple[int, int, int]) -> str:
+    """What removing class `name` deletes, for the question asked before it is removed."""
+    prompts, labels, images = usage
+    if not prompts and not labels:
+        return f"Class {name!r} has no boxes and no labels."
+    return (f"Removing class {name!r} deletes {prompts} example box{'es' if prompts != 1 else ''}"
+            f" and {labels} reviewed label{'s' if labels != 1 else ''} on {images} "
+            f"image{'s' if images != 1 else ''}.")
 
 
 class ClassHandlers(Area):
-    """The class list and the boxes that use it."""
+    """The class list and the boxes and labels that use it."""
 
     def on_class_pick(self, value: str | None, request: gr.Request) -> dict:
         """The class a box gets while its label dialog is still open, and the one that
         dialog opens on: first in both annotators' label lists."""
         s = self.session(request)
         with s.lock:
-            if value not in s.project.classes:
+            if value not in s.core.classes:
                 return {}
-            s.project.active_class = value
-            return label_list_updates(self.c, s.project)
+            s.view.active_class = value
+            out = label_list_updates(self.c, s)
+            if s.view.pending_removal is not None:  # another class picked: nothing removed
+                s.view.pending_removal = None
+                out[self.c.remove_class] = gr.update(value=REMOVE_LABEL)
+            return out
 
     @engine_errors
     def on_add_class(self, name: str, request: gr.Request) -> dict:
         s = self.session(request)
         with s.lock:
-            p = s.project
             try:
-                name = L.validate_class_name(name, p.classes)
+                name = L.validate_class_name(name, s.core.classes)
             except ValueError as exc:
                 raise error(str(exc)) from None
-            p.classes.append(name)
-            p.active_class = name
-            dropped = drop_unused_default_classes(p)
-            out = class_updates(self.c, p, with_value=dropped)
+            s.view.active_class = s.core.add_class(name)
+            dropped = drop_unused_default_classes(s)
+            out = class_updates(self.c, s, with_value=dropped)
             out[self.c.class_name] = ""
             return out
 
     @engine_errors
     def on_rename_class(self, selected: str | None, name: str, request: gr.Request) -> dict:
-        """Rename the picked class; its boxes (positive and negative) follow."""
+        """Rename the picked class; its boxes (positive and negative) and reviewed labels
+        follow."""
         s = self.session(request)
         with s.lock:
-            p = s.project
-            if selected not in p.classes:
+            if selected not in s.core.classes:
                 raise error("Pick the class to rename in the Class list first.")
-            others = [c for c in p.classes if c != selected]
+            others = [c for c in s.core.classes if c != selected]
             try:
                 name = L.validate_class_name(name, others)
             except ValueError as exc:
                 raise error(str(exc)) from None
-            p.classes[p.classes.index(selected)] = name
-            for item in p.examples:
-                for box in item.boxes:
-                    parsed = L.parse_box(box, p.classes)
-                    if parsed.cls != selected:
-                        continue
-                    box["label"] = L.negative_label(name) if parsed.kind == "negative" else name
-            if p.active_class == selected:
-                p.active_class = name
-            drop_unused_default_classes(p)  # recolours; the annotator value below shows it
-            out = class_updates(self.c, p, with_value=True)
+            picked = s.active_class == selected
+            name = s.core.rename_class(selected, name)
+            if picked:
+                s.view.active_class = name
+            drop_unused_default_classes(s)
+            out = class_updates(self.c, s, with_value=True)
             out[self.c.class_name] = ""
             return out
 
     @engine_errors
     def on_remove_class(self, selected: str | None, request: gr.Request) -> dict:
-        """Remove the picked class and every box of it."""
+        """Remove the picked class with every box and label of it. The first click says
+        what goes and asks for a second click (the button then reads "Confirm remove");
+        a class with nothing of it goes at once."""
         s = self.session(request)
         with s.lock:
-            p = s.project
-            if selected not in p.classes:
+            if selected not in s.core.classes:
                 raise error("Pick the class to remove in the Class list first.")
-            removed = 0
-            for item in p.examples:
-                keep = [b for b in item.boxes if L.parse_box(b, p.classes).cls != selected]
-                removed += len(item.boxes) - len(keep)
-                item.boxes = keep
-            p.classes.remove(selected)
-            if p.active_class == selected:
-                p.active_class = p.classes[0] if p.classes else ""
-            recolor(p)
-            if removed:
-                info(f"Removed class {selected!r} and its {removed} box(es).")
-            return class_updates(self.c, p, with_value=True)
+            usage = s.core.class_usage(selected)
+            if any(usage[:2]) and s.view.pending_removal != selected:
+                s.view.pending_removal = selected
+                warning(removal_text(selected, usage) + " Click Confirm remove to "
+                           "remove them, or pick another class to keep them.")
+                return {self.c.remove_class: gr.update(value="Confirm remove")}
+            s.view.pending_removal = None
+            s.core.remove_class(selected)
+            if any(usage[:2]):
+                info(f"Removed class {selected!r}: {usage[0]} example box(es) and "
+                        f"{usage[1]} reviewed label(s).")
+            out = class_updates(self.c, s, with_value=True)
+            out[self.c.remove_class] = gr.update(value=REMOVE_LABEL)
+            return out

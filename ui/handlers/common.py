@@ -23,9 +23,10 @@ from owl_core import limits
 from owl_core.engine.scoring import SCORE_MODES
 from owl_core.errors import ImageError, OwlError
 from owl_core.images import check_header, upright_size
+from owl_core.params import DetectParams
 from ui.drawing import PREVIEW_MAX_SIDE
 from ui.escape import error
-from ui.session import Session, Settings
+from ui.session import Session
 
 log = logging.getLogger("ui.handlers")
 
@@ -163,12 +164,14 @@ def engine_errors(fn: Callable) -> Callable:
 
 
 def read_settings(confidence, iou_threshold, max_detections, score_mode,
-                  show_examples=False) -> Settings:
-    """The preview settings from the sliders' values (an unknown score mode reads as
-    "reference": the radio can only send known ones)."""
+                  current: DetectParams | None = None) -> DetectParams:
+    """The detection settings from the sliders' values, on top of `current` (the project's:
+    the match threshold has its own slider). An unknown score mode reads as "reference": the
+    radio can only send known ones."""
     mode = score_mode if score_mode in SCORE_MODES else "reference"
-    return Settings(float(confidence), float(iou_threshold), int(max_detections), mode,
-                    bool(show_examples))
+    return (current or DetectParams()).replace(
+        confidence=float(confidence), iou_threshold=float(iou_threshold),
+        max_detections=int(max_detections), score_mode=mode)
 
 
 def image_size(path: str | Path, name: str | None = None) -> tuple[int, int]:

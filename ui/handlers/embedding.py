@@ -22,10 +22,11 @@ from collections.abc import Sequence
 
 import gradio as gr
 
+from owl_core.project.model import ImageRecord
 from ui.escape import warning
 from ui.handlers.common import Area, engine_errors, log
 from ui.handlers.views import status_text
-from ui.session import ImageItem, Session
+from ui.session import Session
 
 
 class EmbeddingHandlers(Area):
@@ -38,8 +39,8 @@ class EmbeddingHandlers(Area):
         s = self.session(request)
         with s.lock:
             predictor = s.predictor
-            examples = [i for i in s.project.examples if i.content_hash is None]
-            queries = [i for i in s.project.queries if i.content_hash is None]
+            examples = [r for r in s.examples() if s.embedded(r) is None]
+            queries = [r for r in s.queries() if s.embedded(r) is None]
         total = len(examples) + len(queries)
         if not total:
             with s.lock:
@@ -55,23 +56,23 @@ class EmbeddingHandlers(Area):
             done += len(items)
         progress((total, total), desc="Embeddings ready", unit="images")
         with s.lock:
-            p = s.project
-            for item in failed:
-                for group in (p.examples, p.queries):
-                    if item in group:
-                        group.remove(item)
-            if failed:
-                p.current = min(p.current, len(p.examples) - 1)
+            for record in failed:
+                if s.record(record.id) is not None:
+                    s.remove_image(record.id)
             note = (f"embedded {total - len(failed)} image(s) in "
                     f"{time.perf_counter() - start:.1f} s")
             return {self.c.status: status_text(s, note)}
 
-    def _embed_batch(self, s: Session, predictor, items: Sequence[ImageItem],
-                     keep_patches: bool, batch_size: int) -> list[ImageItem]:
+    def _embed_batch(self, s: Session, predictor, items: Sequence[ImageRecord],
+                     keep_patches: bool, batch_size: int) -> list[ImageRecord]:
         """Embed one batch and record its hashes (under the lock, briefly). Returns the images
         the engine could not read (reported; the rest of the batch is still embedded)."""
         try:
-            infos = predictor.embed_many([i.path for i in items], batch_size=batch_size,
+            with s.lock:
+                if s.core is None:
+                    return []
+                paths = [s.path(r) for r in items]
+            infos = predictor.embed_many(paths, batch_size=batch_size,
                                          keep_patches=keep_patches)
         except (ValueError, RuntimeError, OSError) as exc:
             if len(items) > 1:  # find the bad image, keep the others
@@ -81,6 +82,6 @@ class EmbeddingHandlers(Area):
             warning(f"{items[0].name} could not be embedded and was removed: {exc}")
             return list(items)
         with s.lock:
-            for item, info in zip(items, infos, strict=True):
-                item.content_hash = info.content_hash
+            for record, info in zip(items, infos, strict=True):
+                s.view.embedded[record.id] = info.content_hash
         return []

@@ -154,9 +154,8 @@ class HistoryHandlers(Area):
 
     @staticmethod
     def _image_path(s: Session, surface: str, key: str) -> str | None:
-        items = s.project.examples if surface == "examples" else \
-            s.project.queries + s.project.examples
-        return next((i.path for i in items if i.key == key), None)
+        items = s.examples() if surface == "examples" else s.queries() + s.examples()
+        return next((s.path(r) for r in items if Path(r.file).name == key), None)
 
     @engine_errors
     def on_undo_examples(self, payload: dict | None, request: gr.Request) -> Any:

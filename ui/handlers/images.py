@@ -30,20 +30,19 @@ from ui.session import Session
 
 
 def add_images(s: Session, paths: Sequence[tuple[str, str]], as_example: bool, *,
-               limit: str = "max_images_per_request", skip_known: bool = False) -> int:
+               limit: str = "max_images_per_request", skip_known: bool = False) -> str | None:
     """Copy images (path, display name) into the project as examples or query images, warning
     about files that are refused (not an image, too large: checked from the header before
-    anything is decoded); returns the index of the first example added (which becomes the
+    anything is decoded); returns the id of the first image added (an example becomes the
     annotator's image). Raises `gr.Error` when every file was refused.
 
     ``limit`` names the `owl_core.limits` bound on the number of files; ``skip_known`` leaves
     out files whose content is already one of the project's images in that role (a folder
     added twice adds nothing new; uploads add what the person picked)."""
-    p = s.project
-    first = len(p.examples)
+    first = None
     bad = []
     limits.current().check(limit, len(paths), "images in one upload")
-    known = {i.file_hash for i in (p.examples if as_example else p.queries)}
+    known = {r.content_hash for r in (s.examples() if as_example else s.queries())}
     skipped = 0
     for path, name in paths:
         try:
@@ -54,7 +53,8 @@ def add_images(s: Session, paths: Sequence[tuple[str, str]], as_example: bool, *
                     skipped += 1
                     continue
                 known.add(content)
-            s.add_image(path, name, as_example)  # copied into the project folder
+            record = s.add_image(path, name, as_example)  # copied into the project folder
+            first = first or record.id
         except OwlError as exc:
             bad.append(user_message(exc))
     if skipped:
@@ -63,8 +63,8 @@ def add_images(s: Session, paths: Sequence[tuple[str, str]], as_example: bool, *
         raise error(" ".join(bad))
     for message in bad:
         warning(message)
-    if as_example and len(p.examples) > first:
-        p.current = first
+    if as_example and first is not None:
+        s.view.current = first
     return first
 
 
@@ -72,8 +72,8 @@ class ImageHandlers(Area):
     """Uploads, samples, example selection and removal."""
 
     def _examples_changed(self, s: Session) -> dict:
-        out = examples_updates(self.c, s.project)
-        out[self.c.annotator] = gr.update(value=annotator_value(s.project))
+        out = examples_updates(self.c, s)
+        out[self.c.annotator] = gr.update(value=annotator_value(s))
         out[self.c.status] = status_text(s)
         return out
 
@@ -149,21 +149,24 @@ class ImageHandlers(Area):
         """Open the clicked example in the annotator."""
         s = self.session(request)
         with s.lock:
-            p = s.project
-            if 0 <= int(evt.index or 0) < len(p.examples):
-                p.current = int(evt.index)
-            return {self.c.annotator: gr.update(value=annotator_value(p))}
+            examples = s.examples()
+            if 0 <= int(evt.index or 0) < len(examples):
+                s.view.current = examples[int(evt.index)].id
+            return {self.c.annotator: gr.update(value=annotator_value(s))}
 
     @engine_errors
     def on_remove_example(self, request: gr.Request) -> dict:
         """Drop the annotator's example image and its boxes."""
         s = self.session(request)
         with s.lock:
-            p = s.project
-            if p.current_example is None:
+            record = s.current_example()
+            if record is None:
                 raise error("No example image to remove.")
-            p.examples.pop(p.current)
-            p.current = min(p.current, len(p.examples) - 1)
+            ids = [r.id for r in s.examples()]
+            at = ids.index(record.id)
+            s.remove_image(record.id)
+            rest = ids[:at] + ids[at + 1:]
+            s.view.current = rest[min(at, len(rest) - 1)] if rest else None
             return self._examples_changed(s)
 
 

@@ -58,7 +58,7 @@ class LibraryHandlers(Area):
         s = self.session(request)
         self.tabs.saver.flush(s)
         with s.lock:
-            project_id, name = s.project_id, s.project.name
+            project_id, name = s.project_id, s.core.name
         copy = self.projects.duplicate(project_id, f"{name} copy")
         info(f"Duplicated {name!r}: you are now editing the copy.")
         return self._switch(request, copy.folder.name)
@@ -91,7 +91,7 @@ class LibraryHandlers(Area):
         s = self.session(request)
         self.tabs.saver.flush(s)
         with s.lock:
-            project_id, stem = s.project_id, safe_file_name(s.project.name, "owl-project")
+            project_id, stem = s.project_id, safe_file_name(s.core.name, "owl-project")
             folder = s.work_dir("project-zip")
         for old in folder.glob("*.zip"):
             old.unlink(missing_ok=True)

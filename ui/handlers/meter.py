@@ -24,7 +24,7 @@ from owl_core.project.evaluate import Evaluation, Measurement, measure_project
 from ui.escape import error, info, md_text
 from ui.handlers.common import Area, AreaContext, engine_errors, read_settings
 from ui.handlers.preview import PreviewHandlers
-from ui.session import Session, safe_file_name, to_core
+from ui.session import Session, safe_file_name
 
 METER_HEADERS = ["class", "precision", "recall", "F1", "AP@50", "TP", "FP", "FN"]
 
@@ -70,7 +70,7 @@ class MeterHandlers(Area):
         """The measurement for the session's prompt state (measured again only when that
         state changed); None when there is nothing to measure yet (the reason is raised as
         a `gr.Error`-free message by `on_meter`)."""
-        core = to_core(s.project, s.settings, s.core)
+        core = s.core
         params = DetectParams(iou_threshold=s.settings.iou_threshold,
                               max_detections=s.settings.max_detections,
                               score_mode=s.settings.score_mode)
@@ -93,10 +93,11 @@ class MeterHandlers(Area):
         """Bring the meter up to date (after an edit, a review change or a slider move)."""
         s = self.session(request)
         c = self.c
-        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
-                                 show_examples)
         with s.lock:
-            s.settings = settings
+            settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                     s.settings)
+            if settings != s.core.settings:
+                s.core.set_settings(settings)
             reason = self._not_ready(s)
             if reason:
                 return {c.meter_table: None, c.meter_md: reason}
@@ -115,13 +116,12 @@ class MeterHandlers(Area):
             return "No project open."
         if len(s.predictor.exemplars) == 0:
             return "Draw an example box first: the meter grades the prompt."
-        done = {r.id for r in s.core.images if r.status == "done"}
-        items = [i for i in s.project.queries + s.project.examples if i.id in done]
+        items = [r for r in s.core.images if r.status == "done"]
         if not items:
             return ("No reviewed images yet. Review a query image below (accept, reject, draw) "
                     "and mark it **done**: the meter then shows precision, recall, F1 and "
                     "mAP@50 of the current prompt on it.")
-        if any(i.content_hash is None for i in items):
+        if any(s.embedded(r) is None for r in items):
             return "⏳ Reviewed images are still being embedded; the meter follows."
         return ""
 
@@ -149,10 +149,9 @@ class MeterHandlers(Area):
         if include_unreviewed:
             self.preview.fill_results(s)  # detections of every query image
         with s.lock:
-            core = to_core(s.project, s.settings, s.core)
-            items = {i.path: i for i in s.project.queries + s.project.examples}
-            detections = {items[path].id: res for path, res in s.results.items()
-                          if path in items and items[path].id}
+            core = s.core
+            detections = {r.id: s.results[s.path(r)] for r in core.images
+                          if s.path(r) in s.results}
             out_dir = s.work_dir("datasets")
             name = f"{safe_file_name(core.name, 'project')}-{fmt}"
             with tempfile.TemporaryDirectory(dir=out_dir) as tmp:

@@ -23,18 +23,19 @@ diagnostics, recomputed from cached embeddings after every edit.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
+from owl_core.geometry import xyxy_to_reference
+from owl_core.project.model import ImageRecord
 from ui import labels as L
 from ui.drawing import draw_detections, draw_snaps, signature
 from ui.escape import error, md_text
 from ui.handlers.common import Area, engine_errors, read_settings
 from ui.handlers.views import status_text
 from ui.profiling import StageTimer
-from ui.session import ImageItem, Project, Session, Settings
+from ui.session import Session
 
 #: The Match threshold slider's range (IoU a drawn box needs to become an example).
 MATCH_THRESHOLD_RANGE = (0.05, 0.9)
@@ -56,21 +57,40 @@ def pager_text(start: int, shown: int, total: int) -> str:
     return f"Images {start + 1}–{start + shown} of {total}"
 
 
-def embedded_training_data(p: Project) -> tuple[list[dict], list[tuple[int, int]], int]:
-    """`Project.training_data` restricted to embedded example images, and how many boxes wait
-    for their image's embedding."""
-    training, origin = p.training_data()
-    ready = {e.path for e in p.examples if e.content_hash}
-    kept = [entry for entry in training if entry["image"] in ready]
-    kept_origin = [o for o in origin if p.examples[o[0]].content_hash]
-    return kept, kept_origin, len(origin) - len(kept_origin)
+def embedded_training_data(s: Session) -> tuple[list[dict], list[tuple[str, int]], int]:
+    """The project's training data restricted to embedded example images; for each box the
+    (image id, 1-based box number on its image) it came from; and how many boxes wait for
+    their image's embedding."""
+    training, origin, waiting = [], [], 0
+    for record in s.examples():
+        if not record.prompts:
+            continue
+        if s.embedded(record) is None:
+            waiting += len(record.prompts)
+            continue
+        training.append({"image": s.path(record), "boxes": [
+            xyxy_to_reference(p.xyxy, p.cls, p.negative) for p in record.prompts]})
+        origin += [(record.id, n) for n in range(1, len(record.prompts) + 1)]
+    return training, origin, waiting
 
 
 class PreviewHandlers(Area):
     """The preview, its settings and the actions on its selected image."""
 
     # ------------------------------------------------------------------ the refresh
-    def refresh(self, s: Session, settings: Settings, what: str = "refresh") -> dict:
+    def apply(self, s: Session, confidence, iou_threshold, max_detections, score_mode,
+              show_examples, match_threshold: float | None = None) -> None:
+        """The sliders' values into the project's settings (a `DetectParams`, saved with it)
+        and the tab's view (call under ``s.lock``)."""
+        params = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                               s.settings)
+        if match_threshold is not None:
+            params = params.replace(match_threshold=float(match_threshold))
+        if params != s.core.settings:
+            s.core.set_settings(params)
+        s.view.show_examples = bool(show_examples)
+
+    def refresh(self, s: Session, what: str = "refresh") -> dict:
         """The preview page, its pager and the diagnostics for the session's current state
         (call under ``s.lock``); only outputs whose value changed are returned.
 
@@ -78,39 +98,36 @@ class PreviewHandlers(Area):
         same with 10 or 10,000 query images (the per-class counts follow in their own event,
         `on_counts`)."""
         timer = StageTimer(what)
-        if settings.match_threshold is None:  # the other sliders' events don't carry it
-            settings = replace(settings, match_threshold=s.settings.match_threshold)
-        if settings.match_threshold is not None:
-            s.predictor.match_threshold = float(settings.match_threshold)
-        s.settings = settings  # saved with the project
-        p = s.project
-        training, origin, waiting = embedded_training_data(p)
+        s.predictor.match_threshold = float(s.settings.match_threshold)
+        training, origin, waiting = embedded_training_data(s)
         with timer.stage("set_examples"):
             report = self.prepare(s, training)
-        items = self._preview_items(s, settings)
+        items = self._preview_items(s)
         pages = max(1, -(-len(items) // PREVIEW_PAGE_SIZE))
         s.preview_page = min(max(0, s.preview_page), pages - 1)
         start = s.preview_page * PREVIEW_PAGE_SIZE
         shown = items[start:start + PREVIEW_PAGE_SIZE]
-        key = json.dumps([s.detect_key, [(i.path, i.content_hash) for i in shown], p.current,
-                          s.show_labels, waiting, start, len(items)], default=str)
+        current = s.current_example()
+        key = json.dumps([s.detect_key, [(s.path(r), s.embedded(r)) for r in shown],
+                          current.id if current else None, s.show_labels, waiting, start,
+                          len(items)], default=str)
         if key == s.preview_key:
             return {}
         with timer.stage("detect", len(shown)):
             results = self.results_for(s, shown)
         has_prompts = len(s.predictor.exemplars) > 0
-        colors_by_name = {n: L.class_color(i) for i, n in enumerate(p.classes)}
+        colors_by_name = {n: L.class_color(i) for i, n in enumerate(s.core.classes)}
         gallery = []
         for item in shown:
-            res = results.get(item.path)
+            path = s.path(item)
+            res = results.get(path)
             if res is None:  # the embedding step fills it in
                 with timer.stage("base"):
-                    gallery.append((self._plain_picture(s, item.path),
-                                    f"{item.name} · embedding…"))
+                    gallery.append((self._plain_picture(s, path), f"{item.name} · embedding…"))
                 continue
-            picture = self._detections_picture(s, item.path, res, colors_by_name, timer)
+            picture = self._detections_picture(s, path, res, colors_by_name, timer)
             gallery.append((picture, self._caption(item, res, has_prompts)))
-        s.preview_items = shown
+        s.preview_items = [r.id for r in shown]
         s.preview_key = key
         if gallery:
             s.selected_preview = min(s.selected_preview, len(gallery) - 1)
@@ -129,27 +146,27 @@ class PreviewHandlers(Area):
         """Give the predictor the current prompt (only when it changed: the drawn boxes, the
         classes, the example embeddings, the settings, an imported `.pt`) and forget the
         detections made with the previous one. Returns the match report."""
-        p = s.project
-        key = json.dumps([training, p.classes, [e.content_hash for e in p.examples],
+        key = json.dumps([training, s.core.classes, [s.embedded(r) for r in s.examples()],
                           s.settings.detect_kwargs(), s.predictor.match_threshold,
                           s.imported_version], default=str)
         if key != s.detect_key or s.report is None:
-            s.report = s.predictor.set_examples(training, class_names=list(p.classes))
+            s.report = s.predictor.set_examples(training, class_names=list(s.core.classes))
             s.results = {}
             s.detect_key = key
         return s.report
 
     @staticmethod
-    def results_for(s: Session, items: list[ImageItem]) -> dict[str, Any]:
+    def results_for(s: Session, items: list[ImageRecord]) -> dict[str, Any]:
         """Detections of the embedded `items` with the prompt `prepare` set (detected only
         where not known yet), by image path."""
-        missing = [i.path for i in items if i.content_hash is not None and i.path not in s.results]
+        paths = [s.path(r) for r in items if s.embedded(r) is not None]
+        missing = list(dict.fromkeys(p for p in paths if p not in s.results))
         if missing:
             found = s.predictor.detect_many(missing, **s.settings.detect_kwargs())
             s.results.update(zip(missing, found, strict=True))
-        return {i.path: s.results[i.path] for i in items if i.path in s.results}
+        return {p: s.results[p] for p in paths if p in s.results}
 
-    def fill_results(self, s: Session, items: list[ImageItem] | None = None) -> bool:
+    def fill_results(self, s: Session, items: list[ImageRecord] | None = None) -> bool:
         """Detect every embedded image of `items` (default: all query images) in chunks, taking
         the session lock per chunk only, so an edit waiting for the lock is answered between
         chunks. Returns False when the prompt changed meanwhile (a newer refresh takes over) or
@@ -157,10 +174,10 @@ class PreviewHandlers(Area):
         with s.lock:
             if s.predictor is None:
                 return False
-            training, _, _ = embedded_training_data(s.project)
+            training, _, _ = embedded_training_data(s)
             self.prepare(s, training)
             key = s.detect_key
-            todo = list(s.project.queries if items is None else items)
+            todo = list(s.queries() if items is None else items)
         for start in range(0, len(todo), FILL_CHUNK):
             with s.lock:
                 if s.detect_key != key:
@@ -171,38 +188,39 @@ class PreviewHandlers(Area):
     def counts(self, s: Session) -> dict:
         """The per-class counts table of every query image (call under ``s.lock`` after
         `fill_results`); only sent when it changed."""
-        p = s.project
+        classes = s.core.classes
         rows = []
-        totals: dict[str, int] = {n: 0 for n in p.classes}
-        for item in p.queries:
-            res = s.results.get(item.path)
+        totals: dict[str, int] = {n: 0 for n in classes}
+        for item in s.queries():
+            res = s.results.get(s.path(item))
             if res is None:
-                rows.append([item.name] + ["…"] * len(p.classes) + ["…"])
+                rows.append([item.name] + ["…"] * len(classes) + ["…"])
                 continue
             counts = res.counts()
-            rows.append([item.name] + [counts.get(n, 0) for n in p.classes]
+            rows.append([item.name] + [counts.get(n, 0) for n in classes]
                         + [sum(counts.values())])
             for n, c in counts.items():
                 totals[n] = totals.get(n, 0) + c
         rows = rows[:MAX_COUNT_ROWS]
         if rows:
-            rows.append(["all query images"] + [totals.get(n, 0) for n in p.classes]
-                        + [sum(totals.get(n, 0) for n in p.classes)])
-        headers = ["image"] + list(p.classes) + ["total"]
+            rows.append(["all query images"] + [totals.get(n, 0) for n in classes]
+                        + [sum(totals.get(n, 0) for n in classes)])
+        headers = ["image"] + list(classes) + ["total"]
         out: dict = {}
         self._send(s, out, self.c.counts, "counts", rows or None, headers=headers,
                    column_count=(len(headers), "fixed"))
         return out
 
-    def _preview_items(self, s: Session, settings: Settings) -> list[ImageItem]:
-        items = list(s.project.queries)
-        if settings.show_examples:
-            seen = {q.path for q in items}
-            items += [e for e in s.project.examples if e.path not in seen]
+    @staticmethod
+    def _preview_items(s: Session) -> list[ImageRecord]:
+        items = s.queries()
+        if s.view.show_examples:
+            seen = {q.file for q in items}
+            items += [e for e in s.examples() if e.file not in seen]
         return items
 
     @staticmethod
-    def _caption(item: ImageItem, res: Any, has_prompts: bool) -> str:
+    def _caption(item: ImageRecord, res: Any, has_prompts: bool) -> str:
         if not has_prompts:
             return f"{item.name} · draw a box on an example to start"
         summary = ", ".join(f"{n}: {c}" for n, c in res.counts().items()) or "no classes"
@@ -249,19 +267,18 @@ class PreviewHandlers(Area):
             out[component] = value
 
     # ------------------------------------------------------------------ diagnostics
-    def _diagnostics(self, s: Session, report: Any, origin: list[tuple[int, int]],
+    def _diagnostics(self, s: Session, report: Any, origin: list[tuple[str, int]],
                      waiting: int, timer: StageTimer) -> dict:
         """The per-box table (what each drawn box snapped to), the warning about boxes that
         matched nothing, and the current example with its snapped boxes drawn."""
-        p = s.project
+        classes = s.core.classes
+        current = s.current_example()
         rows, warnings = [], []
         snaps: dict[str, list] = {"drawn": [], "snapped": [], "titles": [], "matched": [],
                                   "negative": [], "class_index": []}
-        ordinal: dict[int, int] = {}
         for n, match in enumerate(report.boxes):
-            ei, _ = origin[n] if n < len(origin) else (-1, -1)
-            ordinal[ei] = bi = ordinal.get(ei, 0) + 1  # 1-based among the example's boxes
-            item = p.examples[ei] if 0 <= ei < len(p.examples) else None
+            image_id, bi = origin[n] if n < len(origin) else ("", n + 1)  # bi: 1-based
+            item = s.record(image_id)
             name = item.name if item else "?"
             snapped = ("" if match.matched_xyxy is None else
                        "(" + ", ".join(f"{v:.0f}" for v in match.matched_xyxy) + ")")
@@ -273,14 +290,14 @@ class PreviewHandlers(Area):
                 label = L.negative_label(match.cls) if match.negative else match.cls
                 warnings.append(f"**{md_text(name)}** box {bi} ({md_text(label)}): "
                                 f"{md_text(match.reason)}")
-            if ei == p.current:
+            if current is not None and image_id == current.id:
                 snaps["drawn"].append(match.drawn_xyxy)
                 snaps["snapped"].append(match.matched_xyxy)
                 snaps["titles"].append(f"#{bi} IoU {match.iou:.2f}")
                 snaps["matched"].append(bool(match.matched))
                 snaps["negative"].append(bool(match.negative))
-                snaps["class_index"].append(p.classes.index(match.cls)
-                                            if match.cls in p.classes else 0)
+                snaps["class_index"].append(classes.index(match.cls)
+                                            if match.cls in classes else 0)
         if warnings:
             many = len(warnings) > 1
             text = (f"⚠ **{len(warnings)} box{'es' if many else ''} matched no predicted box "
@@ -299,14 +316,14 @@ class PreviewHandlers(Area):
         if waiting:
             text += (("\n\n" if text else "") + f"⏳ {waiting} box{'es' if waiting != 1 else ''}"
                      " on an image still being embedded: shown here when it is ready.")
-        item = p.current_example
         picture = None
-        if item is not None:
+        if current is not None:
+            path = s.path(current)
             sig = signature(snaps)
-            picture = s.pictures.cached("snaps", item.path, sig)
+            picture = s.pictures.cached("snaps", path, sig)
             if picture is None:
                 with timer.stage("draw"):
-                    base, scale = s.pictures.base(item.path)
+                    base, scale = s.pictures.base(path)
                     drawn = draw_snaps(
                         base, [tuple(v * scale for v in d) for d in snaps["drawn"]],
                         [None if m is None else tuple(v * scale for v in m)
@@ -314,7 +331,7 @@ class PreviewHandlers(Area):
                         snaps["titles"], snaps["matched"], snaps["negative"],
                         snaps["class_index"])
                 with timer.stage("encode"):
-                    picture = s.pictures.save("snaps", item.path, sig, drawn)
+                    picture = s.pictures.save("snaps", path, sig, drawn)
         out: dict = {}
         self._send(s, out, self.c.diag_table, "diag_table", rows or None)
         self._send(s, out, self.c.diag_warning, "diag_warning", text)
@@ -328,10 +345,9 @@ class PreviewHandlers(Area):
         """A slider/radio moved, or another step (upload, class edit, embedding) finished:
         bring the preview up to date."""
         s = self.session(request)
-        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
-                                 show_examples)
         with s.lock:
-            return self.refresh(s, settings)
+            self.apply(s, confidence, iou_threshold, max_detections, score_mode, show_examples)
+            return self.refresh(s)
 
     @engine_errors
     def on_match_threshold(self, match_threshold, confidence, iou_threshold, max_detections,
@@ -345,21 +361,20 @@ class PreviewHandlers(Area):
             raise error(f"Match threshold must be between {MATCH_THRESHOLD_RANGE[0]} and "
                            f"{MATCH_THRESHOLD_RANGE[1]}, got {match_threshold!r}: move the slider.")
         s = self.session(request)
-        settings = replace(read_settings(confidence, iou_threshold, max_detections, score_mode,
-                                         show_examples), match_threshold=value)
         with s.lock:
-            return self.refresh(s, settings)
+            self.apply(s, confidence, iou_threshold, max_detections, score_mode, show_examples,
+                       match_threshold=value)
+            return self.refresh(s)
 
     @engine_errors
     def on_show_labels(self, show_labels, confidence, iou_threshold, max_detections, score_mode,
                        show_examples, request: gr.Request) -> dict:
         """The "Show labels and scores" toggle: the preview redrawn with or without them."""
         s = self.session(request)
-        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
-                                 show_examples)
         with s.lock:
+            self.apply(s, confidence, iou_threshold, max_detections, score_mode, show_examples)
             s.show_labels = bool(show_labels)
-            return self.refresh(s, settings)
+            return self.refresh(s)
 
     @engine_errors
     def on_counts(self, request: gr.Request) -> dict:
@@ -376,12 +391,11 @@ class PreviewHandlers(Area):
                 show_examples, request: gr.Request) -> dict:
         """◀ / ▶ under the preview: the previous / next page of images."""
         s = self.session(request)
-        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
-                                 show_examples)
         with s.lock:
+            self.apply(s, confidence, iou_threshold, max_detections, score_mode, show_examples)
             s.preview_page += int(step)
             s.selected_preview = 0
-            return self.refresh(s, settings)
+            return self.refresh(s)
 
     # explicit parameters: Gradio passes the request only to a handler that names it
     def on_prev_page(self, confidence, iou_threshold, max_detections, score_mode, show_examples,
@@ -399,24 +413,24 @@ class PreviewHandlers(Area):
         s = self.session(request)
         s.selected_preview = int(evt.index or 0)
 
-    def selected_item(self, s: Session) -> ImageItem:
+    def selected_item(self, s: Session) -> ImageRecord:
         """The preview image the user picked last."""
-        if not s.preview_items:
+        shown = [r for r in map(s.record, s.preview_items) if r is not None]
+        if not shown:
             raise error("No preview image yet: add a query image first.")
-        return s.preview_items[min(s.selected_preview, len(s.preview_items) - 1)]
+        return shown[min(s.selected_preview, len(shown) - 1)]
 
     @engine_errors
     def on_remove_query(self, confidence, iou_threshold, max_detections, score_mode,
                         show_examples, request: gr.Request) -> dict:
         s = self.session(request)
-        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
-                                 show_examples)
         with s.lock:
+            self.apply(s, confidence, iou_threshold, max_detections, score_mode, show_examples)
             item = self.selected_item(s)
-            if item not in s.project.queries:
+            if item.role != "query":
                 raise error(f"{item.name} is an example image; remove it from the examples.")
-            s.project.queries.remove(item)
+            s.remove_image(item.id)
             s.selected_preview = 0
-            out = self.refresh(s, settings)
+            out = self.refresh(s)
             out[self.c.status] = status_text(s)
             return out

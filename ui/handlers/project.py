@@ -10,6 +10,10 @@ from typing import Any
 
 import gradio as gr
 
+from owl_core.errors import OwlError
+from owl_core.params import DetectParams
+from owl_core.project.model import validate_class_name
+from ui.escape import info
 from ui.handlers.common import Area, engine_errors, file_path, read_settings, size_text
 from ui.handlers.preview import embedded_training_data
 from ui.handlers.views import (
@@ -17,7 +21,7 @@ from ui.handlers.views import (
     imported_text,
 )
 from ui.profiling import StageTimer
-from ui.session import Session, Settings, safe_file_name
+from ui.session import Session, safe_file_name
 
 
 class ProjectHandlers(Area):
@@ -29,7 +33,7 @@ class ProjectHandlers(Area):
         s = self.session(request)
         cleaned = " ".join(str(name or "").split())[:200] or "my-project"
         with s.lock:
-            s.project.name = "".join(ch for ch in cleaned if ch.isprintable()) or "my-project"
+            s.core.set_name("".join(ch for ch in cleaned if ch.isprintable()) or "my-project")
 
     # ------------------------------------------------------------------ .pt out
     @engine_errors
@@ -39,9 +43,9 @@ class ProjectHandlers(Area):
         changed. Chained after each refresh, so the preview never waits for the file writes
         (the full `.pt` carries the examples' embeddings: megabytes on the base model)."""
         s = self.session(request)
-        settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
-                                 show_examples)
         with s.lock:
+            settings = read_settings(confidence, iou_threshold, max_detections, score_mode,
+                                     s.settings)
             timer = StageTimer("downloads")
             with timer.stage("export"):
                 out = self._downloads(s, settings)
@@ -49,14 +53,14 @@ class ProjectHandlers(Area):
                 timer.report()
             return out
 
-    def _downloads(self, s: Session, settings: Settings) -> dict:
+    def _downloads(self, s: Session, settings: DetectParams) -> dict:
         # the exemplars are the last refresh's; export only what that refresh showed
-        training, _, _ = embedded_training_data(s.project)
+        training, _, _ = embedded_training_data(s)
         meta = self._export_settings(s, settings, training)
         key = json.dumps([meta, s.imported_version, s.detect_key], default=str)
         if key == s.export_key and s.exports:
             return {}
-        stem = safe_file_name(s.project.name, "owl-project")
+        stem = safe_file_name(s.core.name, "owl-project")
         folder = s.work_dir("export")
         full = s.predictor.export(folder / f"{stem}.pt", settings=meta, public=True)
         small = s.predictor.export(folder / f"{stem}-small.pt", small=True, settings=meta,
@@ -71,10 +75,10 @@ class ProjectHandlers(Area):
                 self.c.export_info: info}
 
     @staticmethod
-    def _export_settings(s: Session, settings: Settings, training: list[dict]) -> dict:
-        hashes = {e.path: e.content_hash for e in s.project.examples}
+    def _export_settings(s: Session, settings: DetectParams, training: list[dict]) -> dict:
+        hashes = {s.path(r): s.embedded(r) for r in s.examples()}
         return {
-            "project": s.project.name, "classes": list(s.project.classes),
+            "project": s.core.name, "classes": list(s.core.classes),
             "confidence": settings.confidence, "iou_threshold": settings.iou_threshold,
             "max_detections": settings.max_detections, "score_mode": settings.score_mode,
             "examples": [{"name": Path(t["image"]).name.split("-", 1)[-1],
@@ -85,27 +89,36 @@ class ProjectHandlers(Area):
     # ------------------------------------------------------------------ .pt in
     @engine_errors
     def on_import_pt(self, file: Any, request: gr.Request) -> dict:
-        """Load a `.pt`: its exemplars stay active (merged with drawn boxes), its classes join
-        the class list, its embeddings enter the cache, its saved settings move the sliders."""
+        """Load a `.pt`: its exemplars stay active (merged with drawn boxes) and are saved with
+        the project (a reload or restart loads them again), its classes join the class list,
+        its embeddings serve this tab, its saved settings move the sliders. It replaces the
+        `.pt` imported before (the predictor holds one imported set)."""
         path = file_path(file)
         if not path:
             return {}
         s = self.session(request)
         with s.lock:
-            prompts = s.predictor.load_pt(path)
-            p = s.project
-            for name in prompts.exemplars.class_names:
-                if name not in p.classes:
-                    p.classes.append(name)
-            if not p.active_class and p.classes:
-                p.active_class = p.classes[0]
-            s.imported.append(Path(path).name)
-            s.imported_version += 1
+            prompts = s.predictor.load_pt(path)  # refused files change nothing
+            try:
+                known = {c.casefold() for c in s.core.classes}
+                new = [validate_class_name(c, "class in the .pt")
+                       for c in prompts.exemplars.class_names if c.casefold() not in known]
+            except OwlError:
+                s.load_imported()  # the project's own imports again
+                raise
+            name = Path(path).name
+            replaced = [e.name for e in s.core.clear_imported()]  # one imported file at a time
+            s.core.add_imported(path, name)  # part of the project: back after a reload
+            for cls in new:
+                s.core.add_class(cls)
+            s.load_imported()
+            if replaced and replaced != [name]:
+                info(f"{name} replaces the exemplars imported from {', '.join(replaced)}.")
             saved = dict((prompts.meta or {}).get("settings") or {})
-            out = class_updates(self.c, p)
+            out = class_updates(self.c, s)
             if saved.get("project"):
-                p.name = str(saved["project"])
-                out[self.c.project_name] = p.name
+                s.core.set_name(str(saved["project"]))
+                out[self.c.project_name] = s.core.name
             for comp, key in ((self.c.confidence, "confidence"), (self.c.iou, "iou_threshold"),
                               (self.c.max_detections, "max_detections"),
                               (self.c.score_mode, "score_mode")):
@@ -119,7 +132,6 @@ class ProjectHandlers(Area):
         """Drop the imported exemplars (drawn boxes stay)."""
         s = self.session(request)
         with s.lock:
-            s.predictor.clear_imported()
-            s.imported = []
-            s.imported_version += 1
+            s.core.clear_imported()
+            s.load_imported()
             return {self.c.imported_md: imported_text(s)}

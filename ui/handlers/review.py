@@ -12,11 +12,10 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 
-from owl_core.project.model import Label
+from owl_core.project.model import ImageRecord, Label, Prompt
 from ui import image_list as IL
 from ui import labels as L
 from ui import review as R
@@ -29,7 +28,7 @@ from ui.handlers.views import (
     label_list_updates,
     status_text,
 )
-from ui.session import ImageItem, Session, to_core
+from ui.session import Session
 
 #: The review list shows at most this many images (the dropdown stays usable).
 MAX_LISTED = 2000
@@ -47,9 +46,9 @@ class ReviewState:
     list_ids: list[str] = field(default_factory=list)
 
 
-def all_items(s: Session) -> list[ImageItem]:
+def all_items(s: Session) -> list[ImageRecord]:
     """Query images first, then example images (the order of the review list)."""
-    return list(s.project.queries) + list(s.project.examples)
+    return s.queries() + s.examples()
 
 
 def same_boxes(a: list[dict], b: list[dict]) -> bool:
@@ -88,16 +87,10 @@ class ReviewHandlers(Area):
         return st
 
     @staticmethod
-    def sync_core(s: Session) -> None:
-        """Bring the project model up to the page's view (classes, new images) without
-        writing it: the label setters validate against it. The saver writes it shortly."""
-        s.core = to_core(s.project, s.settings, s.core)
+    def record(s: Session, image_id: str) -> ImageRecord | None:
+        return s.record(image_id)
 
-    @staticmethod
-    def record(s: Session, image_id: str) -> Any:
-        return next((r for r in s.core.images if r.id == image_id), None) if s.core else None
-
-    def item(self, s: Session, image_id: str | None) -> ImageItem | None:
+    def item(self, s: Session, image_id: str | None) -> ImageRecord | None:
         items = all_items(s)
         if not items:
             return None
@@ -107,36 +100,31 @@ class ReviewHandlers(Area):
                 return found
         return items[0]
 
-    def shown(self, s: Session, sync: bool = False) -> tuple[ReviewState, ImageItem, Any] | None:
-        """The panel's state, the image it shows and that image's project record (None when
-        the project has no image yet: the handlers then change nothing). `sync` brings the
-        project model up to the page's view first (before a label or status setter)."""
+    def shown(self, s: Session) -> tuple[ReviewState, ImageRecord, ImageRecord] | None:
+        """The panel's state, the image it shows and that image's project record, the same
+        record (None when the project has no image yet: the handlers then change nothing)."""
         st = self.state(s)
         item = self.item(s, st.image_id)
         if item is None:
             return None
-        if sync:
-            self.sync_core(s)
-        return st, item, self.record(s, item.id)
+        return st, item, item
 
-    def proposals(self, s: Session, item: ImageItem) -> list[R.Proposal]:
+    def proposals(self, s: Session, item: ImageRecord) -> list[R.Proposal]:
         """The item's detections at the current settings: the preview's, else detected now
         from its cached embedding (example images are not in the preview)."""
-        result = s.results.get(item.path)
-        if result is None and item.content_hash and s.predictor is not None \
+        result = s.results.get(s.path(item))
+        if result is None and s.embedded(item) and s.predictor is not None \
                 and len(s.predictor.exemplars) > 0:
-            result = self.preview.results_for(s, [item]).get(item.path)
-        return R.proposals_from(result, s.project.classes)
+            result = self.preview.results_for(s, [item]).get(s.path(item))
+        return R.proposals_from(result, s.core.classes)
 
     def choices(self, s: Session) -> list[tuple[str, str]]:
         """(caption, image id) per image: name, role, status, label count."""
-        records = {r.id: r for r in (s.core.images if s.core else ())}
         out = []
         for item in all_items(s)[:MAX_LISTED]:
-            rec = records.get(item.id)
-            status = R.status_word(rec.status) if rec else "not reviewed"
-            n = len(rec.labels) if rec else 0
-            role = "query" if item in s.project.queries else "example"
+            status = R.status_word(item.status)
+            n = len(item.labels)
+            role = item.role
             out.append((f"{item.name} · {role} · {status} · {n} label{'s' if n != 1 else ''}",
                         item.id))
         return out
@@ -145,10 +133,9 @@ class ReviewHandlers(Area):
     def show(self, s: Session, image_id: str | None) -> dict:
         """Every review component for image `image_id` (the first image when unknown)."""
         c = self.c
-        self.sync_core(s)
         item = self.item(s, image_id)
         st = self.state(s)
-        labels_list, colors = L.label_choices(s.project.classes, s.project.active_class,
+        labels_list, colors = L.label_choices(s.core.classes, s.active_class,
                                               negatives=False)  # the picked class first
         if item is None:
             st.image_id, st.proposals, st.boxes = "", [], []
@@ -159,19 +146,19 @@ class ReviewHandlers(Area):
                     c.review_info: "No images yet: upload query images to review."}
         rec = self.record(s, item.id)
         st.image_id = item.id
-        st.classes = tuple(s.project.classes)
+        st.classes = tuple(s.core.classes)
         st.proposals = self.proposals(s, item)
         labels = list(rec.labels) if rec else []
         status = rec.status if rec else "not_reviewed"
-        st.boxes = R.review_boxes(labels, st.proposals, s.project.classes,
+        st.boxes = R.review_boxes(labels, st.proposals, s.core.classes,
                                   show_pending=status != "done")
-        return {c.review_annotator: gr.update(value={"image": item.path, "boxes": st.boxes},
+        return {c.review_annotator: gr.update(value={"image": s.path(item), "boxes": st.boxes},
                                               label_list=labels_list, label_colors=colors),
                 c.review_image: gr.update(choices=self.choices(s), value=item.id),
                 c.review_status: gr.update(value=status),
                 c.review_info: self.info(s, item)}
 
-    def info(self, s: Session, item: ImageItem) -> str:
+    def info(self, s: Session, item: ImageRecord) -> str:
         rec = self.record(s, item.id)
         st = self.state(s)
         labels = list(rec.labels) if rec else []
@@ -189,16 +176,15 @@ class ReviewHandlers(Area):
             text += f" · {rejected} rejected"
         return text
 
-    def _after_labels(self, s: Session, item: ImageItem) -> dict:
+    def _after_labels(self, s: Session, item: ImageRecord) -> dict:
         c = self.c
         rec = self.record(s, item.id)
         return {c.review_image: gr.update(choices=self.choices(s), value=item.id),
                 c.review_status: rec.status if rec else "not_reviewed",
                 c.review_info: self.info(s, item)}
 
-    def _set_labels(self, s: Session, item: ImageItem, labels: list[Label],
+    def _set_labels(self, s: Session, item: ImageRecord, labels: list[Label],
                     status: str | None = None) -> None:
-        self.sync_core(s)
         rec = self.record(s, item.id)
         if rec is None:
             raise error(f"{item.name} is not in the project yet; try again in a moment.")
@@ -222,7 +208,7 @@ class ReviewHandlers(Area):
             index = int(evt.index or 0)
             if not 0 <= index < len(s.preview_items):
                 return {}
-            return self.show(s, s.preview_items[index].id)
+            return self.show(s, s.preview_items[index])
 
     @engine_errors
     def on_step(self, image_id: str | None, step: int, request: gr.Request) -> dict:
@@ -244,7 +230,7 @@ class ReviewHandlers(Area):
         key = image.get("orig_name") or Path(file_path(image) or "").name
         with s.lock:
             shown = self.shown(s)
-            if shown is None or shown[1].key != key:
+            if shown is None or Path(shown[1].file).name != key:
                 return {}
             st, item, rec = shown
             boxes = L.parse_annotator_payload_boxes((payload or {}).get("boxes") or [])
@@ -253,7 +239,7 @@ class ReviewHandlers(Area):
                 # on the server, e.g. "Accept all"): no edit of the person's, nothing to store
                 return {}
             before = list(rec.labels) if rec else []
-            labels = R.boxes_to_labels(boxes, st.proposals, s.project.classes, item.size,
+            labels = R.boxes_to_labels(boxes, st.proposals, s.core.classes, item.size,
                                        before)
             st.boxes = boxes
             if rec is not None and labels == before and rec.status != "not_reviewed":
@@ -268,7 +254,7 @@ class ReviewHandlers(Area):
         if status not in R.STATUS_WORDS:
             raise error(f"Unknown review status {status!r}.")
         with s.lock:
-            shown = self.shown(s, sync=True)
+            shown = self.shown(s)
             if shown is None:
                 return {}
             item = shown[1]
@@ -281,7 +267,7 @@ class ReviewHandlers(Area):
         that is not done."""
         s = self.session(request)
         with s.lock:
-            shown = self.shown(s, sync=True)
+            shown = self.shown(s)
             if shown is None:
                 return {}
             item = shown[1]
@@ -298,7 +284,7 @@ class ReviewHandlers(Area):
         """Accept every grey detection on this image as it is."""
         s = self.session(request)
         with s.lock:
-            shown = self.shown(s, sync=True)
+            shown = self.shown(s)
             if shown is None:
                 return {}
             st, item, rec = shown
@@ -313,17 +299,15 @@ class ReviewHandlers(Area):
         s = self.session(request)
         self.preview.fill_results(s)  # every query image's detections
         with s.lock:
-            self.sync_core(s)
-            status = {r.id: r.status for r in s.core.images}
             changed, waiting = 0, 0
-            for item in s.project.queries:
-                if status.get(item.id) != "not_reviewed":
+            for item in s.queries():
+                if item.status != "not_reviewed":
                     continue
-                if item.path not in s.results:
+                if s.path(item) not in s.results:
                     waiting += 1
                     continue
-                labels = R.accept_all([], R.proposals_from(s.results[item.path],
-                                                           s.project.classes))
+                labels = R.accept_all([], R.proposals_from(s.results[s.path(item)],
+                                                           s.core.classes))
                 s.core.set_labels(item.id, labels, "done")
                 changed += 1
             note = f"{changed} image(s) accepted and marked done"
@@ -345,36 +329,28 @@ class ReviewHandlers(Area):
             if shown is None:
                 return {}
             st, item, rec = shown
-            p = s.project
             if negatives:
-                new = [L.box_for_label(x.xyxy, x.cls, True, p.classes)
-                       for x in R.rejected(st.proposals, st.boxes)]
+                new = [Prompt(x.xyxy, x.cls, True) for x in R.rejected(st.proposals, st.boxes)]
                 what = "rejected detection(s) → negative examples"
             else:
-                new = [L.box_for_label(b.xyxy, b.cls, False, p.classes)
-                       for b in (rec.labels if rec else ())]
+                new = [Prompt(b.xyxy, b.cls, False) for b in rec.labels]
                 what = "label(s) → positive examples"
             if not new:
                 raise error("Nothing to add: delete a grey detection to reject it, or accept "
                                "/ draw a label first." if negatives else
                                "This image has no labels yet: accept or draw some first.")
-            found = next((i for i, e in enumerate(p.examples) if e.file_hash == item.file_hash),
-                         None)
-            if found is None:
+            example = next((e for e in s.examples() if e.content_hash == item.content_hash),
+                           None)
+            if example is None:
                 # embedded again as an example (examples keep every patch's embedding)
-                p.examples.append(ImageItem(item.path, item.name, item.size, content_hash=None,
-                                            file=item.file, file_hash=item.file_hash))
-                found = len(p.examples) - 1
-            example = p.examples[found]
-            taken = [(b["xmin"], b["ymin"], b["xmax"], b["ymax"]) for b in example.boxes]
-            fresh = [b for b in new if not any(
-                L.iou_xyxy((b["xmin"], b["ymin"], b["xmax"], b["ymax"]), t) > 0.9
-                for t in taken)]
-            example.boxes = fresh + example.boxes
-            p.current = found
+                example = s.core.add_image(s.path(item), item.name, "example")
+            taken = [p.xyxy for p in example.prompts]
+            fresh = [p for p in new if not any(L.iou_xyxy(p.xyxy, t) > 0.9 for t in taken)]
+            s.core.set_prompt_boxes(example.id, [*example.prompts, *fresh])
+            s.view.current = example.id
             info(f"{item.name}: {len(fresh)} {what}.")
-            out = examples_updates(self.c, p)
-            out[self.c.annotator] = gr.update(value=annotator_value(p))
+            out = examples_updates(self.c, s)
+            out[self.c.annotator] = gr.update(value=annotator_value(s))
             out[self.c.status] = status_text(s)
             return out
 
@@ -401,14 +377,13 @@ class ReviewHandlers(Area):
             item = self.item(s, st.image_id) if st.image_id else None
             if item is None or item.id != st.image_id:
                 return self.show(s, None)
-            self.sync_core(s)
             rec = self.record(s, item.id)
             if rec is not None and rec.status != "not_reviewed":
                 out = {self.c.review_image: gr.update(choices=self.choices(s), value=item.id)}
-                if tuple(s.project.classes) != st.classes:  # a class added / renamed
-                    st.classes = tuple(s.project.classes)
+                if tuple(s.core.classes) != st.classes:  # a class added / renamed
+                    st.classes = tuple(s.core.classes)
                     out[self.c.review_annotator] = label_list_updates(
-                        self.c, s.project)[self.c.review_annotator]
+                        self.c, s)[self.c.review_annotator]
                 return out
             before = st.boxes
             out = self.show(s, item.id)
@@ -418,15 +393,10 @@ class ReviewHandlers(Area):
 
     # ------------------------------------------------------------------ the image list
     def entries(self, s: Session) -> list[IL.Entry]:
-        records = {r.id: r for r in (s.core.images if s.core else ())}
         out = []
         for item in all_items(s):
-            rec = records.get(item.id)
-            res = s.results.get(item.path)
-            out.append(IL.Entry(item.id, item.name,
-                                "query" if item in s.project.queries else "example",
-                                rec.status if rec else "not_reviewed",
-                                len(rec.labels) if rec else 0,
+            res = s.results.get(s.path(item))
+            out.append(IL.Entry(item.id, item.name, item.role, item.status, len(item.labels),
                                 None if res is None else res.counts()))
         return out
 
@@ -438,8 +408,7 @@ class ReviewHandlers(Area):
         c = self.c
         self.preview.fill_results(s)  # the counts of every query image
         with s.lock:
-            self.sync_core(s)
-            classes = list(s.project.classes)
+            classes = list(s.core.classes)
             choices = IL.filter_choices(classes)
             valid = filt in {v for _, v in choices}
             filt = filt if valid else "all"

@@ -9,9 +9,10 @@ from typing import Any
 
 import gradio as gr
 
+from owl_core.project.model import ImageRecord
 from ui import labels as L
 from ui.escape import html_text, md_text
-from ui.session import ImageItem, Project, Session
+from ui.session import Session
 
 
 def legend_html(classes: Sequence[str]) -> str:
@@ -31,77 +32,73 @@ def legend_html(classes: Sequence[str]) -> str:
     return "<div class='legend'>" + "".join(chips) + "</div>"
 
 
-def annotator_value(p: Project) -> dict | None:
+def example_boxes(s: Session, record: ImageRecord) -> list[dict]:
+    """An example's prompts as annotator boxes (newest first), each in its label's colour."""
+    return L.prompts_to_annotator(record.prompts, s.core.classes)
+
+
+def annotator_value(s: Session) -> dict | None:
     """The current example image with its boxes, each in the colour its label means."""
-    item = p.current_example
-    if item is None:
+    record = s.current_example()
+    if record is None:
         return None
-    boxes = []
-    for box in item.boxes:
-        color = L.normalise_color(box.get("color")) or L.hex_to_rgb(
-            L.label_color(L.parse_label(box.get("label"), p.classes), p.classes))
-        boxes.append({"xmin": box["xmin"], "ymin": box["ymin"], "xmax": box["xmax"],
-                      "ymax": box["ymax"], "label": box.get("label", ""), "color": color})
-    return {"image": item.path, "boxes": boxes}
+    return {"image": s.path(record), "boxes": example_boxes(s, record)}
 
 
-def gallery(items: Sequence[ImageItem], boxes: bool = False) -> list[tuple[str, str]]:
+def gallery(s: Session, records: Sequence[ImageRecord],
+            boxes: bool = False) -> list[tuple[str, str]]:
     """(path, caption) per image; with `boxes`, the caption counts the drawn boxes."""
     out = []
-    for item in items:
-        caption = item.name
+    for record in records:
+        caption = record.name
         if boxes:
-            n = sum(1 for b in item.boxes if L.parse_box(b, []).kind != "suggestion")
+            n = len(record.prompts)
             caption += f" · {n} box{'es' if n != 1 else ''}"
-        out.append((item.path, caption))
+        out.append((s.path(record), caption))
     return out
 
 
-def class_updates(c: Any, p: Project, *, with_value: bool = False) -> dict:
+def class_updates(c: Any, s: Session, *, with_value: bool = False) -> dict:
     """Class dropdown, colour legend and both annotators' label lists (and the example
     annotator's value)."""
-    out = label_list_updates(c, p)
+    out = label_list_updates(c, s)
     if with_value:
-        out[c.annotator]["value"] = annotator_value(p)
-    out[c.class_pick] = gr.update(
-        choices=p.classes, value=p.active_class if p.active_class in p.classes else None)
-    out[c.legend] = legend_html(p.classes)
+        out[c.annotator]["value"] = annotator_value(s)
+    classes = s.core.classes
+    out[c.class_pick] = gr.update(choices=classes, value=s.active_class or None)
+    out[c.legend] = legend_html(classes)
     return out
 
 
-def label_list_updates(c: Any, p: Project) -> dict:
+def label_list_updates(c: Any, s: Session) -> dict:
     """Both annotators' label lists, the class picked in the page first: their label dialog
     opens a new box on the list's first entry (`ui.labels.label_choices`)."""
-    labels, colors = L.label_choices(p.classes, p.active_class)
-    review_labels, review_colors = L.label_choices(p.classes, p.active_class, negatives=False)
+    classes, active = s.core.classes, s.active_class
+    labels, colors = L.label_choices(classes, active)
+    review_labels, review_colors = L.label_choices(classes, active, negatives=False)
     return {c.annotator: gr.update(label_list=labels, label_colors=colors),
             c.review_annotator: gr.update(label_list=review_labels, label_colors=review_colors)}
 
 
-def examples_updates(c: Any, p: Project) -> dict:
+def examples_updates(c: Any, s: Session) -> dict:
     """The example gallery, with the current example selected."""
-    return {c.examples_gallery: gr.update(value=gallery(p.examples, boxes=True),
-                                          selected_index=p.current if p.current >= 0 else None)}
-
-
-def recolor(p: Project) -> None:
-    """Give every box the colour its label means (after classes changed)."""
-    for item in p.examples:
-        for box in item.boxes:
-            parsed = L.parse_box(box, p.classes)
-            if parsed.kind != "unlabeled":
-                box["color"] = L.hex_to_rgb(L.label_color(parsed, p.classes))
+    examples = s.examples()
+    current = s.current_example()
+    index = next((i for i, r in enumerate(examples) if current is not None and r.id == current.id),
+                 None)
+    return {c.examples_gallery: gr.update(value=gallery(s, examples, boxes=True),
+                                          selected_index=index)}
 
 
 def status_text(s: Session, note: str = "") -> str:
     """One line about the images; empty while some wait for the embedding step (its
     progress bar then has the line to itself). A project that could not be saved says so."""
-    p = s.project
-    pending = sum(1 for i in p.examples + p.queries if i.content_hash is None)
+    examples, queries = s.examples(), s.queries()
+    pending = sum(1 for r in examples + queries if s.embedded(r) is None)
     warning = f"⚠ not saved: {md_text(s.save_error)}" if s.save_error else ""
     if pending and not note:
         return warning
-    parts = [f"{len(p.examples)} example image(s), {len(p.queries)} query image(s)"]
+    parts = [f"{len(examples)} example image(s), {len(queries)} query image(s)"]
     parts.append(f"{pending} waiting to be embedded" if pending else "all embedded")
     if note:
         parts.append(note)
@@ -123,16 +120,15 @@ def project_choices(store: Any) -> list[tuple[str, str]]:
 def project_updates(c: Any, s: Session, store: Any) -> dict:
     """Every component that shows the tab's project, after it opened another one: classes,
     examples and annotator, name, sliders, project picker, the id kept in the browser."""
-    p = s.project
-    out = class_updates(c, p, with_value=True)
-    out.update(examples_updates(c, p))
-    out[c.project_name] = p.name
-    out[c.confidence] = s.settings.confidence
-    out[c.iou] = s.settings.iou_threshold
-    out[c.max_detections] = s.settings.max_detections
-    if s.settings.match_threshold is not None:
-        out[c.match_threshold] = s.settings.match_threshold
-    out[c.score_mode] = s.settings.score_mode
+    out = class_updates(c, s, with_value=True)
+    out.update(examples_updates(c, s))
+    out[c.project_name] = s.core.name
+    params = s.settings
+    out[c.confidence] = params.confidence
+    out[c.iou] = params.iou_threshold
+    out[c.max_detections] = params.max_detections
+    out[c.match_threshold] = params.match_threshold
+    out[c.score_mode] = params.score_mode
     out[c.imported_md] = imported_text(s)
     out[c.project_state] = s.project_id
     out[c.project_list] = gr.update(choices=project_choices(store), value=s.project_id)
@@ -141,12 +137,14 @@ def project_updates(c: Any, s: Session, store: Any) -> dict:
 
 
 def imported_text(s: Session) -> str:
-    """What the imported `.pt` files contribute, per class."""
-    if not s.imported or s.predictor is None:
-        return "No `.pt` imported."
+    """What the imported `.pt` files contribute, per class (and which did not load)."""
+    failed = ("\n\n⚠ Not loaded (still in the project; **Forget imported** drops them): "
+              + md_text("; ".join(s.import_errors))) if s.import_errors else ""
+    if s.core is None or not s.core.imported or s.predictor is None:
+        return "No `.pt` imported." + failed
     ex = s.predictor.imported_exemplars
     if len(ex.class_names) == 0:
-        return "No `.pt` imported."
+        return "No `.pt` imported." + failed
     ids, neg = ex.class_ids.cpu().numpy(), ex.negative.cpu().numpy()
     parts = []
     for cid, name in enumerate(ex.class_names):
@@ -154,5 +152,7 @@ def imported_text(s: Session) -> str:
         neg_n = int(((ids == cid) & neg).sum())
         if pos_n or neg_n:
             parts.append(f"**{md_text(name)}**: {pos_n} positive, {neg_n} negative")
-    return (f"Imported from {md_text(', '.join(s.imported))}: " + "; ".join(parts)
-            + ". These exemplars stay active next to the boxes you draw.")
+    names = md_text(", ".join(entry.name for entry in s.core.imported))
+    return (f"Imported from {names}: " + "; ".join(parts)
+            + ". These exemplars stay active next to the boxes you draw (saved with the "
+            "project)." + failed)
