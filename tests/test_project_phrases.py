@@ -83,12 +83,25 @@ def test_a_library_copy_keeps_the_phrases(tmp_path):
 
 
 def test_the_studio_save_keeps_phrases_and_combine_mode(tmp_path):
-    """The page has no phrase field yet: saving its view must not drop the file's phrases."""
-    from ui.session import from_core, to_core
+    """The page has no phrase field yet: its edits (a slider, a rename) and its save must keep
+    the file's phrases and combine mode (the page edits the project model itself)."""
+    from ui.handlers.common import read_settings
+    from ui.session import TabSessions
 
-    core = Project(name="p", classes=["coin", "cup"], phrases={"coin": ["a coin"]},
-                   folder=tmp_path / "p")
+    library = ProjectLibrary(tmp_path / "projects")
+    core = library.create("p", classes=["coin", "cup"])
+    core.phrases = {"coin": ("a coin",)}
     core.set_settings({"combine": "fused"})
-    view, settings = from_core(core)
-    again = to_core(view, settings, core)
-    assert again.phrases == {"coin": ("a coin",)} and again.settings.combine == "fused"
+    save_project(core)
+    tabs = TabSessions(lambda: None, tmp_path / "scratch", library)
+    try:
+        s = tabs.open_tab("tab", core.folder.name)
+        with s.lock:
+            s.core.set_settings(read_settings(0.5, 0.3, 300, "reference", s.settings))
+            s.core.rename_class("cup", "mug")
+            assert s.save()
+        again = load_project(core.folder)
+        assert again.phrases == {"coin": ("a coin",)} and again.settings.combine == "fused"
+        assert again.settings.confidence == 0.5 and again.classes == ["coin", "mug"]
+    finally:
+        tabs.close()

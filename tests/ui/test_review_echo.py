@@ -20,14 +20,14 @@ def test_a_late_echo_of_the_shown_boxes_keeps_labels_set_on_the_server(studio, t
         s.core.set_labels(item.id, [Label((20, 20, 120, 120), "coin", "accepted", 0.95)],
                           "done")
     # the annotator's echo of the value it was shown arrives now
-    studio.review.on_edited({"image": {"path": item.path}, "boxes": shown}, request)
+    studio.review.on_edited({"image": {"path": s.path(item)}, "boxes": shown}, request)
     with s.lock:
         rec = s.core.image(item.id)
         assert [b.cls for b in rec.labels] == ["coin"] and rec.status == "done"
     # a real edit is still stored: the person deletes one grey box (rejects it) and
     # accepts another as "cat"
     a, _, c = shown
-    studio.review.on_edited({"image": {"path": item.path},
+    studio.review.on_edited({"image": {"path": s.path(item)},
                              "boxes": [a, {**c, "label": "cat", "color": L.class_color(1)}]},
                             request)
     with s.lock:

@@ -11,8 +11,8 @@ from typing import Any
 import gradio as gr
 
 from owl_core.errors import OwlError
+from owl_core.naming import class_key, clean_class_name
 from owl_core.params import DetectParams
-from owl_core.project.model import validate_class_name
 from ui.escape import info
 from ui.handlers.common import Area, engine_errors, file_path, read_settings, size_text
 from ui.handlers.preview import embedded_training_data
@@ -100,9 +100,9 @@ class ProjectHandlers(Area):
         with s.lock:
             prompts = s.predictor.load_pt(path)  # refused files change nothing
             try:
-                known = {c.casefold() for c in s.core.classes}
-                new = [validate_class_name(c, "class in the .pt")
-                       for c in prompts.exemplars.class_names if c.casefold() not in known]
+                known = {class_key(c) for c in s.core.classes}
+                new = [clean_class_name(c, "class in the .pt")
+                       for c in prompts.exemplars.class_names if class_key(c) not in known]
             except OwlError:
                 s.load_imported()  # the project's own imports again
                 raise
