@@ -55,9 +55,10 @@ def test_html_text_has_no_markup(text):
     assert "'" not in html_text(text) and '"' not in html_text(text)  # attribute values too
 
 
-def _session(**project) -> SimpleNamespace:
-    return SimpleNamespace(project=SimpleNamespace(examples=[], queries=[], **project),
-                           save_error=None, imported=[], predictor=None)
+def _session() -> SimpleNamespace:
+    return SimpleNamespace(examples=list, queries=list, embedded=lambda record: None,
+                           core=SimpleNamespace(imported=[]), import_errors=[],
+                           save_error=None, predictor=None)
 
 
 @pytest.mark.parametrize("text", HOSTILE)
@@ -72,7 +73,8 @@ def test_imported_text_shows_class_and_file_names_as_text(text):
     exemplars = SimpleNamespace(class_names=[text], class_ids=torch.tensor([0]),
                                 negative=torch.tensor([False]))
     s = _session()
-    s.imported = [text + ".pt"]
+    s.core.imported = [SimpleNamespace(name=text + ".pt")]
+    s.import_errors = [f"{text}.pt: {text}"]
     s.predictor = SimpleNamespace(imported_exemplars=exemplars)
     assert rendered_tags(imported_text(s)) <= {"p", "strong"}
 

@@ -18,6 +18,7 @@ import gradio as gr
 import pytest
 
 from owl_core.project.model import Label, Prompt, load_project, save_project
+from ui.escape import md_text
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "images"
 COINS = [((131, 28, 180, 74)), ((60, 90, 110, 140)), ((200, 100, 250, 150))]
@@ -213,7 +214,7 @@ def test_imported_pt_exemplars_survive_a_reload_and_a_restart(tiny_model, tmp_pa
         reloaded = tab("reloaded", pid)  # the page reloaded: a new tab on the same project
         studio.on_load(None, reloaded)
         names, text = _imported(studio, reloaded)
-        assert names == ("coin",) and "coin-prompt.pt" in text and "coin" in text
+        assert names == ("coin",) and md_text("coin-prompt.pt") in text and "coin" in text
         assert "coin" in studio.session(reloaded).core.classes
     finally:
         studio.close()
@@ -222,7 +223,7 @@ def test_imported_pt_exemplars_survive_a_reload_and_a_restart(tiny_model, tmp_pa
         again = tab("after-restart", pid)
         restarted.on_load(None, again)
         names, text = _imported(restarted, again)
-        assert names == ("coin",) and "coin-prompt.pt" in text
+        assert names == ("coin",) and md_text("coin-prompt.pt") in text
         # forgetting them is saved too
         restarted.project.on_forget_imported(again)
         restarted.close()
