@@ -4,12 +4,14 @@ back with supervision; EXIF-rotated images written upright; bad requests refused
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import supervision as sv
+import yaml
 from PIL import Image
 
 from owl_core.cli.main import main as cli_main
@@ -326,3 +328,48 @@ def test_a_failed_write_leaves_no_partial_dataset(project, tmp_path, monkeypatch
         export_dataset(project, tmp_path / "out", "coco")
     assert not (tmp_path / "out").exists()
     assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
+
+
+def _ultralytics_label_path(image: str) -> str:
+    """Where Ultralytics looks for an image's labels (its ``img2label_paths``): the last
+    ``/images/`` of the path replaced by ``/labels/``, the suffix by ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return sb.join(image.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt"
+
+
+def test_yolo_data_yaml_lets_ultralytics_train_from_the_folder_as_it_is(project, tmp_path):
+    """Ultralytics' detection dataset YAML: ``path`` (the dataset root), ``train`` / ``val``
+    (image folders relative to it), ``names`` (and ``nc``); every image it finds there has its
+    label file where it looks for it."""
+    out = tmp_path / "yolo"
+    export_dataset(project, out, "yolo")
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["path"] == str(out.resolve()) and Path(data["path"]).is_absolute()
+    assert data["nc"] == len(CLASSES) and data["names"] == CLASSES
+    for split in ("train", "val"):
+        folder = Path(data["path"]) / data[split]
+        images = sorted(str(p) for p in folder.iterdir())
+        assert [Path(p).name for p in images] == ["a.png", "b.png"]
+        for image in images:
+            label = Path(_ultralytics_label_path(image))
+            assert label.is_file()
+            ids = [int(line.split()[0]) for line in label.read_text().splitlines()]
+            assert all(0 <= i < data["nc"] for i in ids)
+    a_label = Path(_ultralytics_label_path(str(out / "images" / "a.png"))).read_text()
+    assert len(a_label.splitlines()) == len(LABELS_A)
+
+
+def test_a_download_names_its_yolo_folder_not_a_server_path(project, tmp_path):
+    out = tmp_path / "scratch" / "coins-yolo"
+    export_dataset(project, out, "yolo", yolo_path="coins-yolo")
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["path"] == "coins-yolo" and str(tmp_path) not in (out / "data.yaml").read_text()
+    assert (data["train"], data["val"]) == ("images", "images")
+
+
+def test_the_batch_jobs_yolo_yaml_keeps_its_bytes():
+    """The label job's images stay where they are: its data.yaml has only nc and names, byte
+    for byte as before (a resumed job compares its outputs)."""
+    from owl_core.dataset_formats import yolo_data_yaml
+
+    assert yolo_data_yaml(["coin", "cup"]) == "nc: 2\nnames: [coin, cup]\n"

@@ -1,18 +1,11 @@
-"""Files in and out: the bundled example projects (read, like every project file, by
-`owl_core.project.model`), and detections as COCO / YOLO / Pascal VOC.
-
-Detection exports go through `supervision.DetectionDataset`, zipped with their images.
+"""The bundled files: sample photos and example projects (read, like every project file, by
+`owl_core.project.model`). Datasets (COCO / YOLO / Pascal VOC) are written by the one dataset
+writer, `owl_core.dataset_formats` (the studio's download: `owl_core.project.dataset_export`).
 """
 
 from __future__ import annotations
 
-import shutil
-import zipfile
-from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
-import supervision as sv
 
 from owl_core.errors import OwlError
 from owl_core.images import is_image_name
@@ -23,7 +16,6 @@ from owl_core.project.model import read_json
 ASSETS_DIR = next((d for d in (Path(__file__).resolve().parent / "assets",
                                Path(__file__).resolve().parent.parent / "assets") if d.is_dir()),
                   Path(__file__).resolve().parent.parent / "assets")
-DETECTION_FORMATS = ("COCO JSON", "YOLO", "Pascal VOC")
 
 
 def bundled_images(assets_dir: Path = ASSETS_DIR) -> list[Path]:
@@ -50,60 +42,3 @@ def bundled_projects(assets_dir: Path = ASSETS_DIR) -> dict[str, Path]:
         name = data.get("name") if isinstance(data, dict) else None
         found[str(name or path.parent.name)] = path
     return found
-
-
-def export_detections(
-    items: Sequence[tuple[str, str, object]],
-    class_names: Sequence[str],
-    fmt: str,
-    out_dir: str | Path,
-    zip_name: str,
-) -> Path:
-    """Write detections as a dataset in `fmt` and zip it.
-
-    Args:
-        items: (image path, file name to use in the dataset, DetectionResult) per image.
-        class_names: the dataset's classes (class ids of the results are remapped by name).
-        fmt: one of `DETECTION_FORMATS`.
-        out_dir: scratch folder (emptied first).
-        zip_name: file name of the zip (without folders).
-
-    Returns:
-        Path of the zip file.
-    """
-    if fmt not in DETECTION_FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {list(DETECTION_FORMATS)}.")
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging = out_dir / "images-in"
-    staging.mkdir(parents=True)
-    classes = list(class_names)
-    images: list[str] = []
-    annotations: dict[str, sv.Detections] = {}
-    for path, name, result in items:
-        target = staging / name
-        shutil.copyfile(path, target)
-        images.append(str(target))
-        det = result.to_supervision()
-        names = [result.class_names[i] for i in result.class_id]
-        det.class_id = np.asarray([classes.index(n) for n in names], dtype=int)
-        annotations[str(target)] = det
-    dataset = sv.DetectionDataset(classes=classes, images=images, annotations=annotations)
-    root = out_dir / "dataset"
-    if fmt == "COCO JSON":
-        dataset.as_coco(images_directory_path=str(root / "images"),
-                        annotations_path=str(root / "annotations.json"))
-    elif fmt == "YOLO":
-        dataset.as_yolo(images_directory_path=str(root / "images"),
-                        annotations_directory_path=str(root / "labels"),
-                        data_yaml_path=str(root / "data.yaml"))
-    else:
-        dataset.as_pascal_voc(images_directory_path=str(root / "images"),
-                              annotations_directory_path=str(root / "annotations"))
-    zip_path = out_dir / zip_name
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(root.rglob("*")):
-            if file.is_file():
-                zf.write(file, file.relative_to(root))
-    return zip_path

@@ -1,5 +1,6 @@
-"""Output writers of `owl-studio label`: COCO, YOLO, Pascal VOC (via supervision's format
-converters) and JSON lines (one reference response per image), plus annotated pictures.
+"""Output writers of `owl-studio label`: COCO, YOLO, Pascal VOC (the one dataset writer,
+`owl_core.dataset_formats`) and JSON lines (one reference response per image), plus annotated
+pictures.
 
 Everything is first written under a staging folder inside the job folder, each file fsynced,
 then moved into OUT by rename: a reader (or a crash) never sees a half-written file. Nothing
@@ -20,17 +21,18 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from owl_core.dataset_formats import (
+    ANNOTATION_ENTRIES,
+    DATASET_FORMATS,
+    AnnotatedImage,
+    write_annotations,
+)
 from owl_core.engine.scoring import DetectionResult
 from owl_core.errors import SettingsError
 
-FORMATS = ("coco", "yolo", "voc", "jsonl")
+FORMATS = (*DATASET_FORMATS, "jsonl")
 #: What each format puts in OUT (files or folders), replaced as a whole on every run.
-OUTPUT_ENTRIES = {
-    "coco": ("annotations.json",),
-    "yolo": ("labels", "data.yaml"),
-    "voc": ("annotations",),
-    "jsonl": ("predictions.jsonl",),
-}
+OUTPUT_ENTRIES = {**ANNOTATION_ENTRIES, "jsonl": ("predictions.jsonl",)}
 SUMMARY_FILE = "summary.json"
 _ADDRESS = re.compile(r"<([^<>]*?) at 0x[0-9a-fA-F]+>")
 
@@ -54,60 +56,17 @@ def _annotation_path(name: str, suffix: str) -> PurePosixPath:
     return PurePosixPath(name).with_suffix(suffix)
 
 
-def coco_dict(classes: Sequence[str], entries: Sequence[tuple[str, DetectionResult]]) -> dict:
-    """COCO detection dataset (1-based ids; file_name = the image's relative path)."""
-    from supervision.dataset.formats.coco import (
-        classes_to_coco_categories,
-        detections_to_coco_annotations,
-    )
-
-    images, annotations = [], []
-    annotation_id = 1
-    for image_id, (name, result) in enumerate(entries, start=1):
-        width, height = result.image_size
-        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
-        rows, annotation_id = detections_to_coco_annotations(
-            detections=result.to_supervision(), image_id=image_id, annotation_id=annotation_id)
-        for row, score in zip(rows, result.confidence.tolist(), strict=True):
-            row["score"] = round(float(score), 6)
-        annotations.extend(rows)
-    return {"info": {"description": "labelled by owl-studio label"}, "licenses": [],
-            "categories": classes_to_coco_categories(list(classes)), "images": images,
-            "annotations": annotations}
-
-
 def _stage(staging: Path, fmt: str, classes: Sequence[str],
            entries: Sequence[tuple[str, DetectionResult]]) -> None:
-    if fmt == "coco":
-        # no indent: only then does json use its C encoder (5x faster on 100k boxes)
-        data = json.dumps(coco_dict(classes, entries), default=_json_number)
-        _write(staging / "annotations.json", data.encode())
-    elif fmt == "jsonl":
+    if fmt == "jsonl":
         lines = [json.dumps({"file": name, **result.to_json()}, default=_json_number)
                  for name, result in entries]
         _write(staging / "predictions.jsonl", "".join(f"{line}\n" for line in lines).encode())
-    elif fmt == "yolo":
-        import yaml
-        from supervision.dataset.formats.yolo import detections_to_yolo_annotations
-
-        for name, result in entries:
-            width, height = result.image_size
-            lines = detections_to_yolo_annotations(result.to_supervision(), (height, width, 3))
-            _write(staging / "labels" / _annotation_path(name, ".txt"),
-                   "".join(f"{line}\n" for line in lines).encode())
-        (staging / "labels").mkdir(exist_ok=True)
-        text = yaml.dump({"nc": len(classes), "names": list(classes)}, sort_keys=False,
-                         default_flow_style=None)
-        _write(staging / "data.yaml", text.encode())
-    elif fmt == "voc":
-        from supervision.dataset.formats.pascal_voc import detections_to_pascal_voc
-
-        for name, result in entries:
-            width, height = result.image_size
-            xml = detections_to_pascal_voc(result.to_supervision(), list(classes),
-                                           PurePosixPath(name).name, (height, width, 3))
-            _write(staging / "annotations" / _annotation_path(name, ".xml"), xml.encode())
-        (staging / "annotations").mkdir(exist_ok=True)
+    elif fmt in DATASET_FORMATS:
+        images = [AnnotatedImage(name, result.image_size, result.to_supervision())
+                  for name, result in entries]
+        write_annotations(staging, fmt, classes, images,
+                          description="labelled by owl-studio label", write=_write)
     else:
         raise SettingsError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}.")
 

@@ -1,10 +1,12 @@
 """Export a project's labels as a dataset: COCO, YOLO or Pascal VOC.
 
 Reviewed images (status "done") contribute their reviewed labels; by choice, images not
-reviewed yet contribute the current detections the caller passes. Files are written by
-`supervision.DetectionDataset` (``as_coco`` / ``as_yolo`` / ``as_pascal_voc``) with the
-project's classes in project order (stable ids: YOLO/VOC class id = index, COCO
-category_id = index + 1) and nothing else: no placeholder class.
+reviewed yet contribute the current detections the caller passes. Annotation files are
+written by the one dataset writer, `owl_core.dataset_formats`, with the project's classes in
+project order (stable ids: YOLO/VOC class id = index, COCO category_id = index + 1) and nothing
+else: no placeholder class. The YOLO ``data.yaml`` has Ultralytics' ``path`` / ``train`` /
+``val`` (the images folder for both: no split), so ``yolo train data=OUT/data.yaml`` trains
+from the folder as it is.
 
 Labels are XYXY pixels of the image as shown upright, so images are written upright: a file
 whose EXIF orientation rotates or mirrors it is decoded, turned and saved without the tag; any
@@ -13,7 +15,8 @@ other file is copied byte for byte. Every tool then reads the pixels the labels 
 Layout of ``out``::
 
     coco:  images/, annotations.json
-    yolo:  images/, labels/, data.yaml
+    yolo:  images/, labels/, data.yaml   (path: OUT as an absolute path, unless the caller
+                                          names it, e.g. a download's folder name)
     voc:   images/, annotations/
 
 The folder is built next to ``out`` and renamed into place, so a failed export leaves nothing
@@ -37,6 +40,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image, ImageOps
 
+from owl_core.dataset_formats import DATASET_FORMATS, AnnotatedImage, write_annotations
 from owl_core.errors import ImageError, ProjectError
 from owl_core.images import exif_orientation
 from owl_core.project.evaluate import Prediction, as_project_detections
@@ -45,7 +49,6 @@ if TYPE_CHECKING:
     from owl_core.project.model import ImageRecord, Project
 
 DatasetFormat = Literal["coco", "yolo", "voc"]
-DATASET_FORMATS: tuple[str, ...] = ("coco", "yolo", "voc")
 IMAGES_DIR = "images"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -157,6 +160,7 @@ def export_dataset(
     format: DatasetFormat,
     include_unreviewed: bool = False,
     detections: Mapping[str, Prediction] | None = None,
+    yolo_path: str | None = None,
 ) -> ExportSummary:
     """Write the project's labels as a COCO, YOLO or Pascal VOC dataset in `out`.
 
@@ -168,6 +172,9 @@ def export_dataset(
             detections from `detections`; images without an entry there are skipped.
         detections: image id -> detections (`DetectionResult` or `sv.Detections`, XYXY pixels
             of the upright image), e.g. the studio's current preview.
+        yolo_path: the ``path`` of a YOLO ``data.yaml`` (default: `out`, absolute); a
+            download passes its folder name (Ultralytics reads a relative ``path`` from its
+            ``datasets_dir``).
 
     Returns:
         An `ExportSummary`.
@@ -216,7 +223,8 @@ def export_dataset(
     staging: Path | None = None
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        summary = _write(project, chosen, staging, format, out, tuple(skipped))
+        summary = _write(project, chosen, staging, format, out, tuple(skipped),
+                         str(out.resolve()) if yolo_path is None else yolo_path)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(staging, out)
@@ -232,28 +240,21 @@ def export_dataset(
 
 def _write(project: Project, chosen: list[tuple[ImageRecord, sv.Detections, bool]],
            root: Path, format: str, out: Path,
-           skipped: tuple[tuple[str, str], ...]) -> ExportSummary:
+           skipped: tuple[tuple[str, str], ...], yolo_path: str) -> ExportSummary:
     images_dir = root / IMAGES_DIR
     images_dir.mkdir()
     taken: set[str] = set()
-    paths: list[str] = []
-    annotations: dict[str, sv.Detections] = {}
+    images: list[AnnotatedImage] = []
     turned = 0
     for record, boxes, _ in chosen:
         dest = images_dir / _file_name(record, taken)
         turned += write_upright(project.image_path(record), dest, record.size, record.name)
-        paths.append(str(dest))
-        annotations[str(dest)] = sv.Detections(xyxy=boxes.xyxy.astype(np.float32),
-                                               class_id=np.asarray(boxes.class_id, dtype=int))
-    dataset = sv.DetectionDataset(classes=list(project.classes), images=paths,
-                                  annotations=annotations)
-    if format == "coco":
-        dataset.as_coco(annotations_path=str(root / "annotations.json"))
-    elif format == "yolo":
-        dataset.as_yolo(annotations_directory_path=str(root / "labels"),
-                        data_yaml_path=str(root / "data.yaml"))
-    else:
-        dataset.as_pascal_voc(annotations_directory_path=str(root / "annotations"))
+        images.append(AnnotatedImage(dest.name, record.size, sv.Detections(
+            xyxy=boxes.xyxy.astype(np.float32).reshape(-1, 4),
+            class_id=np.asarray(boxes.class_id, dtype=int))))
+    write_annotations(root, format, project.classes, images,
+                      description=f"{project.name}: exported by owl-studio",
+                      yolo_root=yolo_path, yolo_images=IMAGES_DIR)
     return ExportSummary(out=out, format=format, images=len(chosen),
                          boxes=sum(len(b) for _, b, _ in chosen),
                          reviewed=sum(r for _, _, r in chosen),

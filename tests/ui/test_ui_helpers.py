@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +13,8 @@ from owl_core.project.model import Prompt, load_project
 from ui import labels as L
 from ui.drawing import draw_detections, fit
 from ui.formats import (
-    DETECTION_FORMATS,
     bundled_images,
     bundled_projects,
-    export_detections,
 )
 from ui.session import TabSessions, safe_file_name
 
@@ -201,38 +197,6 @@ def test_bundled_assets_and_project_files():
     training = project.training_data()
     assert Path(training[0]["image"]).is_file()
     assert len(training[0]["boxes"]) == 5
-
-
-@pytest.mark.parametrize("fmt, expected", [
-    ("COCO JSON", {"annotations.json", "images/a.png"}),
-    ("YOLO", {"data.yaml", "images/a.png", "labels/a.txt"}),
-    ("Pascal VOC", {"images/a.png", "annotations/a.xml"}),
-])
-def test_export_detections_zips_a_dataset(tmp_path, fmt, expected):
-    from owl_core import DetectionResult
-
-    image = tmp_path / "src.png"
-    Image.new("RGB", (64, 48)).save(image)
-    # class ids follow the result's own class list and are remapped to the dataset's by name
-    result = DetectionResult(xyxy=np.array([[4, 4, 20, 30]], dtype=np.float32),
-                             confidence=np.array([0.8], dtype=np.float32),
-                             class_id=np.array([0]), class_names=("cup",), image_size=(64, 48))
-    path = export_detections([(str(image), "a.png", result)], ["coin", "cup"], fmt,
-                             tmp_path / "out", "x.zip")
-    with zipfile.ZipFile(path) as zf:
-        names = set(zf.namelist())
-        assert names == expected
-        if fmt == "COCO JSON":
-            coco = json.loads(zf.read("annotations.json"))
-            assert [c["name"] for c in coco["categories"]] == ["coin", "cup"]
-            (ann,) = coco["annotations"]
-            assert coco["categories"][[c["id"] for c in coco["categories"]].index(
-                ann["category_id"])]["name"] == "cup"
-        if fmt == "YOLO":
-            assert zf.read("labels/a.txt").decode().split()[0] == "1"
-        if fmt == "Pascal VOC":
-            assert "<name>cup</name>" in zf.read("annotations/a.xml").decode()
-    assert fmt in DETECTION_FORMATS
 
 
 def test_detections_without_labels_are_boxes_only():

@@ -157,7 +157,7 @@ class MeterHandlers(Area):
             with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
                 summary = export_dataset(core, Path(tmp) / name, fmt,
                                          include_unreviewed=bool(include_unreviewed),
-                                         detections=detections)
+                                         detections=detections, yolo_path=name)
                 target = out_dir / f"{name}.zip"
                 target.unlink(missing_ok=True)
                 archive = shutil.make_archive(str(out_dir / name), "zip", Path(tmp) / name)
