@@ -105,6 +105,14 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     server.add_argument("--share", action="store_true",
                         help="Also open a public *.gradio.live link (off by default; the REST "
                              "API is then not served).")
+    server.add_argument("--users", default=None, metavar="FILE",
+                        help="Logins for the page: a file of 'name:password' lines (keep it "
+                             "private); each user sees only their own projects. Open to a "
+                             "network (--share or a non-loopback --host) without it, one user "
+                             "'owl' gets a password made at start (printed).")
+    server.add_argument("--insecure-no-login", action="store_true",
+                        help="Open to a network WITHOUT login or REST key: anyone who reaches "
+                             "the address can open, change and delete every project.")
     from owl_core.rest.server import add_rest_arguments
 
     add_rest_arguments(parser)  # --weights, --allow-url-images, ... (owl_core.rest)
@@ -183,29 +191,42 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         disk_cache_bytes=None if args.disk_cache_mb is None else args.disk_cache_mb * MB,
         data_dirs=tuple(dict.fromkeys(args.data_dirs or ())),
     )
+    from ui.access import AccessError, plan_access, summary
+
+    try:
+        access = plan_access(args.host, args.share, args.users, args.rest_key,
+                             args.insecure_no_login)
+    except AccessError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return 2
+    args.rest_key = access.rest_key
     demo = build_demo(model, config)
     demo.queue(default_concurrency_limit=4)
     if args.share:  # a gradio.live link needs Gradio's own launcher: studio only, no REST API
-        demo.launch(**launch_kwargs(server_name=args.host, server_port=args.port, share=True))
+        print(summary(access, f"http://{args.host}:{args.port}/ and a *.gradio.live link",
+                      rest=False), flush=True)
+        demo.launch(**launch_kwargs(server_name=args.host, server_port=args.port, share=True,
+                                    **login_kwargs(access)))
         return 0
     import uvicorn
 
     from owl_core.errors import OwlError
 
     try:
-        app = build_server_app(model, demo, args)
+        app = build_server_app(model, demo, args, access)
     except OwlError as exc:  # e.g. a --weights file that can't be loaded
         print(f"Cannot start the server: {exc}", file=sys.stderr)
         return 2
-    print(f"Studio: http://{args.host}:{args.port}/  REST API: POST /owlv2/infer, POST /infer "
-          f"(docs: http://{args.host}:{args.port}/docs)", flush=True)
+    print(summary(access, f"http://{args.host}:{args.port}/", rest=True)
+          + f"\n  API docs: http://{args.host}:{args.port}/docs", flush=True)
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
 
 
-def build_server_app(model, demo, args: argparse.Namespace):
-    """One FastAPI app for the whole server: the REST routes of `owl_core.rest`, with the
-    studio (`demo`, already queued) mounted at "/" next to them."""
+def build_server_app(model, demo, args: argparse.Namespace, access=None):
+    """One FastAPI app for the whole server: the REST routes of `owl_core.rest` (with
+    ``args.rest_key``, a key), with the studio (`demo`, already queued) mounted at "/" next
+    to them (behind a login when `access`, an `ui.access.Access`, has users)."""
     import inspect
 
     import gradio as gr
@@ -220,6 +241,15 @@ def build_server_app(model, demo, args: argparse.Namespace):
     config.shared_cache = getattr(getattr(demo, "studio", None), "cache", None)
     rest = create_app(model, config)
     accepted = inspect.signature(gr.mount_gradio_app).parameters
-    kwargs = {k: v for k, v in launch_kwargs(server_name=args.host,
-                                             server_port=args.port).items() if k in accepted}
+    kwargs = {k: v for k, v in launch_kwargs(server_name=args.host, server_port=args.port,
+                                             **login_kwargs(access)).items() if k in accepted}
     return gr.mount_gradio_app(rest, demo, path="/", **kwargs)
+
+
+def login_kwargs(access) -> dict:
+    """Gradio's login arguments for an `ui.access.Access` (none without users)."""
+    auth = None if access is None else access.auth()
+    if auth is None:
+        return {}
+    return {"auth": auth, "auth_message": "OWL Studio: log in (each user sees only their own "
+                                          "projects)."}

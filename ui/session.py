@@ -140,6 +140,8 @@ class Session:
         #: held for every change to the project (leaving it schedules a save: `SessionLock`)
         self.lock = SessionLock()
         self.closed = False  # dropped from the store: nothing of it is saved any more
+        #: the logged-in user the tab belongs to (None: a studio without logins)
+        self.owner: str | None = None
         #: the project: the one model the page edits and the saver writes
         self.core: Project | None = None
         self.view = TabView()
@@ -491,9 +493,12 @@ class TabSessions:
         self._lock = threading.Lock()
         self.restored = 0  # sessions opened again from disk after being dropped
 
-    def get(self, session_id: str, project_id: str | None = None) -> Session:
+    def get(self, session_id: str, project_id: str | None = None,
+            owner: str | None = None) -> Session:
         """The tab's session: live, or opened again from disk with the tab's project (a new
-        project when the tab never had one). A new session opens `project_id` when given."""
+        project when the tab never had one). A new session opens `project_id` when given.
+        `owner`: the logged-in user (a studio with logins), who sees and opens only projects
+        that are theirs; the projects the session creates become theirs."""
         evicted: list[Session] = []
         with self._lock:
             session = self._sessions.get(session_id)
@@ -501,6 +506,7 @@ class TabSessions:
                 session = Session(session_id, self._make_predictor(), self.root,
                                   self.preview_max_side)
                 session.lock.on_release = self._saves(session)
+                session.owner = owner
                 self._sessions[session_id] = session
                 while len(self._sessions) > self.max_sessions:
                     evicted.append(self._sessions.popitem(last=False)[1])
@@ -536,11 +542,12 @@ class TabSessions:
 
         return touch
 
-    def open_tab(self, session_id: str, project_id: str | None) -> Session:
-        """Give the tab the project `project_id` (if it exists; else a new project). Used by
-        the page's load event and by Open / New / Duplicate / import."""
+    def open_tab(self, session_id: str, project_id: str | None,
+                 owner: str | None = None) -> Session:
+        """Give the tab the project `project_id` (if it exists and is `owner`'s; else a new
+        project). Used by the page's load event and by Open / New / Duplicate / import."""
         project_id = self._valid_id(project_id)
-        session = self.get(session_id, project_id)
+        session = self.get(session_id, project_id, owner)
         with session.lock:
             if session.core is None or (project_id is not None
                                         and project_id != session.project_id):
@@ -581,12 +588,14 @@ class TabSessions:
         if project_id:
             self._flush_others(session, project_id)
             try:
-                if self.projects.exists(project_id):
+                if self.projects.exists(project_id, session.owner):  # another's: a new one
                     core = self.projects.open(project_id)
             except OwlError as exc:  # a bad id from a URL, or an unreadable project
                 log.warning("cannot open the project: %s", exc)  # exc names it (shortened)
         if core is None:
             core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
+            if session.owner is not None:
+                self.projects.set_owner(core.folder.name, session.owner)
         session.open(core)
         with self._lock:
             self._tabs[session.id] = session.project_id

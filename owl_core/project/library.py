@@ -48,6 +48,8 @@ from owl_core.project.model import (
 )
 
 PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: The user a project belongs to (a studio with logins): a text file in its folder.
+OWNER_FILE = "owner"
 LOCK_TIMEOUT_S = 30.0
 _SCRATCH_PREFIX = ".tmp-"
 _COPY_CHUNK = 1024 * 1024
@@ -106,15 +108,33 @@ class ProjectLibrary:
                                "'-' and '_', at most 64).")
         return self.root / project_id
 
-    def exists(self, project_id: str) -> bool:
-        return (self.folder(project_id) / PROJECT_FILE).is_file()
+    def exists(self, project_id: str, owner: str | None = None) -> bool:
+        """Whether the project is there (and, with `owner`, belongs to that user)."""
+        return (self.folder(project_id) / PROJECT_FILE).is_file() and (
+            owner is None or self.owner(project_id) == owner)
 
-    def list(self) -> list[ProjectInfo]:
-        """Every readable project, most recently saved first (unreadable folders are skipped)."""
+    # ---------------------------------------------------------------- owners
+    def owner(self, project_id: str) -> str | None:
+        """The user a project belongs to (a studio with logins), None for nobody's."""
+        try:
+            return (self.folder(project_id) / OWNER_FILE).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def set_owner(self, project_id: str, owner: str) -> None:
+        """Make `owner` the user the project belongs to (kept next to project.json, never in
+        a project zip)."""
+        (self.folder(project_id) / OWNER_FILE).write_text(owner, encoding="utf-8")
+
+    def list(self, owner: str | None = None) -> list[ProjectInfo]:
+        """Every readable project (with `owner`: that user's only), most recently saved first
+        (unreadable folders are skipped)."""
         found = []
         for folder in self.root.iterdir():
             file = folder / PROJECT_FILE
             if not PROJECT_ID.match(folder.name) or not file.is_file():
+                continue
+            if owner is not None and self.owner(folder.name) != owner:
                 continue
             try:
                 data = read_json(file)

@@ -41,6 +41,7 @@ from owl_core.errors import ImageError, LimitError, OwlError, PtFormatError
 from owl_core.images import decode_bytes
 from owl_core.params import MAX_DETECTIONS_LIMIT, SCORE_MODES, DetectParams
 from owl_core.phrases import parse_phrases
+from owl_core.rest.api_key import ApiKeyMiddleware
 from owl_core.rest.body_limit import BodyLimitMiddleware
 from owl_core.rest.images import ImageRefusedError, Resolver, UrlPolicy, resolve_ref
 from owl_core.rest.models import (
@@ -76,6 +77,8 @@ class RestConfig:
             the embeddings computed here from pixels. A `.pt`'s own image embeddings (a
             stranger's data) never enter it: the predictor keeps them with the file's prompts,
             for the request that brought the file only.
+        api_key: when set, every REST request must carry it (`owl_core.rest.api_key`); 401
+            otherwise.
     """
 
     weights: dict[str, str] = field(default_factory=dict)
@@ -86,6 +89,7 @@ class RestConfig:
     work: WorkLimits = field(default_factory=WorkLimits)
     resolver: Resolver | None = None
     shared_cache: Any = None
+    api_key: str | None = None
 
     def policy(self) -> UrlPolicy:
         base = self.url_policy or UrlPolicy()
@@ -313,6 +317,8 @@ def create_app(model: OwlModel, config: RestConfig | None = None,
     app.add_middleware(BodyLimitMiddleware, paths=REST_PATHS,
                        max_bytes=lambda: limits.current().max_request_bytes,
                        max_in_flight=config.work.max_in_flight)
+    if config.api_key:  # outside the body limit: a request without the key is not read
+        app.add_middleware(ApiKeyMiddleware, paths=REST_PATHS, key=config.api_key)
     app.state.owl_rest = service
 
     @app.exception_handler(RequestValidationError)

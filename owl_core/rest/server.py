@@ -4,6 +4,7 @@ flags the studio's server shares (`add_rest_arguments`, `rest_config_from_args`)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,10 @@ def add_rest_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Seconds one REST request may run before it is stopped.")
     rest.add_argument("--rest-workers", type=int, default=WorkLimits.light_workers,
                       help="Small REST requests run at once (large ones have their own lane).")
+    rest.add_argument("--rest-key", default=os.environ.get("OWL_REST_KEY") or None,
+                      help="Key every REST request must carry (X-API-Key header); default "
+                           "$OWL_REST_KEY. A studio open to a network makes one when none "
+                           "is given.")
 
 
 def rest_config_from_args(args: argparse.Namespace,
@@ -49,7 +54,8 @@ def rest_config_from_args(args: argparse.Namespace,
     work = WorkLimits(time_budget_s=args.request_time_budget,
                       light_workers=max(1, args.rest_workers))
     return RestConfig(weights=dict(args.weights), allow_url_images=args.allow_url_images,
-                      predictor_kwargs=dict(predictor_kwargs or {}), work=work)
+                      predictor_kwargs=dict(predictor_kwargs or {}), work=work,
+                      api_key=getattr(args, "rest_key", None) or None)
 
 
 _DESCRIPTION = "OWLv2 few-shot detection REST API (Roboflow Inference's /owlv2/infer)."

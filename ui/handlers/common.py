@@ -8,6 +8,7 @@ studio: what an area needs from the rest of the page is handed to it when it is 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
 import re
@@ -79,8 +80,19 @@ class Components:
 
 
 def tab_id(request: gr.Request | None) -> str:
-    """The tab's session id (Gradio's ``session_hash``)."""
-    return getattr(request, "session_hash", None) or "default"
+    """The tab's session id: Gradio's ``session_hash`` (chosen by the browser), tied to the
+    logged-in user when there is one, so nobody reaches another user's tab by its hash."""
+    session = getattr(request, "session_hash", None) or "default"
+    user = user_of(request)
+    if user is None:
+        return session
+    return f"{session}-{hashlib.sha256(user.encode()).hexdigest()[:16]}"
+
+
+def user_of(request: gr.Request | None) -> str | None:
+    """The logged-in user of a request (None: the studio runs without logins)."""
+    user = getattr(request, "username", None)
+    return user if isinstance(user, str) and user else None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import gradio as gr
 from owl_core.project.library import ProjectLibrary
 from ui.escape import error, info, md_text
 from ui.formats import bundled_projects
-from ui.handlers.common import Area, AreaContext, engine_errors, file_path, tab_id
+from ui.handlers.common import Area, AreaContext, engine_errors, file_path, tab_id, user_of
 from ui.handlers.views import project_choices, project_updates
 from ui.session import NEW_PROJECT_CLASSES, TabSessions, safe_file_name
 
@@ -33,16 +33,23 @@ class LibraryHandlers(Area):
         self.projects = projects
 
     def _switch(self, request: gr.Request, project_id: str | None) -> dict:
-        s = self.tabs.open_tab(tab_id(request), project_id)
+        s = self.tabs.open_tab(tab_id(request), project_id, owner=user_of(request))
         with s.lock:
             return project_updates(self.c, s, self.projects)
+
+    def _new(self, request: gr.Request, core: Any) -> dict:
+        """Open a project this request just made, as the logged-in user's."""
+        user = user_of(request)
+        if user is not None:
+            self.projects.set_owner(core.folder.name, user)
+        return self._switch(request, core.folder.name)
 
     @engine_errors
     def on_open(self, project_id: str | None, request: gr.Request) -> dict:
         """Open the project picked in the list (the current one is saved first)."""
         if not project_id:
             raise error("Pick a project in the list first.")
-        if not self.projects.exists(project_id):
+        if not self.projects.exists(project_id, user_of(request)):
             raise error("That project no longer exists (deleted in another tab?).")
         return self._switch(request, project_id)
 
@@ -50,7 +57,7 @@ class LibraryHandlers(Area):
     def on_new(self, request: gr.Request) -> dict:
         """A new, empty project."""
         core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
-        return self._switch(request, core.folder.name)
+        return self._new(request, core)
 
     @engine_errors
     def on_duplicate(self, request: gr.Request) -> dict:
@@ -61,19 +68,21 @@ class LibraryHandlers(Area):
             project_id, name = s.project_id, s.core.name
         copy = self.projects.duplicate(project_id, f"{name} copy")
         info(f"Duplicated {name!r}: you are now editing the copy.")
-        return self._switch(request, copy.folder.name)
+        return self._new(request, copy)
 
     @engine_errors
     def on_delete(self, project_id: str | None, request: gr.Request) -> dict:
         """Delete the project picked in the list; deleting the open one opens a new one."""
         if not project_id:
             return {}
+        if not self.projects.exists(project_id, user_of(request)):
+            raise error("That project no longer exists (deleted in another tab?).")
         s = self.session(request)
         out: dict = {}
         if project_id == s.project_id:
             out = self.on_new.__wrapped__(self, request)
         self.projects.delete(project_id)
-        choices = project_choices(self.projects)
+        choices = project_choices(self.projects, user_of(request))
         with s.lock:
             out[self.c.project_list] = gr.update(choices=choices, value=s.project_id)
         info("Project deleted.")
@@ -82,8 +91,8 @@ class LibraryHandlers(Area):
     def on_refresh_list(self, request: gr.Request) -> dict:
         """The project list as it is on disk now (other tabs may have added projects)."""
         s = self.session(request)
-        return {self.c.project_list: gr.update(choices=project_choices(self.projects),
-                                               value=s.project_id)}
+        return {self.c.project_list: gr.update(
+            choices=project_choices(self.projects, user_of(request)), value=s.project_id)}
 
     @engine_errors
     def on_download_zip(self, request: gr.Request) -> dict:
@@ -106,7 +115,7 @@ class LibraryHandlers(Area):
             return {}
         core = self.projects.import_zip(path)
         info(f"Opened {core.name!r} from the zip as a new project.")
-        return self._switch(request, core.folder.name)
+        return self._new(request, core)
 
     @engine_errors
     def on_load_example(self, choice: str | None, request: gr.Request) -> dict:
@@ -116,7 +125,7 @@ class LibraryHandlers(Area):
             raise error("No example project found in assets/.")
         path = projects.get(choice or "", next(iter(projects.values())))
         core = self.projects.import_file(path)
-        out = self._switch(request, core.folder.name)
+        out = self._new(request, core)
         s = self.session(request)
         with s.lock:
             out[self.c.status] = f"opened the example {md_text(repr(core.name))} as a new project"

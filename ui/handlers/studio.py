@@ -18,7 +18,7 @@ from ui.escape import warning
 from ui.handlers.api import ApiHandlers
 from ui.handlers.boxes import BoxHandlers
 from ui.handlers.classes import ClassHandlers
-from ui.handlers.common import AreaContext, Components, StudioConfig, tab_id
+from ui.handlers.common import AreaContext, Components, StudioConfig, tab_id, user_of
 from ui.handlers.embedding import EmbeddingHandlers
 from ui.handlers.history import HistoryHandlers
 from ui.handlers.images import ImageHandlers
@@ -113,7 +113,7 @@ class Studio:
 
     def session(self, request: gr.Request | None) -> Session:
         """The browser tab's session (created on first use, or opened again from disk)."""
-        return self.store.get(tab_id(request))
+        return self.store.get(tab_id(request), owner=user_of(request))
 
     def touched(self, request: gr.Request | None) -> None:
         """After an event: tell the person once about a save that failed. (The save itself
@@ -129,7 +129,8 @@ class Studio:
         this browser had open last, else a new one."""
         params = dict(getattr(request, "query_params", None) or {})
         wanted = params.get("project") or stored_id
-        s = self.store.open_tab(tab_id(request), wanted if isinstance(wanted, str) else None)
+        s = self.store.open_tab(tab_id(request), wanted if isinstance(wanted, str) else None,
+                                owner=user_of(request))
         with s.lock:
             return project_updates(self.c, s, self.projects)
 

@@ -111,10 +111,11 @@ def status_text(s: Session, note: str = "") -> str:
 MAX_LISTED_PROJECTS = 500
 
 
-def project_choices(store: Any) -> list[tuple[str, str]]:
-    """(label, project id) of the saved projects, most recent first."""
+def project_choices(store: Any, owner: str | None = None) -> list[tuple[str, str]]:
+    """(label, project id) of the saved projects (`owner`'s only, with logins), most recent
+    first."""
     return [(f"{info.name} · {info.images} image{'s' if info.images != 1 else ''} · {info.id}",
-             info.id) for info in store.list()[:MAX_LISTED_PROJECTS]]
+             info.id) for info in store.list(owner)[:MAX_LISTED_PROJECTS]]
 
 
 def project_updates(c: Any, s: Session, store: Any) -> dict:
@@ -131,7 +132,7 @@ def project_updates(c: Any, s: Session, store: Any) -> dict:
     out[c.score_mode] = params.score_mode
     out[c.imported_md] = imported_text(s)
     out[c.project_state] = s.project_id
-    out[c.project_list] = gr.update(choices=project_choices(store), value=s.project_id)
+    out[c.project_list] = gr.update(choices=project_choices(store, s.owner), value=s.project_id)
     out[c.status] = status_text(s)
     return out
 

@@ -1,0 +1,177 @@
+"""A studio open to a network is no open door (issue 19 item 6): it needs a login unless the
+person opts out by name, each user sees and opens only their own projects, and the REST API
+takes a key. Plans (`ui.access`), the real server (login, 401), the handlers (isolation)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import httpx
+import pytest
+from test_slow_bodies import uvicorn_server
+
+from ui.access import AccessError, is_loopback, plan_access, read_users, summary
+
+
+@pytest.fixture()
+def users_file(tmp_path):
+    path = tmp_path / "users.txt"
+    path.write_text("# who may log in\nalice:pw-alice\n\nbob:pw:with:colons\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("host, share, exposed", [
+    ("127.0.0.1", False, False),  # this machine only
+    ("localhost", False, False),
+    ("::1", False, False),
+    ("0.0.0.0", False, True),     # every interface
+    ("192.168.1.5", False, True),
+    ("my-host", False, True),     # a name may resolve to anything
+    ("127.0.0.1", True, True),    # a gradio.live link
+])
+def test_exposed_starts_need_a_login_and_a_rest_key(host, share, exposed):
+    assert is_loopback(host) == (not exposed or share)
+    access = plan_access(host, share, None, None, no_login=False)
+    assert access.exposed == exposed
+    if exposed:  # a user and a key made at start, printed
+        name, password = access.generated
+        assert access.users == {name: password} and len(password) >= 12
+        assert access.rest_key and len(access.rest_key) >= 24
+        text = summary(access, "http://x/", rest=True)
+        assert password in text and access.rest_key in text and "OPEN TO THE NETWORK" in text
+        assert access.auth()(name, password) and not access.auth()(name, "wrong")
+    else:
+        assert access.users == {} and access.rest_key is None and access.auth() is None
+
+
+def test_the_opt_out_is_explicit_and_said_at_start():
+    access = plan_access("0.0.0.0", False, None, None, no_login=True)
+    assert access.auth() is None and access.rest_key is None
+    assert "--insecure-no-login" in summary(access, "http://x/", rest=True)
+
+
+def test_users_file_and_a_given_key(users_file):
+    access = plan_access("0.0.0.0", False, users_file, "my-key", no_login=False)
+    assert access.users == {"alice": "pw-alice", "bob": "pw:with:colons"}
+    assert access.rest_key == "my-key" and access.generated is None
+    assert access.auth()("bob", "pw:with:colons") and not access.auth()("carol", "x")
+    local = plan_access("127.0.0.1", False, users_file, None, no_login=False)
+    assert local.auth() is not None and local.rest_key is None  # logins asked for: given
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("alice\n", "expected 'name:password'"),
+    (":pw\n", "expected 'name:password'"),
+    ("alice:\n", "expected 'name:password'"),
+    ("alice:a\nalice:b\n", "given twice"),
+    ("# nobody\n", "no user"),
+])
+def test_a_bad_users_file_is_refused_with_the_line(tmp_path, text, problem):
+    path = tmp_path / "users.txt"
+    path.write_text(text)
+    with pytest.raises(AccessError, match=problem):
+        read_users(path)
+
+
+# ---------------------------------------------------------------- the real server
+@pytest.fixture(scope="module")
+def guarded_server(tiny_model, tmp_path_factory):
+    """`python app.py --host 0.0.0.0 --users FILE --rest-key KEY` (served on 127.0.0.1)."""
+    from ui import StudioConfig, build_demo
+    from ui.main import build_server_app, parse_args
+
+    folder = tmp_path_factory.mktemp("guarded")
+    (folder / "users.txt").write_text("alice:pw-alice\nbob:pw-bob\n")
+    args = parse_args(["--host", "0.0.0.0", "--users", str(folder / "users.txt"),
+                       "--rest-key", "the-key"])
+    access = plan_access(args.host, args.share, args.users, args.rest_key, False)
+    config = StudioConfig(random_preset="tiny", max_sessions=2, work_dir=str(folder / "w"),
+                          projects_dir=str(folder / "p"), cache_bytes=64 * 2**20)
+    demo = build_demo(tiny_model, config)
+    demo.queue(default_concurrency_limit=2)
+    try:
+        with uvicorn_server(build_server_app(tiny_model, demo, args, access)) as port:
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        demo.studio.close()
+
+
+def test_the_studio_refuses_without_a_login(guarded_server):
+    with httpx.Client(base_url=guarded_server, timeout=30) as client:
+        assert client.get("/config").status_code == 401
+        assert client.post("/gradio_api/upload", files={"files": ("a.txt", b"x")}
+                           ).status_code == 401
+        wrong = client.post("/login", data={"username": "alice", "password": "nope"})
+        assert wrong.status_code == 400
+        assert client.get("/config").status_code == 401
+        right = client.post("/login", data={"username": "alice", "password": "pw-alice"})
+        assert right.status_code == 200
+        assert client.get("/config").status_code == 200
+
+
+@pytest.mark.parametrize("headers, allowed", [
+    ({}, False),                                   # no key
+    ({"X-API-Key": "wrong"}, False),
+    ({"Authorization": "Bearer wrong"}, False),
+    ({"X-API-Key": "the-key"}, True),
+    ({"Authorization": "Bearer the-key"}, True),
+])
+def test_the_rest_api_takes_the_key(guarded_server, headers, allowed):
+    response = httpx.post(f"{guarded_server}/owlv2/infer", json={}, headers=headers,
+                          timeout=30)
+    assert (response.status_code != 401) == allowed, response.text
+    if not allowed:
+        assert "X-API-Key" in response.json()["message"]
+
+
+# ---------------------------------------------------------------- one user, their projects
+@pytest.fixture()
+def studio(tiny_model, tmp_path):
+    from ui import Studio, StudioConfig, build_demo
+
+    config = StudioConfig(work_dir=str(tmp_path / "work"), projects_dir=str(tmp_path / "p"),
+                          cache_bytes=64 * 2**20)
+    studio = Studio(tiny_model, config)
+    build_demo(tiny_model, config, studio=studio)
+    try:
+        yield studio
+    finally:
+        studio.close()
+
+
+def _tab(user: str, session: str = "tab", project: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(session_hash=session, username=user,
+                           query_params={"project": project} if project else {})
+
+
+def _listed(studio, request) -> list[str]:
+    out = studio.library.on_refresh_list(request)
+    return [value for _, value in out[studio.c.project_list]["choices"]]
+
+
+def test_each_user_sees_and_opens_only_their_own_projects(studio):
+    alice, bob = _tab("alice"), _tab("bob")
+    studio.on_load(None, alice)
+    with studio.session(alice).lock:
+        studio.session(alice).project.name = "alice's secret"
+    studio.library.on_duplicate(alice)  # a second project of hers (saved, named)
+    theirs = studio.session(alice).project_id
+    assert studio.projects.owner(theirs) == "alice"
+    assert theirs in _listed(studio, alice)
+
+    studio.on_load(None, bob)
+    assert theirs not in _listed(studio, bob)
+    assert set(_listed(studio, bob)).isdisjoint(_listed(studio, alice))
+    # by id: in the URL, from the list's Open, Delete
+    studio.on_load(None, _tab("bob", project=theirs))
+    assert studio.session(bob).project_id != theirs
+    with pytest.raises(gr.Error):
+        studio.library.on_open(theirs, bob)
+    with pytest.raises(gr.Error):
+        studio.library.on_delete(theirs, bob)
+    assert studio.projects.exists(theirs, "alice")
+    # the same tab hash sent by another user is another tab
+    assert studio.session(_tab("bob")) is not studio.session(_tab("alice"))
+    # without logins (no user) nothing changes: every project is listed
+    assert theirs in _listed(studio, SimpleNamespace(session_hash="local", query_params={}))
