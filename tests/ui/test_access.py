@@ -153,8 +153,7 @@ def _listed(studio, request) -> list[str]:
 def test_each_user_sees_and_opens_only_their_own_projects(studio):
     alice, bob = _tab("alice"), _tab("bob")
     studio.on_load(None, alice)
-    with studio.session(alice).lock:
-        studio.session(alice).project.name = "alice's secret"
+    studio.project.on_project_name("alice's secret", alice)
     studio.library.on_duplicate(alice)  # a second project of hers (saved, named)
     theirs = studio.session(alice).project_id
     assert studio.projects.owner(theirs) == "alice"
