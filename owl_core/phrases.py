@@ -135,3 +135,40 @@ def parse_phrases(data: Any, where: str = "phrases") -> tuple[PromptPhrase, ...]
 def phrase_classes(phrases: Sequence[PromptPhrase]) -> list[str]:
     """Class names of the phrases, in order of first appearance."""
     return list(dict.fromkeys(p.cls for p in phrases))
+
+
+# ------------------------------------------------------------------------------- CLI flags
+TEXT_FLAG_HELP = ("text prompt CLASS[=PHRASE] (repeatable): --text coin is class 'coin' with "
+                  "the phrase 'coin'; --text 'coin=a round coin' gives the phrase explicitly. "
+                  "Alone (zero-shot) or with the other prompt sources")
+
+
+def add_text_argument(parser: Any) -> None:
+    """Add the repeatable ``--text CLASS[=PHRASE]`` flag to an argparse parser (the one
+    definition every subcommand uses: predict, export, label, evaluate)."""
+    parser.add_argument("--text", action="append", default=None, metavar="CLASS[=PHRASE]",
+                        help=TEXT_FLAG_HELP)
+
+
+def text_flag(value: str, where: str = "--text") -> PromptPhrase:
+    """``"coin"`` -> class coin, phrase "coin"; ``"coin=a round coin"`` -> that phrase."""
+    cls, sep, text = str(value).partition("=")
+    return PromptPhrase(cls.strip(), text if sep else cls)
+
+
+def with_text_flags(classes: Sequence[str] | None, phrases: Mapping[str, Sequence[str]] | None,
+                    flags: Sequence[str] | None) -> tuple[list[str] | None, dict[str, list[str]]]:
+    """The class list and phrases of a prompt after adding ``--text`` flags: flag classes not
+    in `classes` are appended (None stays None: the engine orders classes itself); every
+    phrase validated by `parse_phrases`."""
+    out: dict[str, list[str]] = {cls: list(items) for cls, items in (phrases or {}).items()}
+    for i, value in enumerate(flags or ()):
+        flag = text_flag(value, f"--text[{i}]")
+        out.setdefault(flag.cls, []).append(flag.text)
+    parsed = parse_phrases(out, "--text" if flags else "phrases")
+    names = None if classes is None else list(classes) + [
+        c for c in phrase_classes(parsed) if c not in classes]
+    grouped: dict[str, list[str]] = {}
+    for p in parsed:
+        grouped.setdefault(p.cls, []).append(p.text)
+    return names, grouped

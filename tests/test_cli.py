@@ -210,7 +210,7 @@ def test_project_without_examples_is_an_error(capsys, work, tmp_path):
     code, out, err = run_main(capsys, "predict", "--model", work["model"], "--project",
                               tmp_path / "empty", work["train_png"])
     assert code == 2 and out == ""
-    single_error(err, r"^error: .*empty: the project has no example boxes yet")
+    single_error(err, r"^error: .*empty: the project has no example boxes or phrases yet")
 
 
 def test_subcommand_hooks_are_collected(capsys):

@@ -53,7 +53,8 @@ from owl_core.engine.matching import Exemplars
 from owl_core.engine.transforms import OwlTransform
 from owl_core.errors import LimitError, OwlError, SettingsError
 from owl_core.images import IMAGE_SUFFIXES, is_image_name
-from owl_core.params import DetectParams
+from owl_core.params import COMBINE_MODES, DetectParams
+from owl_core.phrases import add_text_argument, with_text_flags
 
 JOB_DIR = ".owl_label"
 STORE_DIR = "embeddings"
@@ -642,7 +643,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", nargs="?", default=None,
                    help="folder of images (searched recursively) or a list file (optional with "
                         "--project: its query images)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", help="an exported prompts .pt")
     src.add_argument("--training-data", help="train.json in the reference schema (with --model)")
     src.add_argument("--project", help="a project folder (project.json)")
@@ -661,6 +662,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-detections", type=int, default=None,
                    help=f"(default {DEFAULT_MAX_DETECTIONS})")
     p.add_argument("--score-mode", default=None, choices=SCORE_MODES)
+    p.add_argument("--combine", default=None, choices=COMBINE_MODES,
+                   help="how a class's phrases and boxes combine (default: max)")
+    add_text_argument(p)
     p.add_argument("--match-threshold", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--device", default=None)
@@ -687,7 +691,7 @@ def _params(args: argparse.Namespace, base: dict | None) -> DetectParams:
     return DetectParams.from_dict(base).replace(
         confidence=args.confidence, iou_threshold=args.iou_threshold,
         max_detections=args.max_detections, score_mode=args.score_mode,
-        match_threshold=args.match_threshold)
+        match_threshold=args.match_threshold, combine=args.combine)
 
 
 def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
@@ -700,6 +704,9 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
     if args.input is None and not args.project:
         raise SettingsError("give INPUT: a folder of images or a list file (only --project "
                             "can do without: it labels the project's query images).")
+    if not (args.weights or args.project or args.training_data or args.text):
+        raise SettingsError("label: give the prompts: --weights, --training-data, --project "
+                            "and/or --text CLASS[=PHRASE].")
     inputs = list_inputs(args.input, exclude=exclude) if args.input is not None else []
     base: dict | None = None
     store_dir = Path(args.store) if args.store else None
@@ -718,9 +725,10 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
 
         project = load_project(args.project, allow_external=True)
         data, classes, base = project.training_data(), project.classes, project.settings.to_dict()
-        if not data:
-            raise SettingsError(f"{args.project}: the project has no prompt boxes yet; draw "
-                                "some examples first.")
+        phrases = project.prompt_phrases()
+        if not data and not phrases and not args.text:
+            raise SettingsError(f"{args.project}: the project has no prompt boxes or phrases "
+                                "yet; draw some examples first (or add --text CLASS).")
         model, top_k = args.model or DEFAULT_MODEL_ID, args.top_k or DEFAULT_TOP_K
         store_dir = store_dir or project.embedding_dir / "label-store"
         if args.input is None:
@@ -734,9 +742,15 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
         from owl_core.engine.training_data import parse_training_data
         from owl_core.project.model import read_training_file
 
-        data, classes = read_training_file(args.training_data)
+        data, classes = read_training_file(args.training_data) if args.training_data \
+            else ([], None)
         parse_training_data(data)
         model, top_k = args.model or DEFAULT_MODEL_ID, args.top_k or DEFAULT_TOP_K
+    if args.weights:
+        classes, phrases = with_text_flags(None, None, args.text)
+    else:
+        classes, phrases = with_text_flags(classes, phrases if args.project else None,
+                                           args.text)
     params = _params(args, base)
     device = resolve_device(args.device)
     dtype = args.dtype or default_dtype(device)
@@ -745,8 +759,10 @@ def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
                              preprocessing=args.preprocessing)
     if args.weights:
         predictor.load_pt(args.weights)
+        if phrases:  # beside the file's prompts
+            predictor.set_examples([], phrases=phrases)
     else:
-        report = predictor.set_examples(data, classes)
+        report = predictor.set_examples(data, classes, phrases=phrases)
         for box in report.unmatched:
             log(f"warning: training_data[{box.image_index}].boxes[{box.box_index}] ({box.cls}) "
                 f"matched nothing: {box.reason}")

@@ -4,7 +4,11 @@ subcommands other modules add (make-random-model, label, evaluate).
     owl-studio predict --model MODEL --training-data train.json IMAGE...
     owl-studio predict --project DIR [IMAGE...]      # default images: the project's queries
     owl-studio predict --weights exported.pt IMAGE...
+    owl-studio predict --model MODEL --text coin --text "cup=a coffee cup" IMAGE...  # zero-shot
     owl-studio export --model MODEL (--training-data train.json | --project DIR) --out FILE.pt
+
+``--text CLASS[=PHRASE]`` (repeatable) adds a text prompt to any prompt source, or is the
+prompt alone (zero-shot); ``--combine max|fused`` says how a class's phrases and boxes combine.
     owl-studio make-random-model --preset tiny OUT_DIR
 
 (``python -m owl_core`` is the same without the studio's ``app`` subcommand.) Detection
@@ -30,7 +34,8 @@ from typing import Any
 from owl_core.engine.loading import DEFAULT_MODEL_ID
 from owl_core.engine.predictor import DEFAULT_TOP_K
 from owl_core.errors import OwlError, SettingsError
-from owl_core.params import SCORE_MODES, DetectParams
+from owl_core.params import COMBINE_MODES, SCORE_MODES, DetectParams
+from owl_core.phrases import add_text_argument, with_text_flags
 from owl_core.project.model import read_training_file  # the one reader (also used by label)
 
 #: Modules with an ``add_subcommand(subparsers)`` hook, in --help order. A module that is not
@@ -62,7 +67,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_predict(sub: Any) -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="print one JSON response per image")
-    src = pred.add_mutually_exclusive_group(required=True)
+    src = pred.add_mutually_exclusive_group()
     src.add_argument("--training-data", help="train.json in the reference schema, or a project "
                                              "file")
     src.add_argument("--project", help="a project folder (its examples and settings)")
@@ -79,6 +84,10 @@ def _add_predict(sub: Any) -> argparse.ArgumentParser:
                                                                        "project's")
     pred.add_argument("--score-mode", default=None, choices=SCORE_MODES,
                       help="default: reference or the project's")
+    pred.add_argument("--combine", default=None, choices=COMBINE_MODES,
+                      help="how a class's phrases and boxes combine (default: max or the "
+                           "project's)")
+    add_text_argument(pred)
     _add_common(pred)
     pred.set_defaults(handler=_run_predict)
     return pred
@@ -87,7 +96,7 @@ def _add_predict(sub: Any) -> argparse.ArgumentParser:
 def _add_export(sub: Any) -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write the class embeddings as a .pt")
     exp.add_argument("--model", default=DEFAULT_MODEL_ID, help="hub id or local folder")
-    src = exp.add_mutually_exclusive_group(required=True)
+    src = exp.add_mutually_exclusive_group()
     src.add_argument("--training-data", help="train.json in the reference schema, or a project "
                                              "file")
     src.add_argument("--project", help="a project folder (its examples and settings)")
@@ -95,6 +104,7 @@ def _add_export(sub: Any) -> argparse.ArgumentParser:
     exp.add_argument("--previous", default=None, help="an earlier .pt whose exemplars to keep")
     exp.add_argument("--small", action="store_true", help="leave out the image embeddings")
     exp.add_argument("--roboflow-id", default="")
+    add_text_argument(exp)
     _add_common(exp)
     exp.set_defaults(handler=_run_export)
     return exp
@@ -141,27 +151,37 @@ def _report_unmatched(report) -> None:
               file=sys.stderr)
 
 
-def _examples(args: argparse.Namespace
-              ) -> tuple[list[dict[str, Any]], list[str] | None, DetectParams, list[str]]:
-    """Training data, classes, settings (flags over the project's) and the project's query
-    images, read and validated before any model is loaded (fail fast)."""
+def _examples(args: argparse.Namespace) -> tuple[
+        list[dict[str, Any]], list[str] | None, dict[str, list[str]], DetectParams, list[str]]:
+    """Training data, classes, phrases (the project's and ``--text``), settings (flags over
+    the project's) and the project's query images, read and validated before any model is
+    loaded (fail fast)."""
     from owl_core.engine.training_data import parse_training_data
 
     queries: list[str] = []
+    phrases: dict[str, list[str]] = {}
     if args.project:
         from owl_core.project.model import load_project
 
         project = load_project(args.project, allow_external=True)
         data, classes, base = project.training_data(), list(project.classes), project.settings
-        if not data:
-            raise SettingsError(f"{args.project}: the project has no example boxes yet; draw "
-                                "some first.")
+        phrases = project.prompt_phrases()
+        if not data and not phrases and not args.text:
+            raise SettingsError(f"{args.project}: the project has no example boxes or phrases "
+                                "yet; draw some first (or add --text CLASS).")
         queries = [str(p) for p in project.query_images()]
-    else:
+    elif args.training_data:
         data, classes = read_training_file(args.training_data)
         base = DetectParams()
+    elif args.text:
+        data, classes, base = [], None, DetectParams()
+    else:
+        raise SettingsError(f"{args.command}: give the prompts: --training-data, --project"
+                            f"{', --weights' if args.command == 'predict' else ''} and/or "
+                            "--text CLASS[=PHRASE].")
     parse_training_data(data)
-    return data, classes, _params(args, base), queries
+    classes, phrases = with_text_flags(classes, phrases, args.text)
+    return data, classes, phrases, _params(args, base), queries
 
 
 def _params(args: argparse.Namespace, base: DetectParams) -> DetectParams:
@@ -169,7 +189,8 @@ def _params(args: argparse.Namespace, base: DetectParams) -> DetectParams:
                         iou_threshold=getattr(args, "iou_threshold", None),
                         max_detections=getattr(args, "max_detections", None),
                         score_mode=getattr(args, "score_mode", None),
-                        match_threshold=args.match_threshold)
+                        match_threshold=args.match_threshold,
+                        combine=getattr(args, "combine", None))
 
 
 def _check_images(images: Sequence[str]) -> None:
@@ -191,19 +212,22 @@ def _run_predict(args: argparse.Namespace) -> int:
 
         params = _params(args, DetectParams())
         prompts = load_pt(args.weights)  # validated before the model is loaded
+        _, phrases = with_text_flags(None, None, args.text)
         exported_top_k = prompts.meta.get("top_k")
         predictor = _predictor(args, args.model or prompts.huggingface_id, params,
                                exported_top_k if isinstance(exported_top_k, int) else None)
         predictor.load_pt(args.weights)
+        if phrases:  # beside the file's prompts
+            predictor.set_examples([], phrases=phrases)
     else:
-        data, classes, params, queries = _examples(args)
+        data, classes, phrases, params, queries = _examples(args)
         images = images or queries
         if not images:
             raise SettingsError("predict: give the image files to detect on (the project has no "
                                 "query images).")
         _check_images(images)
         predictor = _predictor(args, args.model or DEFAULT_MODEL_ID, params)
-        _report_unmatched(predictor.set_examples(data, classes))
+        _report_unmatched(predictor.set_examples(data, classes, phrases=phrases))
     for image in images:
         result = predictor.detect(image, params)
         print(json.dumps(result.to_json()), flush=True)
@@ -211,7 +235,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    data, classes, params, _ = _examples(args)
+    data, classes, phrases, params, _ = _examples(args)
     if args.previous:
         from owl_core.engine.prompt_file import load_pt
 
@@ -219,7 +243,7 @@ def _run_export(args: argparse.Namespace) -> int:
     predictor = _predictor(args, args.model, params)
     if args.previous:  # its image embeddings enter the cache: its images are not embedded again
         predictor.preload_embeddings(args.previous)
-    _report_unmatched(predictor.set_examples(data, classes))
+    _report_unmatched(predictor.set_examples(data, classes, phrases=phrases))
     out = predictor.export(args.out, small=args.small, previous=args.previous,
                            roboflow_id=args.roboflow_id)
     print(out)

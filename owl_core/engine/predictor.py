@@ -470,7 +470,7 @@ class OwlPredictor:
         phrase_list = parse_phrases(phrases)
         names = self._class_list(parsed, class_names, phrase_list)
         # phrases first: a phrase that is too long fails before any image is embedded
-        text_rows = text_embeddings(self.owl, [p.text for p in phrase_list], self._text_cache)
+        text_rows = self.embed_phrases([p.text for p in phrase_list])
         # all-patch embeddings only where a box must be matched against every patch (roboflow
         # mode matches among the top K alone)
         all_patches = self.transform.preprocessing != "roboflow"
@@ -616,8 +616,13 @@ class OwlPredictor:
         return combine_exemplars(self._prompts.combined, combine)
 
     def embed_phrases(self, phrases: Sequence[str]) -> torch.Tensor:
-        """(N, D) query embeddings of phrases (cached per model and phrase)."""
-        return text_embeddings(self.owl, list(phrases), self._text_cache)
+        """(N, D) query embeddings of phrases (cached per model and phrase). On a CPU the text
+        tower runs on the one-intra-op-thread worker (`_run_light`): 16 tokens per phrase are
+        small ops, and on a busy 2-core machine OpenMP's fork/join made one base phrase take
+        5.1 s with 2 threads vs 0.23 s with one (bench/text_bench.py)."""
+        if not phrases:
+            return text_embeddings(self.owl, [], self._text_cache)
+        return self._light(text_embeddings, self.owl, list(phrases), self._text_cache)
 
     def text_cache_stats(self) -> CacheStats:
         return self._text_cache.stats()

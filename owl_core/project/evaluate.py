@@ -38,6 +38,7 @@ from supervision.metrics import MeanAveragePrecision
 from owl_core.engine.scoring import DetectionResult
 from owl_core.errors import ProjectError, SettingsError
 from owl_core.params import DetectParams
+from owl_core.phrases import with_text_flags
 
 if TYPE_CHECKING:
     from owl_core.engine.predictor import OwlPredictor
@@ -501,7 +502,8 @@ def evaluate_project(project: Project, predictor: OwlPredictor,
 # ------------------------------------------------------------------------------- command line
 def add_predictor_arguments(p: argparse.ArgumentParser, confidence_help: str) -> None:
     """The flags that pick the prompts and detection settings for a project command."""
-    from owl_core.params import SCORE_MODES
+    from owl_core.params import COMBINE_MODES, SCORE_MODES
+    from owl_core.phrases import add_text_argument
 
     p.add_argument("--project", required=True, help="project folder (or its project.json)")
     p.add_argument("--weights", default=None,
@@ -516,6 +518,9 @@ def add_predictor_arguments(p: argparse.ArgumentParser, confidence_help: str) ->
                    help="(default: the project's setting)")
     p.add_argument("--score-mode", default=None, choices=SCORE_MODES,
                    help="(default: the project's setting)")
+    p.add_argument("--combine", default=None, choices=COMBINE_MODES,
+                   help="how a class's phrases and boxes combine (default: the project's)")
+    add_text_argument(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--top-k", type=int, default=None, help="candidates kept per image")
@@ -527,7 +532,8 @@ def project_params(args: argparse.Namespace, project: Project) -> DetectParams:
     return project.settings.replace(confidence=args.confidence,
                                     iou_threshold=args.iou_threshold,
                                     max_detections=args.max_detections,
-                                    score_mode=args.score_mode)
+                                    score_mode=args.score_mode,
+                                    combine=getattr(args, "combine", None))
 
 
 def project_predictor(args: argparse.Namespace, project: Project,
@@ -538,6 +544,12 @@ def project_predictor(args: argparse.Namespace, project: Project,
     from owl_core.engine.predictor import DEFAULT_TOP_K, OwlPredictor
 
     top_k, model = args.top_k, args.model
+    flags = getattr(args, "text", None)
+    # --text names classes of the project (their labels are what is measured)
+    flags = [f"{project.classes[project.class_index(f.partition('=')[0])]}="
+             f"{f.partition('=')[2] if '=' in f else f}" for f in flags or ()]
+    _, phrases = with_text_flags(None, None if args.weights else project.prompt_phrases(),
+                                 flags)
     if args.weights:
         from owl_core.engine.prompt_file import load_pt
 
@@ -545,17 +557,21 @@ def project_predictor(args: argparse.Namespace, project: Project,
         model = model or prompts.huggingface_id
         exported = prompts.meta.get("top_k")
         top_k = top_k or (exported if isinstance(exported, int) else None)
-    elif not project.training_data():
-        raise ProjectError(f"{args.project}: the project has no example boxes to detect with; "
-                           "draw examples, or pass --weights FILE.pt.")
+    elif not project.training_data() and not phrases:
+        raise ProjectError(f"{args.project}: the project has no example boxes or phrases to "
+                           "detect with; draw examples, add --text CLASS, or pass --weights "
+                           "FILE.pt.")
     predictor = OwlPredictor(model or DEFAULT_MODEL_ID, device=args.device, dtype=args.dtype,
                              top_k=top_k or DEFAULT_TOP_K,
                              match_threshold=params.match_threshold,
                              disk_cache_dir=args.cache_dir)
     if args.weights:
         predictor.load_pt(args.weights)
+        if phrases:  # beside the file's prompts
+            predictor.set_examples([], phrases=phrases)
     else:
-        report = predictor.set_examples(project.training_data(), project.classes)
+        report = predictor.set_examples(project.training_data(), project.classes,
+                                        phrases=phrases)
         for box in report.unmatched:
             print(f"warning: an example box ({box.cls}) matched nothing: {box.reason}",
                   file=sys.stderr)
