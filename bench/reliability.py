@@ -1,6 +1,6 @@
 """Reliability bench: the real server (studio + REST API) attacked the way issue 11 did it.
 
-    python bench/reliability.py                      # full run (about 4-5 minutes, tiny model)
+    python bench/reliability.py                      # full run (about 15 minutes, tiny model)
     python bench/reliability.py --quick --json out.json          # smoke test (tests/)
     python bench/reliability.py --update-readme      # write the README "Reliability" section
 
@@ -18,6 +18,10 @@ a second server with ``--allow-url-images`` for the SSRF cases), then
 3. hostile inputs, each sent to the running server: status code (or gradio error) and the
    first line of the message; any 5xx, uncaught error, timeout, server death, code run by a
    payload, file written outside the server's folders, or hostile input accepted is FAIL.
+
+4. projects: hostile project zips, each imported in a fresh process (outcome, time, peak RSS);
+5. journal: the kill -9 loss window at 3,000 and 50,000 labels, full rewrite vs the journal.
+   (4 and 5 live in ``bench/reliability_projects.py``.)
 
 Everything is bounded: requests per client, per-request timeout, whole-run timeout (a watchdog
 stops the servers and exits 3), only 127.0.0.1. Exit status 1 when any check failed.
@@ -58,6 +62,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 from owl_core import limits  # noqa: E402  (after the sys.path line)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reliability_projects  # noqa: E402  (project zips and kill -9: their own module)
+
 APP = ROOT / "app.py"
 HOST = "127.0.0.1"
 MB = 1024**2
@@ -87,7 +94,7 @@ class Plan:
 
 
 FULL = Plan(clients=8, requests=50, images=1000, images_per_request=20, class_name_mb=50,
-            many_classes=5000, bomb_side=30000, zip_bomb_mb=256, timeout_s=900,
+            many_classes=5000, bomb_side=30000, zip_bomb_mb=256, timeout_s=2400,
             request_timeout_s=120)
 QUICK = Plan(clients=2, requests=5, images=20, images_per_request=5, class_name_mb=5,
              many_classes=5000, bomb_side=30000, zip_bomb_mb=64, timeout_s=420,
@@ -1282,6 +1289,7 @@ def tables(result: dict[str, Any]) -> str:
                        f"{_ms(r['peak_rss_mb'])} (+{_ms(r['rss_growth_mb'])}) | "
                        f"{r['verdict']} |")
         out.append("")
+    out += reliability_projects.tables(result)
     out.append(f"Verdict: {'PASS' if result['ok'] else 'FAIL'}"
                + ("" if result["ok"] else f" ({'; '.join(result['failed'][:6])})") + ".")
     return "\n".join(out)
@@ -1376,8 +1384,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the server's embedding cache budget (--cache-mb of app.py); "
                              "small, so that the tiny model's ~50 KB per image fills it")
     parser.add_argument("--timeout", type=float, help="whole-run timeout, seconds")
-    parser.add_argument("--sections", default="load,memory,hostile",
-                        help="comma-separated subset of load, memory, hostile")
+    parser.add_argument("--sections", default=None,
+                        help="comma-separated subset of load, memory, hostile (the server's), "
+                             "projects, journal (bench/reliability_projects.py); default: all "
+                             "(--quick: all but journal, the kill -9 trials)")
     parser.add_argument("--url-server", action=argparse.BooleanOptionalAction, default=None,
                         help="start a second server with --allow-url-images for the SSRF rows "
                              "(default: on, off with --quick: one server start less)")
@@ -1409,7 +1419,9 @@ def main(argv: list[str] | None = None) -> int:
                 zip_bomb_mb=base.zip_bomb_mb,
                 timeout_s=min(3600.0, args.timeout or base.timeout_s),
                 request_timeout_s=base.request_timeout_s)
-    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    chosen = args.sections or ("load,memory,hostile,projects" if args.quick
+                               else "load,memory,hostile,projects,journal")
+    sections = {s.strip() for s in chosen.split(",") if s.strip()}
     if args.model_dir:
         model_args = ["--model", str(Path(args.model_dir).resolve())]
     else:
@@ -1425,8 +1437,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with watchdog(plan.timeout_s, servers):
             extra = shlex.split(args.server_args)
-            main_server = Server(work, "server", model_args, extra, help_text, args.cache_mb)
-            servers.append(main_server)
+            need_server = bool(sections & {"load", "memory", "hostile"})
+            main_server = None
+            if need_server:
+                main_server = Server(work, "server", model_args, extra, help_text,
+                                     args.cache_mb)
+                servers.append(main_server)
             url_server = None
             want_urls = not args.quick if args.url_server is None else args.url_server
             if "hostile" in sections and want_urls and "--allow-url-images" in help_text:
@@ -1437,18 +1453,19 @@ def main(argv: list[str] | None = None) -> int:
                 server.wait_ready(max(30.0, deadline - time.monotonic()))
             print(f"servers ready in {time.monotonic() - started:.0f} s: "
                   + ", ".join(s.url for s in servers), flush=True)
-            result["server_command"] = " ".join(main_server.command[1:])
-            if "memory" in sections and main_server.alive():
+            if main_server is not None:
+                result["server_command"] = " ".join(main_server.command[1:])
+            if "memory" in sections and main_server is not None and main_server.alive():
                 result["memory"] = run_memory(main_server, work, plan, args.cache_mb, deadline)
                 if result["memory"]["failures"] or not result["memory"]["server_alive"]:
                     result["failed"].append(f"memory: {result['memory']['failures']} failures")
                 print("memory done", flush=True)
-            if "load" in sections and main_server.alive():
+            if "load" in sections and main_server is not None and main_server.alive():
                 result["load"] = run_load(main_server, work, plan, deadline)
                 if result["load"]["failures"] or not result["load"]["server_alive"]:
                     result["failed"].append(f"load: {result['load']['failures']} failures")
                 print("load done", flush=True)
-            if "hostile" in sections and main_server.alive():
+            if "hostile" in sections and main_server is not None and main_server.alive():
                 hostile = Hostile(main_server, url_server, work, plan,
                                   ClientData.make(50, work / "hostile-data"))
                 try:
@@ -1461,10 +1478,18 @@ def main(argv: list[str] | None = None) -> int:
                 if url_server is not None:
                     url_server.stop()
                 print("hostile inputs done", flush=True)
-            if not main_server.alive():
+            if "projects" in sections:
+                result["projects"] = reliability_projects.run_projects(args.quick)
+                print("project zips done", flush=True)
+            if "journal" in sections:
+                result["journal"] = reliability_projects.run_journal(args.quick)
+                print("kill -9 loss windows done", flush=True)
+            result["failed"] += reliability_projects.failures(result)
+            if main_server is not None and not main_server.alive():
                 result["failed"].append("the server died: " + first_line(
                     main_server.log_tail(5)))
-            result["server_log_tail"] = main_server.log_tail(40)
+            if main_server is not None:
+                result["server_log_tail"] = main_server.log_tail(40)
     finally:
         for server in servers:
             server.stop()

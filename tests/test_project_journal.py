@@ -153,6 +153,16 @@ def test_a_crash_between_the_new_file_and_the_trimmed_journal_loses_nothing(proj
     assert load_project(project.folder) == project
 
 
+def test_training_files_read_what_the_journal_holds(project):
+    from owl_core.project.model import read_training_file
+
+    image = project.images[0]
+    project.set_prompt_boxes(image.id, [Prompt((2, 2, 30, 30), "cup")])
+    save_changes(project)
+    training, classes = read_training_file(project.folder)
+    assert classes == ["coin", "cup"] and training[0]["boxes"][0]["cls"] == "cup"
+
+
 def test_the_library_lists_and_zips_what_the_journal_holds(project, store, tmp_path):
     project.set_name("after the journal")
     project.set_status(project.images[0].id, "done")

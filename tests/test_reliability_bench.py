@@ -92,6 +92,16 @@ def test_every_hostile_input_is_answered_without_crash_or_side_effect(run):
         assert r["message"], r
 
 
+def test_every_hostile_project_zip_is_refused_and_the_control_accepted(run):
+    rows = run["projects"]
+    names = " ".join(r["name"] for r in rows)
+    for wanted in ("control", "image member", "{},", "boxes", "unreferenced", "1.3 M",
+                   "images", "nesting", "compression method", "encrypted", "traversal"):
+        assert wanted in names, wanted
+    for r in rows:
+        assert r["outcome"] != "crashed" and r["verdict"] == "ok", r
+
+
 def test_table_is_printed(run):
     table = run["table_markdown"]
     assert table in run["_stdout"]

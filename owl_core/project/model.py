@@ -5,6 +5,7 @@ A project is a folder::
     my-project/
         project.json        versioned (see `FORMAT_VERSION`), written atomically
         project.json.bak    the previous save
+        project.journal     changes saved since (`save_changes`; `owl_core.project.journal`)
         images/             the images the project owns (content-addressed file names)
         prompts/            imported `.pt` prompt files (content-addressed, `ImportedPrompt`)
         embeddings/         optional embedding store (`Project.embedding_dir`)
@@ -1340,5 +1341,8 @@ def read_training_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], l
                     entry = {**entry, "image": str(candidate.resolve())}
             out.append(entry)
         return out, None
+    if isinstance(data, dict) and file.name == PROJECT_FILE and "version" in data:
+        journal.apply_lines(data, journal.read_journal(
+            file.parent, limits.current().max_project_json_bytes).lines)  # saved since
     project = project_from_dict(data, file.parent, allow_external=True, source=str(file))
     return project.training_data(), list(project.classes)
