@@ -1,0 +1,50 @@
+"""bench/gpu_check.py in its short CPU mode, so the GPU check (`bash bench/gpu_check.sh`) cannot
+rot while no GPU runs it: the tiny checkpoint, the sections that take seconds on a CPU (parity,
+embed, warm_preview; torch.compile and Ray take minutes on 2 cores: run
+`bash bench/gpu_check.sh --short` for those). Structure and finite numbers only, no timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_short_mode_on_cpu_writes_one_table_and_its_numbers(tiny_model_dir, tmp_path, capsys):
+    gpu_check = _gpu_check()
+    out = tmp_path / "gpu_check"
+    code = gpu_check.main(["--device", "cpu", "--short", "--model-dir", str(tiny_model_dir),
+                           "--sections", "parity,embed,warm_preview", "--out", str(out)])
+    printed = capsys.readouterr().out
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert code == 0 and result["errors"] == {}, result["errors"]
+    table = out.with_suffix(".md").read_text()
+    assert table in printed and "| check | setting | result |" in table
+    assert {row[0] for row in result["rows"]} == {"parity", "embed", "warm_preview"}
+    for dtype in ("fp16", "bf16"):
+        parity = result["parity"][dtype]
+        assert -1.0 <= parity["cosine_min"] <= parity["cosine_mean"] <= 1.0 + 1e-6
+        assert 0 <= parity["detections_found"] <= parity["detections_fp32"] > 0
+    for dtype in ("fp32", "fp16", "bf16"):
+        for batch in (1, 2):  # short mode (full: 1 and 8)
+            value = result["embed"][dtype][f"batch_{batch}_ms_per_image"]
+            assert math.isfinite(value) and value > 0
+    assert result["warm_preview"]["median_ms"] > 0
+
+
+def test_defaults_follow_the_device():
+    gpu_check = _gpu_check()
+    cpu = gpu_check.parse_args(["--device", "cpu"])
+    assert cpu.short and cpu.preset == "tiny"
+    cuda = gpu_check.parse_args(["--device", "cuda"])
+    assert not cuda.short and cuda.preset == "base"
