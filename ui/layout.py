@@ -348,7 +348,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     # the per-class counts of every query image, after the preview page is on screen
     counts = dict(fn=studio.preview.on_counts, inputs=None, outputs=[c.counts],
                   trigger_mode="always_last", **quiet)
-    embed = dict(fn=studio.embedding.on_embed, inputs=None, outputs=[c.status],
+    embed = dict(fn=studio.embedding.on_embed, inputs=None, outputs=[c.status, c.project_list],
                  show_progress="full", concurrency_id="embed", concurrency_limit=1,
                  **_private())
 

@@ -135,6 +135,14 @@ def load_owl_model(args: argparse.Namespace):
     return load_model(model_ref, device=args.device, dtype=args.dtype)
 
 
+def random_preset(args: argparse.Namespace) -> str | None:
+    """The random-weights preset in use (the page's banner): ``--random-weights``, or the one
+    a ``--model`` folder made by ``make-random-model`` names in its marker file."""
+    from owl_core.engine.random_model import random_preset_of
+
+    return args.random_weights or random_preset_of(args.model)
+
+
 def cannot_load_message(args: argparse.Namespace, error: BaseException) -> str:
     reason = getattr(error, "problem", None) or str(error).strip() or type(error).__name__
     return (
@@ -181,7 +189,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         print(f"Images may be added from: {', '.join(args.data_dirs)}", flush=True)
     config = StudioConfig(
         predictor_kwargs={"top_k": args.top_k, "match_threshold": args.match_threshold},
-        random_preset=args.random_weights,
+        random_preset=random_preset(args),
         max_sessions=args.max_sessions,
         embed_batch_size=args.embed_batch_size,
         projects_dir=str(projects_dir),

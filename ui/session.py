@@ -59,6 +59,8 @@ class TabView:
         embedded: image id -> the engine's content hash, once the image is embedded in this
             server's cache (with every patch for an example image).
         pending_removal: the class whose removal the page asked to confirm.
+        review_image: id of the image the review panel shows.
+        preview_page: the preview's page (0-based).
     """
 
     current: str | None = None
@@ -66,6 +68,29 @@ class TabView:
     show_examples: bool = False
     embedded: dict[str, str] = field(default_factory=dict)
     pending_removal: str | None = None
+    review_image: str | None = None
+    preview_page: int = 0
+
+    def place(self) -> dict[str, Any]:
+        """Where the person is in the project (what a reload brings back)."""
+        return {"current": self.current, "active_class": self.active_class,
+                "review_image": self.review_image, "preview_page": self.preview_page}
+
+
+def apply_place(session: Session, place: dict[str, Any]) -> None:
+    """Put a tab back where `place` (`TabView.place`) says, as far as the project still has
+    it (a removed image or class is skipped)."""
+    view = session.view
+    record = session.record(place.get("current"))
+    if record is not None and record.role == "example":
+        view.current = record.id
+    if place.get("active_class") in session.core.classes:
+        view.active_class = place["active_class"]
+    if session.record(place.get("review_image")) is not None:
+        view.review_image = place["review_image"]
+    page = place.get("preview_page")
+    if isinstance(page, int) and page >= 0:
+        view.preview_page = page
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -162,7 +187,6 @@ class Session:
         self.results: dict[str, Any] = {}
         self.detect_key: str | None = None   # the prompt and settings `results` were made with
         self.preview_items: list[str] = []  # ids of the images on the preview's page
-        self.preview_page = 0
         self.report = None                  # MatchReport of the last preview
         self.preview_key: str | None = None
         self.export_key: str | None = None
@@ -488,8 +512,10 @@ class TabSessions:
         self.saver = Saver(save_delay, save_max_wait)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._tabs: OrderedDict[str, str] = OrderedDict()  # tab id -> project id
-        #: tab id -> (example shown, class for new boxes) of a dropped session, restored with it
-        self._tab_view: dict[str, tuple[str | None, str]] = {}
+        #: tab id -> `TabView.place` of a dropped session, restored with it
+        self._tab_view: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: project id -> the place of the last tab that closed on it (a reload comes back there)
+        self._project_place: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.restored = 0  # sessions opened again from disk after being dropped
 
@@ -585,25 +611,50 @@ class TabSessions:
 
     def _open_into(self, session: Session, project_id: str | None) -> None:
         core = None
+        place = None
         if project_id:
-            self._flush_others(session, project_id)
+            place = self._flush_others(session, project_id)
             try:
                 if self.projects.exists(project_id, session.owner):  # another's: a new one
                     core = self.projects.open(project_id)
+                else:  # deleted meanwhile (another tab; an untouched project left behind)
+                    core = self._most_recent(exclude=project_id, owner=session.owner)
+                    log.info("project %s is gone; opened the most recent one instead",
+                             project_id)
             except OwlError as exc:  # a bad id from a URL, or an unreadable project
                 log.warning("cannot open the project: %s", exc)  # exc names it (shortened)
+            with self._lock:
+                place = place or self._project_place.get(project_id)
         if core is None:
             core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
             if session.owner is not None:
                 self.projects.set_owner(core.folder.name, session.owner)
         session.open(core)
+        if place and core.folder is not None and core.folder.name == project_id:
+            apply_place(session, place)
         with self._lock:
             self._tabs[session.id] = session.project_id
             self._tabs.move_to_end(session.id)
             while len(self._tabs) > MAX_REMEMBERED_TABS:
                 self._tabs.popitem(last=False)
 
-    def _flush_others(self, session: Session, project_id: str) -> None:
+    def _most_recent(self, exclude: str | None = None,
+                     owner: str | None = None) -> Project | None:
+        """The most recently saved project (`owner`'s, with logins) other than `exclude`
+        (None: there is none)."""
+        for info in self.projects.list(owner):
+            if info.id != exclude:
+                try:
+                    return self.projects.open(info.id)
+                except OwlError:
+                    continue
+        return None
+
+    def most_recent_id(self, exclude: str | None = None, owner: str | None = None) -> str | None:
+        """Id of the most recently saved project (`owner`'s) other than `exclude`."""
+        return next((i.id for i in self.projects.list(owner) if i.id != exclude), None)
+
+    def _flush_others(self, session: Session, project_id: str) -> dict[str, Any] | None:
         """Write the pending change of any other live tab on `project_id` before `session`
         reads it from disk: after a reload the old tab's last change (made a moment ago, its
         save still due) must be in what the new tab opens. A tab busy for longer than
@@ -611,12 +662,15 @@ class TabSessions:
         with self._lock:
             others = [o for o in self._sessions.values()
                       if o is not session and o.core is not None and o.project_id == project_id]
-        for other in others:
+        place = None
+        for other in sorted(others, key=lambda o: o.last_used):
             if other.lock.acquire(timeout=FLUSH_WAIT_S):
                 try:
                     self.saver.flush(other)
+                    place = other.view.place()  # a reload: the old tab's place (newest last)
                 finally:
                     other.lock.release()
+        return place
 
     def peek(self, session_id: str) -> Session | None:
         """The live session of a tab, without creating or reopening one."""
@@ -631,20 +685,23 @@ class TabSessions:
         with session.lock:  # a handler still at work finishes first: its change is saved
             self.saver.flush(session)
             with self._lock:
-                self._tab_view[session.id] = (session.view.current,
-                                              session.view.active_class)
-                while len(self._tab_view) > MAX_REMEMBERED_TABS:
-                    self._tab_view.pop(next(iter(self._tab_view)))
+                place = session.view.place()
+                self._tab_view[session.id] = place
+                if session.project_id:
+                    self._project_place[session.project_id] = place
+                    self._project_place.move_to_end(session.project_id)
+                for kept in (self._tab_view, self._project_place):
+                    while len(kept) > MAX_REMEMBERED_TABS:
+                        kept.popitem(last=False)
             session.close()
 
     def _restore_view(self, session: Session) -> None:
-        """The example shown and the class for new boxes, as the tab had them."""
+        """The place (example shown, class picked, review image, preview page) as the tab had
+        it."""
         with self._lock:
-            current, active = self._tab_view.pop(session.id, (None, None))
-        if session.record(current) is not None:
-            session.view.current = current
-        if active in session.core.classes:
-            session.view.active_class = active
+            place = self._tab_view.pop(session.id, None)
+        if place:
+            apply_place(session, place)
 
     def drop(self, session_id: str) -> bool:
         """Save and forget a session (its project stays on disk); False if it was not there."""

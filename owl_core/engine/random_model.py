@@ -233,6 +233,22 @@ def make_random_model(preset: str, out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def random_preset_of(model: str | Path | None) -> str | None:
+    """The preset named by a model folder's `MARKER_FILE` ("random" when the marker can't be
+    read), None when `model` is no such folder (real weights, a hub id)."""
+    if not model:
+        return None
+    marker = Path(model).expanduser() / MARKER_FILE
+    try:
+        if not marker.is_file():
+            return None
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "random"
+    preset = data.get("preset") if isinstance(data, dict) else None
+    return str(preset)[:40] if isinstance(preset, str) and preset else "random"
+
+
 def build_random_model(spec: RandomPreset | str, seed: int = 0) -> Owlv2ForObjectDetection:
     """Build the shaped random model in memory (eval mode, fp32, CPU) without saving it.
 

@@ -154,6 +154,17 @@ class ProjectLibrary:
                              log.stat().st_mtime if log.is_file() else 0.0)))
         return sorted(found, key=lambda info: (-info.modified, info.id))
 
+    def unique_name(self, name: str) -> str:
+        """`name`, or "name 2", "name 3", ... when a project is called that already (case
+        ignored): the list then tells copies apart without their ids."""
+        taken = {info.name.casefold() for info in self.list()}
+        if name.casefold() not in taken:
+            return name
+        n = 2
+        while f"{name} {n}".casefold() in taken:
+            n += 1
+        return f"{name} {n}"
+
     # ---------------------------------------------------------------- life cycle
     def create(self, name: str = "my-project", classes: list[str] | tuple[str, ...] = (),
                settings: DetectParams | None = None) -> Project:

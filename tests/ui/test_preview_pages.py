@@ -131,7 +131,7 @@ def test_the_pager_moves_through_the_pages_and_stays_inside_them(counting_studio
     assert out[studio.c.preview_page] == "Images 25–30 of 30"
     # past the last page: nothing changes
     assert studio.preview.on_next_page(*SETTINGS, request) == gr.skip()
-    assert s.preview_page == 2
+    assert s.view.preview_page == 2
     # the selected preview image is the page's (what Remove / review pick act on)
     assert studio.preview.selected_item(s).name == "query-025.png"
     out = studio.preview.on_prev_page(*SETTINGS, request)

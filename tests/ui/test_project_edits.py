@@ -253,3 +253,69 @@ def test_a_project_file_of_the_previous_version_still_loads(tmp_path):
     loaded = load_project(folder)
     assert loaded.images[0].labels[0].cls == "coin"
     assert list(getattr(loaded, "imported", ())) == []
+
+
+def test_repeated_examples_get_distinct_names_and_the_list_shows_current_counts(studio,
+                                                                                tmp_path):
+    request = tab("examples")
+    studio.on_load(None, request)
+    studio.library.on_load_example(None, request)
+    first = studio.session(request).core.name
+    out = studio.library.on_load_example(None, request)
+    assert studio.session(request).core.name == f"{first} 2"
+    assert studio.library.on_load_example(None, request)[studio.c.project_list] is not None
+    assert studio.session(request).core.name == f"{first} 3"
+    # the open project's entry counts what it holds now, not its last save
+    src = tmp_path / "more.png"
+    shutil.copyfile(ASSETS / "coffee.png", src)
+    studio.images.on_upload_queries([str(src)], request)
+    out = studio.embedding.on_embed(request, progress=lambda *a, **k: None)
+    s = studio.session(request)
+    labels = dict((v, k) for k, v in out[studio.c.project_list]["choices"])
+    assert f"· {len(s.core.images)} images ·" in labels[s.project_id]
+
+
+def test_deleting_the_open_project_opens_the_most_recent_other_one(studio, tmp_path):
+    older = reviewed_project(studio, tmp_path)
+    newer = reviewed_project(studio, tmp_path)
+    request = tab("deleter", older)
+    studio.on_load(None, request)
+    before = {i.id for i in studio.projects.list()}
+    studio.library.on_delete(older, request)
+    assert studio.session(request).project_id == newer
+    assert {i.id for i in studio.projects.list()} == before - {older}  # no new empty one
+
+
+def test_a_reload_comes_back_to_the_same_place(studio, tmp_path):
+    pid = reviewed_project(studio, tmp_path, classes=("coin", "cat"))
+    request = tab("before-reload", pid)
+    studio.on_load(None, request)
+    s = studio.session(request)
+    third = s.queries()[-1]
+    studio.classes.on_class_pick("cat", request)
+    studio.review.on_pick(third.id, request)
+    s.view.preview_page = 1
+    studio.on_unload(request)  # the page goes away (reload) ...
+    again = tab("after-reload", pid)
+    studio.on_load(None, again)  # ... and comes back on the same project
+    s2 = studio.session(again)
+    assert s2.active_class == "cat" and s2.view.preview_page == 1
+    out = studio.review.on_sync(again)
+    assert out[studio.c.review_image]["value"] == third.id
+
+
+def test_a_reload_whose_project_went_meanwhile_opens_the_most_recent_one(studio, tmp_path):
+    """Right after "Load example project" the address may still name the empty project the
+    tab started with (deleted as unused when the example opened): a reload then opens the
+    example, not a new empty project."""
+    request = tab("fresh")
+    studio.on_load(None, request)
+    empty = studio.session(request).project_id
+    studio.library.on_load_example(None, request)
+    example = studio.session(request).project_id
+    assert not studio.projects.exists(empty)
+    studio.on_unload(request)
+    reloaded = tab("reloaded", empty)
+    studio.on_load(None, reloaded)
+    assert studio.session(reloaded).project_id == example
+    assert {i.id for i in studio.projects.list()} == {example}

@@ -54,3 +54,13 @@ def test_random_weights_are_created_once_and_loaded(tmp_path):
     stamp = (folder / "config.json").stat().st_mtime_ns
     assert app.load_owl_model(args) is model          # reused, not re-created
     assert (folder / "config.json").stat().st_mtime_ns == stamp
+
+
+def test_a_model_folder_made_by_make_random_model_shows_the_random_weights_banner(
+        tiny_model_dir, tmp_path):
+    from ui.main import parse_args, random_preset
+
+    assert random_preset(parse_args(["--model", str(tiny_model_dir)])) == "tiny"
+    assert random_preset(parse_args(["--random-weights", "tiny"])) == "tiny"
+    assert random_preset(parse_args(["--model", "google/owlv2-base-patch16"])) is None
+    assert random_preset(parse_args(["--model", str(tmp_path)])) is None  # no marker

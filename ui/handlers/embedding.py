@@ -19,18 +19,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import gradio as gr
 
 from owl_core.project.model import ImageRecord
 from ui.escape import warning
-from ui.handlers.common import Area, engine_errors, log
-from ui.handlers.views import status_text
+from ui.handlers.common import Area, AreaContext, engine_errors, log
+from ui.handlers.views import project_choices, status_text
 from ui.session import Session
 
 
 class EmbeddingHandlers(Area):
-    """`on_embed`, chained after every event that adds images."""
+    """`on_embed`, chained after every event that adds images (it also brings the project
+    list's counts up to date: the closed menu shows the open project's label)."""
+
+    def __init__(self, ctx: AreaContext, projects: Any = None) -> None:
+        super().__init__(ctx)
+        self.projects = projects
+
+    def _done(self, s: Session, status: str) -> dict:
+        out = {self.c.status: status}
+        if self.projects is not None:
+            out[self.c.project_list] = gr.update(choices=project_choices(self.projects, s.owner, s),
+                                                 value=s.project_id)
+        return out
 
     @engine_errors
     def on_embed(self, request: gr.Request, progress=gr.Progress()) -> dict:  # noqa: B008
@@ -44,7 +57,7 @@ class EmbeddingHandlers(Area):
         total = len(examples) + len(queries)
         if not total:
             with s.lock:
-                return {self.c.status: status_text(s)}
+                return self._done(s, status_text(s))
         size = max(1, int(self.config.embed_batch_size))
         batches = [(examples[i:i + size], True) for i in range(0, len(examples), size)]
         batches += [(queries[i:i + size], False) for i in range(0, len(queries), size)]
@@ -61,7 +74,7 @@ class EmbeddingHandlers(Area):
                     s.remove_image(record.id)
             note = (f"embedded {total - len(failed)} image(s) in "
                     f"{time.perf_counter() - start:.1f} s")
-            return {self.c.status: status_text(s, note)}
+            return self._done(s, status_text(s, note))
 
     def _embed_batch(self, s: Session, predictor, items: Sequence[ImageRecord],
                      keep_patches: bool, batch_size: int) -> list[ImageRecord]:

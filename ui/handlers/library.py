@@ -72,7 +72,8 @@ class LibraryHandlers(Area):
 
     @engine_errors
     def on_delete(self, project_id: str | None, request: gr.Request) -> dict:
-        """Delete the project picked in the list; deleting the open one opens a new one."""
+        """Delete the project picked in the list; deleting the open one opens the most
+        recently saved other project (a new one only when there is none)."""
         if not project_id:
             return {}
         if not self.projects.exists(project_id, user_of(request)):
@@ -80,9 +81,13 @@ class LibraryHandlers(Area):
         s = self.session(request)
         out: dict = {}
         if project_id == s.project_id:
-            out = self.on_new.__wrapped__(self, request)
-        self.projects.delete(project_id)
-        choices = project_choices(self.projects, user_of(request))
+            other = self.tabs.most_recent_id(exclude=project_id, owner=user_of(request))
+            out = (self._switch(request, other) if other is not None
+                   else self.on_new.__wrapped__(self, request))
+            s = self.session(request)
+        if self.projects.exists(project_id):  # an untouched project went with the switch
+            self.projects.delete(project_id)
+        choices = project_choices(self.projects, user_of(request), s)
         with s.lock:
             out[self.c.project_list] = gr.update(choices=choices, value=s.project_id)
         info("Project deleted.")
@@ -92,7 +97,7 @@ class LibraryHandlers(Area):
         """The project list as it is on disk now (other tabs may have added projects)."""
         s = self.session(request)
         return {self.c.project_list: gr.update(
-            choices=project_choices(self.projects, user_of(request)), value=s.project_id)}
+            choices=project_choices(self.projects, user_of(request), s), value=s.project_id)}
 
     @engine_errors
     def on_download_zip(self, request: gr.Request) -> dict:
@@ -124,7 +129,10 @@ class LibraryHandlers(Area):
         if not projects:
             raise error("No example project found in assets/.")
         path = projects.get(choice or "", next(iter(projects.values())))
-        core = self.projects.import_file(path)
+        from owl_core.project.model import load_project
+
+        name = self.projects.unique_name(load_project(path, allow_external=True).name)
+        core = self.projects.import_file(path, name)  # "coins 2" next to "coins"
         out = self._new(request, core)
         s = self.session(request)
         with s.lock:

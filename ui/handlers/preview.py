@@ -104,8 +104,8 @@ class PreviewHandlers(Area):
             report = self.prepare(s, training)
         items = self._preview_items(s)
         pages = max(1, -(-len(items) // PREVIEW_PAGE_SIZE))
-        s.preview_page = min(max(0, s.preview_page), pages - 1)
-        start = s.preview_page * PREVIEW_PAGE_SIZE
+        s.view.preview_page = min(max(0, s.view.preview_page), pages - 1)
+        start = s.view.preview_page * PREVIEW_PAGE_SIZE
         shown = items[start:start + PREVIEW_PAGE_SIZE]
         current = s.current_example()
         key = json.dumps([s.detect_key, [(s.path(r), s.embedded(r)) for r in shown],
@@ -393,7 +393,7 @@ class PreviewHandlers(Area):
         s = self.session(request)
         with s.lock:
             self.apply(s, confidence, iou_threshold, max_detections, score_mode, show_examples)
-            s.preview_page += int(step)
+            s.view.preview_page += int(step)
             s.selected_preview = 0
             return self.refresh(s)
 

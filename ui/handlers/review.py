@@ -83,7 +83,7 @@ class ReviewHandlers(Area):
     def state(self, s: Session) -> ReviewState:
         st = self._state.get(s)
         if st is None:
-            st = self._state[s] = ReviewState()
+            st = self._state[s] = ReviewState(image_id=s.view.review_image or "")
         return st
 
     @staticmethod
@@ -145,7 +145,7 @@ class ReviewHandlers(Area):
                     c.review_status: gr.update(value="not_reviewed"),
                     c.review_info: "No images yet: upload query images to review."}
         rec = self.record(s, item.id)
-        st.image_id = item.id
+        st.image_id = s.view.review_image = item.id
         st.classes = tuple(s.core.classes)
         st.proposals = self.proposals(s, item)
         labels = list(rec.labels) if rec else []

@@ -88,7 +88,7 @@ class Studio:
         ctx = AreaContext(self.c, self.config, self.session, self.touched)
         self.preview = PreviewHandlers(ctx)
         self.images = ImageHandlers(ctx)
-        self.embedding = EmbeddingHandlers(ctx)
+        self.embedding = EmbeddingHandlers(ctx, self.projects)
         self.boxes = BoxHandlers(ctx, self.preview)
         self.classes = ClassHandlers(ctx)
         self.project = ProjectHandlers(ctx)

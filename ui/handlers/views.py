@@ -111,11 +111,19 @@ def status_text(s: Session, note: str = "") -> str:
 MAX_LISTED_PROJECTS = 500
 
 
-def project_choices(store: Any, owner: str | None = None) -> list[tuple[str, str]]:
+def project_choices(store: Any, owner: str | None = None,
+                    s: Session | None = None) -> list[tuple[str, str]]:
     """(label, project id) of the saved projects (`owner`'s only, with logins), most recent
-    first."""
-    return [(f"{info.name} · {info.images} image{'s' if info.images != 1 else ''} · {info.id}",
-             info.id) for info in store.list(owner)[:MAX_LISTED_PROJECTS]]
+    first; the tab's own project as it is now (name and image count from memory: its last
+    change may not be saved yet)."""
+    out = []
+    for info in store.list(owner)[:MAX_LISTED_PROJECTS]:
+        name, images = info.name, info.images
+        if s is not None and s.core is not None and info.id == s.project_id:
+            name, images = s.core.name, len(s.core.images)
+        out.append((f"{name} · {images} image{'s' if images != 1 else ''} · {info.id}",
+                    info.id))
+    return out
 
 
 def project_updates(c: Any, s: Session, store: Any) -> dict:
@@ -132,7 +140,8 @@ def project_updates(c: Any, s: Session, store: Any) -> dict:
     out[c.score_mode] = params.score_mode
     out[c.imported_md] = imported_text(s)
     out[c.project_state] = s.project_id
-    out[c.project_list] = gr.update(choices=project_choices(store, s.owner), value=s.project_id)
+    out[c.project_list] = gr.update(choices=project_choices(store, s.owner, s),
+                                   value=s.project_id)
     out[c.status] = status_text(s)
     return out
 
