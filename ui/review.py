@@ -128,5 +128,35 @@ def rejected(proposals: Sequence[Proposal], boxes: Sequence[dict]) -> list[Propo
     return [p for p in proposals if not any(L.iou_xyxy(p.xyxy, k) >= MATCH_IOU for k in kept)]
 
 
+def newly_rejected(proposals: Sequence[Proposal], before: Sequence[dict],
+                   after: Sequence[dict]) -> list[Proposal]:
+    """Detections an edit deleted: a box (grey or a label) covered them in `before` and none
+    does in `after`."""
+    gone = rejected(proposals, after)
+    was = rejected(proposals, before)
+    return [p for p in gone if p not in was]
+
+
+def same_detection(a: Proposal, b: Proposal) -> bool:
+    """Whether two detections are the same object: same class, IoU >= `MATCH_IOU` (a prompt
+    change moves a detection a little)."""
+    return a.cls == b.cls and L.iou_xyxy(a.xyxy, b.xyxy) >= MATCH_IOU
+
+
+def update_rejected(known: Sequence[Proposal], deleted: Sequence[Proposal],
+                    boxes: Sequence[dict]) -> list[Proposal]:
+    """The detections rejected on an image after an edit: those `known` before, plus the ones
+    it `deleted`, less any that a box covers again (an undo, a box drawn back)."""
+    kept = [(b["xmin"], b["ymin"], b["xmax"], b["ymax"]) for b in boxes]
+    out = [p for p in [*known, *deleted]
+           if not any(L.iou_xyxy(p.xyxy, k) >= MATCH_IOU for k in kept)]
+    return [p for i, p in enumerate(out) if not any(same_detection(p, q) for q in out[:i])]
+
+
+def not_rejected(proposals: Sequence[Proposal], rejected_: Sequence[Proposal]) -> list[Proposal]:
+    """The detections the person has not rejected on the image."""
+    return [p for p in proposals if not any(same_detection(p, r) for r in rejected_)]
+
+
 def status_word(status: str) -> str:
     return STATUS_WORDS.get(status, status)

@@ -112,9 +112,9 @@ def build_review_panel(c: Any) -> None:
                 c.review_done = gr.Button("✓ Done, next image", size="sm", variant="primary",
                                           elem_id="review-done")
             with gr.Row():
-                c.review_to_negatives = gr.Button("Rejected → negative examples", size="sm",
+                c.review_to_negatives = gr.Button("0 rejected → negative examples", size="sm",
                                                   elem_id="review-to-negatives")
-                c.review_to_positives = gr.Button("Labels → positive examples", size="sm",
+                c.review_to_positives = gr.Button("0 labels → positive examples", size="sm",
                                                   elem_id="review-to-positives")
             c.review_accept_all = gr.Button(
                 "Accept detections on every image not reviewed yet (marks them done)",
@@ -148,7 +148,9 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
     review annotator."""
     quiet = {"api_visibility": "private", "show_progress": "hidden"}
     r, m = studio.review, studio.meter
-    review_out = [c.review_annotator, c.review_image, c.review_status, c.review_info]
+    # the "→ examples" buttons say how many boxes they add
+    counted = [c.review_info, c.review_to_negatives, c.review_to_positives]
+    review_out = [c.review_annotator, c.review_image, c.review_status, *counted]
     meter = dict(fn=m.on_meter, inputs=settings,
                  outputs=[c.meter_table, c.meter_md],
                  trigger_mode="always_last", **quiet)
@@ -171,11 +173,11 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
     for dropdown in (c.list_filter, c.list_sort):
         dropdown.input(**listing)
     after_review(c.review_annotator.change(r.on_edited, c.review_annotator,
-                                           [c.review_image, c.review_status, c.review_info],
+                                           [c.review_image, c.review_status, *counted],
                                            preprocess=False, trigger_mode="always_last",
                                            **quiet))
     after_review(c.review_status.input(r.on_status, c.review_status,
-                                       [c.review_image, c.review_status, c.review_info],
+                                       [c.review_image, c.review_status, *counted],
                                        **quiet))
     after_review(c.review_done.click(r.on_done_next, None, review_out, **quiet))
     after_review(c.review_accept.click(r.on_accept_image, None, review_out, **quiet))

@@ -56,3 +56,85 @@ def test_a_class_with_nothing_to_measure_reads_dashes(studio, tmp_path):  # noqa
     rows, _ = _meter(studio, request, 0.9)
     assert rows["cat"][1:4] == ["–", "–", "–"]  # no cat label, no cat detection
     assert rows["coin"][1:4] == ["1.000", "1.000", "1.000"]
+
+
+def _status(s, item) -> str:
+    with s.lock:
+        return s.core.image(item.id).status
+
+
+def _payload(item, boxes) -> dict:
+    """What the review annotator sends (its image is recognised by the file name)."""
+    return {"image": {"path": item.file}, "boxes": [dict(b) for b in boxes]}
+
+
+def test_a_late_echo_of_an_earlier_view_never_puts_an_image_in_review(studio, tmp_path):  # noqa: F811
+    """New detections (a confidence move) re-show an image nobody touched; the echo of the
+    value shown before arrives after that: no edit, the image stays "not reviewed"."""
+    request = gr.Request(session_hash="stale-echo")
+    s, item = open_chelsea(studio, request, tmp_path)
+    st = studio.review.state(s)
+    first = [dict(b) for b in st.boxes]  # A, B, C grey
+    studio.preview.on_settings(0.8, *SETTINGS[1:], request)
+    studio.review.on_sync(request)
+    assert len(st.boxes) == 2  # A, B
+    studio.review.on_edited(_payload(item, first), request)  # the late echo of A, B, C
+    assert _status(s, item) == "not_reviewed"
+    assert "rejected" not in studio.review.info(s, item)
+
+
+def test_a_click_alone_never_changes_the_status(studio, tmp_path):  # noqa: F811
+    """A click on the canvas in box-creation mode makes a box without area, which the
+    component removes again: the page sends the boxes with and without it."""
+    request = gr.Request(session_hash="click")
+    s, item = open_chelsea(studio, request, tmp_path)
+    shown = [dict(b) for b in studio.review.state(s).boxes]
+    dot = {"xmin": 200, "ymin": 200, "xmax": 200, "ymax": 200, "label": "",
+           "color": "rgb(255, 168, 77)"}
+    studio.review.on_edited(_payload(item, [dot, *shown]), request)
+    studio.review.on_edited(_payload(item, shown), request)
+    assert _status(s, item) == "not_reviewed"
+
+
+def test_rejected_to_negatives_adds_exactly_the_deleted_detections(studio, tmp_path):  # noqa: F811
+    """Accept A, delete B (1 rejected), C left grey; Done; back to the image: "1 rejected",
+    said on the button before the click, and exactly B becomes a negative example."""
+    request = gr.Request(session_hash="rejected")
+    s, item = open_chelsea(studio, request, tmp_path)
+    c = studio.c
+    a, b, grey_c = (dict(x) for x in studio.review.state(s).boxes)
+    accepted = {**a, "color": "rgb(30, 136, 229)"}  # the class colour: a label
+    studio.review.on_edited(_payload(item, [accepted, b, grey_c]), request)
+    out = studio.review.on_edited(_payload(item, [accepted, grey_c]), request)  # Del on B
+    assert "1 rejected" in out[c.review_info]
+    assert "1 rejected" in _value(out[c.review_to_negatives])
+    assert _status(s, item) == "in_review"
+    studio.review.on_done_next(request)
+    out = studio.review.on_pick(item.id, request)
+    assert "1 rejected" in out[c.review_info]
+    assert "1 rejected" in _value(out[c.review_to_negatives])
+    studio.review.on_to_negatives(request)
+    with s.lock:
+        example = next(e for e in s.examples() if e.name == "chelsea.png")
+        negatives = [p for p in example.prompts if p.negative]
+    assert [(p.cls, p.xyxy) for p in negatives] == [("coin", B)]
+
+
+def test_undo_back_to_the_shown_boxes_is_an_edit_not_an_echo(studio, tmp_path):  # noqa: F811
+    """Ctrl+Z after accepting a grey box sends back the very boxes the server first showed:
+    that is the person's edit (the label goes), though it equals a value the server sent."""
+    request = gr.Request(session_hash="undo-shown")
+    s, item = open_chelsea(studio, request, tmp_path)
+    shown = [dict(x) for x in studio.review.state(s).boxes]
+    accepted = [{**shown[0], "color": "rgb(30, 136, 229)"}, *shown[1:]]
+    for boxes in (shown, accepted):  # the history records the echo, then the edit
+        studio.history.on_review_changed(_payload(item, boxes), request)
+        studio.review.on_edited(_payload(item, boxes), request)
+    with s.lock:
+        assert len(s.core.image(item.id).labels) == 1
+    back = studio.history.on_undo_review(_payload(item, accepted), request)
+    value = back[studio.c.review_annotator]
+    studio.history.on_review_changed(_payload(item, value["boxes"]), request)
+    studio.review.on_edited(_payload(item, value["boxes"]), request)
+    with s.lock:
+        assert s.core.image(item.id).labels == ()

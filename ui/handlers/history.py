@@ -25,7 +25,7 @@ import gradio as gr
 from ui import labels as L
 from ui.escape import info
 from ui.handlers.common import Area, AreaContext, engine_errors, file_path
-from ui.handlers.review import same_boxes
+from ui.handlers.review import ReviewHandlers, same_boxes
 from ui.session import Session
 
 #: Steps kept per image and surface.
@@ -94,8 +94,9 @@ def _key(payload: dict | None) -> str:
 class HistoryHandlers(Area):
     """Records each annotator's states and steps back and forth through them."""
 
-    def __init__(self, ctx: AreaContext) -> None:
+    def __init__(self, ctx: AreaContext, review: ReviewHandlers | None = None) -> None:
         super().__init__(ctx)
+        self.review = review  # told what an undo / redo sends (an edit, not an echo)
         self._hist: weakref.WeakKeyDictionary[Session, dict[tuple[str, str], BoxHistory]] = \
             weakref.WeakKeyDictionary()
         self._shown: weakref.WeakKeyDictionary[Session, dict[str, tuple[str, str]]] = \
@@ -149,6 +150,8 @@ class HistoryHandlers(Area):
                 info("Nothing to undo." if back else "Nothing to redo.")
                 return gr.skip()
             item = self._image_path(s, surface, key) or path
+            if surface == "review" and self.review is not None:
+                self.review.state(s).expect(state)
             target = self.c.annotator if surface == "examples" else self.c.review_annotator
             return {target: {"image": item, "boxes": [dict(b) for b in state]}}
 

@@ -34,16 +34,41 @@ from ui.session import Session
 MAX_LISTED = 2000
 
 
+#: Box lists the server showed for the image under review, kept to recognise their echoes.
+MAX_SHOWN = 8
+
+
 @dataclass
 class ReviewState:
-    """What the review annotator shows: which image, the detections offered for it, and the
-    boxes it sent last (to tell which detections the person deleted)."""
+    """What the review annotator shows: which image, the detections offered for it, the boxes
+    it sent last (to tell which detections the person deleted), the box lists the server
+    showed for this image (a late echo of any of them is not an edit), and per image the
+    detections the person deleted (rejected)."""
 
     image_id: str = ""
     proposals: list[R.Proposal] = field(default_factory=list)
     boxes: list[dict] = field(default_factory=list)
     classes: tuple[str, ...] = ()
     list_ids: list[str] = field(default_factory=list)
+    shown: list[list[dict]] = field(default_factory=list)
+    rejected: dict[str, list[R.Proposal]] = field(default_factory=dict)
+
+    def showing(self, image_id: str, boxes: list[dict]) -> None:
+        """The server sends `boxes` of image `image_id` to the annotator."""
+        if image_id != self.image_id:
+            self.shown = []
+        self.image_id, self.boxes = image_id, boxes
+        self.shown = [*self.shown, [dict(b) for b in boxes]][-MAX_SHOWN:]
+
+    def echoes(self, boxes: list[dict]) -> bool:
+        """Whether `boxes` are a value the server showed for this image (its echo, maybe
+        late: the page echoes every value it is sent, in order, after the server moved on)."""
+        return same_boxes(boxes, self.boxes) or any(same_boxes(boxes, old)
+                                                     for old in self.shown)
+
+    def expect(self, boxes: list[dict]) -> None:
+        """`boxes` come back as an edit (an undo / redo sends them): not an echo."""
+        self.shown = [old for old in self.shown if not same_boxes(old, boxes)]
 
 
 def all_items(s: Session) -> list[ImageRecord]:
@@ -145,25 +170,27 @@ class ReviewHandlers(Area):
                     c.review_status: gr.update(value="not_reviewed"),
                     c.review_info: "No images yet: upload query images to review."}
         rec = self.record(s, item.id)
-        st.image_id = s.view.review_image = item.id
+        s.view.review_image = item.id  # a reload comes back to it
         st.classes = tuple(s.core.classes)
         st.proposals = self.proposals(s, item)
         labels = list(rec.labels) if rec else []
         status = rec.status if rec else "not_reviewed"
-        st.boxes = R.review_boxes(labels, st.proposals, s.core.classes,
-                                  show_pending=status != "done")
+        # the detections the person deleted stay deleted
+        offered = R.not_rejected(st.proposals, st.rejected.get(item.id, []))
+        st.showing(item.id, R.review_boxes(labels, offered, s.core.classes,
+                                           show_pending=status != "done"))
         return {c.review_annotator: gr.update(value={"image": s.path(item), "boxes": st.boxes},
                                               label_list=labels_list, label_colors=colors),
                 c.review_image: gr.update(choices=self.choices(s), value=item.id),
                 c.review_status: gr.update(value=status),
-                c.review_info: self.info(s, item)}
+                **self.counts(s, item)}
 
     def info(self, s: Session, item: ImageRecord) -> str:
         rec = self.record(s, item.id)
         st = self.state(s)
         labels = list(rec.labels) if rec else []
         waiting = sum(1 for b in st.boxes if L.parse_box(b, []).kind == "suggestion")
-        rejected = len(R.rejected(st.proposals, st.boxes))
+        rejected = len(st.rejected.get(item.id, []))
         by_source = {k: sum(1 for b in labels if b.source == k)
                      for k in ("accepted", "corrected", "drawn")}
         status = R.status_word(rec.status if rec else "not_reviewed")
@@ -176,12 +203,24 @@ class ReviewHandlers(Area):
             text += f" · {rejected} rejected"
         return text
 
+    def counts(self, s: Session, item: ImageRecord) -> dict:
+        """The info line, and the two "→ examples" buttons saying how many boxes they add."""
+        c = self.c
+        rec = self.record(s, item.id)
+        rejected = len(self.state(s).rejected.get(item.id, []))
+        labels = len(rec.labels) if rec else 0
+        return {c.review_info: self.info(s, item),
+                c.review_to_negatives: gr.update(
+                    value=f"{rejected} rejected → negative examples"),
+                c.review_to_positives: gr.update(
+                    value=f"{labels} label{'s' if labels != 1 else ''} → positive examples")}
+
     def _after_labels(self, s: Session, item: ImageRecord) -> dict:
         c = self.c
         rec = self.record(s, item.id)
         return {c.review_image: gr.update(choices=self.choices(s), value=item.id),
                 c.review_status: rec.status if rec else "not_reviewed",
-                c.review_info: self.info(s, item)}
+                **self.counts(s, item)}
 
     def _set_labels(self, s: Session, item: ImageRecord, labels: list[Label],
                     status: str | None = None) -> None:
@@ -234,17 +273,23 @@ class ReviewHandlers(Area):
                 return {}
             st, item, rec = shown
             boxes = L.parse_annotator_payload_boxes((payload or {}).get("boxes") or [])
-            if same_boxes(boxes, st.boxes):
-                # the value the server set, echoed back (maybe late, after the labels changed
-                # on the server, e.g. "Accept all"): no edit of the person's, nothing to store
+            if st.echoes(boxes):
+                # a value the server set, echoed back (maybe late, after the server showed
+                # newer boxes or changed the labels, e.g. "Accept all"): no edit of the
+                # person's, nothing to store, no status change
                 return {}
             before = list(rec.labels) if rec else []
             labels = R.boxes_to_labels(boxes, st.proposals, s.core.classes, item.size,
                                        before)
+            deleted = R.newly_rejected(st.proposals, st.boxes, boxes)
+            known = st.rejected.get(item.id, [])
+            rejected = R.update_rejected(known, deleted, boxes)
+            st.rejected[item.id] = rejected
             st.boxes = boxes
-            if rec is not None and labels == before and rec.status != "not_reviewed":
-                return {self.c.review_info: self.info(s, item)}  # a detection rejected
-            self._set_labels(s, item, labels)
+            if labels == before and len(rejected) == len(known) and not deleted:
+                # nothing the person did (a click, a box without area): no status change
+                return self.counts(s, item)
+            self._set_labels(s, item, labels)  # "in review" once the person touched it
             return self._after_labels(s, item)
 
     @engine_errors
@@ -329,8 +374,9 @@ class ReviewHandlers(Area):
             if shown is None:
                 return {}
             st, item, rec = shown
-            if negatives:
-                new = [Prompt(x.xyxy, x.cls, True) for x in R.rejected(st.proposals, st.boxes)]
+            if negatives:  # exactly the detections the person deleted on this image
+                new = [Prompt(x.xyxy, x.cls, True) for x in st.rejected.get(item.id, [])
+                       if x.cls in s.core.classes]
                 what = "rejected detection(s) → negative examples"
             else:
                 new = [Prompt(b.xyxy, b.cls, False) for b in rec.labels]

@@ -97,7 +97,7 @@ class Studio:
         atexit.register(_close_at_exit, weakref.ref(self))  # a stopped server saves first
         self.review = ReviewHandlers(ctx, self.preview)
         self.meter = MeterHandlers(ctx, self.preview)
-        self.history = HistoryHandlers(ctx)
+        self.history = HistoryHandlers(ctx, self.review)
 
     @property
     def browser_secret(self) -> str:
