@@ -9,6 +9,17 @@ Both work around `gradio_image_annotation` (0.5.x) from the outside, through its
   make on the list entry, so the dialog takes the label *and* its colour; **Enter** still
   confirms. Digits stay digits in any other text field, and in the dialog's own field once the
   person has typed a label of their own there.
+* **Accepting a grey box** (review annotator): the label dialog opens on the box's own label
+  *and colour*, and its Enter / OK keep both, so confirming the proposed class left the box
+  grey (a detection, not a label) unless the person picked the class again. An Enter or OK
+  in a dialog that still shows the grey colour first picks the typed class in the list (the
+  click a person would make: label and class colour), then confirms. Cancel / Escape still
+  leave the box grey; nothing happens while the dialog is open, so the person's own clicks
+  and typing there never race a script.
+* **Select first** (review annotator): the component starts in box-creation mode when its
+  first image has no boxes, and stays in it: a click on a grey box drew a box without area
+  instead of selecting it. Each newly shown image starts in "Drag boxes" mode (a click
+  selects); **C** still draws.
 * **Tall images**: the component sizes its canvas to the container's width (shrinking a wider
   image to fit) and makes it as tall as the image then is; a CSS height cap squashed tall
   images (its canvas kept its width). Capping the *width* of the canvas's container at
@@ -23,6 +34,8 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+
+from ui.labels import SUGGESTION_COLOR
 
 #: The annotators' canvas is at most this tall (CSS pixels), so the page still fits a screen.
 MAX_CANVAS_HEIGHT = 520
@@ -76,6 +89,89 @@ ANNOTATOR_KEYS_JS = """() => {
 }"""
 
 
+#: Installed once on page load: Enter / OK in the review dialog on a grey box accept its class.
+REVIEW_ACCEPT_JS = """() => {
+  if (window.__owlReviewAccept) return [];
+  window.__owlReviewAccept = true;
+  const GREY = '__GREY__', FIELD = "input[aria-label='Label']";
+  const dialogOf = () => document.querySelector('#review-annotator #model-box-edit');
+  // the class a grey box proposes, when the dialog still shows it grey
+  const proposed = (dialog) => {
+    const color = dialog.querySelector('input[type=color]');
+    const field = dialog.querySelector(FIELD);
+    if (!color || !field) return null;
+    return color.value.toLowerCase() === GREY && field.value ? field.value : null;
+  };
+  const ok = (dialog) => Array.from(dialog.querySelectorAll('button'))
+    .find((b) => b.textContent.trim() === 'OK');
+  // pick `name` in the dialog's list (the click a person would make), then `done()`
+  const pick = (dialog, name, done) => {
+    if (dialog.dataset.owlPicking) { dialog.__owlDone = done || dialog.__owlDone; return; }
+    dialog.dataset.owlPicking = '1';
+    dialog.__owlDone = done;
+    const field = dialog.querySelector(FIELD);
+    field.blur();  // focusing the field again shows the whole list
+    field.focus();
+    const attempt = (frames) => {
+      const item = Array.from(dialog.querySelectorAll('li[data-index]'))
+        .find((li) => li.getAttribute('aria-label') === name);
+      if (!item && frames > 0 && dialog.isConnected) {
+        requestAnimationFrame(() => attempt(frames - 1));
+        return;
+      }
+      if (item) item.dispatchEvent(new MouseEvent('mousedown', {bubbles: true, cancelable: true}));
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        delete dialog.dataset.owlPicking;
+        const then = dialog.__owlDone;
+        dialog.__owlDone = null;
+        if (then && dialog.isConnected) then();
+      }));
+    };
+    requestAnimationFrame(() => attempt(30));
+  };
+  // Enter on a grey proposal: pick its class first, then confirm
+  document.addEventListener('keydown', (e) => {
+    const dialog = dialogOf();
+    if (!dialog || e.key !== 'Enter') return;
+    const name = proposed(dialog);
+    if (!name && !dialog.dataset.owlPicking) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    pick(dialog, name, () => { const b = ok(dialog); if (b) b.click(); });
+  }, true);
+  document.addEventListener('click', (e) => {
+    const dialog = dialogOf();
+    const button = dialog && e.target && e.target.closest ? e.target.closest('button') : null;
+    if (!button || button !== ok(dialog) || !e.isTrusted) return;
+    const name = proposed(dialog);
+    if (!name && !dialog.dataset.owlPicking) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    pick(dialog, name, () => button.click());
+  }, true);
+  return [];
+}""".replace("__GREY__", SUGGESTION_COLOR.lower())
+
+#: On each change of the review annotator: a newly shown image starts in "Drag boxes" mode.
+SELECT_MODE_JS = """(value) => {
+  const root = document.getElementById('review-annotator');
+  const url = value && value.image && value.image.url ? value.image.url : '';
+  if (!root || !url || root.dataset.owlModeImage === url) return [];
+  root.dataset.owlModeImage = url;
+  const drag = (frames) => {
+    const create = root.querySelector("button[aria-label='Create box']");
+    const select = root.querySelector("button[aria-label='Drag boxes']");
+    if (!create || !select) {
+      if (frames > 0) requestAnimationFrame(() => drag(frames - 1));
+      return;
+    }
+    if (create.classList.contains('selected')) select.click();
+  };
+  requestAnimationFrame(() => drag(60));
+  return [];
+}"""
+
+
 def fit_canvas_js(elem_id: str, max_height: int = MAX_CANVAS_HEIGHT) -> str:
     """JS for the annotator `elem_id`'s change event: cap its canvas container's width so the
     image, shown whole at its own aspect ratio, is at most `max_height` CSS pixels tall (the
@@ -114,9 +210,13 @@ _FIT_CANVAS_JS = """(value) => {
 
 
 def install_annotator_scripts(demo: gr.Blocks, *annotators: Any) -> None:
-    """Install the number keys (on page load) and the aspect-ratio fit (on each annotator's
-    change: a new image, or an edit, which finds the image's size remembered)."""
+    """Install the number keys and the review dialog's accept (on page load), the
+    aspect-ratio fit (on each annotator's change: a new image, or an edit, which finds the
+    image's size remembered) and the review annotator's select mode for each new image."""
     quiet = {"api_visibility": "private", "show_progress": "hidden"}
     demo.load(None, None, None, js=ANNOTATOR_KEYS_JS, **quiet)
+    demo.load(None, None, None, js=REVIEW_ACCEPT_JS, **quiet)
     for annotator in annotators:
         annotator.change(None, annotator, None, js=fit_canvas_js(annotator.elem_id), **quiet)
+        if annotator.elem_id == "review-annotator":
+            annotator.change(None, annotator, None, js=SELECT_MODE_JS, **quiet)

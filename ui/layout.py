@@ -58,6 +58,15 @@ CSS = """
 #examples-column, #preview-column, #examples-column .row, #preview-column .row {gap:8px}
 #first-step {align-items:center}
 #annotator canvas {max-height:520px}
+/* the meter and the box diagnostics fit their half-width column at 1280 px: compact cells,
+   and a word is never split across lines (their widths leave room for each column's words) */
+#meter-table [role=gridcell], #meter-table th, #diag-table [role=gridcell], #diag-table th
+  {padding:4px 6px !important; font-size:13px !important}
+#meter-table [role=gridcell] *, #meter-table th *, #diag-table [role=gridcell] *,
+#diag-table th * {word-break:normal !important; overflow-wrap:normal !important;
+                  font-size:13px !important}
+#meter-table .cell-wrap, #diag-table .cell-wrap {padding-left:0 !important;
+                                                 padding-right:0 !important}
 /* the annotators' rotate buttons turned the view while boxes stayed in unrotated image
    pixels (every box landed on the wrong object): removed */
 #annotator button[aria-label^='Rotate'], #review-annotator button[aria-label^='Rotate']
@@ -235,7 +244,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             c.diag_warning = gr.Markdown("No boxes yet.", elem_id="diag-warning")
                             c.diag_table = gr.Dataframe(
                                 headers=DIAG_HEADERS,
-                                column_widths=["20%", "6%", "13%", "13%", "8%", "22%", "18%"],
+                                column_widths=["18%", "5%", "12%", "14%", "9%", "24%", "18%"],
                                 interactive=False, wrap=True, elem_id="diag-table")
                             c.diag_image = gr.Image(
                                 label="This example: drawn boxes (white) and the predicted "

@@ -14,11 +14,15 @@ from ui import image_list as IL
 from ui.annotator_scripts import install_annotator_scripts
 from ui.handlers.meter import METER_HEADERS
 
+#: The meter's columns share its width (class, P, R, F1, AP@50, TP, FP, FN): at 1280 px each
+#: gets what its numbers need and FN is not cut off.
+METER_WIDTHS = ["20%", "12%", "12%", "12%", "14%", "10%", "10%", "10%"]
+
 REVIEW_HELP = (
-    "Grey boxes are the model's detections, not labels yet. **Accept** one: select it, press "
-    "**E** (or double-click) and confirm its class; pick another class to **relabel** it. "
-    "**Reject** one: select it and press **Del**. **Draw** a missed object with **C** (keys "
-    "**1**-**9** pick a class in the dialog). "
+    "Grey boxes are the model's detections, not labels yet. Click a box to select it. "
+    "**Accept** it: **E** (or double-click), then **Enter** (or OK) on the class shown; pick "
+    "another class to **relabel** it. **Reject** it: **Del**. **Draw** a missed object with "
+    "**C** (keys **1**-**9** pick a class in the dialog; **D** selects again). "
     "Coloured boxes are this image's labels (saved with the project). Keys: **[** / **]** "
     "previous / next image; **Ctrl+Z** / **Ctrl+Shift+Z** undo / redo."
 )
@@ -122,6 +126,7 @@ def build_review_panel(c: Any) -> None:
             with gr.Accordion("Quality meter: the prompt on the reviewed images", open=True):
                 c.meter_md = gr.Markdown("", elem_id="meter-info")
                 c.meter_table = gr.Dataframe(headers=METER_HEADERS, interactive=False,
+                                             column_widths=METER_WIDTHS,
                                              elem_id="meter-table")
                 # static (never an output of the meter): a click must not land on a button
                 # that a meter update (e.g. the slider's release when focus leaves its number
@@ -185,8 +190,10 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
                                            **quiet))
     for button, negatives in ((c.review_to_negatives, True), (c.review_to_positives, False)):
         fn = r.on_to_negatives if negatives else r.on_to_positives
-        button.click(fn, None, examples_out, **quiet).then(**refresh).then(
-            **downloads).then(**counts).then(**embed)
+        # the image joins the examples: embedded first, then everything that shows the prompt
+        # (diagnostics, exemplar counts, downloads, the meter) follows the new exemplars
+        button.click(fn, None, examples_out, **quiet).then(**refresh).then(**embed).then(
+            **refresh).then(**downloads).then(**counts).then(**meter)
     # new detections (prompt, settings, images): keep the review, meter and list in step
     after_review(c.preview.change(r.on_sync, None, review_out, **quiet))
     c.confidence.release(**meter)

@@ -26,7 +26,9 @@ from ui.handlers.common import Area, AreaContext, engine_errors, read_settings
 from ui.handlers.preview import PreviewHandlers
 from ui.session import Session, safe_file_name
 
-METER_HEADERS = ["class", "precision", "recall", "F1", "AP@50", "TP", "FP", "FN"]
+#: Short headers: the whole table fits the half-width column at 1280 px (the summary line
+#: above it spells out precision / recall).
+METER_HEADERS = ["class", "P", "R", "F1", "AP@50", "TP", "FP", "FN"]
 
 
 def _fmt(value: float | None) -> str:
