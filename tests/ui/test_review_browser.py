@@ -141,7 +141,9 @@ def test_accept_reject_relabel_draw_then_export_coco(rpage, scripted_app, artifa
     # reject B: select it, Delete
     review_click(page, *center(b))
     page.keyboard.press("Delete")
-    expect(page.locator("#review-info")).to_contain_text("1 detection(s) still grey")
+    # the server answers after the accept's meter and list events (seconds under load)
+    expect(page.locator("#review-info")).to_contain_text("1 detection(s) still grey",
+                                                         timeout=30_000)
 
     # relabel C as "cat"
     review_click(page, *center(c), double=True)
