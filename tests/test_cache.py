@@ -637,8 +637,8 @@ def test_evictions_return_freed_memory_to_the_os_now_and_then(monkeypatch):
     """glibc keeps freed heap memory, so RSS grew far past the budget (bench/reliability.py):
     after every budget/16 (at least 16 MiB) of evictions the cache asks for it back, not on
     every put."""
-    from owl_core import cache as cache_module
     from owl_core import memory
+    from owl_core.engine import cache as cache_module
 
     calls = []
     monkeypatch.setattr(memory, "release_free_memory", lambda: calls.append(1) or True)

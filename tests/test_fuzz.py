@@ -84,6 +84,8 @@ def paths(node, prefix=()) -> list[tuple]:
 
 def put(node, path: tuple, value):
     """`node` with `value` at `path` (tuples rebuilt, as they are immutable)."""
+    if not isinstance(node, (dict, list, tuple)):  # an earlier edit put a value (an array,
+        raise TypeError("no such place")          # a tensor) here: never index into it
     key, rest = path[0], path[1:]
     new = value if not rest else put(node[key], rest, value)
     if isinstance(node, tuple):

@@ -16,7 +16,7 @@ import huggingface_hub.constants as hf_constants
 import pytest
 import torch
 
-from owl_core import model_loading
+from owl_core.engine import loading as model_loading
 from owl_core.engine.loading import (
     DEFAULT_MODEL_ID,
     ModelLoadError,

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from owl_core import OwlPredictor, TrainingDataError
-from owl_core import predictor as predictor_module
+from owl_core.engine import predictor as predictor_module
 from owl_core.engine.cache import EmbeddingCache
 from owl_core.engine.embedding import ImageEmbeddings, compute_embeddings
 from owl_core.engine.prompt_file import load_pt

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from owl_core import serialization
+from owl_core.engine import prompt_file as serialization
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.matching import Exemplars, ExemplarSource
 from owl_core.engine.prompt_file import (
