@@ -45,5 +45,7 @@ def warning(message: str) -> None:
 
 
 def error(message: str) -> gr.Error:
-    """A `gr.Error` (to raise) with `message` shown as text."""
-    return gr.Error(html_text(message))
+    """A `gr.Error` (to raise) with `message` shown as text. Gradio prints no traceback for
+    it: it is the person's mistake or a refusal, said on the page (`engine_errors` logs one
+    line; a bug is logged with its traceback there)."""
+    return gr.Error(html_text(message), print_exception=False)

@@ -425,3 +425,19 @@ def test_a_huge_project_id_in_the_url_is_logged_short_once(studio, caplog):
     assert not any("x" * 100 in line for line in logged)
     assert studio.session(SimpleNamespace(session_hash="h")).project_id != hostile
     studio.close()
+
+
+def test_a_user_mistake_is_one_log_line_and_no_traceback(studio, caplog):
+    """An empty "Add folder" click: the page says what to do; the server log gets one line
+    (Gradio prints a gr.Error's traceback unless told not to)."""
+    import logging
+
+    request = SimpleNamespace(session_hash="mistake", query_params={})
+    studio.on_load(None, request)
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(gr.Error) as raised:
+        studio.images.on_folder_queries("", request)
+    assert raised.value.print_exception is False
+    lines = [r for r in caplog.records if r.name.startswith("ui")]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert "on_folder_queries" in lines[0].getMessage()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import html
 import io
 import logging
 import re
@@ -156,10 +157,11 @@ def engine_errors(fn: Callable) -> Callable:
             out = fn(*args, **kwargs)
             # an empty {component: value} dict means "change nothing"; Gradio needs gr.skip()
             return gr.skip() if isinstance(out, dict) and not out else out
-        except gr.Error:
+        except gr.Error as exc:  # said on the page; one line in the log, no traceback
+            log.warning("%s: %s", fn.__name__, html.unescape(str(exc.message))[:300])
             raise
         except (OwlError, ValueError) as exc:
-            log.info("%s refused: %s", fn.__name__, exc)
+            log.warning("%s refused: %s", fn.__name__, str(exc)[:300])
             raise error(user_message(exc)) from exc
         except (RuntimeError, OSError) as exc:
             log.exception("%s failed", fn.__name__)
