@@ -66,7 +66,8 @@ def open_chelsea_for_review(page) -> None:
         r[0] == "chelsea.png" and r[2] == "3" for r in rows))
     page.locator("#review-help").click()  # focus outside any text field, then the shortcut
     page.keyboard.press("]")
-    expect(page.locator("#review-info")).to_contain_text("chelsea.png")
+    # the server's answer (queued behind the list and meter events: seconds under load)
+    expect(page.locator("#review-info")).to_contain_text("chelsea.png", timeout=30_000)
     expect(page.locator("#review-info")).to_contain_text("3 detection(s) still grey")
 
 
