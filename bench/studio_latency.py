@@ -75,11 +75,12 @@ WATCH_JS = """() => {
   };
   new MutationObserver(seen).observe(root, {subtree: true, childList: true, attributes: true,
                                             attributeFilter: ['src', 'data-rev']});
-  document.addEventListener('pointerup', () => lat.ups.push(performance.now()), true);
-  document.addEventListener('keydown', () => lat.keys.push(performance.now()), true);
-  document.addEventListener('input', (e) => {
+  // e.timeStamp: when the event happened (a listener of the page may run before this one)
+  window.addEventListener('pointerup', (e) => lat.ups.push(e.timeStamp), true);
+  window.addEventListener('keydown', (e) => lat.keys.push(e.timeStamp), true);
+  window.addEventListener('input', (e) => {
     if (e.target && e.target.closest && e.target.closest('#confidence'))
-      lat.slider.push(performance.now()); }, true);
+      lat.slider.push(e.timeStamp); }, true);
 }"""
 
 
@@ -349,6 +350,9 @@ def run_size(browser: Any, url: str, demo: Any, project_id: str, args: argparse.
     shot = ROOT / "test-artifacts" / f"studio_latency_{project_id}.png"
     shot.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(shot))
+    columns = page.locator("#studio-columns")
+    columns.scroll_into_view_if_needed()
+    columns.screenshot(path=str(shot.with_name(shot.stem + "_studio.png")))
     context.close()
     out = {}
     for action, values in results.items():
@@ -412,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
                                           projects_dir=str(work / "projects"),
                                           default_confidence=args.confidence))
     demo.queue(default_concurrency_limit=4)
+    def write(report: dict) -> Path:
+        target = Path(args.json)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(report, indent=1) + "\n")
+        return target
+
     report: dict[str, Any] = {
         "command": " ".join(["python", "bench/studio_latency.py", *(argv or sys.argv[1:])]),
         "label": args.label, "preset": args.preset, "repeats": args.repeats,
@@ -431,13 +441,12 @@ def main(argv: list[str] | None = None) -> int:
                 project_id = make_project(library, int(q), int(e), args.confidence, work)
                 report["sizes"][size] = run_size(browser, url, demo, project_id, args, log)
                 log(f"{size}: {json.dumps(report['sizes'][size])}")
+                write(report)  # after each size: a long run stopped early keeps its numbers
             browser.close()
     finally:
         demo.close()
         demo.studio.close()
-    target = Path(args.json)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=1) + "\n")
+    target = write(report)
     print(f"\n{'size':<10}{'action':<15}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'n':>4}"
           f"{'unch.':>6}  requests/drag")
     for size, data in report["sizes"].items():

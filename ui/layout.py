@@ -35,6 +35,7 @@ from ui.data_dir import build_data_dir_row, wire_data_dir
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
 from ui.handlers.preview import MATCH_THRESHOLD_RANGE
+from ui.preview_view import preview_view
 from ui.review_layout import build_example_history, build_review_panel, wire_review
 
 CSS = """
@@ -265,11 +266,11 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             c.confidence = gr.Slider(0.0, 1.0, value=config.default_confidence,
                                                      step=CONFIDENCE_STEP, label="Confidence",
                                                      min_width=240, elem_id="confidence")
-                        c.preview = gr.Gallery(label="Detections on query images (click a "
-                                                     "thumbnail to pick an image)",
-                                               columns=6, height=480, object_fit="contain",
-                                               format="jpeg", preview=True, selected_index=0,
-                                               interactive=False, elem_id="preview")
+                        # drawn in the browser from detections sent as numbers: the
+                        # confidence slider and the labels toggle never ask the server
+                        c.preview = preview_view(label="Detections on query images (click a "
+                                                       "thumbnail to pick an image)",
+                                                 elem_id="preview")
                         with gr.Row(equal_height=True, elem_id="preview-pager"):
                             c.prev_page = gr.Button("◀ Previous page", size="sm", scale=0,
                                                     min_width=120, elem_id="prev-page")
@@ -281,6 +282,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                                           elem_id="preview-options"):
                             with gr.Row(equal_height=True):
                                 c.show_labels = gr.Checkbox(True, label="Show labels and scores",
+                                                            interactive=True,
                                                             elem_id="show-labels")
                                 c.show_examples = gr.Checkbox(
                                     False, label="Preview example images too",
@@ -429,15 +431,17 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
                                    class_out + [c.remove_class], **quiet))
 
     # settings and preview actions
-    for slider in (c.confidence, c.iou, c.max_detections):
+    # the confidence slider redraws the preview in the browser while it moves (no request);
+    # its release saves it and brings the counts, downloads and meter up to date
+    c.confidence.release(**refresh).then(**downloads).then(**counts)
+    for slider in (c.iou, c.max_detections):
         slider.input(**refresh).then(**downloads).then(**counts)
         slider.release(**refresh).then(**downloads).then(**counts)
     c.score_mode.input(**refresh).then(**downloads).then(**counts)
     c.show_examples.input(**refresh).then(**downloads).then(**counts)
     c.match_threshold.release(studio.preview.on_match_threshold, [c.match_threshold] + settings,
                               refresh_out, **_private()).then(**downloads).then(**counts)
-    c.show_labels.input(studio.preview.on_show_labels, [c.show_labels] + settings, refresh_out,
-                        **_private())
+    # "Show labels and scores" is applied by the preview in the browser (ui.preview_view)
     c.preview.select(studio.preview.on_preview_select, None, None, **quiet)
     c.remove_query.click(studio.preview.on_remove_query, settings, refresh_out + [c.status],
                          **_private()).then(**downloads).then(**counts)

@@ -15,9 +15,10 @@ cut to `max_detections` keeps the best ones. Detections made at the floor and th
 the confidence are therefore the detections made at the confidence (the negatives' spatial
 suppression included: a negative only removes a lower-scoring box).
 
-The page marks each redraw on the view's root with ``data-rev`` (a counter), ``data-confidence``
-and ``data-shown`` (boxes drawn), so tests and `bench/studio_latency.py` can tell when new
-detections are on screen.
+The page marks each redraw on the view's root (``.owl-pv``) with ``data-rev`` (a counter),
+``data-confidence``, ``data-shown`` (boxes drawn on the large picture), ``data-selected``,
+``data-images`` and ``data-waiting`` (images still being embedded), so tests and
+`bench/studio_latency.py` can tell when new detections are on screen.
 """
 
 from __future__ import annotations
@@ -208,12 +209,13 @@ function counts(v, conf) {
 function frame(im, height) {
   const width = height ? `width:${(height * im.w / im.h).toFixed(1)}px` :
     `width:min(100%, calc(var(--owl-pv-height, 430px) * ${im.w} / ${im.h}))`;
-  return `<div class="frame" style="${width}"><img src="${esc(im.url)}" alt="${esc(im.name)}" ` +
+  const alt = im.note ? `${im.name} · ${im.note}` : im.name;
+  return `<div class="frame" style="${width}"><img src="${esc(im.url)}" alt="${esc(alt)}" ` +
          `draggable="false"/><span class="boxes"></span></div>`;
 }
 function layout(v) {
   const images = v.images || [];
-  const key = JSON.stringify([images.map((im) => im.url), selected]);
+  const key = JSON.stringify([images.map((im) => [im.url, im.note]), selected]);
   if (key === layoutKey) return;
   layoutKey = key;
   if (!images.length) {
@@ -266,6 +268,9 @@ function draw() {
   bump(conf, shown);
 }
 function bump(conf, shown) {
+  const images = (props.value && props.value.images) || [];
+  root.dataset.waiting = String(images.filter((im) => im.note === 'embedding…').length);
+  root.dataset.images = String(images.length);
   root.dataset.confidence = conf.toFixed(4);
   root.dataset.shown = String(shown);
   root.dataset.selected = String(selected);

@@ -11,10 +11,13 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 COINS = ASSETS / "images" / "coins.png"
 COINS_WIDTH = 384
+#: JS: what the preview shows, as a string that changes with every redraw (the browser-side
+#: preview, `ui.preview_view`, counts its redraws in ``data-rev``)
+PREVIEW_SIG = "() => document.querySelector('#preview .owl-pv')?.dataset.rev || ''"
 # records performance.now() at every pointerup (and the wall clock, to find the server's trace of
 # the event it sent) and at the first preview change after it
 WATCH_PREVIEW = """() => {
-  const sig = () => Array.from(document.querySelectorAll('#preview img')).map(i => i.src).join('|');
+  const sig = """ + PREVIEW_SIG + """;
   window.__edit = {up: null, upWall: null, change: null, sig: sig()};
   document.addEventListener('pointerup', () => {
     window.__edit.up = performance.now(); window.__edit.upWall = Date.now();
@@ -27,13 +30,12 @@ WATCH_PREVIEW = """() => {
         window.__edit.change = performance.now();
     }
   }).observe(document.querySelector('#preview'),
-             {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+             {subtree: true, childList: true, attributes: true, attributeFilter: ['data-rev']});
 }"""
 
 
 def preview_sig(page) -> str:
-    return page.evaluate(
-        "() => Array.from(document.querySelectorAll('#preview img')).map(i => i.src).join('|')")
+    return page.evaluate(PREVIEW_SIG)
 
 
 def wait_preview_change(page, old: str, timeout: float = 30.0) -> str:
@@ -43,15 +45,15 @@ def wait_preview_change(page, old: str, timeout: float = 30.0) -> str:
         if sig and sig != old:
             return sig
         page.wait_for_timeout(50)
-    raise AssertionError("the preview picture did not change")
+    raise AssertionError("the preview was not redrawn")
 
 
 def wait_ready(page, timeout: float = 60_000) -> None:
-    """All images embedded and a preview picture shown."""
+    """All images embedded and shown in the preview, none of them waiting."""
     page.wait_for_function(
         "() => (document.querySelector('#status')?.innerText || '').includes('all embedded')"
         " && document.querySelectorAll('#preview img').length > 0"
-        " && !document.querySelector('#preview').innerText.includes('embedding…')",
+        " && document.querySelector('#preview .owl-pv')?.dataset.waiting === '0'",
         timeout=timeout)
     page.wait_for_timeout(300)
 

@@ -98,9 +98,7 @@ def test_an_edit_detects_and_draws_one_page_whatever_the_number_of_images(counti
     out = studio.boxes.on_boxes_edited({"image": {"path": s.path(example)}, "boxes": boxes},
                                        *SETTINGS, request)
     assert s.predictor.detected == [PREVIEW_PAGE_SIZE]  # the page only, not 40 images
-    shown = out[studio.c.preview]
-    shown = shown["value"] if isinstance(shown, dict) else shown
-    assert [caption.split(" · ")[0] for _, caption in shown] == [
+    assert [im["name"] for im in out[studio.c.preview]["images"]] == [
         f"query-{i:03d}.png" for i in range(1, PREVIEW_PAGE_SIZE + 1)]
     # the counts follow: every other image once, in chunks; nothing again when asked again
     counts = studio.preview.on_counts(request)
@@ -119,9 +117,7 @@ def test_the_pager_moves_through_the_pages_and_stays_inside_them(counting_studio
     studio.preview.on_settings(*SETTINGS, request)
 
     def names(out):
-        shown = out[studio.c.preview]
-        shown = shown["value"] if isinstance(shown, dict) else shown
-        return [caption.split(" · ")[0] for _, caption in shown]
+        return [im["name"] for im in out[studio.c.preview]["images"]]
 
     out = studio.preview.on_next_page(*SETTINGS, request)
     assert names(out) == [f"query-{i:03d}.png" for i in range(13, 25)]
@@ -136,6 +132,32 @@ def test_the_pager_moves_through_the_pages_and_stays_inside_them(counting_studio
     assert studio.preview.selected_item(s).name == "query-025.png"
     out = studio.preview.on_prev_page(*SETTINGS, request)
     assert names(out)[0] == "query-013.png"
+
+
+def test_a_prompt_state_seen_before_is_not_detected_again(counting_studio, tmp_path):
+    """Undo / redo bring back boxes the preview has shown: their detections are kept per prompt
+    state, so going back detects nothing (and the value sent is the one shown before)."""
+    studio = counting_studio
+    pid = make_project(studio.projects, tmp_path / "q", 3)
+    request, s = _open(studio, pid, "states")
+    example = s.examples()[0]
+    one = example_boxes(s, example)
+    two = one + [{"xmin": 185, "ymin": 104, "xmax": 227, "ymax": 145, "label": "coin",
+                  "color": "rgb(30, 136, 229)"}]
+
+    def edit(boxes):
+        return studio.boxes.on_boxes_edited({"image": {"path": s.path(example)},
+                                             "boxes": boxes}, *SETTINGS, request)
+
+    edit(one)
+    shown_one = s.shown["preview"]  # the value the page has
+    edit(two)
+    s.predictor.detected.clear()
+    back = edit(one)  # as an undo would
+    assert s.predictor.detected == []
+    assert back[studio.c.preview] == shown_one
+    edit(two)  # and a redo
+    assert s.predictor.detected == []
 
 
 # ------------------------------------------------------------------ real browser
@@ -185,3 +207,70 @@ def test_an_edit_is_answered_with_many_query_images_and_its_latency_is_reported(
         data[str(queries)] = round(latency, 1)
         record.write_text(json.dumps(data, indent=1))
         print(f"\nmouse-up -> new preview with {queries} query images: {latency:.0f} ms")
+
+
+class GatedPredictor(CountingPredictor):
+    """`CountingPredictor` whose `detect_many` waits at `gate` while one is set (a slow
+    detection: the edits that come meanwhile are a burst)."""
+
+    gate = None
+
+    def detect_many(self, images, params=None, **overrides):
+        images = list(images)
+        if self.gate is not None:
+            assert self.gate.wait(60), "the test never opened the gate"
+        return super().detect_many(images, params, **overrides)
+
+
+@pytest.fixture(scope="module")
+def gated_app(tiny_model, tmp_path_factory):
+    from conftest import serve
+
+    from ui import Studio, StudioConfig, build_demo
+
+    config = StudioConfig(random_preset="tiny", work_dir=str(tmp_path_factory.mktemp("gw")),
+                          projects_dir=str(tmp_path_factory.mktemp("gp")),
+                          default_confidence=0.3, cache_bytes=256 * 2**20)
+    demo = build_demo(tiny_model, config, studio=Studio(
+        tiny_model, config, make_predictor=lambda: GatedPredictor(tiny_model)))
+    with serve(demo) as url:
+        yield url, demo
+
+
+def test_a_burst_of_five_edits_detects_at_most_twice(browser, gated_app, tmp_path, artifacts):
+    """Five boxes drawn while the first edit's detection is still running: the edits between
+    are never computed (the annotator's event is `always_last`), only the first and the last."""
+    import threading
+
+    from browser_helpers import wait_rows
+
+    url, demo = gated_app
+    pid = make_project(demo.studio.projects, tmp_path / "q", 1)
+    with open_tab(browser, f"{url}/?project={pid}", ready=False) as page:
+        wait_ready(page, timeout=300_000)
+        s = session_of(page, demo)
+        query = s.path(s.queries()[0])
+        wait_rows(page, "#diag-table", lambda rows: len(rows) == 1)
+        page.wait_for_timeout(1000)  # the page's own follow-up events are done
+        calls: list[list[str]] = []
+        real = s.predictor.detect_many
+
+        def spy(images, params=None, **overrides):
+            images = list(images)
+            calls.append(images)
+            return real(images, params, **overrides)
+
+        s.predictor.detect_many = spy
+        s.predictor.gate = threading.Event()  # the first edit's detection waits here
+        for box in [(185, 104, 227, 145), (188, 170, 237, 217), (18, 232, 75, 289),
+                    (180, 230, 240, 290), (250, 25, 300, 75)]:
+            draw_box(page, box)
+            pick_label(page, "coin")
+        page.wait_for_timeout(500)
+        s.predictor.gate.set()
+        rows = wait_rows(page, "#diag-table", lambda rows: len(rows) == 6, timeout=60)
+        assert len(rows) == 6  # the last edit's boxes are the ones shown
+        page.wait_for_timeout(1500)  # anything still queued would run now
+        detected = [c for c in calls if query in c]
+        assert 1 <= len(detected) <= 2, f"{len(detected)} detections of the query image"
+        page.screenshot(path=str(artifacts / "burst_of_edits.png"))

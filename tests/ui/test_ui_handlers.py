@@ -94,15 +94,15 @@ def test_the_embedding_step_leaves_the_session_free_while_the_tower_runs(studio,
         out = studio.boxes.on_boxes_edited(_payload(s, example, COIN), *SETTINGS, request)
         assert time.perf_counter() - start < 5
         assert _value(out, studio.c.diag_table)[0][6] == "matched"
-        (_, caption), = _value(out, studio.c.preview)  # the query waits for its turn
-        assert caption.endswith("embedding…")
+        shown, = _value(out, studio.c.preview)["images"]  # the query waits for its turn
+        assert shown["note"] == "embedding…" and shown["boxes"] == []
         assert worker.is_alive()
     finally:
         s.predictor.gate.set()
         worker.join(30)
     out = studio.preview.on_settings(*SETTINGS, request)
-    (_, caption), = _value(out, studio.c.preview)
-    assert caption.startswith("up0-chelsea.png · object:")
+    shown, = _value(out, studio.c.preview)["images"]
+    assert (shown["name"], shown["note"]) == ("up0-chelsea.png", "")
 
 
 def test_the_preview_never_embeds_an_image_again(studio, tmp_path):
@@ -145,20 +145,24 @@ def test_unchanged_outputs_and_pictures_are_not_sent_again(studio, tmp_path):
     s = studio.session(request)
     first = studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN), *SETTINGS,
                                          request)
-    pictures = [p for p, _ in _value(first, studio.c.preview)]
+    value = _value(first, studio.c.preview)
+    pictures = [im["url"].split("=", 1)[1] for im in value["images"]]
     assert all(Path(p).suffix == ".jpg" and Path(p).is_file() for p in pictures)
     # the same state again: nothing to send
     assert studio.preview.on_settings(*SETTINGS, request) == gr.skip()
-    # a setting that changes no detection (max detections above their number) changes nothing
-    # on screen either: same pictures, same tables, so none of them is sent
-    n = max(len(r) for r in s.results.values())
+    # a setting that changes no detection (max detections above their number, down to the
+    # preview's floor) changes nothing on screen either: nothing is sent
+    n = max(len(im["boxes"]) for im in value["images"])
     out = studio.preview.on_settings(0.5, 0.3, n + 1, "reference", False, request)
     assert out == gr.skip()
-    # fewer detections: new pictures; the diagnostics (same boxes) are not resent
-    out = studio.preview.on_settings(0.95, 0.3, 300, "reference", False, request)
+    # another confidence: the same detections (the page cuts them itself) and the confidence
+    # for the page to start from; the diagnostics (same boxes) are not resent
+    out = studio.preview.on_settings(0.95, 0.3, n + 1, "reference", False, request)
     assert studio.c.preview in out and studio.c.diag_table not in out
+    again = _value(out, studio.c.preview)
+    assert again["confidence"] == 0.95 and again["images"] == value["images"]
     # as plain values: a gr.update would make Gradio rebuild the component (~5-10 ms)
-    assert isinstance(out[studio.c.preview], list)
+    assert isinstance(out[studio.c.preview], dict) and "__type__" not in out[studio.c.preview]
 
 
 def test_embed_batch_size_follows_the_device(tiny_model, tmp_path):
@@ -236,8 +240,8 @@ def test_a_tab_dropped_from_memory_comes_back_from_disk(tiny_model, tmp_path):
         assert (again.settings.confidence, again.settings.max_detections,
                 again.settings.score_mode) == (0.5, 123, "calibrated")
         assert _value(out, studio.c.diag_table)[0][6] == "matched"
-        (_, caption), = _value(out, studio.c.preview)
-        assert caption.startswith("q0-chelsea.png · object:")  # embedded: from the cache
+        shown, = _value(out, studio.c.preview)["images"]
+        assert (shown["name"], shown["note"]) == ("q0-chelsea.png", "")  # from the cache
     finally:
         studio.close()
 
@@ -395,29 +399,42 @@ def test_the_match_threshold_slider_applies_to_the_predictor_is_saved_and_named_
     assert studio.session(reopened).predictor.match_threshold == 0.05
 
 
-def test_the_show_labels_toggle_redraws_the_preview_with_boxes_only(studio, tmp_path,
-                                                                    monkeypatch):
-    from ui.handlers import preview
+def test_the_preview_sends_every_detection_down_to_the_floor_and_they_cut_exactly(studio,
+                                                                                 tmp_path):
+    """The page cuts the preview's detections at the slider's confidence itself; cut there they
+    are exactly the detections made at that confidence (NMS and a negative box included), and
+    the server's own detections at the confidence (counts, review, meter) are the same."""
+    from ui.preview_view import PREVIEW_FLOOR, visible
 
-    drawn = []
-    real = preview.draw_detections
-    monkeypatch.setattr(preview, "draw_detections",
-                        lambda *a, **k: drawn.append(k.get("labels", True)) or real(*a, **k))
-    request = SimpleNamespace(session_hash="labels", query_params={})
+    request = SimpleNamespace(session_hash="floor", query_params={})
     studio.images.on_upload_examples(_copies(tmp_path, "coins.png"), request)
-    studio.images.on_upload_queries(_copies(tmp_path, "coins.png", prefix="q"), request)
+    studio.images.on_upload_queries(_copies(tmp_path, "coins.png", "chelsea.png", prefix="q"),
+                                    request)
     studio.embedding.on_embed(request, progress=lambda *a, **k: None)
     s = studio.session(request)
-    studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN), *SETTINGS, request)
-    low = (0.0,) + SETTINGS[1:]  # every candidate shown: something to draw
-    studio.preview.on_settings(*low, request)
-    assert drawn and drawn[-1] is True
-    drawn.clear()
-    out = studio.preview.on_show_labels(False, *low, request)
-    assert drawn == [False] and s.show_labels is False and studio.c.preview in out
-    studio.preview.on_settings(*low, request)  # another slider's event keeps the choice
-    studio.preview.on_settings(0.01, *SETTINGS[1:], request)
-    assert set(drawn) == {False}
+    negative = {"xmin": 185, "ymin": 104, "xmax": 227, "ymax": 145,
+                "label": L.negative_label("object")}
+    out = studio.boxes.on_boxes_edited(_payload(s, s.examples()[0], COIN, negative),
+                                       *SETTINGS, request)
+    value = _value(out, studio.c.preview)
+    scores = [b[5] for im in value["images"] for b in im["boxes"]]
+    assert value["floor"] == PREVIEW_FLOOR and min(scores) >= PREVIEW_FLOOR
+    assert min(scores) < SETTINGS[0] < max(scores)  # the slider has something to show both ways
+    paths = [s.path(q) for q in s.queries()]
+    for confidence in (0.3, 0.5, 0.62, 0.8):
+        direct = s.predictor.detect_many(paths, confidence=confidence, iou_threshold=0.3,
+                                         max_detections=300, score_mode="reference")
+        cut = visible(value, confidence)
+        assert [[[round(float(v), 1) for v in xyxy] for xyxy in d.xyxy] for d in direct] == \
+            [[b[:4] for b in im] for im in cut]
+        assert [[round(float(c), 4) for c in d.confidence] for d in direct] == \
+            [[b[5] for b in im] for im in cut]
+    server = [s.results[p] for p in paths]  # at the settings' confidence, 0.5
+    direct = s.predictor.detect_many(paths, confidence=0.5, iou_threshold=0.3,
+                                     max_detections=300, score_mode="reference")
+    for mine, theirs in zip(server, direct, strict=True):
+        assert mine.xyxy.tolist() == theirs.xyxy.tolist()
+        assert mine.confidence.tolist() == theirs.confidence.tolist()
 
 
 def test_a_huge_project_id_in_the_url_is_logged_short_once(studio, caplog):

@@ -23,6 +23,9 @@ diagnostics, recomputed from cached embeddings after every edit.
 from __future__ import annotations
 
 import json
+import weakref
+from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -30,10 +33,18 @@ import gradio as gr
 from owl_core.geometry import xyxy_to_reference
 from owl_core.project.model import ImageRecord
 from ui import labels as L
-from ui.drawing import draw_detections, draw_snaps, signature
+from ui.drawing import draw_snaps, signature
 from ui.escape import error, md_text
 from ui.handlers.common import Area, engine_errors, read_settings
 from ui.handlers.views import status_text
+from ui.preview_view import (
+    PREVIEW_FLOOR,
+    PreviewImage,
+    PreviewPage,
+    box_rows,
+    picture_url,
+    preview_value,
+)
 from ui.profiling import StageTimer
 from ui.session import Session
 
@@ -44,6 +55,8 @@ DIAG_HEADERS = ["image", "#", "class", "kind", "IoU", "snapped to (x0, y0, x1, y
 PREVIEW_PAGE_SIZE = 12
 #: Images detected per session-lock hold while the counts of all images are brought up to date.
 FILL_CHUNK = 32
+#: Prompt states whose preview detections are kept per session (undo / redo go back to them).
+PROMPT_STATES_KEPT = 16
 #: Rows of the per-class counts table at most (the total row counts every image).
 MAX_COUNT_ROWS = 500
 
@@ -74,8 +87,23 @@ def embedded_training_data(s: Session) -> tuple[list[dict], list[tuple[str, int]
     return training, origin, waiting
 
 
+def at_confidence(res: Any, confidence: float) -> Any:
+    """A `DetectionResult` made at a lower confidence, cut at `confidence`: the same as
+    detecting at `confidence` (see `ui.preview_view`)."""
+    keep = res.confidence >= confidence
+    return replace(res, xyxy=res.xyxy[keep], confidence=res.confidence[keep],
+                   class_id=res.class_id[keep])
+
+
 class PreviewHandlers(Area):
     """The preview, its settings and the actions on its selected image."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: per session: prompt state -> image path -> detections down to the floor
+        self._floor: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        #: per session: image path -> URL of its picture
+        self._urls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ the refresh
     def apply(self, s: Session, confidence, iou_threshold, max_detections, score_mode,
@@ -109,31 +137,22 @@ class PreviewHandlers(Area):
         shown = items[start:start + PREVIEW_PAGE_SIZE]
         current = s.current_example()
         key = json.dumps([s.detect_key, [(s.path(r), s.embedded(r)) for r in shown],
-                          current.id if current else None, s.show_labels, waiting, start,
-                          len(items)], default=str)
+                          [r.prompts for r in shown if r.role == "example"],
+                          current.id if current else None, waiting, start, len(items)],
+                         default=str)
         if key == s.preview_key:
             return {}
         with timer.stage("detect", len(shown)):
-            results = self.results_for(s, shown)
-        has_prompts = len(s.predictor.exemplars) > 0
-        colors_by_name = {n: L.class_color(i) for i, n in enumerate(s.core.classes)}
-        gallery = []
-        for item in shown:
-            path = s.path(item)
-            res = results.get(path)
-            if res is None:  # the embedding step fills it in
-                with timer.stage("base"):
-                    gallery.append((self._plain_picture(s, path), f"{item.name} · embedding…"))
-                continue
-            picture = self._detections_picture(s, path, res, colors_by_name, timer)
-            gallery.append((picture, self._caption(item, res, has_prompts)))
+            floor = min(float(s.settings.confidence), PREVIEW_FLOOR)
+            results = self.floor_results_for(s, shown, floor, training)
+        with timer.stage("value"):
+            value = self._page_value(s, shown, results, floor, start)
         s.preview_items = [r.id for r in shown]
         s.preview_key = key
-        if gallery:
-            s.selected_preview = min(s.selected_preview, len(gallery) - 1)
+        if shown:
+            s.selected_preview = min(s.selected_preview, len(shown) - 1)
         out: dict = {}
-        self._send(s, out, self.c.preview, "preview", gallery,
-                   selected_index=s.selected_preview if gallery else None)
+        self._send(s, out, self.c.preview, "preview", value)
         self._send(s, out, self.c.preview_page, "preview_page",
                    pager_text(start, len(shown), len(items)))
         with timer.stage("diagnostics"):
@@ -165,6 +184,36 @@ class PreviewHandlers(Area):
             found = s.predictor.detect_many(missing, **s.settings.detect_kwargs())
             s.results.update(zip(missing, found, strict=True))
         return {p: s.results[p] for p in paths if p in s.results}
+
+    def floor_results_for(self, s: Session, items: list[ImageRecord], floor: float,
+                          training: list[dict]) -> dict[str, Any]:
+        """Detections of the embedded `items` down to `floor` (what the page's confidence
+        slider can show without asking again), by image path.
+
+        Kept per prompt state (the drawn boxes, classes, embeddings and the settings other than
+        the confidence; the last `PROMPT_STATES_KEPT`), so an undo or redo back to a state seen
+        before detects nothing. The detections at the confidence itself (`s.results`, for the
+        counts, the review and the meter) are these cut at it, not detected again."""
+        settings = s.settings.detect_kwargs()
+        state = json.dumps([training, s.core.classes, [s.embedded(r) for r in s.examples()],
+                            s.predictor.match_threshold, s.imported_version, floor,
+                            {k: v for k, v in settings.items() if k != "confidence"}],
+                           default=str)
+        states = self._floor.setdefault(s, OrderedDict())
+        found = states.pop(state, None)
+        found = {} if found is None else found
+        states[state] = found  # the newest last
+        while len(states) > PROMPT_STATES_KEPT:
+            states.popitem(last=False)
+        paths = [s.path(r) for r in items if s.embedded(r) is not None]
+        missing = list(dict.fromkeys(p for p in paths if p not in found))
+        if missing:
+            detected = s.predictor.detect_many(missing, **{**settings, "confidence": floor})
+            found.update(zip(missing, detected, strict=True))
+        for path in paths:  # the same detections at the confidence (see `ui.preview_view`)
+            if path in found and path not in s.results:
+                s.results[path] = at_confidence(found[path], settings["confidence"])
+        return {p: found[p] for p in paths if p in found}
 
     def fill_results(self, s: Session, items: list[ImageRecord] | None = None) -> bool:
         """Detect every embedded image of `items` (default: all query images) in chunks, taking
@@ -219,36 +268,50 @@ class PreviewHandlers(Area):
             items += [e for e in s.examples() if e.file not in seen]
         return items
 
-    @staticmethod
-    def _caption(item: ImageRecord, res: Any, has_prompts: bool) -> str:
-        if not has_prompts:
-            return f"{item.name} · draw a box on an example to start"
-        summary = ", ".join(f"{n}: {c}" for n, c in res.counts().items()) or "no classes"
-        return f"{item.name} · {summary}"
+    def _page_value(self, s: Session, shown: list[ImageRecord], results: dict[str, Any],
+                    floor: float, start: int) -> dict:
+        """The preview view's value (`ui.preview_view.preview_value`): each image's picture URL,
+        size and detections down to `floor`; an example image's drawn boxes too."""
+        classes = list(s.core.classes)
+        has_prompts = len(s.predictor.exemplars) > 0
+        images = []
+        for item in shown:
+            path = s.path(item)
+            res = results.get(path)
+            if res is None:
+                note = "embedding…"
+            elif not has_prompts:
+                note = "draw a box on an example to start"
+            else:
+                note = ""
+            boxes: list = []
+            if res is not None and has_prompts:  # class ids of the result -> the project's
+                index = [classes.index(n) if n in classes else len(classes)
+                         for n in res.class_names]
+                boxes = box_rows(res.xyxy, [index[c] for c in res.class_id.tolist()],
+                                 res.confidence)
+            prompts = [(*p.xyxy, classes.index(p.cls), p.negative) for p in item.prompts
+                       if p.cls in classes] if item.role == "example" else []
+            size = tuple(res.image_size) if res is not None else tuple(item.size)
+            images.append(PreviewImage(item.name, self._picture_url(s, path), size, boxes,
+                                       prompts, note))
+        page = PreviewPage(images, classes, [L.class_color(i) for i in range(len(classes))],
+                           confidence=float(s.settings.confidence), floor=floor,
+                           selected=min(s.selected_preview, max(0, len(shown) - 1)),
+                           start=start)
+        value = preview_value(page)
+        # what is drawn, not how it was made: a setting that changes no box changes no value
+        value["rev"] = signature(value["images"], value["classes"], start)
+        return value
 
-    @staticmethod
-    def _plain_picture(s: Session, path: str) -> str:
-        """The image as it is (shown while it waits for its embedding)."""
-        return s.pictures.render("plain", path, "", lambda base, scale: base)
-
-    @staticmethod
-    def _detections_picture(s: Session, path: str, res: Any, colors_by_name: dict[str, str],
-                            timer: StageTimer) -> str:
-        """The image with its detections drawn (drawn and encoded only when they changed)."""
-        names = list(res.class_names)
-        n_classes = len(colors_by_name)
-        colors = [colors_by_name.get(n, L.class_color(n_classes + i))
-                  for i, n in enumerate(names)]
-        sig = signature(res.xyxy, res.class_id, res.confidence, names, colors, s.show_labels)
-        cached = s.pictures.cached("detections", path, sig)
-        if cached is not None:
-            return cached
-        with timer.stage("draw"):
-            base, scale = s.pictures.base(path)
-            picture = draw_detections(base, res.xyxy * scale, res.class_id, res.confidence,
-                                      names, colors, labels=s.show_labels)
-        with timer.stage("encode"):
-            return s.pictures.save("detections", path, sig, picture)
+    def _picture_url(self, s: Session, path: str) -> str:
+        """The URL of the image's preview-size picture (made and copied to Gradio's cache once
+        per session)."""
+        urls = self._urls.setdefault(s, {})
+        if path not in urls:
+            plain = s.pictures.render("plain", path, "", lambda base, scale: base)
+            urls[path] = picture_url(self.c.preview, plain)
+        return urls[path]
 
     @staticmethod
     def _send(s: Session, out: dict, component: Any, name: str, value: Any, **props: Any) -> None:
@@ -364,16 +427,6 @@ class PreviewHandlers(Area):
         with s.lock:
             self.apply(s, confidence, iou_threshold, max_detections, score_mode, show_examples,
                        match_threshold=value)
-            return self.refresh(s)
-
-    @engine_errors
-    def on_show_labels(self, show_labels, confidence, iou_threshold, max_detections, score_mode,
-                       show_examples, request: gr.Request) -> dict:
-        """The "Show labels and scores" toggle: the preview redrawn with or without them."""
-        s = self.session(request)
-        with s.lock:
-            self.apply(s, confidence, iou_threshold, max_detections, score_mode, show_examples)
-            s.show_labels = bool(show_labels)
             return self.refresh(s)
 
     @engine_errors
