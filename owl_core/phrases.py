@@ -138,16 +138,8 @@ def phrase_classes(phrases: Sequence[PromptPhrase]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- CLI flags
-TEXT_FLAG_HELP = ("text prompt CLASS[=PHRASE] (repeatable): --text coin is class 'coin' with "
-                  "the phrase 'coin'; --text 'coin=a round coin' gives the phrase explicitly. "
-                  "Alone (zero-shot) or with the other prompt sources")
-
-
-def add_text_argument(parser: Any) -> None:
-    """Add the repeatable ``--text CLASS[=PHRASE]`` flag to an argparse parser (the one
-    definition every subcommand uses: predict, export, label, evaluate)."""
-    parser.add_argument("--text", action="append", default=None, metavar="CLASS[=PHRASE]",
-                        help=TEXT_FLAG_HELP)
+# The ``--text`` flag itself is declared once, with the other prompt flags, in
+# `owl_core.project.prompt_sources.add_prompt_arguments`; these parse its values.
 
 
 def text_flag(value: str, where: str = "--text") -> PromptPhrase:

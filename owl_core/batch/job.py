@@ -53,8 +53,8 @@ from owl_core.engine.matching import Exemplars
 from owl_core.engine.transforms import OwlTransform
 from owl_core.errors import LimitError, OwlError, SettingsError
 from owl_core.images import IMAGE_SUFFIXES, is_image_name
-from owl_core.params import COMBINE_MODES, DetectParams
-from owl_core.phrases import add_text_argument, with_text_flags
+from owl_core.params import DetectParams
+from owl_core.project.prompt_sources import add_prompt_arguments, read_prompts
 
 JOB_DIR = ".owl_label"
 STORE_DIR = "embeddings"
@@ -643,11 +643,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", nargs="?", default=None,
                    help="folder of images (searched recursively) or a list file (optional with "
                         "--project: its query images)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--weights", help="an exported prompts .pt")
-    src.add_argument("--training-data", help="train.json in the reference schema (with --model)")
-    src.add_argument("--project", help="a project folder (project.json)")
-    p.add_argument("--model", default=None, help="hub id or folder (default: the .pt's model)")
+    add_prompt_arguments(p, ("weights", "training_data", "project"))
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="coco", choices=FORMATS)
     p.add_argument("--annotated", default=None, help="folder for pictures with boxes drawn")
@@ -662,9 +658,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-detections", type=int, default=None,
                    help=f"(default {DEFAULT_MAX_DETECTIONS})")
     p.add_argument("--score-mode", default=None, choices=SCORE_MODES)
-    p.add_argument("--combine", default=None, choices=COMBINE_MODES,
-                   help="how a class's phrases and boxes combine (default: max)")
-    add_text_argument(p)
     p.add_argument("--match-threshold", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--device", default=None)
@@ -687,85 +680,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model actors (default: GPUs in the cluster, else 1)")
 
 
-def _params(args: argparse.Namespace, base: dict | None) -> DetectParams:
-    return DetectParams.from_dict(base).replace(
-        confidence=args.confidence, iou_threshold=args.iou_threshold,
-        max_detections=args.max_detections, score_mode=args.score_mode,
-        match_threshold=args.match_threshold, combine=args.combine)
-
-
 def build_job(args: argparse.Namespace, log: Callable[[str], None]) -> LabelJob:
     """Load the prompts (validated before the model), the model and the inputs."""
     from owl_core.engine.loading import DEFAULT_MODEL_ID, resolve_device
-    from owl_core.engine.predictor import DEFAULT_TOP_K, OwlPredictor
+    from owl_core.engine.predictor import OwlPredictor
 
     out = Path(args.out)
     exclude = [out] + ([Path(args.annotated)] if args.annotated else [])
     if args.input is None and not args.project:
         raise SettingsError("give INPUT: a folder of images or a list file (only --project "
                             "can do without: it labels the project's query images).")
-    if not (args.weights or args.project or args.training_data or args.text):
-        raise SettingsError("label: give the prompts: --weights, --training-data, --project "
-                            "and/or --text CLASS[=PHRASE].")
     inputs = list_inputs(args.input, exclude=exclude) if args.input is not None else []
-    base: dict | None = None
     store_dir = Path(args.store) if args.store else None
-    if args.weights:
-        from owl_core.engine.prompt_file import load_pt
-
-        prompts = load_pt(args.weights)
-        base = prompts.meta.get("settings") if isinstance(prompts.meta.get("settings"),
-                                                          dict) else None
-        model = args.model or prompts.huggingface_id
-        exported_top_k = prompts.meta.get("top_k")
-        top_k = args.top_k or (exported_top_k if isinstance(exported_top_k, int)
-                               else DEFAULT_TOP_K)
-    elif args.project:
-        from owl_core.project.model import load_project
-
-        project = load_project(args.project, allow_external=True)
-        data, classes, base = project.training_data(), project.classes, project.settings.to_dict()
-        phrases = project.prompt_phrases()
-        if not data and not phrases and not args.text:
-            raise SettingsError(f"{args.project}: the project has no prompt boxes or phrases "
-                                "yet; draw some examples first (or add --text CLASS).")
-        model, top_k = args.model or DEFAULT_MODEL_ID, args.top_k or DEFAULT_TOP_K
-        store_dir = store_dir or project.embedding_dir / "label-store"
+    if not args.weights and not args.project and not args.model:
+        log(f"no --model given: using {DEFAULT_MODEL_ID}")
+    prompts = read_prompts(args)  # validated before the model is loaded
+    if prompts.project is not None and not args.weights:
+        store_dir = store_dir or prompts.project.embedding_dir / "label-store"
         if args.input is None:
-            inputs = inputs_from_paths(project.query_images())
+            inputs = inputs_from_paths(list(prompts.queries))
             if not inputs:
                 raise SettingsError(f"{args.project}: the project has no query images; pass "
                                     "INPUT (a folder or a list file).")
-    else:
-        if not args.model:
-            log(f"no --model given: using {DEFAULT_MODEL_ID}")
-        from owl_core.engine.training_data import parse_training_data
-        from owl_core.project.model import read_training_file
-
-        data, classes = read_training_file(args.training_data) if args.training_data \
-            else ([], None)
-        parse_training_data(data)
-        model, top_k = args.model or DEFAULT_MODEL_ID, args.top_k or DEFAULT_TOP_K
-    if args.weights:
-        classes, phrases = with_text_flags(None, None, args.text)
-    else:
-        classes, phrases = with_text_flags(classes, phrases if args.project else None,
-                                           args.text)
-    params = _params(args, base)
+    params = prompts.params(args)
     device = resolve_device(args.device)
     dtype = args.dtype or default_dtype(device)
-    predictor = OwlPredictor(model, device=device, dtype=dtype, top_k=top_k,
+    predictor = OwlPredictor(prompts.model, device=device, dtype=dtype, top_k=prompts.top_k,
                              match_threshold=params.match_threshold,
                              preprocessing=args.preprocessing)
-    if args.weights:
-        predictor.load_pt(args.weights)
-        if phrases:  # beside the file's prompts
-            predictor.set_examples([], phrases=phrases)
-    else:
-        report = predictor.set_examples(data, classes, phrases=phrases)
-        for box in report.unmatched:
-            log(f"warning: training_data[{box.image_index}].boxes[{box.box_index}] ({box.cls}) "
-                f"matched nothing: {box.reason}")
+    prompts.apply(predictor, log)
     batch = args.batch_size or (1 if predictor.owl.device.type == "cpu" else 8)
     config = LabelConfig(
         out=out, fmt=args.format, params=params,

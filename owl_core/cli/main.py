@@ -4,13 +4,13 @@ subcommands other modules add (make-random-model, label, evaluate).
     owl-studio predict --model MODEL --training-data train.json IMAGE...
     owl-studio predict --project DIR [IMAGE...]      # default images: the project's queries
     owl-studio predict --weights exported.pt IMAGE...
-    owl-studio predict --model MODEL --text coin --text "cup=a coffee cup" IMAGE...  # zero-shot
     owl-studio export --model MODEL (--training-data train.json | --project DIR) --out FILE.pt
-
-``--text CLASS[=PHRASE]`` (repeatable) adds a text prompt to any prompt source, or is the
-prompt alone (zero-shot); ``--combine max|fused`` says how a class's phrases and boxes combine.
+    owl-studio predict --model MODEL --text coin --text "cup=a coffee cup" IMAGE...  # zero-shot
     owl-studio make-random-model --preset tiny OUT_DIR
 
+``--text CLASS[=PHRASE]`` (repeatable) adds a text prompt to any prompt source, or is the
+prompt alone (zero-shot); ``--combine max|fused`` says how a class's phrases and boxes combine
+(the prompt flags: `owl_core.project.prompt_sources`).
 (``python -m owl_core`` is the same without the studio's ``app`` subcommand.) Detection
 settings come from the flags, else from the project (``--project``), else the defaults. Bad
 input exits with status 2 and a one-line ``error: ...`` on stderr.
@@ -34,9 +34,8 @@ from typing import Any
 from owl_core.engine.loading import DEFAULT_MODEL_ID
 from owl_core.engine.predictor import DEFAULT_TOP_K
 from owl_core.errors import OwlError, SettingsError
-from owl_core.params import COMBINE_MODES, SCORE_MODES, DetectParams
-from owl_core.phrases import add_text_argument, with_text_flags
-from owl_core.project.model import read_training_file  # the one reader (also used by label)
+from owl_core.params import SCORE_MODES, DetectParams
+from owl_core.project.prompt_sources import Prompts, add_prompt_arguments, read_prompts
 
 #: Modules with an ``add_subcommand(subparsers)`` hook, in --help order. A module that is not
 #: there (an optional part) is left out.
@@ -67,13 +66,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_predict(sub: Any) -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="print one JSON response per image")
-    src = pred.add_mutually_exclusive_group()
-    src.add_argument("--training-data", help="train.json in the reference schema, or a project "
-                                             "file")
-    src.add_argument("--project", help="a project folder (its examples and settings)")
-    src.add_argument("--weights", help="an exported .pt")
-    pred.add_argument("--model", default=None,
-                      help=f"hub id or folder (default: {DEFAULT_MODEL_ID}, or the .pt's model)")
+    add_prompt_arguments(pred, ("training_data", "project", "weights"))
     pred.add_argument("images", nargs="*",
                       help="image files (with --project, default: its query images)")
     pred.add_argument("--confidence", type=float, default=None, help="default: 0.9 or the "
@@ -84,10 +77,6 @@ def _add_predict(sub: Any) -> argparse.ArgumentParser:
                                                                        "project's")
     pred.add_argument("--score-mode", default=None, choices=SCORE_MODES,
                       help="default: reference or the project's")
-    pred.add_argument("--combine", default=None, choices=COMBINE_MODES,
-                      help="how a class's phrases and boxes combine (default: max or the "
-                           "project's)")
-    add_text_argument(pred)
     _add_common(pred)
     pred.set_defaults(handler=_run_predict)
     return pred
@@ -95,16 +84,11 @@ def _add_predict(sub: Any) -> argparse.ArgumentParser:
 
 def _add_export(sub: Any) -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write the class embeddings as a .pt")
-    exp.add_argument("--model", default=DEFAULT_MODEL_ID, help="hub id or local folder")
-    src = exp.add_mutually_exclusive_group()
-    src.add_argument("--training-data", help="train.json in the reference schema, or a project "
-                                             "file")
-    src.add_argument("--project", help="a project folder (its examples and settings)")
+    add_prompt_arguments(exp, ("training_data", "project"), model_default=DEFAULT_MODEL_ID)
     exp.add_argument("--out", required=True, help="destination .pt")
     exp.add_argument("--previous", default=None, help="an earlier .pt whose exemplars to keep")
     exp.add_argument("--small", action="store_true", help="leave out the image embeddings")
     exp.add_argument("--roboflow-id", default="")
-    add_text_argument(exp)
     _add_common(exp)
     exp.set_defaults(handler=_run_export)
     return exp
@@ -134,63 +118,20 @@ def build_parser(prog: str = "python -m owl_core",
 
 
 # ------------------------------------------------------------------------------- handlers
-def _predictor(args: argparse.Namespace, model: str, params: DetectParams,
-               top_k: int | None = None):
+def _predictor(args: argparse.Namespace, prompts: Prompts, params: DetectParams,
+               previous: str | None = None):
+    """The predictor of `prompts`, with them applied (unmatched boxes reported on stderr);
+    the image embeddings of a `previous` .pt enter its cache first (its images are not
+    embedded again)."""
     from owl_core.engine.predictor import OwlPredictor
 
-    top_k = args.top_k if args.top_k is not None else (top_k or DEFAULT_TOP_K)
-    return OwlPredictor(model, device=args.device, dtype=args.dtype, top_k=top_k,
-                        match_threshold=params.match_threshold, disk_cache_dir=args.cache_dir,
-                        preprocessing=args.preprocessing)
-
-
-def _report_unmatched(report) -> None:
-    for box in report.unmatched:
-        print(f"warning: training_data[{box.image_index}].boxes[{box.box_index}] ({box.cls}"
-              f"{', negative' if box.negative else ''}) matched nothing: {box.reason}",
-              file=sys.stderr)
-
-
-def _examples(args: argparse.Namespace) -> tuple[
-        list[dict[str, Any]], list[str] | None, dict[str, list[str]], DetectParams, list[str]]:
-    """Training data, classes, phrases (the project's and ``--text``), settings (flags over
-    the project's) and the project's query images, read and validated before any model is
-    loaded (fail fast)."""
-    from owl_core.engine.training_data import parse_training_data
-
-    queries: list[str] = []
-    phrases: dict[str, list[str]] = {}
-    if args.project:
-        from owl_core.project.model import load_project
-
-        project = load_project(args.project, allow_external=True)
-        data, classes, base = project.training_data(), list(project.classes), project.settings
-        phrases = project.prompt_phrases()
-        if not data and not phrases and not args.text:
-            raise SettingsError(f"{args.project}: the project has no example boxes or phrases "
-                                "yet; draw some first (or add --text CLASS).")
-        queries = [str(p) for p in project.query_images()]
-    elif args.training_data:
-        data, classes = read_training_file(args.training_data)
-        base = DetectParams()
-    elif args.text:
-        data, classes, base = [], None, DetectParams()
-    else:
-        raise SettingsError(f"{args.command}: give the prompts: --training-data, --project"
-                            f"{', --weights' if args.command == 'predict' else ''} and/or "
-                            "--text CLASS[=PHRASE].")
-    parse_training_data(data)
-    classes, phrases = with_text_flags(classes, phrases, args.text)
-    return data, classes, phrases, _params(args, base), queries
-
-
-def _params(args: argparse.Namespace, base: DetectParams) -> DetectParams:
-    return base.replace(confidence=getattr(args, "confidence", None),
-                        iou_threshold=getattr(args, "iou_threshold", None),
-                        max_detections=getattr(args, "max_detections", None),
-                        score_mode=getattr(args, "score_mode", None),
-                        match_threshold=args.match_threshold,
-                        combine=getattr(args, "combine", None))
+    predictor = OwlPredictor(prompts.model, device=args.device, dtype=args.dtype,
+                             top_k=prompts.top_k, match_threshold=params.match_threshold,
+                             disk_cache_dir=args.cache_dir, preprocessing=args.preprocessing)
+    if previous:
+        predictor.preload_embeddings(previous)
+    prompts.apply(predictor, lambda line: print(line, file=sys.stderr))
+    return predictor
 
 
 def _check_images(images: Sequence[str]) -> None:
@@ -203,31 +144,14 @@ def _check_images(images: Sequence[str]) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    images = list(args.images)
-    if args.weights:
-        if not images:
-            raise SettingsError("predict: give the image files to detect on.")
-        _check_images(images)
-        from owl_core.engine.prompt_file import load_pt
-
-        params = _params(args, DetectParams())
-        prompts = load_pt(args.weights)  # validated before the model is loaded
-        _, phrases = with_text_flags(None, None, args.text)
-        exported_top_k = prompts.meta.get("top_k")
-        predictor = _predictor(args, args.model or prompts.huggingface_id, params,
-                               exported_top_k if isinstance(exported_top_k, int) else None)
-        predictor.load_pt(args.weights)
-        if phrases:  # beside the file's prompts
-            predictor.set_examples([], phrases=phrases)
-    else:
-        data, classes, phrases, params, queries = _examples(args)
-        images = images or queries
-        if not images:
-            raise SettingsError("predict: give the image files to detect on (the project has no "
-                                "query images).")
-        _check_images(images)
-        predictor = _predictor(args, args.model or DEFAULT_MODEL_ID, params)
-        _report_unmatched(predictor.set_examples(data, classes, phrases=phrases))
+    prompts = read_prompts(args)  # validated before the model is loaded
+    images = list(args.images) or [str(p) for p in prompts.queries]
+    if not images:
+        raise SettingsError("predict: give the image files to detect on"
+                            + (" (the project has no query images)." if args.project else "."))
+    _check_images(images)
+    params = prompts.params(args)
+    predictor = _predictor(args, prompts, params)
     for image in images:
         result = predictor.detect(image, params)
         print(json.dumps(result.to_json()), flush=True)
@@ -235,15 +159,12 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    data, classes, phrases, params, _ = _examples(args)
+    prompts = read_prompts(args)
     if args.previous:
         from owl_core.engine.prompt_file import load_pt
 
         load_pt(args.previous)  # validated before the model is loaded
-    predictor = _predictor(args, args.model, params)
-    if args.previous:  # its image embeddings enter the cache: its images are not embedded again
-        predictor.preload_embeddings(args.previous)
-    _report_unmatched(predictor.set_examples(data, classes, phrases=phrases))
+    predictor = _predictor(args, prompts, prompts.params(args), previous=args.previous)
     out = predictor.export(args.out, small=args.small, previous=args.previous,
                            roboflow_id=args.roboflow_id)
     print(out)

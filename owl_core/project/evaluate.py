@@ -38,7 +38,6 @@ from supervision.metrics import MeanAveragePrecision
 from owl_core.engine.scoring import DetectionResult
 from owl_core.errors import ProjectError, SettingsError
 from owl_core.params import DetectParams
-from owl_core.phrases import with_text_flags
 
 if TYPE_CHECKING:
     from owl_core.engine.predictor import OwlPredictor
@@ -502,15 +501,10 @@ def evaluate_project(project: Project, predictor: OwlPredictor,
 # ------------------------------------------------------------------------------- command line
 def add_predictor_arguments(p: argparse.ArgumentParser, confidence_help: str) -> None:
     """The flags that pick the prompts and detection settings for a project command."""
-    from owl_core.params import COMBINE_MODES, SCORE_MODES
-    from owl_core.phrases import add_text_argument
+    from owl_core.params import SCORE_MODES
+    from owl_core.project.prompt_sources import add_prompt_arguments
 
-    p.add_argument("--project", required=True, help="project folder (or its project.json)")
-    p.add_argument("--weights", default=None,
-                   help="an exported .pt to detect with instead of the project's own examples")
-    p.add_argument("--model", default=None,
-                   help="hub id or folder (default: the .pt's model, or "
-                        "google/owlv2-base-patch16-ensemble)")
+    add_prompt_arguments(p, ("weights",), of_project=True)
     p.add_argument("--confidence", type=float, default=None, help=confidence_help)
     p.add_argument("--iou-threshold", type=float, default=None,
                    help="NMS IoU (default: the project's setting)")
@@ -518,9 +512,6 @@ def add_predictor_arguments(p: argparse.ArgumentParser, confidence_help: str) ->
                    help="(default: the project's setting)")
     p.add_argument("--score-mode", default=None, choices=SCORE_MODES,
                    help="(default: the project's setting)")
-    p.add_argument("--combine", default=None, choices=COMBINE_MODES,
-                   help="how a class's phrases and boxes combine (default: the project's)")
-    add_text_argument(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--top-k", type=int, default=None, help="candidates kept per image")
@@ -538,43 +529,17 @@ def project_params(args: argparse.Namespace, project: Project) -> DetectParams:
 
 def project_predictor(args: argparse.Namespace, project: Project,
                       params: DetectParams) -> OwlPredictor:
-    """A predictor with the prompts of ``--weights`` or else of the project's example boxes
-    (unmatched example boxes are reported on stderr)."""
-    from owl_core.engine.loading import DEFAULT_MODEL_ID
-    from owl_core.engine.predictor import DEFAULT_TOP_K, OwlPredictor
+    """A predictor with the prompts of ``--weights`` or else of the project's example boxes and
+    phrases, plus ``--text`` (read by the one prompt reader, `owl_core.project.prompt_sources`;
+    unmatched example boxes are reported on stderr)."""
+    from owl_core.engine.predictor import OwlPredictor
+    from owl_core.project.prompt_sources import read_prompts
 
-    top_k, model = args.top_k, args.model
-    flags = getattr(args, "text", None)
-    # --text names classes of the project (their labels are what is measured)
-    flags = [f"{project.classes[project.class_index(f.partition('=')[0])]}="
-             f"{f.partition('=')[2] if '=' in f else f}" for f in flags or ()]
-    _, phrases = with_text_flags(None, None if args.weights else project.prompt_phrases(),
-                                 flags)
-    if args.weights:
-        from owl_core.engine.prompt_file import load_pt
-
-        prompts = load_pt(args.weights)  # validated before the model is loaded
-        model = model or prompts.huggingface_id
-        exported = prompts.meta.get("top_k")
-        top_k = top_k or (exported if isinstance(exported, int) else None)
-    elif not project.training_data() and not phrases:
-        raise ProjectError(f"{args.project}: the project has no example boxes or phrases to "
-                           "detect with; draw examples, add --text CLASS, or pass --weights "
-                           "FILE.pt.")
-    predictor = OwlPredictor(model or DEFAULT_MODEL_ID, device=args.device, dtype=args.dtype,
-                             top_k=top_k or DEFAULT_TOP_K,
-                             match_threshold=params.match_threshold,
+    prompts = read_prompts(args, project)
+    predictor = OwlPredictor(prompts.model, device=args.device, dtype=args.dtype,
+                             top_k=prompts.top_k, match_threshold=params.match_threshold,
                              disk_cache_dir=args.cache_dir)
-    if args.weights:
-        predictor.load_pt(args.weights)
-        if phrases:  # beside the file's prompts
-            predictor.set_examples([], phrases=phrases)
-    else:
-        report = predictor.set_examples(project.training_data(), project.classes,
-                                        phrases=phrases)
-        for box in report.unmatched:
-            print(f"warning: an example box ({box.cls}) matched nothing: {box.reason}",
-                  file=sys.stderr)
+    prompts.apply(predictor, lambda line: print(line, file=sys.stderr))
     return predictor
 
 
