@@ -224,7 +224,11 @@ def test_several_examples_queries_and_class_edits(page, artifacts, studio_app):
     wait_header(page, "#counts", lambda h: "kitty" in h and "cat" not in h)
     page.screenshot(path=str(artifacts / "11_class_renamed.png"), full_page=True)
 
-    # remove it: its boxes go too
+    # remove it: the first click says what goes and asks again; the second removes its boxes too
+    page.click("#remove-class")
+    page.wait_for_function(
+        "() => document.querySelector('#remove-class').innerText.includes('Confirm remove')")
+    assert "kitty" in page.inner_text("#legend")  # nothing removed by the first click
     page.click("#remove-class")
     page.wait_for_function(
         "() => !document.querySelector('#legend').innerText.includes('kitty')")
