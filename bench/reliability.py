@@ -35,6 +35,7 @@ import io
 import json
 import os
 import platform
+import select
 import shlex
 import shutil
 import socket
@@ -74,6 +75,7 @@ SETTINGS = {"confidence": 0.5, "iou_threshold": 0.3, "max_detections": 20,
 SECTION = "Reliability"
 HEAVY_CLASSES, HEAVY_IMAGES = 200, 32  # the expensive request of the starvation rows
 RAW_TIMEOUT_S = 20.0  # hand-made HTTP requests (lying Content-Length, streamed bodies)
+BODY_GIVE_UP_S = 150.0  # a trickled body: over the server's max_body_seconds (60 s)
 NEXT_SECTION = "Example assets"
 
 
@@ -786,6 +788,7 @@ class Hostile:
         self.gr: Any = None
         self.marker = self.folder / "pickle-code-ran"
         self.outside = self.folder / "outside"  # path-traversal targets point in here
+        self.guarded: Server | None = None  # the server with --users and --rest-key (web)
 
     def close(self) -> None:
         self.http.close()
@@ -956,7 +959,75 @@ class Hostile:
             Case("path-traversal export name", "gradio /export", lambda: self._export_named(
                 traversal + "/export"), expect="either", check=self.nothing_outside),
         ]
+        return c + self.web_cases()
+
+    # ---- issue 19 items 4-6 (web): HTML in names, slow bodies, a studio open to a network
+    def web_cases(self) -> list[Case]:
+        """HTML in a name comes back escaped in the error (shown as a pop-up); a body that
+        trickles or never comes gets 408 after ``max_body_seconds``; the guarded server
+        (``--users`` + ``--rest-key``) refuses the page, its uploads and REST without them."""
+        hostile_name = '<img src=x onerror="alert(1)">.png'
+        c = [Case("HTML in an image name, echoed by the error", "gradio /infer",
+                  lambda: self._no_raw_html(self.gr_infer(
+                      self.data.training_json(hostile_name)))),
+             Case("body trickled 1 byte every 5 s", "REST /owlv2/infer",
+                  lambda: self._trickle("/owlv2/infer", "application/json", 5.0),
+                  want="max_body_seconds"),
+             Case("upload that sends no body", "gradio upload",
+                  lambda: self._trickle("/gradio_api/upload",
+                                        "multipart/form-data; boundary=x", None),
+                  want="max_body_seconds")]
+        guarded = getattr(self, "guarded", None)
+        if guarded is not None:
+            c += [Case("studio config without login (--users)", "gradio /config",
+                       lambda: http_send(httpx.get(guarded.url + "/config", timeout=30))),
+                  Case("upload without login (--users)", "gradio upload",
+                       lambda: http_send(httpx.post(guarded.url + "/gradio_api/upload",
+                                                    files={"files": ("a.png", b"x")},
+                                                    timeout=30))),
+                  Case("REST without the key (--rest-key)", "REST /owlv2/infer",
+                       lambda: http_send(httpx.post(guarded.url + "/owlv2/infer",
+                                                    json={}, timeout=30)), want="X-API-Key"),
+                  Case("REST with a wrong key", "REST /owlv2/infer",
+                       lambda: http_send(httpx.post(guarded.url + "/owlv2/infer", json={},
+                                                    headers={"X-API-Key": "guess"},
+                                                    timeout=30)), want="X-API-Key")]
         return c
+
+    @staticmethod
+    def _no_raw_html(answer: tuple[str, str]) -> tuple[str, str]:
+        status, message = answer
+        if "<img" in message:
+            return "raw HTML", f"the message carries markup: {message}"
+        return status, message
+
+    def _trickle(self, path: str, content_type: str, every_s: float | None,
+                 declared: int = 100_000) -> tuple[str, str]:
+        """Declare `declared` bytes, then send one every `every_s` seconds (None: none) until
+        the server answers or `BODY_GIVE_UP_S` pass."""
+        give_up = time.monotonic() + BODY_GIVE_UP_S
+        with socket.create_connection((HOST, self.server.port), timeout=BODY_GIVE_UP_S) as sock:
+            sock.sendall(_head(path, declared, content_type).encode("latin-1"))
+            while time.monotonic() < give_up:
+                ready, _, _ = select.select([sock], [], [], every_s or 1.0)
+                if ready:
+                    data = b""
+                    sock.settimeout(10)
+                    try:
+                        while part := sock.recv(65536):  # the answer closes the connection
+                            data += part
+                    except OSError:
+                        pass
+                    status = data.split(b" ", 2)[1].decode() if data.count(b" ") >= 2 else "?"
+                    body = data.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
+                    try:
+                        body = json.loads(body).get("message") or body
+                    except (ValueError, AttributeError):
+                        pass
+                    return status, first_line(body)
+                if every_s is not None:
+                    sock.sendall(b"x")
+        return "no answer", f"still open after {BODY_GIVE_UP_S:.0f} s"
 
     def _starve(self, via: str) -> tuple[str, str]:
         """Issue 11 item 4: a cheap request sent while an expensive one (many classes x many
@@ -1449,6 +1520,14 @@ def main(argv: list[str] | None = None) -> int:
                 url_server = Server(work, "server-urls", model_args,
                                     [*extra, "--allow-url-images"], help_text, args.cache_mb)
                 servers.append(url_server)
+            guarded = None  # issue 19 item 6: logins and a REST key (web)
+            if "hostile" in sections and "--users" in help_text:
+                users = work / "users.txt"
+                users.write_text("alice:bench-password\n")
+                guarded = Server(work, "server-guarded", model_args,
+                                 [*extra, "--users", str(users), "--rest-key", "bench-key"],
+                                 help_text, args.cache_mb)
+                servers.append(guarded)
             for server in servers:
                 server.wait_ready(max(30.0, deadline - time.monotonic()))
             print(f"servers ready in {time.monotonic() - started:.0f} s: "
@@ -1468,6 +1547,7 @@ def main(argv: list[str] | None = None) -> int:
             if "hostile" in sections and main_server is not None and main_server.alive():
                 hostile = Hostile(main_server, url_server, work, plan,
                                   ClientData.make(50, work / "hostile-data"))
+                hostile.guarded = guarded
                 try:
                     rows = hostile.run(deadline, args.only)
                 finally:
@@ -1477,6 +1557,8 @@ def main(argv: list[str] | None = None) -> int:
                                      if r.verdict != "ok"]
                 if url_server is not None:
                     url_server.stop()
+                if guarded is not None:
+                    guarded.stop()
                 print("hostile inputs done", flush=True)
             if "projects" in sections:
                 result["projects"] = reliability_projects.run_projects(args.quick)

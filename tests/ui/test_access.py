@@ -12,6 +12,7 @@ import pytest
 from test_slow_bodies import uvicorn_server
 
 from ui.access import AccessError, is_loopback, plan_access, read_users, summary
+from ui.handlers.common import tab_id
 
 
 @pytest.fixture()
@@ -172,5 +173,8 @@ def test_each_user_sees_and_opens_only_their_own_projects(studio):
     assert studio.projects.exists(theirs, "alice")
     # the same tab hash sent by another user is another tab
     assert studio.session(_tab("bob")) is not studio.session(_tab("alice"))
+    # a closed tab of a logged-in user is freed
+    studio.on_unload(alice)
+    assert studio.store.peek(tab_id(alice)) is None
     # without logins (no user) nothing changes: every project is listed
     assert theirs in _listed(studio, SimpleNamespace(session_hash="local", query_params={}))

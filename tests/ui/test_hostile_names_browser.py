@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import pytest
 from browser_helpers import ASSETS
 from conftest import open_tab
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 #: markup that would fire a request (x1..x5), add a link and a password form if rendered
 PROJECT = 'P<img src=x1><a href="https://canary.invalid/p">link</a><form><input type=password>'
@@ -46,23 +47,26 @@ def _created(page) -> dict[str, int]:
 def _toast(page, text: str) -> str:
     """The text of the pop-up that contains `text` (then closed)."""
     toast = page.locator("[data-testid='toast-body']", has_text=text).first
-    toast.wait_for(timeout=30_000)
+    toast.wait_for(timeout=60_000)
     shown = toast.inner_text()
     assert toast.locator("img, a, form, input").count() == 0, toast.inner_html()
-    toast.locator("[data-testid='toast-close']").click()
+    try:  # it may have timed out and gone by itself
+        toast.locator("[data-testid='toast-close']").click(timeout=2000)
+    except PlaywrightTimeout:
+        pass
     return shown
 
 
 def test_hostile_names_render_as_text(browser, studio_app, hostile_project):
     url = studio_app[0]
-    with open_tab(browser, f"{url}/?project={hostile_project}") as page:
+    with open_tab(browser, "about:blank", ready=False) as page:
         requests: list[str] = []
         page.context.on("request", lambda r: requests.append(r.url))
-        page.reload()
-        page.wait_for_selector("#annotator")
+        page.goto(f"{url}/?project={hostile_project}")
+        page.wait_for_selector("#annotator", timeout=120_000)
         page.wait_for_function(
             "() => (document.querySelector('#review-info')?.innerText || '').includes('.png')",
-            timeout=60_000)
+            timeout=120_000)
         # the Markdown line of the image under review and the legend show the names as text
         assert QUERY in page.inner_text("#review-info")
         assert CLASS in page.inner_text("#legend") and MD_CLASS in page.inner_text("#legend")
@@ -72,7 +76,9 @@ def test_hostile_names_render_as_text(browser, studio_app, hostile_project):
         page.fill("#class-name textarea, #class-name input", CLASS.lower())
         page.click("#add-class")
         assert CLASS in _toast(page, "already")
-        # gr.Info naming the class, after removing it with its box
+        # gr.Warning naming the class (remove it with its box?), then gr.Info once removed
+        page.click("#remove-class")
+        assert CLASS in _toast(page, "Confirm remove")
         page.click("#remove-class")
         assert CLASS in _toast(page, "Removed class")
         # gr.Info naming the project

@@ -136,9 +136,8 @@ class Studio:
 
     def on_unload(self, request: gr.Request) -> None:
         """Save a closed tab's project and free its predictor and scratch files."""
-        session_id = getattr(request, "session_hash", None)
-        if session_id:
-            self.store.drop(session_id)
+        if getattr(request, "session_hash", None):
+            self.store.drop(tab_id(request))  # with logins, the hash tied to the user
 
     def close(self) -> None:
         """Save every open project and delete the scratch folder (the server stops)."""
