@@ -165,7 +165,16 @@ SELECT_MODE_JS = """(value) => {
       if (frames > 0) requestAnimationFrame(() => drag(frames - 1));
       return;
     }
-    if (create.classList.contains('selected')) select.click();
+    if (!create.classList.contains('selected')) return;
+    // the component focuses its canvas on a mode change, and a focus scrolls the page to the
+    // review panel (2,000 px down on opening a project): keep the person where they are
+    const x = window.scrollX, y = window.scrollY;
+    select.click();
+    const keep = (n) => {
+      window.scrollTo(x, y);
+      if (n > 0) requestAnimationFrame(() => keep(n - 1));
+    };
+    keep(3);
   };
   requestAnimationFrame(() => drag(60));
   return [];
