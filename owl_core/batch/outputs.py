@@ -110,7 +110,7 @@ def write_outputs(out: Path, work: Path, fmt: str, classes: Sequence[str],
 def replace_entry(new: Path, target: Path, work: Path) -> Path:
     """Move `new` (file or folder) to `target`, replacing what is there. A file is replaced
     atomically; a folder is swapped by two renames (the old one is moved aside first)."""
-    from owl_core.engine.embedding_store import fsync_dir
+    from owl_core.durable import fsync_dir
 
     target.parent.mkdir(parents=True, exist_ok=True)
     if new.is_dir() and target.exists():

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from owl_core.durable import fsync_dir
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.errors import SettingsError
 
@@ -236,20 +237,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 atomic_write = _atomic_write

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from owl_core.durable import fsync_dir
 from owl_core.errors import ProjectError
 
 JOURNAL_FILE = "project.journal"
@@ -127,7 +128,7 @@ def append_line(folder: Path, line: bytes, at: int) -> int:
     finally:
         os.close(fd)
     if new:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     return at + len(line)
 
 
@@ -143,7 +144,7 @@ def keep_tail(folder: Path, start: int, expected_size: int) -> int:
         return 0
     if not tail:
         path.unlink(missing_ok=True)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return 0
     fd, tmp = tempfile.mkstemp(prefix=".project.journal.", suffix=".tmp", dir=folder)
     try:
@@ -155,7 +156,7 @@ def keep_tail(folder: Path, start: int, expected_size: int) -> int:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return len(tail)
 
 
@@ -164,7 +165,7 @@ def remove_journal(folder: Path) -> None:
     path = folder / JOURNAL_FILE
     if path.exists():
         path.unlink(missing_ok=True)
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def encode_line(line: dict[str, Any]) -> bytes:
@@ -172,11 +173,3 @@ def encode_line(line: dict[str, Any]) -> bytes:
         return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
     except (TypeError, ValueError) as exc:
         raise ProjectError(f"cannot write the journal line ({exc}).") from exc
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

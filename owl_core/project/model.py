@@ -47,6 +47,7 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 
 from owl_core import geometry, limits
+from owl_core.durable import fsync_dir
 from owl_core.errors import ImageError, LimitError, OwlError, ProjectError
 from owl_core.images import upright_size
 from owl_core.naming import class_key, clean_class_name
@@ -1131,10 +1132,6 @@ def _write_file(target: Path, content: dict[str, Any], seq: int,
             if final.is_file():
                 _keep_backup(final, target / BACKUP_FILE)
             os.replace(tmp, final)
-            from owl_core.engine.embedding_store import (
-                fsync_dir,  # one copy of the helper (store -> no cycle)
-            )
-
             fsync_dir(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
