@@ -148,19 +148,20 @@ def text_flag(value: str, where: str = "--text") -> PromptPhrase:
     return PromptPhrase(cls.strip(), text if sep else cls)
 
 
-def with_text_flags(classes: Sequence[str] | None, phrases: Mapping[str, Sequence[str]] | None,
-                    flags: Sequence[str] | None) -> tuple[list[str] | None, dict[str, list[str]]]:
+def with_text_flags(classes: Sequence[str] | None, phrases: Mapping[str, Sequence[Any]] | None,
+                    flags: Sequence[str] | None) -> tuple[list[str] | None, dict[str, list[Any]]]:
     """The class list and phrases of a prompt after adding ``--text`` flags: flag classes not
     in `classes` are appended (None stays None: the engine orders classes itself); every
-    phrase validated by `parse_phrases`."""
-    out: dict[str, list[str]] = {cls: list(items) for cls, items in (phrases or {}).items()}
+    phrase validated by `parse_phrases` (a negative one stays ``{"text", "negative": True}``)."""
+    out: dict[str, list[Any]] = {cls: list(items) for cls, items in (phrases or {}).items()}
     for i, value in enumerate(flags or ()):
         flag = text_flag(value, f"--text[{i}]")
         out.setdefault(flag.cls, []).append(flag.text)
     parsed = parse_phrases(out, "--text" if flags else "phrases")
     names = None if classes is None else list(classes) + [
         c for c in phrase_classes(parsed) if c not in classes]
-    grouped: dict[str, list[str]] = {}
+    grouped: dict[str, list[Any]] = {}
     for p in parsed:
-        grouped.setdefault(p.cls, []).append(p.text)
+        grouped.setdefault(p.cls, []).append({"text": p.text, "negative": True} if p.negative
+                                             else p.text)
     return names, grouped

@@ -152,3 +152,28 @@ def test_evaluate_with_the_projects_phrases_and_text(capsys, tiny_model_dir, pho
     code, _, err = run(capsys, "evaluate", "--project", project.folder, "--model",
                        tiny_model_dir, "--text", "dog", "--device", "cpu")
     assert code == 2 and "no class 'dog'" in err
+
+
+def test_export_of_a_project_writes_its_combine_mode_and_negative_phrases(capsys,
+                                                                          tiny_model_dir,
+                                                                          tmp_path):
+    """Issue 18 gap: `export --project` writes the project's combine mode (and the flag's) to
+    the .pt's settings, and its negative phrases as negative rows."""
+    library = ProjectLibrary(tmp_path / "projects")
+    project = library.create("p", classes=["coin"])
+    project.set_phrases("coin", ["coin"])
+    project.set_phrases("coin", ["cup"], negative=True)
+    project.set_settings(project.settings.replace(combine="fused"))
+    save_project(project)
+    pt = tmp_path / "p.pt"
+    code, _, err = run(capsys, "export", "--model", tiny_model_dir, "--project",
+                       project.folder, "--out", pt, *FLAGS)
+    assert code == 0, err
+    loaded = load_pt(pt)
+    assert loaded.settings is not None and loaded.settings.combine == "fused"
+    assert loaded.exemplars.phrases() == (PromptPhrase("coin", "coin"),
+                                          PromptPhrase("coin", "cup", negative=True))
+    code, _, err = run(capsys, "export", "--model", tiny_model_dir, "--project",
+                       project.folder, "--combine", "max", "--out", pt, *FLAGS)
+    assert code == 0, err
+    assert load_pt(pt).settings.combine == "max"

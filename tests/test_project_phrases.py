@@ -24,7 +24,7 @@ def test_phrases_round_trip_in_the_project_file(tmp_path):
                                                                                   "a penny")
     save_project(project, tmp_path / "p")
     data = json.loads((tmp_path / "p" / PROJECT_FILE).read_text())
-    assert data["version"] == FORMAT_VERSION == 4
+    assert data["version"] == FORMAT_VERSION == 5
     assert data["phrases"] == {"coin": ["a coin", "a penny"]}
     loaded = load_project(tmp_path / "p")
     assert loaded == project and loaded.prompt_phrases() == {"coin": ["a coin", "a penny"]}
@@ -105,3 +105,60 @@ def test_the_studio_save_keeps_phrases_and_combine_mode(tmp_path):
         assert again.settings.confidence == 0.5 and again.classes == ["coin", "mug"]
     finally:
         tabs.close()
+
+
+def test_negative_phrases_round_trip_and_survive_the_journal(tmp_path):
+    """Issue 18 gap: negative phrases are stored (version 5), carried by renames, dropped with
+    their class, and a journal line (the studio's save) keeps them."""
+    from owl_core.project.model import save_changes
+
+    project = Project(name="p", classes=["coin", "cup"])
+    save_project(project, tmp_path / "p")
+    project = load_project(tmp_path / "p")
+    assert project.set_phrases("coin", ["a button", " a  button"], negative=True) == (
+        "a button",)
+    project.set_phrases("coin", ["a coin"])
+    save_changes(project)  # one journal line
+    again = load_project(tmp_path / "p")
+    assert again.negative_phrases == {"coin": ("a button",)} and again == project
+    assert again.prompt_phrases() == {"coin": ["a coin", {"text": "a button",
+                                                           "negative": True}]}
+    data = json.loads((tmp_path / "p" / PROJECT_FILE).read_text())
+    assert data["version"] == 5
+    again.rename_class("coin", "penny")
+    assert again.negative_phrases == {"penny": ("a button",)}
+    again.remove_class("penny")
+    assert again.negative_phrases == {}
+
+
+def test_a_version_4_project_loads_without_negative_phrases(tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / PROJECT_FILE).write_text(json.dumps({
+        "format": "owl-studio-project", "version": 4, "name": "old", "classes": ["coin"],
+        "phrases": {"coin": ["a coin"]}, "negative_phrases": {"coin": ["ignored"]},
+        "images": []}))
+    project = load_project(folder)
+    assert project.phrases == {"coin": ("a coin",)} and project.negative_phrases == {}
+
+
+def test_a_refused_negative_phrase_changes_nothing():
+    project = Project(name="p", classes=["coin"], negative_phrases={"coin": ["a button"]})
+    with pytest.raises(ProjectError, match="control characters"):
+        project.set_phrases("coin", ["a\x1bbutton"], negative=True)
+    assert project.negative_phrases == {"coin": ("a button",)}
+
+
+def test_negative_phrases_reach_the_cli_prompt(tmp_path):
+    """`--project` reads negative phrases as negative (`with_text_flags` kept them)."""
+    import argparse
+
+    from owl_core.project.prompt_sources import read_prompts
+
+    project = Project(name="p", classes=["coin"], phrases={"coin": ["a coin"]},
+                      negative_phrases={"coin": ["a button"]})
+    save_project(project, tmp_path / "p")
+    args = argparse.Namespace(project=str(tmp_path / "p"), text=None, weights=None,
+                              training_data=None, model="m", top_k=None)
+    prompts = read_prompts(args)
+    assert prompts.phrases == {"coin": ["a coin", {"text": "a button", "negative": True}]}

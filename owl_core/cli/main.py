@@ -164,9 +164,12 @@ def _run_export(args: argparse.Namespace) -> int:
         from owl_core.engine.prompt_file import load_pt
 
         load_pt(args.previous)  # validated before the model is loaded
-    predictor = _predictor(args, prompts, prompts.params(args), previous=args.previous)
+    params = prompts.params(args)
+    predictor = _predictor(args, prompts, params, previous=args.previous)
+    # the settings (combine mode included) travel with the prompt: predict/label --weights
+    # start from them
     out = predictor.export(args.out, small=args.small, previous=args.previous,
-                           roboflow_id=args.roboflow_id)
+                           roboflow_id=args.roboflow_id, settings=params.to_dict())
     print(out)
     return 0
 

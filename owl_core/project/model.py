@@ -58,8 +58,9 @@ from owl_core.project import journal
 FORMAT_NAME = "owl-studio-project"
 #: Version written by `save_project`. 1 = the old example-project form (no "version" key);
 #: 2 = images with prompts and labels; 3 = adds "imported" (`.pt` files the project uses).
-#: 4 adds "phrases" (text prompts per class; older files have none and load as they were).
-FORMAT_VERSION = 4
+#: 4 adds "phrases" (text prompts per class; older files have none and load as they were);
+#: 5 adds "negative_phrases" (per class: "not this" words; older files have none).
+FORMAT_VERSION = 5
 PROJECT_FILE = "project.json"
 BACKUP_FILE = "project.json.bak"
 IMAGES_DIR = "images"
@@ -407,6 +408,8 @@ class Project:
     imported: list[ImportedPrompt] = field(default_factory=list)
     #: text prompts: class -> its phrases ("describe it"), classes without phrases absent
     phrases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: negative text prompts: class -> phrases of what it is not ("not this"), same rules
+    negative_phrases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = _project_name(self.name)
@@ -421,14 +424,17 @@ class Project:
         self.images = list(self.images)
         self._check_images(self.images)
         self.phrases = _phrase_map(self.phrases, self.classes)
+        self.negative_phrases = _phrase_map(self.negative_phrases, self.classes,
+                                            "negative_phrases")
 
     # ---------------------------------------------------------------- queries
     def __eq__(self, other: object) -> bool:  # the folder is where it is, not what it is
         if not isinstance(other, Project):
             return NotImplemented
         return (self.name, self.classes, self.images, self.settings, self.imported,
-                self.phrases) == (other.name, other.classes, other.images, other.settings,
-                                  other.imported, other.phrases)
+                self.phrases, self.negative_phrases) == (
+            other.name, other.classes, other.images, other.settings, other.imported,
+            other.phrases, other.negative_phrases)
 
     @property
     def embedding_dir(self) -> Path:
@@ -463,9 +469,16 @@ class Project:
                            for p in r.prompts]}
                 for r in self.images if r.prompts]
 
-    def prompt_phrases(self) -> dict[str, list[str]]:
-        """The phrases per class, as `OwlPredictor.set_examples(phrases=...)` takes them."""
-        return {cls: list(phrases) for cls, phrases in self.phrases.items()}
+    def prompt_phrases(self) -> dict[str, list[str | dict[str, Any]]]:
+        """The phrases per class, as `OwlPredictor.set_examples(phrases=...)` takes them: a
+        positive phrase as its text, a negative one as ``{"text", "negative": True}``."""
+        out: dict[str, list[str | dict[str, Any]]] = {}
+        for cls in self.classes:
+            items: list[str | dict[str, Any]] = list(self.phrases.get(cls, ()))
+            items += [{"text": p, "negative": True} for p in self.negative_phrases.get(cls, ())]
+            if items:
+                out[cls] = items
+        return out
 
     def query_images(self) -> list[Path]:
         """Absolute paths of the images whose role is "query"."""
@@ -594,9 +607,15 @@ class Project:
             prompts, labels, images = prompts + p, labels + lab, images + bool(p or lab)
         return prompts, labels, images
 
-    def set_phrases(self, cls: str, phrases: Iterable[str]) -> tuple[str, ...]:
-        """Replace the phrases of a class (validated, duplicates dropped; empty = none)."""
+    def set_phrases(self, cls: str, phrases: Iterable[str], *,
+                    negative: bool = False) -> tuple[str, ...]:
+        """Replace the phrases of a class, or its negative phrases (validated, duplicates
+        dropped; empty = none). Nothing changes when one is refused."""
         name = self.classes[self.class_index(cls)]
+        if negative:
+            self.negative_phrases = _phrase_map({**self.negative_phrases, name: tuple(phrases)},
+                                                self.classes, "negative_phrases")
+            return self.negative_phrases.get(name, ())
         self.phrases = _phrase_map({**self.phrases, name: tuple(phrases)}, self.classes)
         return self.phrases.get(name, ())
 
@@ -621,6 +640,8 @@ class Project:
                                            labels=tuple(map(rename, r.labels)))
                        for r in self.images]
         self.phrases = {cleaned if c == old_name else c: p for c, p in self.phrases.items()}
+        self.negative_phrases = {cleaned if c == old_name else c: p
+                                 for c, p in self.negative_phrases.items()}
         self.classes = classes
         return cleaned
 
@@ -632,6 +653,7 @@ class Project:
             labels=tuple(b for b in r.labels if b.cls != removed)) for r in self.images]
         self.classes = [c for c in self.classes if c != removed]
         self.phrases = {c: p for c, p in self.phrases.items() if c != removed}
+        self.negative_phrases = {c: p for c, p in self.negative_phrases.items() if c != removed}
         return removed
 
     # ---------------------------------------------------------------- file form
@@ -643,6 +665,7 @@ class Project:
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "name": self.name,
             "classes": list(self.classes), "settings": self.settings.to_dict(),
             "phrases": {cls: list(p) for cls, p in self.phrases.items()},
+            "negative_phrases": {cls: list(p) for cls, p in self.negative_phrases.items()},
             "images": [r.to_dict() for r in images],
             "imported": [i.to_dict() for i in self.imported],
             **_derived(images),
@@ -726,16 +749,17 @@ def _class_list(classes: Any) -> list[str]:
     return out
 
 
-def _phrase_map(phrases: Any, classes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+def _phrase_map(phrases: Any, classes: Sequence[str],
+                key: str = "phrases") -> dict[str, tuple[str, ...]]:
     """Validated ``{class: (phrase, ...)}``: classes of the project, phrases by the one rule
     (`owl_core.phrases.check_phrase`), duplicates dropped, classes without phrases left out."""
     if not isinstance(phrases, Mapping):
-        raise ProjectError(f"\"phrases\" must map class names to lists of phrases, got "
+        raise ProjectError(f"\"{key}\" must map class names to lists of phrases, got "
                            f"{type(phrases).__name__}.")
     lim = limits.current()
     out: dict[str, tuple[str, ...]] = {}
     for cls, items in phrases.items():
-        where = f"phrases[{str(cls)[:40]!r}]"
+        where = f"{key}[{str(cls)[:40]!r}]"
         if cls not in classes:
             raise ProjectError(f"{where}: {str(cls)[:40]!r} is not a class of the project "
                                f"(classes: {', '.join(classes) or 'none'}).")
@@ -754,7 +778,7 @@ def _phrase_map(phrases: Any, classes: Sequence[str]) -> dict[str, tuple[str, ..
             raise ProjectError(str(exc)) from None
         if cleaned:
             out[cls] = cleaned
-    lim.check("max_phrases_total", sum(map(len, out.values())), "phrases",
+    lim.check("max_phrases_total", sum(map(len, out.values())), key,
               limits.ProjectLimitError)
     return out
 
@@ -954,7 +978,7 @@ def _count_boxes(images: list, lim: limits.Limits) -> None:
 
 
 def _from_v2(data: Mapping, folder: Path, allow_external: bool, version: int) -> Project:
-    """Versions 2 to 4 (3 adds "imported", 4 "phrases")."""
+    """Versions 2 to 5 (3 adds "imported", 4 "phrases", 5 "negative_phrases")."""
     lim = limits.current()
     images = data.get("images", [])
     if not isinstance(images, list):
@@ -973,11 +997,12 @@ def _from_v2(data: Mapping, folder: Path, allow_external: bool, version: int) ->
     lim.check("max_project_zip_unreferenced", len(imported), "imported prompt files",
               limits.ProjectLimitError)
     phrases = data.get("phrases") if version >= 4 else None
+    negative_phrases = data.get("negative_phrases") if version >= 5 else None
     return Project(name=data.get("name") or folder.name, classes=classes, images=records,
                    settings=DetectParams.from_dict(data.get("settings")), folder=folder,
                    version=version, imported=[ImportedPrompt.from_dict(d, f"imported[{i}]")
                                               for i, d in enumerate(imported)],
-                   phrases=phrases or {})
+                   phrases=phrases or {}, negative_phrases=negative_phrases or {})
 
 
 def _check_path(rel: str, folder: Path, allow_external: bool, where: str) -> Path:
