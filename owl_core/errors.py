@@ -34,6 +34,11 @@ class ProjectError(OwlError, ValueError):
     """A project folder / project.json that cannot be read, written or is inconsistent."""
 
 
+class ProjectChangedError(ProjectError):
+    """A save refused because another writer (a tab, a process) changed the project on disk
+    since this one last read or wrote it: saving over it would drop that work."""
+
+
 class LimitError(OwlError, ValueError):
     """Input over a documented bound (sizes, counts, lengths); the message names the limit."""
 

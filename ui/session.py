@@ -2,7 +2,9 @@
 
 A tab works on one project of the server's `ProjectLibrary` (``--projects-dir``): the images live
 in the project folder, and every change is saved there shortly after it happens (`Saver`:
-debounced, atomic writes by `owl_core.project.model.save_project`). The page edits the project
+debounced; `owl_core.project.model.save_changes` appends what changed to the project's journal,
+so a save costs the change, not the project; the journal is folded into project.json in the
+background when it grows and when the tab closes). The page edits the project
 model itself (`Session.core`, an `owl_core.project.model.Project`: classes, images with their
 prompts and reviewed labels, detection settings, imported `.pt` files); what only this tab sees
 (the example shown, the class picked, what is embedded) is its `TabView`. The annotator's boxes
@@ -16,7 +18,6 @@ reloaded page or a restarted server finds the project by the id in the URL or br
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owl_core.errors import OwlError, ProjectError
+from owl_core.errors import OwlError, ProjectChangedError, ProjectError
 from owl_core.params import DetectParams
 from owl_core.project.model import IMAGES_DIR, ImageRecord, Project
 from ui.drawing import PREVIEW_MAX_SIDE, PictureCache
@@ -173,9 +174,7 @@ class Session:
         #: the preview draws "class score" labels (off: boxes only, for crowded pictures); a
         #: view choice of the tab, kept when it opens another project.
         self.show_labels = True
-        self.saved_text: str | None = None   # project.json content of the last save
         self.saved_files: set[str] = set()   # image files the last save listed
-        self.disk_stamp: tuple[int, int] | None = None  # its (mtime_ns, size) on disk
         self.save_error: str | None = None
         self.warned: str | None = None        # the save error the page was last told about
         self.import_errors: list[str] = []    # imported prompts that did not load at open
@@ -256,9 +255,7 @@ class Session:
         one)."""
         self.core = core
         self.view = TabView(active_class=core.classes[0] if core.classes else "")
-        self.saved_text = json.dumps(core.to_dict(), sort_keys=True)
         self.saved_files = {r.file for r in core.images}
-        self.disk_stamp = _stamp(core)
         self.save_error = None
         self.pictures.clear()
         self._reset_view_state()
@@ -313,25 +310,27 @@ class Session:
         self.view.embedded.pop(image_id, None)
 
     def save(self) -> bool:
-        """Write the project if it changed since the last save (call under the lock).
-        Returns whether a file was written; a refusal is kept in `save_error` (shown on the
-        status line) and logged."""
+        """Save what changed since the last save (call under the lock): one line appended to
+        the project's journal (`save_changes`), refused when another tab or program changed the
+        project on disk meanwhile (its work is not saved over). Returns whether anything was
+        written; a refusal is kept in `save_error` (shown on the status line) and logged."""
+        from owl_core.project.model import save_changes, unsaved_changes
+
         if self.core is None or self.core.folder is None:
             return False
         try:
-            text = json.dumps(self.core.to_dict(), sort_keys=True)
-            if text == self.saved_text:
+            if not unsaved_changes(self.core):
                 return False
             if not self.core.folder.is_dir():
                 raise ProjectError("the project was deleted (in another tab?); open or create "
                                    "another one.")
-            if self._changed_elsewhere():
-                raise ProjectError("this project was changed in another tab or window, so "
-                                   "your last change was not saved over it. Reload the page to "
-                                   "continue from the saved project.")
-            from owl_core.project.model import save_project
-
-            save_project(self.core)
+            save_changes(self.core, if_unchanged=True)
+        except ProjectChangedError:
+            self.save_error = ("this project was changed in another tab or window, so your "
+                               "last change was not saved over it. Reload the page to continue "
+                               "from the saved project.")
+            log.warning("project %s not saved: %s", self.project_id, self.save_error)
+            return False
         except OwlError as exc:
             self.save_error = str(exc)
             log.warning("project %s not saved: %s", self.project_id, exc)
@@ -342,25 +341,18 @@ class Session:
                                "projects folder, then make any change to save again.")
             log.warning("project %s not saved: %s", self.project_id, exc)
             return False
-        self.saved_text = text
-        self.disk_stamp = _stamp(self.core)
         self.save_error = None
         previous, self.saved_files = self.saved_files, {r.file for r in self.core.images}
         _remove_unused_images(previous, self.core)
         return True
 
-    def _changed_elsewhere(self) -> bool:
-        """Whether project.json on disk is no longer what this session read or wrote last
-        (another tab saved the same project): then saving would drop that tab's work."""
-        if self.saved_text is None or _stamp(self.core) == self.disk_stamp:
-            return False
-        from owl_core.project.model import PROJECT_FILE, read_json
+    def compact(self) -> None:
+        """Fold the project's journal into project.json in the background (the tab is done
+        with it: its next open reads one file)."""
+        from owl_core.project.model import compact_in_background
 
-        try:
-            on_disk = read_json(self.core.folder / PROJECT_FILE)
-        except OwlError:
-            return False  # unreadable: ours is the better copy
-        return on_disk != json.loads(self.saved_text)
+        if self.core is not None and self.core.folder is not None:
+            compact_in_background(self.core)
 
     def work_dir(self, name: str) -> Path:
         path = self.dir / name
@@ -377,17 +369,6 @@ class Session:
         self.pictures.clear()
         self.preview_items = []
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _stamp(core: Project | None) -> tuple[int, int] | None:
-    """(mtime_ns, size) of a project's project.json, None when it is missing."""
-    from owl_core.project.model import PROJECT_FILE
-
-    try:
-        st = (core.folder / PROJECT_FILE).stat()
-    except (OSError, AttributeError, TypeError):
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 def _remove_unused_images(previous: set[str], core: Project) -> None:
@@ -578,6 +559,7 @@ class TabSessions:
             if session.core is None or (project_id is not None
                                         and project_id != session.project_id):
                 self.saver.flush(session)
+                session.compact()  # the tab leaves the project: fold its journal
                 previous = session.core
                 self._open_into(session, project_id)
                 self._forget_if_untouched(previous, session)
@@ -693,6 +675,7 @@ class TabSessions:
                 for kept in (self._tab_view, self._project_place):
                     while len(kept) > MAX_REMEMBERED_TABS:
                         kept.popitem(last=False)
+            session.compact()
             session.close()
 
     def _restore_view(self, session: Session) -> None:

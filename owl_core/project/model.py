@@ -48,7 +48,7 @@ from PIL import Image, UnidentifiedImageError
 
 from owl_core import geometry, limits
 from owl_core.durable import fsync_dir
-from owl_core.errors import ImageError, LimitError, OwlError, ProjectError
+from owl_core.errors import ImageError, LimitError, OwlError, ProjectChangedError, ProjectError
 from owl_core.images import upright_size
 from owl_core.naming import class_key, clean_class_name
 from owl_core.params import DetectParams
@@ -913,6 +913,7 @@ def load_project(path: str | os.PathLike, *, allow_external: bool = False) -> Pr
         ProjectError: unreadable, malformed, or an image path escaping the folder.
     """
     file = project_file(path)
+    stamp = _disk_stamp(file.parent)  # before reading: a write meanwhile shows as a change
     with limits.pinned() as lim:
         data = read_json(file)
         read = None
@@ -927,7 +928,7 @@ def load_project(path: str | os.PathLike, *, allow_external: bool = False) -> Pr
         project._journal = _JournalState(
             folder=file.parent.resolve(), seq=seq, size=read.valid_bytes, ends=read.ends,
             base=_snapshot(project), file_bytes=file.stat().st_size,
-            file_version=version if isinstance(version, int) else 1)
+            file_version=version if isinstance(version, int) else 1, stamp=stamp)
     return project
 
 
@@ -1066,11 +1067,15 @@ def _from_v1(data: Mapping, folder: Path, allow_external: bool, source: str) -> 
 
 
 # ------------------------------------------------------------------------------- the writer
-def save_project(project: Project, folder: str | os.PathLike | None = None) -> Path:
+def save_project(project: Project, folder: str | os.PathLike | None = None, *,
+                 if_unchanged: bool = False) -> Path:
     """Write ``project.json`` atomically (temp file, fsync, rename) and keep the previous one as
     ``project.json.bak``; temp files left by a crashed save are removed. Images that live
     outside the folder (an old-form project read in place) are copied into ``images/`` first.
-    Holds the folder's lock, so two writers never interleave. Returns the file written."""
+    Holds the folder's lock, so two writers never interleave. Returns the file written.
+
+    ``if_unchanged``: refuse with `ProjectChangedError` when another writer changed the project
+    on disk since this `Project` last read or wrote it (`changed_on_disk`)."""
     from filelock import FileLock, Timeout
 
     target = Path(folder) if folder is not None else project._require_folder("saving")
@@ -1082,6 +1087,8 @@ def save_project(project: Project, folder: str | os.PathLike | None = None) -> P
     try:
         with state.lock if state is not None else _NO_LOCK, \
                 FileLock(str(target / LOCK_FILE), timeout=30):
+            if if_unchanged and state is not None:
+                _check_disk(project, state)
             seq = state.seq if state is not None else 0
             final = _save_locked(project, target, seq)
             journal.remove_journal(target)
@@ -1091,7 +1098,8 @@ def save_project(project: Project, folder: str | os.PathLike | None = None) -> P
                 folder=target, seq=seq, size=0, ends=[], base=_snapshot(project),
                 file_bytes=final.stat().st_size, file_version=FORMAT_VERSION,
                 generation=state.generation if state is not None else 0,
-                lock=state.lock if state is not None else threading.Lock())
+                lock=state.lock if state is not None else threading.Lock(),
+                stamp=_disk_stamp(target))
             return final
     except Timeout:
         raise ProjectError(f"{target}: another program holds the project's lock ({LOCK_FILE}) "
@@ -1196,6 +1204,100 @@ class _JournalState:
     generation: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     compactor: threading.Thread | None = None
+    #: `_disk_stamp` of the folder right after this project last read or wrote it
+    stamp: tuple | None = None
+
+
+def _disk_stamp(folder: Path) -> tuple:
+    """(inode, size, mtime_ns) of project.json and of the journal (None: missing): any other
+    writer's save (a rename: a new inode; an append: a new size) changes it."""
+    def one(path: Path) -> tuple[int, int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    return one(folder / PROJECT_FILE), one(folder / journal.JOURNAL_FILE)
+
+
+def _disk_content(folder: Path) -> tuple[Any, journal.JournalRead] | None:
+    """project.json with its journal applied, as a comparable value (top-level keys, image
+    records), and the journal read; None when it cannot be read."""
+    try:
+        data = read_json(folder / PROJECT_FILE)
+        if not isinstance(data, dict):
+            return None
+        read = journal.read_journal(folder, limits.current().max_project_json_bytes)
+        journal.apply_lines(data, read.lines)
+    except (OwlError, OSError):
+        return None
+    head = {k: v for k, v in data.items() if k not in journal.DERIVED_KEYS}
+    return (head, data.get("images")), read
+
+
+def _comparable(base: _Snapshot) -> Any:
+    images = [base.records[i].to_dict() for i in base.order]
+    return json.loads(json.dumps((base.head, images), ensure_ascii=False))
+
+
+def _check_disk(project: Project, state: _JournalState) -> None:
+    """Under the folder's lock: raise `ProjectChangedError` when the project on disk is no
+    longer what ``state`` last read or wrote (another tab or process saved it). A different
+    stamp with the same content (a compaction by another `Project` of this folder, a rewrite
+    of the same state) is no change: the journal's position is read again so the next line
+    goes after the lines on disk."""
+    stamp = _disk_stamp(state.folder)
+    if state.stamp is None or stamp == state.stamp:
+        return
+    found = _disk_content(state.folder)
+    if found is None:
+        return  # unreadable: ours is the better copy (the full save below replaces it)
+    content, read = found
+    if json.loads(json.dumps(list(content), ensure_ascii=False)) != _comparable(state.base):
+        raise ProjectChangedError(
+            f"{state.folder.name}: the project was changed on disk by another tab, window or "
+            "program since this one read it; not saved over it. Reload to continue from the "
+            "saved project.")
+    state.generation += 1  # a compaction under way was made for the old journal: void
+    state.seq = read.lines[-1][0] if read.lines else _file_seq(state.folder)
+    state.size, state.ends = read.valid_bytes, list(read.ends)
+    state.file_bytes = stamp[0][1] if stamp[0] else 0
+    state.stamp = stamp
+
+
+def _file_seq(folder: Path) -> int:
+    try:
+        seq = read_json(folder / PROJECT_FILE).get("journal_seq", 0)
+    except (OwlError, OSError, AttributeError):
+        return 0
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+
+def changed_on_disk(project: Project) -> bool:
+    """Whether another writer changed the project on disk since this `Project` last read or
+    wrote it (its own journal appends and compactions are no change)."""
+    from filelock import FileLock
+
+    state = getattr(project, "_journal", None)
+    if state is None:
+        return False
+    with state.lock, FileLock(str(state.folder / LOCK_FILE), timeout=30):
+        try:
+            _check_disk(project, state)
+        except ProjectChangedError:
+            return True
+    return False
+
+
+def unsaved_changes(project: Project) -> bool:
+    """Whether the project differs from what it last read or wrote (cheap: records are
+    compared by identity first)."""
+    state = getattr(project, "_journal", None)
+    if state is None or project.folder is None or state.folder != project.folder.resolve():
+        return True
+    with state.lock:
+        return _diff(state.base, project)[0] is not None
 
 
 def _snapshot(project: Project) -> _Snapshot:
@@ -1226,7 +1328,7 @@ def _diff(base: _Snapshot, project: Project) -> tuple[dict[str, Any] | None, _Sn
     return (line or None), now
 
 
-def save_changes(project: Project) -> Path:
+def save_changes(project: Project, *, if_unchanged: bool = False) -> Path:
     """Save what changed since the project was last loaded or saved, as one fsynced line of
     ``project.journal`` (see `owl_core.project.journal`): the cost follows the change, not
     the project, so the work a kill -9 can lose is what changed since the last call. The
@@ -1234,14 +1336,15 @@ def save_changes(project: Project) -> Path:
     `COMPACT_MIN_BYTES` (or a quarter of the file); `compact_project` does it now (call it when
     the project is closed). Falls back to `save_project` for a project that has never been
     written to its folder, holds images not copied in yet, or whose file is an older version.
-    Returns the file written."""
+    ``if_unchanged``: as `save_project`'s (checked under the folder's lock, so a writer in
+    another process cannot slip in between). Returns the file written."""
     from filelock import FileLock, Timeout
 
     folder = project._require_folder("saving").resolve()
     while True:
         state = getattr(project, "_journal", None)
         if state is None or state.folder != folder or state.file_version != FORMAT_VERSION:
-            return save_project(project)
+            return save_project(project, if_unchanged=if_unchanged)
         with state.lock:
             if project._journal is not state:  # a full save replaced it meanwhile: again
                 continue
@@ -1250,11 +1353,14 @@ def save_changes(project: Project) -> Path:
                 return folder / journal.JOURNAL_FILE
             if any(not _local(d["file"], IMAGES_DIR) for d in line.get("images", [])):
                 break  # images to copy in first: a full save (below, without the lock)
-            line["seq"] = state.seq + 1
-            data = journal.encode_line(line)
             try:
                 with FileLock(str(folder / LOCK_FILE), timeout=30):
+                    if if_unchanged:
+                        _check_disk(project, state)
+                    line["seq"] = state.seq + 1
+                    data = journal.encode_line(line)
                     state.size = journal.append_line(folder, data, state.size)
+                    state.stamp = _disk_stamp(folder)
             except Timeout:
                 raise ProjectError(f"{folder}: another program holds the project's lock "
                                    f"({LOCK_FILE}) for more than 30 s.") from None
@@ -1267,7 +1373,7 @@ def save_changes(project: Project) -> Path:
                                                    name="owl-project-compact", daemon=True)
                 state.compactor.start()
             return folder / journal.JOURNAL_FILE
-    return save_project(project)
+    return save_project(project, if_unchanged=if_unchanged)
 
 
 def _compact_due(state: _JournalState) -> bool:
@@ -1283,6 +1389,23 @@ def compact_project(project: Project) -> Path:
     if state is not None and state.compactor is not None:
         state.compactor.join()
     return save_project(project)
+
+
+def compact_in_background(project: Project) -> threading.Thread | None:
+    """Fold the journal into project.json on a background thread when it holds any line (a
+    project being closed: its next open reads one file). Returns the thread (None: nothing to
+    fold, or one already running). Loses nothing if the process ends meanwhile: the journal
+    stays until the new project.json is in place."""
+    state = getattr(project, "_journal", None)
+    if state is None:
+        return None
+    with state.lock:
+        if state.size == 0 or (state.compactor is not None and state.compactor.is_alive()):
+            return None
+        state.compactor = threading.Thread(target=_compact, args=(state,),
+                                           name="owl-project-compact", daemon=True)
+        state.compactor.start()
+        return state.compactor
 
 
 def _compact(state: _JournalState) -> None:
@@ -1305,14 +1428,22 @@ def _compact(state: _JournalState) -> None:
                 yield False
                 return
             with FileLock(str(state.folder / LOCK_FILE), timeout=30):
+                if state.stamp is not None and _disk_stamp(state.folder) != state.stamp:
+                    yield False  # another writer saved meanwhile: never swap over its work
+                    return
                 yield True
                 state.size = journal.keep_tail(state.folder, end, state.size)
                 state.ends = [(s, e - end) for s, e in state.ends if s > seq]
                 state.file_bytes = (state.folder / PROJECT_FILE).stat().st_size
+                state.stamp = _disk_stamp(state.folder)
 
+    if not (state.folder / PROJECT_FILE).is_file():
+        return  # the project was deleted meanwhile: nothing to fold
     try:
         _write_file(state.folder, content, seq, replace=swap())
     except Exception:  # noqa: BLE001 -- the journal still holds every change; say so
+        if not (state.folder / PROJECT_FILE).is_file():
+            return  # the project was deleted meanwhile: nothing was lost
         logging.getLogger(__name__).exception("compacting %s failed; its journal is kept",
                                               state.folder)
 

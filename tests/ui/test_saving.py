@@ -147,23 +147,26 @@ def test_a_change_under_the_session_lock_is_saved_without_the_handler_asking(stu
 
 
 def test_a_failed_write_is_reported_and_retried(studio, tmp_path, monkeypatch):
+    import owl_core.project.journal as journal
     import owl_core.project.model as project
 
     request = gr.Request(session_hash="disk-full")
     s, item = open_chelsea(studio, request, tmp_path)
     studio.store.saver.flush(s)
-    real = project.save_project
+    real, real_append = project.save_project, journal.append_line
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(project, "save_project", disk_full)
+    monkeypatch.setattr(journal, "append_line", disk_full)
     with s.lock:
         s.core.set_status(item.id, "done")
         assert s.save() is False
     assert "No space left on device" in (s.save_error or "")
     assert on_disk(s.core.folder, "chelsea.png").status != "done"
     monkeypatch.setattr(project, "save_project", real)
+    monkeypatch.setattr(journal, "append_line", real_append)
     with s.lock:  # the tab's next event: the saver tries again
         pass
     disk = wait_on_disk(s.core.folder, "chelsea.png", lambda r: r.status == "done")
