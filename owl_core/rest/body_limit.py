@@ -6,12 +6,19 @@ it passes the limit), so the server never holds more than the limit of one body.
 stalls, or that takes longer than ``max_body_seconds`` in total (one byte every few seconds
 never stalls), is cut off too (408), and the number of REST requests in progress is bounded
 (503). The studio uses the same middleware for its uploads with the time bounds only.
+
+A client that goes away before its body is complete (a closed tab, a cancelled upload) is one
+log line here: the app's own error (Starlette's ``ClientDisconnect`` inside Gradio's upload
+route) used to reach the server's log twice with its traceback (the REST app's error log and
+uvicorn's "Exception in ASGI application"), though nothing is wrong and nobody waits for an
+answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +29,7 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+log = logging.getLogger("owl_core.rest.body_limit")
 
 
 class _Refused(Exception):
@@ -82,9 +90,10 @@ class BodyLimitMiddleware:
         started = False
 
         body_done = False
+        gone = False  # the client disconnected before its body was complete
 
         async def limited_receive() -> Message:
-            nonlocal received, failure, body_done
+            nonlocal received, failure, body_done, gone
             if body_done:  # e.g. waiting for a disconnect: no bound applies any more
                 return await receive()
             left = deadline - time.monotonic()
@@ -101,6 +110,8 @@ class BodyLimitMiddleware:
                     failure = (413, _message(limit, None))
                     raise _Refused()
                 body_done = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect":
+                gone = True
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -117,6 +128,11 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
+            if failure is None and gone and not started:
+                log.warning("%s %s: the client disconnected after %d bytes of its body; "
+                            "nothing kept", scope.get("method", ""), scope.get("path", ""),
+                            received)
+                return  # nobody to answer; no traceback for a closed tab
             if failure is None:
                 raise
             if not started:

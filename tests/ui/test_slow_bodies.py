@@ -5,6 +5,7 @@ as Gradio's own launcher runs it (``--share``). Real servers, real sockets (issu
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import threading
@@ -116,3 +117,58 @@ def test_a_normal_upload_still_works(full_server):
     response = httpx.post(f"http://127.0.0.1:{full_server}/gradio_api/upload", files=files,
                           timeout=30)
     assert response.status_code == 200, response.text
+
+
+class Records(logging.Handler):
+    """Every log record of the server (uvicorn's loggers do not propagate to the root)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def server_log() -> Iterator[Records]:
+    handler = Records()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn"),
+               logging.getLogger("uvicorn.error")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+
+
+def disconnect_mid_upload(port: int) -> None:
+    """A real client socket that sends part of a multipart upload and closes."""
+    body = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + b"x" * 5000)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(UPLOAD_HEAD.format(path="/gradio_api/upload").encode() + body)
+        time.sleep(0.3)  # the server is reading the body when the client goes
+
+
+@pytest.mark.parametrize("which", ["python app.py", "gradio launcher"])
+def test_a_client_gone_mid_upload_is_one_log_line(full_server, studio_app, capfd, which):
+    """Before: two tracebacks per disconnect (the REST app's error log and uvicorn's
+    'Exception in ASGI application', both around Starlette's ClientDisconnect raised in
+    Gradio's upload route)."""
+    port = full_server if which == "python app.py" else int(studio_app[0].rsplit(":", 1)[1])
+    with server_log() as log:
+        disconnect_mid_upload(port)
+        give_up = time.monotonic() + GIVE_UP_S
+        while not any("disconnect" in r.getMessage().lower() or r.exc_info
+                      for r in log.records) and time.monotonic() < give_up:
+            time.sleep(0.1)
+        time.sleep(1.0)  # anything else it would log about this request
+    about = [r for r in log.records if r.levelno >= logging.WARNING]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    assert not [r for r in about if r.exc_info], [r.getMessage() for r in about]
+    assert len(about) == 1, [r.getMessage() for r in about]
+    assert "disconnected" in about[0].getMessage()
