@@ -32,6 +32,7 @@ from owl_core.params import CONFIDENCE_STEP, DEFAULT_MATCH_THRESHOLD
 from owl_core.rest.body_limit import BodyLimitMiddleware
 from ui import labels as L
 from ui.data_dir import build_data_dir_row, wire_data_dir
+from ui.describe_layout import build_describe, wire_describe
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
 from ui.handlers.preview import MATCH_THRESHOLD_RANGE
@@ -224,6 +225,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             c.remove_class = gr.Button("Remove", scale=0, min_width=70,
                                                        variant="stop",
                                                        size="sm", elem_id="remove-class")
+                        build_describe(c)  # "describe it": phrases of the picked class
                         c.legend = gr.HTML(Studio.legend_html(["object"]), elem_id="legend")
                         c.annotator = image_annotator(
                             None, label="Example image: draw boxes here",
@@ -245,7 +247,8 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                             c.diag_warning = gr.Markdown("No boxes yet.", elem_id="diag-warning")
                             c.diag_table = gr.Dataframe(
                                 headers=DIAG_HEADERS,
-                                column_widths=["18%", "5%", "12%", "14%", "9%", "24%", "18%"],
+                                column_widths=["16%", "5%", "11%", "13%", "8%", "22%", "17%",
+                                               "8%"],
                                 interactive=False, wrap=True, elem_id="diag-table")
                             c.diag_image = gr.Image(
                                 label="This example: drawn boxes (white) and the predicted "
@@ -459,6 +462,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     refreshed(c.forget_imported.click(studio.project.on_forget_imported, None, [c.imported_md],
                                       **quiet))
     wire_review(demo, studio, c, settings, refresh, downloads, embed, counts)
+    wire_describe(studio, c, refreshed, refresh_out, quiet)  # phrases, combine
 
     # the named API (also usable from the "API & batch" tab)
     score = [c.api_confidence, c.api_iou, c.api_max, c.api_mode]

@@ -615,6 +615,17 @@ class OwlPredictor:
         class by `combine` ("max" or "fused", see `matching.combine_exemplars`)."""
         return combine_exemplars(self._prompts.combined, combine)
 
+    def winners(self, image: ImageInput, result: DetectionResult) -> list[ExemplarSource | None]:
+        """For each detection of `result` (made on `image` with the current prompts), the box
+        exemplar or phrase of its class that wins it (the closest positive row, see
+        `owl_core.engine.attribution`); None where unknown."""
+        from owl_core.engine.attribution import winning_rows
+
+        exemplars = self._prompts.combined
+        rows = self._light(winning_rows, self.embeddings(image), result, exemplars)
+        sources = exemplars.known_sources()
+        return [sources[r] if r >= 0 else None for r in rows]
+
     def embed_phrases(self, phrases: Sequence[str]) -> torch.Tensor:
         """(N, D) query embeddings of phrases (cached per model and phrase). On a CPU the text
         tower runs on the one-intra-op-thread worker (`_run_light`): 16 tokens per phrase are

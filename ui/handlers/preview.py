@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
+from owl_core.engine.matching import ExemplarSource
 from owl_core.geometry import xyxy_to_reference
 from owl_core.project.model import ImageRecord
 from ui import labels as L
@@ -50,7 +51,8 @@ from ui.session import Session
 
 #: The Match threshold slider's range (IoU a drawn box needs to become an example).
 MATCH_THRESHOLD_RANGE = (0.05, 0.9)
-DIAG_HEADERS = ["image", "#", "class", "kind", "IoU", "snapped to (x0, y0, x1, y1)", "status"]
+DIAG_HEADERS = ["image", "#", "class", "kind", "IoU", "snapped to (x0, y0, x1, y1)", "status",
+                "wins"]
 #: Images on one preview page: an edit detects, draws and sends at most this many pictures.
 PREVIEW_PAGE_SIZE = 12
 #: Images detected per session-lock hold while the counts of all images are brought up to date.
@@ -93,6 +95,38 @@ def at_confidence(res: Any, confidence: float) -> Any:
     keep = res.confidence >= confidence
     return replace(res, xyxy=res.xyxy[keep], confidence=res.confidence[keep],
                    class_id=res.class_id[keep])
+
+
+def prompt_wins(s: Session, shown: list[ImageRecord]) -> Counter:
+    """How many detections shown at the confidence on the page each prompt row wins (a box
+    exemplar or a phrase, by its `ExemplarSource`; see `OwlPredictor.winners`)."""
+    wins: Counter = Counter()
+    if not len(s.predictor.exemplars):
+        return wins
+    for record in shown:
+        path = s.path(record)
+        res = s.results.get(path)
+        if res is not None and len(res):
+            wins.update(w for w in s.predictor.winners(path, res) if w is not None)
+    return wins
+
+
+def wins_cell(wins: Counter | None, source: ExemplarSource, never: bool) -> Any:
+    """The "wins" cell of a box or phrase: '-' where it can win nothing (a negative, a box
+    that matched nothing)."""
+    if never or wins is None:
+        return "-"
+    return int(wins.get(source, 0))
+
+
+def phrase_rows(report: Any, wins: Counter | None) -> list[list]:
+    """Diagnostics rows of the phrases in use, beside the boxes."""
+    rows = []
+    for n, phrase in enumerate(getattr(report, "phrases", ()), start=1):
+        kind = "negative phrase" if phrase.negative else "phrase"
+        rows.append(["(words)", n, phrase.cls, kind, "", f"“{phrase.text}”", "text prompt",
+                     wins_cell(wins, ExemplarSource.of_phrase(phrase), phrase.negative)])
+    return rows
 
 
 class PreviewHandlers(Area):
@@ -156,7 +190,8 @@ class PreviewHandlers(Area):
         self._send(s, out, self.c.preview_page, "preview_page",
                    pager_text(start, len(shown), len(items)))
         with timer.stage("diagnostics"):
-            out.update(self._diagnostics(s, report, origin, waiting, timer))
+            wins = prompt_wins(s, shown)
+            out.update(self._diagnostics(s, report, origin, waiting, timer, wins))
         timer.report()
         return out
 
@@ -165,11 +200,13 @@ class PreviewHandlers(Area):
         """Give the predictor the current prompt (only when it changed: the drawn boxes, the
         classes, the example embeddings, the settings, an imported `.pt`) and forget the
         detections made with the previous one. Returns the match report."""
+        phrases = s.core.prompt_phrases()
         key = json.dumps([training, s.core.classes, [s.embedded(r) for r in s.examples()],
                           s.settings.detect_kwargs(), s.predictor.match_threshold,
-                          s.imported_version], default=str)
+                          s.imported_version, phrases], default=str)
         if key != s.detect_key or s.report is None:
-            s.report = s.predictor.set_examples(training, class_names=list(s.core.classes))
+            s.report = s.predictor.set_examples(training, class_names=list(s.core.classes),
+                                                phrases=phrases)
             s.results = {}
             s.detect_key = key
         return s.report
@@ -197,6 +234,7 @@ class PreviewHandlers(Area):
         settings = s.settings.detect_kwargs()
         state = json.dumps([training, s.core.classes, [s.embedded(r) for r in s.examples()],
                             s.predictor.match_threshold, s.imported_version, floor,
+                            s.core.prompt_phrases(),
                             {k: v for k, v in settings.items() if k != "confidence"}],
                            default=str)
         states = self._floor.setdefault(s, OrderedDict())
@@ -281,7 +319,7 @@ class PreviewHandlers(Area):
             if res is None:
                 note = "embedding…"
             elif not has_prompts:
-                note = "draw a box on an example to start"
+                note = "describe a class or draw a box on an example to start"
             else:
                 note = ""
             boxes: list = []
@@ -331,7 +369,7 @@ class PreviewHandlers(Area):
 
     # ------------------------------------------------------------------ diagnostics
     def _diagnostics(self, s: Session, report: Any, origin: list[tuple[str, int]],
-                     waiting: int, timer: StageTimer) -> dict:
+                     waiting: int, timer: StageTimer, wins: Counter | None = None) -> dict:
         """The per-box table (what each drawn box snapped to), the warning about boxes that
         matched nothing, and the current example with its snapped boxes drawn."""
         classes = s.core.classes
@@ -347,8 +385,10 @@ class PreviewHandlers(Area):
                        "(" + ", ".join(f"{v:.0f}" for v in match.matched_xyxy) + ")")
             status = "matched" if match.matched else "⚠ no match (ignored)"
             kind = "negative" if match.negative else "positive"
+            source = ExemplarSource(match.image_hash, match.drawn_xyxy, match.cls,
+                                    match.negative, match.iou)
             rows.append([name, bi, match.cls, kind, round(float(match.iou), 2), snapped,
-                         status])
+                         status, wins_cell(wins, source, match.negative or not match.matched)])
             if not match.matched:
                 label = L.negative_label(match.cls) if match.negative else match.cls
                 warnings.append(f"**{md_text(name)}** box {bi} ({md_text(label)}): "
@@ -361,6 +401,7 @@ class PreviewHandlers(Area):
                 snaps["negative"].append(bool(match.negative))
                 snaps["class_index"].append(classes.index(match.cls)
                                             if match.cls in classes else 0)
+        rows += phrase_rows(report, wins)
         if warnings:
             many = len(warnings) > 1
             text = (f"⚠ **{len(warnings)} box{'es' if many else ''} matched no predicted box "
@@ -368,10 +409,13 @@ class PreviewHandlers(Area):
                     f"(now {s.predictor.match_threshold:.2f}; under **Preview options**, below "
                     "the preview) or redraw the box tighter around the object:\n\n"
                     + "\n".join(f"- {w}" for w in warnings))
-        elif len(rows) == 1:
+        elif len(report.boxes) == 1:
             text = "✓ The box snapped to a predicted box."
-        elif rows:
-            text = f"✓ All {len(rows)} boxes snapped to a predicted box."
+        elif report.boxes:
+            text = f"✓ All {len(report.boxes)} boxes snapped to a predicted box."
+        elif report.phrases:
+            text = ("Phrases only so far: draw a box on an example to refine them. **wins**: "
+                    "the shown detections each phrase matches best.")
         elif waiting:
             text = ""
         else:

@@ -81,6 +81,7 @@ class ProjectHandlers(Area):
             "project": s.core.name, "classes": list(s.core.classes),
             "confidence": settings.confidence, "iou_threshold": settings.iou_threshold,
             "max_detections": settings.max_detections, "score_mode": settings.score_mode,
+            "combine": settings.combine,
             "examples": [{"name": Path(t["image"]).name.split("-", 1)[-1],
                           "image_hash": hashes.get(t["image"]) or "", "boxes": t["boxes"]}
                          for t in training],

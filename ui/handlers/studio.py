@@ -19,6 +19,7 @@ from ui.handlers.api import ApiHandlers
 from ui.handlers.boxes import BoxHandlers
 from ui.handlers.classes import ClassHandlers
 from ui.handlers.common import AreaContext, Components, StudioConfig, tab_id, user_of
+from ui.handlers.describe import DescribeHandlers
 from ui.handlers.embedding import EmbeddingHandlers
 from ui.handlers.history import HistoryHandlers
 from ui.handlers.images import ImageHandlers
@@ -91,6 +92,7 @@ class Studio:
         self.embedding = EmbeddingHandlers(ctx, self.projects)
         self.boxes = BoxHandlers(ctx, self.preview)
         self.classes = ClassHandlers(ctx)
+        self.describe = DescribeHandlers(ctx, self.preview)
         self.project = ProjectHandlers(ctx)
         self.api = ApiHandlers(ctx, self.make_predictor, self.exports)
         self.library = LibraryHandlers(ctx, self.store, self.projects)
