@@ -48,6 +48,7 @@ from owl_core.batch.outputs import (
     write_annotated,
     write_outputs,
 )
+from owl_core.durable import atomic_write
 from owl_core.engine.embedding_store import EmbeddingStore, model_fingerprint
 from owl_core.engine.matching import Exemplars
 from owl_core.engine.transforms import OwlTransform
@@ -424,13 +425,9 @@ class LabelJob:
                         f"{self.config.out} holds an unfinished job with other {', '.join(diff)}; "
                         "run the same command again to finish it, or pass --restart to start "
                         "this job instead (stored embeddings are kept and reused).")
-        from owl_core.engine.embedding_store import atomic_write
-
         atomic_write(path, json.dumps({**wanted, "state": "running"}, indent=1).encode())
 
     def _mark_done(self) -> None:
-        from owl_core.engine.embedding_store import atomic_write
-
         atomic_write(self.config.job_dir / "manifest.json",
                      json.dumps({**self._manifest(), "state": "done"}, indent=1).encode())
 

@@ -27,6 +27,7 @@ from owl_core.dataset_formats import (
     AnnotatedImage,
     write_annotations,
 )
+from owl_core.durable import atomic_write, fsync_dir
 from owl_core.engine.scoring import DetectionResult
 from owl_core.errors import SettingsError
 
@@ -110,8 +111,6 @@ def write_outputs(out: Path, work: Path, fmt: str, classes: Sequence[str],
 def replace_entry(new: Path, target: Path, work: Path) -> Path:
     """Move `new` (file or folder) to `target`, replacing what is there. A file is replaced
     atomically; a folder is swapped by two renames (the old one is moved aside first)."""
-    from owl_core.durable import fsync_dir
-
     target.parent.mkdir(parents=True, exist_ok=True)
     if new.is_dir() and target.exists():
         trash = work / f"trash-{uuid.uuid4().hex[:8]}"
@@ -129,8 +128,6 @@ def write_annotated(folder: Path, name: str, rgb, result: DetectionResult) -> Pa
     ``folder/<name>.jpg`` (atomically)."""
     import cv2
     import supervision as sv
-
-    from owl_core.engine.embedding_store import atomic_write
 
     scene = rgb[:, :, ::-1].copy()  # supervision draws with cv2: BGR
     detections = result.to_supervision()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from owl_core.durable import fsync_dir
+from owl_core.durable import atomic_write
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.errors import SettingsError
 
@@ -129,7 +128,7 @@ class EmbeddingStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         info = self.folder / "store.json"
         if not info.exists():
-            _atomic_write(info, json.dumps({"fingerprint": fingerprint, "dtype": dtype,
+            atomic_write(info, json.dumps({"fingerprint": fingerprint, "dtype": dtype,
                                             "version": _FORMAT_VERSION}, indent=1).encode())
         self._lock = threading.Lock()
         self._index: dict[str, tuple[str, int]] = {}  # hash -> (shard file name, row)
@@ -220,23 +219,10 @@ class EmbeddingStore:
             name = f"shard-{uuid.uuid4().hex}.safetensors"
             data = save({k: v.contiguous() for k, v in tensors.items()},
                         metadata={"hashes": json.dumps(hashes), "fingerprint": self.fingerprint})
-            _atomic_write(self.folder / name, data)
+            atomic_write(self.folder / name, data)
             for row, content_hash in enumerate(hashes):
                 self._index.setdefault(content_hash, (name, row))
             self._buffer.clear()
             return hashes
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, rename it over `path` and
-    fsync the folder: readers see the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-atomic_write = _atomic_write

@@ -15,13 +15,12 @@ refusal is a `PtFormatError` naming the file (never its folder).
 
 from __future__ import annotations
 
-import functools
+import io
 import math
 import os
 import pickle
 import pickletools
 import re
-import tempfile
 import time
 import zipfile
 from collections import OrderedDict
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from owl_core import limits
+from owl_core.durable import atomic_write
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.matching import Exemplars, ExemplarSource
 from owl_core.errors import PtFormatError, SettingsError
@@ -67,22 +67,6 @@ _TMP_SUFFIX = ".tmp"
 _TMP_RE = re.compile(r"^\..*\.owl-[A-Za-z0-9_]+\.tmp$")
 #: The settings keys of ours that a file may carry besides `DetectParams`' fields.
 _SETTINGS_EXTRA = ("project",)
-
-
-@functools.cache
-def _file_mode() -> int:
-    """Mode of written files: what open() would give (mkstemp alone makes them owner-only).
-    Read once, when first needed, from /proc (no umask change) or by the umask round trip."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _allow_roboflow_classes() -> None:
@@ -218,18 +202,9 @@ def save_pt(payload: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}", suffix=_TMP_SUFFIX,
-                               dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, buffer.getvalue(), prefix=f".{path.name}{_TMP_MARK}", suffix=_TMP_SUFFIX)
     return path
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from owl_core.durable import fsync_dir
+from owl_core.durable import atomic_write, fsync_dir
 from owl_core.errors import ProjectError
 
 JOURNAL_FILE = "project.journal"
@@ -146,17 +145,7 @@ def keep_tail(folder: Path, start: int, expected_size: int) -> int:
         path.unlink(missing_ok=True)
         fsync_dir(folder)
         return 0
-    fd, tmp = tempfile.mkstemp(prefix=".project.journal.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(tail)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(folder)
+    atomic_write(path, tail)
     return len(tail)
 
 

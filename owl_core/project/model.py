@@ -36,7 +36,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -47,7 +46,7 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 
 from owl_core import geometry, limits
-from owl_core.durable import fsync_dir
+from owl_core.durable import atomic_write, fsync_dir, synced_temp
 from owl_core.errors import ImageError, LimitError, OwlError, ProjectChangedError, ProjectError
 from owl_core.images import upright_size
 from owl_core.naming import class_key, clean_class_name
@@ -813,16 +812,7 @@ def _write_file_once(target: Path, data: bytes) -> None:
     if target.is_file() and target.stat().st_size == len(data):
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, data, prefix=".tmp-")
 
 
 def _derived(images: Sequence[ImageRecord]) -> dict[str, Any]:
@@ -1152,23 +1142,14 @@ def _write_file(target: Path, content: dict[str, Any], seq: int,
     (a context manager) is held around the rename only (compaction writes without the lock)."""
     text = json.dumps({**content, "journal_seq": seq}, indent=2, ensure_ascii=False) + "\n"
     final = target / PROJECT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=target)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with replace if replace is not None else _NO_LOCK as go:
-            if go is False:  # the compaction was overtaken by a full save
-                Path(tmp).unlink(missing_ok=True)
-                return final
-            if final.is_file():
-                _keep_backup(final, target / BACKUP_FILE)
-            os.replace(tmp, final)
-            fsync_dir(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (synced_temp(final, text.encode("utf-8"), _TMP_PREFIX, _TMP_SUFFIX) as tmp,
+          replace if replace is not None else _NO_LOCK as go):
+        if go is False:  # the compaction was overtaken by a full save
+            return final
+        if final.is_file():
+            _keep_backup(final, target / BACKUP_FILE)
+        os.replace(tmp, final)
+        fsync_dir(target)
     return final
 
 
