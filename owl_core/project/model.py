@@ -59,7 +59,8 @@ FORMAT_NAME = "owl-studio-project"
 #: 2 = images with prompts and labels; 3 = adds "imported" (`.pt` files the project uses).
 #: 4 adds "phrases" (text prompts per class; older files have none and load as they were);
 #: 5 adds "negative_phrases" (per class: "not this" words; older files have none).
-FORMAT_VERSION = 5
+#: 6 adds per image "rejected" (detections the person deleted in review; older files: none).
+FORMAT_VERSION = 6
 PROJECT_FILE = "project.json"
 BACKUP_FILE = "project.json.bak"
 IMAGES_DIR = "images"
@@ -166,6 +167,45 @@ class Label:
                 "confidence": self.confidence}
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A detection the person deleted in review: XYXY pixels, class, its score. Kept with the
+    image so "Rejected -> negative examples" adds exactly these, after a reload or restart."""
+
+    xyxy: geometry.XYXY
+    cls: str
+    confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cls", clean_class_name(self.cls, "rejected detection class"))
+        if len(self.xyxy) != 4 or not geometry.is_finite_box(self.xyxy):
+            raise ProjectError(f"rejected detection: xyxy must be 4 finite numbers, got "
+                               f"{self.xyxy!r}.")
+        object.__setattr__(self, "xyxy", tuple(float(v) for v in self.xyxy))
+        c = self.confidence
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) \
+                or not 0.0 <= c <= 1.0:
+            raise ProjectError(f"rejected detection: confidence must be a number in [0, 1], got "
+                               f"{c!r}.")
+        object.__setattr__(self, "confidence", float(c))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"xyxy": list(self.xyxy), "cls": self.cls, "confidence": self.confidence}
+
+
+def _rejection(value: Any, where: str) -> Rejection:
+    if isinstance(value, Rejection):
+        return value
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"a rejected detection must be {{'xyxy', 'cls', 'confidence'}}, got "
+                           f"{type(value).__name__}.")
+    try:
+        return Rejection(tuple(value.get("xyxy") or ()), value.get("cls"),
+                         value.get("confidence", 0.0))
+    except ProjectError as exc:
+        raise _fail(where, str(exc)) from None
+
+
 def _prompt(value: Any, where: str) -> Prompt:
     if isinstance(value, Prompt):
         return value
@@ -214,6 +254,8 @@ class ImageRecord:
         prompts: drawn example boxes.
         labels: reviewed ground-truth boxes (kept apart from prompts).
         status: review status, "not_reviewed" | "in_review" | "done".
+        rejected: detections the person deleted in review (what "Rejected -> negative
+            examples" adds).
     """
 
     id: str
@@ -225,6 +267,7 @@ class ImageRecord:
     prompts: tuple[Prompt, ...] = ()
     labels: tuple[Label, ...] = ()
     status: ReviewStatus = "not_reviewed"
+    rejected: tuple[Rejection, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"image {self.id!r}"
@@ -259,29 +302,36 @@ class ImageRecord:
             _xyxy(p.xyxy, self.size, f"{where} prompts[{i}]")
         for i, b in enumerate(labels):
             _xyxy(b.xyxy, self.size, f"{where} labels[{i}]")
+        rejected = tuple(_rejection(b, f"{where} rejected[{i}]")
+                         for i, b in enumerate(self.rejected))
+        lim.check("max_boxes_per_image", len(rejected), f"{where}: rejected detections",
+                  limits.ProjectLimitError)
         object.__setattr__(self, "prompts", prompts)
         object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "rejected", rejected)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "file": self.file, "name": self.name,
                 "width": self.size[0], "height": self.size[1],
                 "content_hash": self.content_hash, "role": self.role,
                 "prompts": [p.to_dict() for p in self.prompts],
-                "labels": [b.to_dict() for b in self.labels], "status": self.status}
+                "labels": [b.to_dict() for b in self.labels], "status": self.status,
+                "rejected": [b.to_dict() for b in self.rejected]}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "image") -> ImageRecord:
         if not isinstance(data, Mapping):
             raise _fail(where, f"expected an object, got {type(data).__name__}.")
         prompts, labels = data.get("prompts", []), data.get("labels", [])
-        for key, value in (("prompts", prompts), ("labels", labels)):
+        rejected = data.get("rejected", [])  # none before version 6
+        for key, value in (("prompts", prompts), ("labels", labels), ("rejected", rejected)):
             if not isinstance(value, list):
                 raise _fail(where, f"{key!r} must be a list, got {type(value).__name__}.")
         return cls(id=data.get("id"), file=data.get("file"), name=data.get("name", ""),
                    size=(data.get("width"), data.get("height")),
                    content_hash=data.get("content_hash"), role=data.get("role", "example"),
                    prompts=tuple(prompts), labels=tuple(labels),
-                   status=data.get("status", "not_reviewed"))
+                   status=data.get("status", "not_reviewed"), rejected=tuple(rejected))
 
 
 @dataclass(frozen=True)
@@ -551,6 +601,15 @@ class Project:
             changes["status"] = status
         return self._replace(image_id, **changes)
 
+    def set_rejected(self, image_id: str,
+                     rejected: Iterable[Rejection | Mapping]) -> ImageRecord:
+        """Replace the detections the person deleted in review on an image (of the project's
+        classes only: another class's detection cannot become its negative example)."""
+        items = [_rejection(b, f"rejected[{i}]") for i, b in enumerate(rejected)]
+        items = [dataclasses.replace(b, cls=self.classes[self.class_index(b.cls)])
+                 for b in items]
+        return self._replace(image_id, rejected=tuple(items))
+
     def set_status(self, image_id: str, status: ReviewStatus) -> ImageRecord:
         return self._replace(image_id, status=status)
 
@@ -625,7 +684,8 @@ class Project:
         return cleaned
 
     def rename_class(self, old: str, new: str) -> str:
-        """Rename a class; its prompt boxes and labels carry the new name."""
+        """Rename a class; its prompt boxes, labels and rejected detections carry the new
+        name."""
         index = self.class_index(old)
         old_name, cleaned = self.classes[index], clean_class_name(new)
         classes = list(self.classes)
@@ -636,7 +696,8 @@ class Project:
             return dataclasses.replace(box, cls=cleaned) if box.cls == old_name else box
 
         self.images = [dataclasses.replace(r, prompts=tuple(map(rename, r.prompts)),
-                                           labels=tuple(map(rename, r.labels)))
+                                           labels=tuple(map(rename, r.labels)),
+                                           rejected=tuple(map(rename, r.rejected)))
                        for r in self.images]
         self.phrases = {cleaned if c == old_name else c: p for c, p in self.phrases.items()}
         self.negative_phrases = {cleaned if c == old_name else c: p
@@ -645,11 +706,12 @@ class Project:
         return cleaned
 
     def remove_class(self, name: str) -> str:
-        """Remove a class with every prompt box and label of it."""
+        """Remove a class with every prompt box, label and rejected detection of it."""
         removed = self.classes[self.class_index(name)]
         self.images = [dataclasses.replace(
             r, prompts=tuple(p for p in r.prompts if p.cls != removed),
-            labels=tuple(b for b in r.labels if b.cls != removed)) for r in self.images]
+            labels=tuple(b for b in r.labels if b.cls != removed),
+            rejected=tuple(b for b in r.rejected if b.cls != removed)) for r in self.images]
         self.classes = [c for c in self.classes if c != removed]
         self.phrases = {c: p for c, p in self.phrases.items() if c != removed}
         self.negative_phrases = {c: p for c, p in self.negative_phrases.items() if c != removed}

@@ -138,3 +138,38 @@ def test_undo_back_to_the_shown_boxes_is_an_edit_not_an_echo(studio, tmp_path): 
     studio.review.on_edited(_payload(item, value["boxes"]), request)
     with s.lock:
         assert s.core.image(item.id).labels == ()
+
+
+def test_rejected_survive_a_restart_and_become_exactly_the_negatives(studio, tiny_model,  # noqa: F811
+                                                                    tmp_path):
+    """Delete B in review, the server stops (the tab's memory is gone), a new server opens the
+    project: the image still says "1 rejected" and "Rejected -> negatives" adds exactly B."""
+    from ui import Studio, build_demo
+
+    request = gr.Request(session_hash="before")
+    s, item = open_chelsea(studio, request, tmp_path)
+    a, b, grey_c = (dict(x) for x in studio.review.state(s).boxes)
+    studio.review.on_edited(_payload(item, [a, b, grey_c]), request)  # the echo
+    studio.review.on_edited(_payload(item, [a, grey_c]), request)  # Del on B
+    project_id = s.project_id
+    studio.close()  # the server stops: only the disk is left
+
+    again = Studio(tiny_model, studio.config,
+                   make_predictor=lambda: review_helpers.ScriptedPredictor(tiny_model))
+    build_demo(tiny_model, studio.config, studio=again)
+    try:
+        request = gr.Request(session_hash="after")
+        s = again.store.open_tab("after", project_id)
+        again.embedding.on_embed(request, progress=lambda *a, **k: None)
+        again.preview.on_settings(*SETTINGS, request)
+        out = again.review.on_pick(item.id, request)
+        assert "1 rejected" in out[again.c.review_info]
+        assert "1 rejected" in _value(out[again.c.review_to_negatives])
+        assert len(again.review.state(s).boxes) == 2  # B stays deleted
+        again.review.on_to_negatives(request)
+        with s.lock:
+            example = next(e for e in s.examples() if e.name == "chelsea.png")
+            negatives = [p for p in example.prompts if p.negative]
+        assert [(p.cls, p.xyxy) for p in negatives] == [("coin", B)]
+    finally:
+        again.close()

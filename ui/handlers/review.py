@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from owl_core.project.model import ImageRecord, Label, Prompt
+from owl_core.project.model import ImageRecord, Label, Prompt, Rejection
 from ui import image_list as IL
 from ui import labels as L
 from ui import review as R
@@ -42,8 +42,8 @@ MAX_SHOWN = 8
 class ReviewState:
     """What the review annotator shows: which image, the detections offered for it, the boxes
     it sent last (to tell which detections the person deleted), the box lists the server
-    showed for this image (a late echo of any of them is not an edit), and per image the
-    detections the person deleted (rejected)."""
+    showed for this image (a late echo of any of them is not an edit). (The detections the
+    person deleted are part of the project: `ImageRecord.rejected`.)"""
 
     image_id: str = ""
     proposals: list[R.Proposal] = field(default_factory=list)
@@ -51,7 +51,6 @@ class ReviewState:
     classes: tuple[str, ...] = ()
     list_ids: list[str] = field(default_factory=list)
     shown: list[list[dict]] = field(default_factory=list)
-    rejected: dict[str, list[R.Proposal]] = field(default_factory=dict)
 
     def showing(self, image_id: str, boxes: list[dict]) -> None:
         """The server sends `boxes` of image `image_id` to the annotator."""
@@ -69,6 +68,13 @@ class ReviewState:
     def expect(self, boxes: list[dict]) -> None:
         """`boxes` come back as an edit (an undo / redo sends them): not an echo."""
         self.shown = [old for old in self.shown if not same_boxes(old, boxes)]
+
+
+def rejected_of(rec: ImageRecord | None) -> list[R.Proposal]:
+    """The detections the person deleted on an image (saved with it), as review proposals."""
+    if rec is None:
+        return []
+    return [R.Proposal(tuple(b.xyxy), b.cls, b.confidence) for b in rec.rejected]
 
 
 def all_items(s: Session) -> list[ImageRecord]:
@@ -176,7 +182,7 @@ class ReviewHandlers(Area):
         labels = list(rec.labels) if rec else []
         status = rec.status if rec else "not_reviewed"
         # the detections the person deleted stay deleted
-        offered = R.not_rejected(st.proposals, st.rejected.get(item.id, []))
+        offered = R.not_rejected(st.proposals, rejected_of(rec))
         st.showing(item.id, R.review_boxes(labels, offered, s.core.classes,
                                            show_pending=status != "done"))
         return {c.review_annotator: gr.update(value={"image": s.path(item), "boxes": st.boxes},
@@ -190,7 +196,7 @@ class ReviewHandlers(Area):
         st = self.state(s)
         labels = list(rec.labels) if rec else []
         waiting = sum(1 for b in st.boxes if L.parse_box(b, []).kind == "suggestion")
-        rejected = len(st.rejected.get(item.id, []))
+        rejected = len(rec.rejected) if rec else 0
         by_source = {k: sum(1 for b in labels if b.source == k)
                      for k in ("accepted", "corrected", "drawn")}
         status = R.status_word(rec.status if rec else "not_reviewed")
@@ -207,7 +213,7 @@ class ReviewHandlers(Area):
         """The info line, and the two "→ examples" buttons saying how many boxes they add."""
         c = self.c
         rec = self.record(s, item.id)
-        rejected = len(self.state(s).rejected.get(item.id, []))
+        rejected = len(rec.rejected) if rec else 0
         labels = len(rec.labels) if rec else 0
         return {c.review_info: self.info(s, item),
                 c.review_to_negatives: gr.update(
@@ -282,9 +288,11 @@ class ReviewHandlers(Area):
             labels = R.boxes_to_labels(boxes, st.proposals, s.core.classes, item.size,
                                        before)
             deleted = R.newly_rejected(st.proposals, st.boxes, boxes)
-            known = st.rejected.get(item.id, [])
+            known = rejected_of(rec)
             rejected = R.update_rejected(known, deleted, boxes)
-            st.rejected[item.id] = rejected
+            if rec is not None and rejected != known:  # saved with the project
+                s.core.set_rejected(item.id, [Rejection(p.xyxy, p.cls, p.confidence)
+                                              for p in rejected if p.cls in s.core.classes])
             st.boxes = boxes
             if labels == before and len(rejected) == len(known) and not deleted:
                 # nothing the person did (a click, a box without area): no status change
@@ -375,7 +383,7 @@ class ReviewHandlers(Area):
                 return {}
             st, item, rec = shown
             if negatives:  # exactly the detections the person deleted on this image
-                new = [Prompt(x.xyxy, x.cls, True) for x in st.rejected.get(item.id, [])
+                new = [Prompt(x.xyxy, x.cls, True) for x in rejected_of(rec)
                        if x.cls in s.core.classes]
                 what = "rejected detection(s) → negative examples"
             else:
