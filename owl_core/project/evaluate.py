@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import supervision as sv
+import torch
 from supervision.metrics import MeanAveragePrecision
 
-from owl_core.engine.scoring import DetectionResult
+from owl_core.engine.matching import Exemplars, combine_exemplars
+from owl_core.engine.scoring import DetectionResult, detect_many
 from owl_core.errors import ProjectError, SettingsError
 from owl_core.params import DetectParams
 
@@ -467,7 +469,8 @@ def reviewed_ground_truth(project: Project, example_hashes: Iterable[str] = (),
 
 def measure_project(project: Project, predictor: OwlPredictor,
                     params: DetectParams | None = None, *,
-                    confidence_step: float | None = None) -> Measurement:
+                    confidence_step: float | None = None,
+                    exemplars: Exemplars | None = None) -> Measurement:
     """Detect, with the predictor's current prompts, on the project's reviewed ("done") images
     that are not example images, once, at confidence 0 (embeddings come from the predictor's
     cache when it has them). Example images: those with prompt boxes in the project, and any
@@ -477,17 +480,62 @@ def measure_project(project: Project, predictor: OwlPredictor,
         params: IoU threshold, max_detections and score mode to detect with (default: the
             project's settings); its confidence is not used here.
         confidence_step: the suggested confidence's step (a slider's); see `Meter`.
+        exemplars: score with these rows instead of all the predictor's (part of its prompt,
+            `prompt_part`), combined by ``params.combine``; the same images are left out.
     """
     params = (params or project.settings).replace(confidence=0.0)
     sources = predictor.exemplars.sources
     items = reviewed_ground_truth(project, (s.image_hash for s in sources if s.image_hash))
     measured = [r for r, _, example in items if not example]
-    results = iter(predictor.detect_many([project.image_path(r) for r in measured], params)
-                   if measured else [])
+    paths = [project.image_path(r) for r in measured]
+    if exemplars is None:
+        found = predictor.detect_many(paths, params) if measured else []
+    else:
+        found = detect_many([predictor.embeddings(p) for p in paths],
+                            combine_exemplars(exemplars, params.combine), params.confidence,
+                            params.iou_threshold, params.max_detections, params.score_mode)
+    results = iter(found)
     predictions = tuple(None if example else next(results) for _, _, example in items)
     return Measurement(tuple(project.classes), tuple(gt for _, gt, _ in items), predictions,
                        tuple(example for _, _, example in items),
                        tuple(r.name for r, _, _ in items), confidence_step)
+
+
+#: The parts of a prompt the meter compares (`compare_prompt_parts`).
+PROMPT_PARTS = ("phrases only", "boxes only", "both")
+
+
+def prompt_part(exemplars: Exemplars, part: str) -> Exemplars | None:
+    """The rows of one part of a prompt: "phrases only" (positive and negative phrases),
+    "boxes only" (box exemplars, positive and negative, imported ones included) or "both"
+    (all); None when that part has no positive row (it detects nothing: undefined)."""
+    if part not in PROMPT_PARTS:
+        raise SettingsError(f"unknown prompt part {part!r}; use one of {PROMPT_PARTS}.")
+    text = exemplars.text_mask()
+    keep = {"phrases only": text, "boxes only": ~text,
+            "both": torch.ones(len(exemplars), dtype=torch.bool)}[part]
+    if not bool((keep & ~exemplars.negative.cpu()).any()):
+        return None
+    index = keep.nonzero(as_tuple=True)[0]
+    sources = tuple(exemplars.sources[i] for i in index.tolist()) if exemplars.sources else ()
+    return Exemplars(exemplars.class_names, exemplars.embeds.cpu()[index],
+                     exemplars.class_ids.cpu()[index], exemplars.negative.cpu()[index], sources)
+
+
+def compare_prompt_parts(project: Project, predictor: OwlPredictor,
+                         params: DetectParams | None = None, *,
+                         confidence_step: float | None = None,
+                         ) -> dict[str, Measurement | None]:
+    """A `Measurement` of each part of the predictor's prompt (`PROMPT_PARTS`) on the same
+    reviewed images, so a person sees whether the words, the boxes or both find the labels
+    best; None for a part the prompt lacks."""
+    rows = predictor.exemplars
+    out: dict[str, Measurement | None] = {}
+    for part in PROMPT_PARTS:
+        sub = prompt_part(rows, part)
+        out[part] = None if sub is None else measure_project(
+            project, predictor, params, confidence_step=confidence_step, exemplars=sub)
+    return out
 
 
 def evaluate_project(project: Project, predictor: OwlPredictor,

@@ -204,3 +204,32 @@ def test_box_and_phrase_wins_add_up_to_the_shown_detections(studio, tmp_path):
     assert [r[3] for r in rows] == ["positive", "phrase"]
     shown = sum(len(s.results[s.path(r)]) for r in s.queries())
     assert sum(r[7] for r in rows) == shown > 0
+
+
+def test_the_meter_compares_phrases_boxes_and_both(studio, tmp_path):
+    """The quality meter shows, on the same reviewed images, the prompt's phrases alone, its
+    boxes alone and both ('–' for a part the prompt lacks); it follows the combine mode and
+    phrase edits."""
+    request = SimpleNamespace(session_hash="meter")
+    s = _upload(studio, tmp_path, request, example=True)
+    query = s.queries()[0]
+    s.core.set_labels(query.id, [{"xyxy": [20, 20, 120, 120], "cls": "object"}])
+    s.core.set_status(query.id, "done")
+    studio.describe.on_phrases("a cat", request)
+    text = studio.meter.on_meter(*SETTINGS, request)[studio.c.meter_md]
+    assert "| phrases only | " in text and "| boxes only | – | – | – | – |" in text
+    phrases_row = next(line for line in text.splitlines() if line.startswith("| phrases only"))
+    both_row = next(line for line in text.splitlines() if line.startswith("| both"))
+    assert phrases_row.split("|")[2:] == both_row.split("|")[2:]  # the same prompt
+    studio.boxes.on_boxes_edited({"image": {"path": s.path(s.examples()[0])},
+                                  "boxes": [COIN]}, *SETTINGS, request)
+    text = studio.meter.on_meter(*SETTINGS, request)[studio.c.meter_md]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in text.splitlines()
+            if line.startswith("| ") and "prompt" not in line}
+    assert set(rows) == {"phrases only", "boxes only", "both"}
+    assert all(cell.strip() != "–" for row in rows.values() for cell in row[:1])
+    # the measurement follows the combine mode (it was left at "max" before)
+    assert '"combine": "max"' in studio.meter._kept[s][0]
+    studio.describe.on_combine("fused", request)
+    studio.meter.on_meter(*SETTINGS, request)
+    assert '"combine": "fused"' in studio.meter._kept[s][0]

@@ -20,7 +20,13 @@ import gradio as gr
 
 from owl_core.params import CONFIDENCE_STEP, DetectParams
 from owl_core.project.dataset_export import DATASET_FORMATS, export_dataset
-from owl_core.project.evaluate import Evaluation, Measurement, measure_project
+from owl_core.project.evaluate import (
+    PROMPT_PARTS,
+    Evaluation,
+    Measurement,
+    measure_project,
+    prompt_part,
+)
 from ui.escape import error, info, md_text
 from ui.handlers.common import Area, AreaContext, engine_errors, read_settings
 from ui.handlers.preview import PreviewHandlers
@@ -59,6 +65,22 @@ def meter_text(ev: Evaluation) -> str:
     return "\n\n".join(parts)
 
 
+def parts_text(parts: dict[str, Evaluation | None]) -> str:
+    """The comparison of the prompt's parts on the same reviewed images, as a Markdown table
+    ("–" where a part is missing from the prompt or a number is undefined)."""
+    if not parts:
+        return ""
+    lines = ["", "", "Which helps? The same reviewed images, with part of the prompt:", "",
+             "| prompt | mAP@50 | P | R | F1 |", "|---|---|---|---|---|"]
+    for name in PROMPT_PARTS:
+        ev = parts.get(name)
+        o = ev.overall if ev is not None else None
+        cells = ([_fmt(ev.map50), _fmt(o.precision), _fmt(o.recall), _fmt(o.f1)]
+                 if ev is not None and o is not None else ["–"] * 4)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 class MeterHandlers(Area):
     """The quality meter panel and the "Export dataset" action."""
 
@@ -67,6 +89,8 @@ class MeterHandlers(Area):
         self.preview = preview  # fills every query image's detections before a measurement
         self._kept: weakref.WeakKeyDictionary[Session, tuple[str, Measurement]] = \
             weakref.WeakKeyDictionary()
+        #: per session: (state key, params[, the parts' measurements]) for `part_measurements`
+        self._parts: weakref.WeakKeyDictionary[Session, tuple] = weakref.WeakKeyDictionary()
 
     def measurement(self, s: Session) -> Measurement | None:
         """The measurement for the session's prompt state (measured again only when that
@@ -75,11 +99,11 @@ class MeterHandlers(Area):
         core = s.core
         params = DetectParams(iou_threshold=s.settings.iou_threshold,
                               max_detections=s.settings.max_detections,
-                              score_mode=s.settings.score_mode)
+                              score_mode=s.settings.score_mode, combine=s.settings.combine)
         done = [r for r in core.images if r.status == "done"]
         key = json.dumps([core.training_data(), core.classes,
                           [(r.content_hash, [b.to_dict() for b in r.labels]) for r in done],
-                          params.to_dict(),
+                          params.to_dict(), core.prompt_phrases(),
                           s.imported_version], sort_keys=True, default=str)
         kept = self._kept.get(s)
         if kept is not None and kept[0] == key:
@@ -87,7 +111,24 @@ class MeterHandlers(Area):
         # suggestions on the slider's step: Apply then reads exactly what was promised
         m = measure_project(core, s.predictor, params, confidence_step=CONFIDENCE_STEP)
         self._kept[s] = (key, m)
+        self._parts[s] = (key, params)
         return m
+
+    def part_measurements(self, s: Session) -> dict[str, Measurement | None]:
+        """The meter of "phrases only", "boxes only" and "both" on the same reviewed images
+        (after `measurement`, for the same prompt state; each measured once per state)."""
+        kept, parts = self._kept.get(s), self._parts.get(s)
+        if kept is None or parts is None or parts[0] != kept[0]:
+            return {}
+        if len(parts) == 3:
+            return parts[2]
+        out: dict[str, Measurement | None] = {"both": kept[1]}
+        for part in PROMPT_PARTS[:2]:
+            sub = prompt_part(s.predictor.exemplars, part)
+            out[part] = None if sub is None else measure_project(
+                s.core, s.predictor, parts[1], confidence_step=CONFIDENCE_STEP, exemplars=sub)
+        self._parts[s] = (kept[0], parts[1], out)
+        return out
 
     @engine_errors
     def on_meter(self, confidence, iou_threshold, max_detections, score_mode, show_examples,
@@ -109,8 +150,10 @@ class MeterHandlers(Area):
                         "example image (left out so the prompt is not graded on its own "
                         "examples). Review a query image.")
                 return {c.meter_table: None, c.meter_md: text}
+            parts = {name: None if m is None else m.at(settings.confidence)
+                     for name, m in self.part_measurements(s).items()}
             return {c.meter_table: gr.update(value=meter_rows(ev), headers=METER_HEADERS),
-                    c.meter_md: meter_text(ev)}
+                    c.meter_md: meter_text(ev) + parts_text(parts)}
 
     @staticmethod
     def _not_ready(s: Session) -> str:
