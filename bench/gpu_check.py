@@ -1,7 +1,7 @@
 """GPU check: what a CUDA machine changes, in one table (run it with `bash bench/gpu_check.sh`).
 
     python bench/gpu_check.py                 # CUDA: base architecture, full (< 8 min)
-    python bench/gpu_check.py --short         # any machine: tiny architecture, seconds
+    python bench/gpu_check.py --short         # any machine: tiny architecture (~2 min on CPU)
     python bench/gpu_check.py --device cpu    # no CUDA: short mode on CPU (the default there)
 
 The model is a random-weight checkpoint of the real architecture made by our own maker
@@ -15,15 +15,17 @@ the same weights. Rows:
 * ``embed``: vision tower + heads (`compute_embeddings` on preprocessed pixels), ms per image
   at batch 1 and 8 (short mode: 1 and 2, one timed call), per precision.
 * ``compile``: the same with `torch.compile` (``load_model(compile=True)``): time to compile,
-  and ms per image at batch 1 and 8 against eager.
+  and ms per image at batch 1 and 8 against eager (short mode: batch 1; on a CPU the inductor
+  compile of the tiny architecture takes ~30 s). Runs last.
 * ``warm_preview``: what the studio's preview does after a box edit, on cached embeddings:
   `set_examples` with a moved box + `detect_many` over the query images.
 * ``ray``: ``owl-studio label --ray`` (local Ray, ``num_gpus=1`` model actors when there are
-  GPUs) over a folder of images: seconds and images per second, against the same job without Ray.
+  GPUs, one ``num_gpus=0`` CPU actor on ``--device cpu``) over a folder of images: seconds and
+  images per second, against the same job without Ray.
 
 Timings wait for the GPU (`torch.cuda.synchronize`) before reading the clock. A section that
 fails prints its error in the table and the others still run. Writes the table and the numbers
-to ``--out`` (``bench/results/gpu_check.md`` and ``.json``).
+to ``--out`` (``bench/results/gpu_check.md`` and ``.json``) after every section.
 """
 
 from __future__ import annotations
@@ -32,13 +34,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+
+from timing import Clock
 
 from owl_core.engine.embedding import compute_embeddings
 from owl_core.engine.loading import OwlModel, load_model
@@ -57,34 +61,13 @@ from owl_core.engine.random_model import make_random_model
 
 ASSETS = ROOT / "assets" / "images"
 PHOTOS = ("coins.png", "astronaut.jpg", "chelsea.png", "coffee.png", "rocket.jpg")
-SECTIONS = ("parity", "embed", "compile", "warm_preview", "ray")
+#: In the order they run: torch.compile last (its compile time is the least predictable; the
+#: table and numbers are written after every section, so a timeout keeps what had finished).
+SECTIONS = ("parity", "embed", "warm_preview", "ray", "compile")
 LOW_PRECISIONS = ("fp16", "bf16")
 
 
 # ---------------------------------------------------------------------------- helpers
-class Clock:
-    """perf_counter timing that waits for the GPU before reading the clock."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def seconds(self, fn: Callable[[], Any]) -> float:
-        self.sync()
-        start = time.perf_counter()
-        fn()
-        self.sync()
-        return time.perf_counter() - start
-
-    def median_ms(self, fn: Callable[[], Any], warmup: int, repeats: int) -> float:
-        for _ in range(warmup):
-            fn()
-        return round(1000 * statistics.median(self.seconds(fn) for _ in range(repeats)), 3)
-
-
 def photos(count: int, max_side: int) -> list[np.ndarray]:
     """`count` RGB arrays from the bundled photos (cycled), at most `max_side` pixels wide."""
     out = []
@@ -150,6 +133,9 @@ class GpuCheck:
         self.images = photos(n, 320 if self.short else 1024)
         self.warmup, self.repeats = (0, 1) if self.short else (3, 10)
         self.batches = (1, 2) if self.short else (1, 8)
+        # short mode compiles one shape: each new batch size recompiles (~20 s on a CPU)
+        self.compile_batches = (1,) if self.short else (1, 8)
+        self.out = Path(args.out) if args.out else None
         self.default_dtype = "fp16" if self.device.type == "cuda" else "bf16"
 
     def model(self, dtype: str, compile: bool = False) -> OwlModel:
@@ -237,9 +223,9 @@ class GpuCheck:
             self.row("compile", dtype, "torch.compile failed here; the model runs eagerly "
                                        "(see the warning above)")
         else:
-            for b in self.batches:
+            for b in self.compile_batches:
                 pixels, sizes = self._pixels(compiled, b)
-                first = self.clock.seconds(
+                first, _ = self.clock.time(
                     lambda p=pixels, s=sizes: compute_embeddings(compiled, p, s, 300))
                 out[f"batch_{b}_first_call_s"] = round(first, 2)  # a new shape recompiles
                 out[f"batch_{b}_ms_per_image"] = self._embed_ms(compiled, b)
@@ -288,6 +274,9 @@ class GpuCheck:
         pred.set_examples([{"image": self.images[0], "boxes": drawn_boxes(pred, self.images[0])}])
         weights = pred.export(self.work / "prompts.pt")
         gpus = torch.cuda.device_count() if self.device.type == "cuda" else 0
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if not gpus:  # a CPU check on a GPU machine: Ray must see no GPU (num_gpus=0 actors)
+            env["CUDA_VISIBLE_DEVICES"] = ""
         out: dict[str, Any] = {"images": count, "gpus": gpus}
         for name, extra in (("local", []), ("ray", ["--ray", "local"])):
             cmd = [sys.executable, "-m", "owl_core.batch.job", str(folder), "--weights",
@@ -296,8 +285,7 @@ class GpuCheck:
                    self.default_dtype, "--format", "coco", "--no-progress", *extra]
             start = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                                  timeout=self.args.ray_timeout,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                  timeout=self.args.ray_timeout, env=env)
             seconds = time.perf_counter() - start
             if proc.returncode != 0:
                 raise RuntimeError(f"label {' '.join(extra) or '(no ray)'} exited "
@@ -334,6 +322,10 @@ class GpuCheck:
                 traceback.print_exc()
             self.result.setdefault("section_seconds", {})[name] = round(
                 time.perf_counter() - start, 2)
+            self.result["errors"] = errors
+            self.result["rows"] = [list(r) for r in self.rows]
+            if self.out is not None:
+                write(self.result, self.out)
         self.result["errors"] = errors
         self.result["rows"] = [list(r) for r in self.rows]
         return self.result
@@ -351,6 +343,13 @@ def table(result: dict[str, Any]) -> str:
     lines = [head, "", "| check | setting | result |", "|---|---|---|"]
     lines += [f"| {c} | {s} | {v} |" for c, s, v in result["rows"]]
     return "\n".join(lines) + "\n"
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    """OUT.md (the table) and OUT.json (the numbers)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(table(result))
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -388,12 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check = GpuCheck(args)
     result = check.run([s for s in SECTIONS if s in args.sections.split(",")])
-    text = table(result)
-    print("\n" + text)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    write(result, out)
+    print("\n" + table(result))
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 1 if result["errors"] else 0
 

@@ -38,7 +38,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+
+from timing import Clock
 
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.loading import OwlModel, clear_registry, load_model
@@ -74,28 +77,6 @@ MATCH_IOU = 0.3  # the reference's match threshold, used by the plain path too
 
 
 # ---------------------------------------------------------------------------- helpers
-class Clock:
-    """perf_counter timing that waits for the accelerator first."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def time(self, fn: Callable[[], Any]) -> tuple[float, Any]:
-        """(seconds, result) of one call."""
-        self.sync()
-        start = time.perf_counter()
-        out = fn()
-        self.sync()
-        return time.perf_counter() - start, out
-
-    def repeat(self, fn: Callable[[], Any], repeats: int) -> list[float]:
-        return [self.time(fn)[0] for _ in range(repeats)]
-
-
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
