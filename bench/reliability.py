@@ -1523,7 +1523,10 @@ def main(argv: list[str] | None = None) -> int:
             guarded = None  # issue 19 item 6: logins and a REST key (web)
             if "hostile" in sections and "--users" in help_text:
                 users = work / "users.txt"
-                users.write_text("alice:bench-password\n")
+                sys.path.insert(0, str(ROOT))
+                from ui.access import add_user
+
+                add_user(users, "alice", "bench-password")  # a salted hash, not the password
                 guarded = Server(work, "server-guarded", model_args,
                                  [*extra, "--users", str(users), "--rest-key", "bench-key"],
                                  help_text, args.cache_mb)

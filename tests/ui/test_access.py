@@ -11,14 +11,27 @@ import httpx
 import pytest
 from test_slow_bodies import uvicorn_server
 
-from ui.access import AccessError, is_loopback, plan_access, read_users, summary
+from ui import access as access_module
+from ui.access import (
+    AccessError,
+    hash_password,
+    is_loopback,
+    plan_access,
+    read_users,
+    summary,
+)
 from ui.handlers.common import tab_id
+
+
+def hashed_users(**passwords: str) -> str:
+    return "".join(f"{name}:{hash_password(pw)}\n" for name, pw in passwords.items())
 
 
 @pytest.fixture()
 def users_file(tmp_path):
     path = tmp_path / "users.txt"
-    path.write_text("# who may log in\nalice:pw-alice\n\nbob:pw:with:colons\n")
+    path.write_text("# who may log in\n" + hashed_users(alice="pw-alice") + "\n"
+                    + hashed_users(bob="pw:with:colons"))
     return str(path)
 
 
@@ -37,7 +50,8 @@ def test_exposed_starts_need_a_login_and_a_rest_key(host, share, exposed):
     assert access.exposed == exposed
     if exposed:  # a user and a key made at start, printed
         name, password = access.generated
-        assert access.users == {name: password} and len(password) >= 12
+        assert list(access.users) == [name] and len(password) >= 12
+        assert password not in access.users[name]  # kept hashed, even in memory
         assert access.rest_key and len(access.rest_key) >= 24
         text = summary(access, "http://x/", rest=True)
         assert password in text and access.rest_key in text and "OPEN TO THE NETWORK" in text
@@ -54,7 +68,8 @@ def test_the_opt_out_is_explicit_and_said_at_start():
 
 def test_users_file_and_a_given_key(users_file):
     access = plan_access("0.0.0.0", False, users_file, "my-key", no_login=False)
-    assert access.users == {"alice": "pw-alice", "bob": "pw:with:colons"}
+    assert list(access.users) == ["alice", "bob"]
+    assert access.auth()("alice", "pw-alice") and not access.auth()("alice", "pw-bob")
     assert access.rest_key == "my-key" and access.generated is None
     assert access.auth()("bob", "pw:with:colons") and not access.auth()("carol", "x")
     local = plan_access("127.0.0.1", False, users_file, None, no_login=False)
@@ -67,12 +82,58 @@ def test_users_file_and_a_given_key(users_file):
     ("alice:\n", "expected 'name:password'"),
     ("alice:a\nalice:b\n", "given twice"),
     ("# nobody\n", "no user"),
+    ("alice:pw-alice\n", "plain text.*python -m ui.access hash-file"),  # the old form
 ])
 def test_a_bad_users_file_is_refused_with_the_line(tmp_path, text, problem):
     path = tmp_path / "users.txt"
     path.write_text(text)
     with pytest.raises(AccessError, match=problem):
         read_users(path)
+
+
+def test_the_users_file_stores_salted_hashes_and_old_files_are_migrated(tmp_path, capsys):
+    path = tmp_path / "users.txt"
+    path.write_text("alice:pw-alice\nbob:pw:with:colons\n")  # the old plain-text form
+    with pytest.raises(AccessError, match="plain text"):
+        read_users(path)
+    assert access_module.main(["hash-file", str(path)]) == 0
+    text = path.read_text()
+    assert "pw-alice" not in text and "pw:with:colons" not in text
+    users = read_users(path)
+    assert users["alice"] != users["bob"]
+    assert hash_password("same") != hash_password("same")  # salted
+    check = plan_access("0.0.0.0", False, str(path), None, no_login=False).auth()
+    assert check("alice", "pw-alice") and check("bob", "pw:with:colons")
+    assert not check("alice", "pw:with:colons") and not check("alice", "")
+    assert path.stat().st_mode & 0o077 == 0  # the owner's only
+
+
+def test_add_user_makes_and_changes_a_line(tmp_path, monkeypatch):
+    import io
+
+    path = tmp_path / "users.txt"
+    for name, password in [("carol", "first"), ("dave", "d-pw"), ("carol", "second")]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        assert access_module.main(["add-user", str(path), name, "--password-stdin"]) == 0
+    assert "first" not in path.read_text() and "second" not in path.read_text()
+    check = plan_access("0.0.0.0", False, str(path), None, no_login=False).auth()
+    assert check("carol", "second") and not check("carol", "first") and check("dave", "d-pw")
+
+
+def test_projects_of_nobody_are_seen_only_once_claimed(tmp_path):
+    """Projects made before logins were on belong to nobody: no user lists or opens them,
+    until a person gives them to one (`python -m ui.access claim`)."""
+    from owl_core.project.library import ProjectLibrary
+
+    library = ProjectLibrary(tmp_path / "projects")
+    old = library.create("made before logins").folder.name
+    mine = library.create("alice's").folder.name
+    library.set_owner(mine, "alice")
+    assert [i.id for i in library.list("alice")] == [mine]
+    assert not library.exists(old, "alice") and not library.exists(old, "bob")
+    assert access_module.main(["claim", str(tmp_path / "projects"), "alice"]) == 0
+    assert library.owner(old) == "alice" and library.owner(mine) == "alice"
+    assert library.exists(old, "alice") and not library.exists(old, "bob")
 
 
 # ---------------------------------------------------------------- the real server
@@ -83,7 +144,7 @@ def guarded_server(tiny_model, tmp_path_factory):
     from ui.main import build_server_app, parse_args
 
     folder = tmp_path_factory.mktemp("guarded")
-    (folder / "users.txt").write_text("alice:pw-alice\nbob:pw-bob\n")
+    (folder / "users.txt").write_text(hashed_users(alice="pw-alice", bob="pw-bob"))
     args = parse_args(["--host", "0.0.0.0", "--users", str(folder / "users.txt"),
                        "--rest-key", "the-key"])
     access = plan_access(args.host, args.share, args.users, args.rest_key, False)
