@@ -33,6 +33,7 @@ from owl_core.rest.body_limit import BodyLimitMiddleware
 from ui import labels as L
 from ui.data_dir import build_data_dir_row, wire_data_dir
 from ui.describe_layout import build_describe, wire_describe
+from ui.file_access import UserFilesMiddleware
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
 from ui.handlers.preview import MATCH_THRESHOLD_RANGE
@@ -520,12 +521,15 @@ def launch_kwargs(**overrides: Any) -> dict:
     launch in Gradio 6). Uploads over `owl_core.limits` ``max_upload_bytes``
     (``OWL_MAX_UPLOAD_BYTES``) are refused by Gradio before they are stored; a request body
     (an upload) that stalls or takes longer than ``max_body_seconds`` in total is cut off with
-    408 (`BodyLimitMiddleware` on the studio's own app), so a slow client can't hold it open."""
+    408 (`BodyLimitMiddleware` on the studio's own app), so a slow client can't hold it open.
+    With logins, a user is served only the files the studio handed to them
+    (`ui.file_access.UserFilesMiddleware`)."""
     studio_bodies = Middleware(BodyLimitMiddleware, paths=("/",), max_bytes=None,
                                max_in_flight=None)
+    user_files = Middleware(UserFilesMiddleware)
     kwargs: dict[str, Any] = {"css": CSS, "footer_links": ["api"], "show_error": True,
                               "allowed_paths": [str(ASSETS_DIR / "images")],
                               "max_file_size": limits.current().max_upload_bytes,
-                              "app_kwargs": {"middleware": [studio_bodies]}}
+                              "app_kwargs": {"middleware": [studio_bodies, user_files]}}
     kwargs.update(overrides)
     return kwargs

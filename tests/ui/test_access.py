@@ -172,6 +172,80 @@ def test_the_studio_refuses_without_a_login(guarded_server):
         assert client.get("/config").status_code == 200
 
 
+def _logged_in(url: str, name: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=30)
+    assert client.post("/login", data={"username": name, "password": password}
+                       ).status_code == 200
+    return client
+
+
+def test_a_users_files_are_not_served_to_another_user(guarded_server):
+    """Gradio serves every file of its upload/cache folder to anyone logged in; with logins a
+    user gets only the files the studio handed to them (an upload, a picture or a download
+    named in what the app sent them)."""
+    alice = _logged_in(guarded_server, "alice", "pw-alice")
+    bob = _logged_in(guarded_server, "bob", "pw-bob")
+    try:
+        path = alice.post("/gradio_api/upload",
+                          files={"files": ("secret.txt", b"alice's secret")}).json()[0]
+        assert alice.get(f"/gradio_api/file={path}").content == b"alice's secret"
+        refused = bob.get(f"/gradio_api/file={path}")
+        assert refused.status_code == 403 and b"secret" not in refused.content
+        assert bob.get(f"/file={path}").status_code in (403, 404)
+        # bob's own upload of the same bytes lands in the same folder: handed to him, his
+        same = bob.post("/gradio_api/upload",
+                        files={"files": ("secret.txt", b"alice's secret")}).json()[0]
+        assert bob.get(f"/gradio_api/file={same}").status_code == 200
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_file_folders_named_in_a_streamed_answer_are_the_users(tmp_path):
+    """The grant is read from what the app sends, also when a name is split between two
+    chunks of a stream (an event's answer)."""
+    import asyncio
+
+    from ui.file_access import UserFilesMiddleware
+
+    root = tmp_path / "gradio"
+    folder = "ab" * 32
+    (root / folder).mkdir(parents=True)
+    (root / folder / "export.zip").write_bytes(b"zip")
+    text = f'data: {{"url": "gradio_api/file={root}/{folder}/export.zip"}}\n\n'.encode()
+    cut = len(text) - 30
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": text[:cut], "more_body": True})
+        await send({"type": "http.response.body", "body": text[cut:]})
+
+    app.auth, app.auth_dependency, app.cookie_id = object(), None, "c"
+    app.tokens = {"ta": "alice", "tb": "bob"}
+    guard = UserFilesMiddleware(app, roots=[str(root)])
+
+    def request(token: str, path: str) -> int:
+        sent: list = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        scope = {"type": "http", "path": path, "app": app,
+                 "headers": [(b"cookie", f"access-token-c={token}".encode())]}
+        asyncio.run(guard(scope, receive, send))
+        return sent[0]["status"]
+
+    file_path = f"/gradio_api/file={root}/{folder}/export.zip"
+    assert request("ta", file_path) == 403  # nothing handed out yet
+    assert request("ta", "/gradio_api/queue/data") == 200  # the stream naming the file
+    assert request("ta", file_path) == 200
+    assert request("tb", file_path) == 403
+    assert request("ta", f"/gradio_api/file={root}/{folder}/../{folder}/export.zip") == 200
+
+
 @pytest.mark.parametrize("headers, allowed", [
     ({}, False),                                   # no key
     ({"X-API-Key": "wrong"}, False),
