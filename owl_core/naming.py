@@ -11,10 +11,11 @@ ignored).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from owl_core import limits
-from owl_core.errors import OwlError, ProjectError, TrainingDataError
+from owl_core.errors import OwlError, ProjectError, PtFormatError, TrainingDataError
 
 #: How the studio marks a negative box's label ("NOT coin"); no class name starts with it.
 NEGATIVE_PREFIX = "NOT "
@@ -23,12 +24,29 @@ NEGATIVE_PREFIX = "NOT "
 _LIMIT_ERRORS: dict[type[OwlError], type[limits.LimitError]] = {
     ProjectError: limits.ProjectLimitError,
     TrainingDataError: limits.TrainingDataLimitError,
+    PtFormatError: limits.PtLimitError,
 }
 
 
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _checked(name: Any, where: str, error: type[OwlError], what: str) -> str:
+    """The part of the rule every class name meets: a string within the length bound, not
+    blank, no control characters. Returns the cleaned form."""
+    if not isinstance(name, str):
+        raise error(f"{where}: {what} a non-empty class name (a string), got {_shown(name)}.")
+    limits.current().check("max_class_name_chars", len(name),
+                           f"{where}: characters in the class name {name[:40]!r}...",
+                           _LIMIT_ERRORS.get(error, limits.LimitError))
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise error(f"{where}: empty. Type a class name first (for example: coin).")
+    if any(not ch.isprintable() for ch in cleaned):
+        raise error(f"{where}: {cleaned[:40]!r} contains control characters; remove them.")
+    return cleaned
 
 
 def clean_class_name(name: Any, where: str = "class name",
@@ -42,17 +60,7 @@ def clean_class_name(name: Any, where: str = "class name",
         error: the caller's error class (`ProjectError`, `TrainingDataError`); a name over the
             length bound raises the `LimitError` subclass that is also `error`.
     """
-    if not isinstance(name, str):
-        raise error(f"{where}: 'cls' must be a non-empty class name (a string), got "
-                    f"{_shown(name)}.")
-    limits.current().check("max_class_name_chars", len(name),
-                           f"{where}: characters in the class name {name[:40]!r}...",
-                           _LIMIT_ERRORS.get(error, limits.LimitError))
-    cleaned = " ".join(name.split())
-    if not cleaned:
-        raise error(f"{where}: empty. Type a class name first (for example: coin).")
-    if any(not ch.isprintable() for ch in cleaned):
-        raise error(f"{where}: {cleaned[:40]!r} contains control characters; remove them.")
+    cleaned = _checked(name, where, error, "'cls' must be")
     if cleaned.upper().startswith(NEGATIVE_PREFIX) or cleaned.upper() == NEGATIVE_PREFIX.strip():
         raise error(f"{where}: {cleaned!r} can't start with {NEGATIVE_PREFIX.strip()!r}; that "
                     "prefix marks negative boxes.")
@@ -63,3 +71,23 @@ def class_key(name: str) -> str:
     """What makes two class names the same class: whitespace runs collapsed, case ignored
     ("Red  Cup" and "red cup" are one class)."""
     return " ".join(name.split()).casefold()
+
+
+def stored_class_names(names: Sequence[Any], where: str = "class_names",
+                       error: type[OwlError] = PtFormatError) -> list[str]:
+    """Class names as another tool stored them (a `.pt` file's ``class_names``, Roboflow's
+    included), checked by the same rule but kept exactly as written: each is a string within
+    the length bound, not blank, without control characters, and no name repeats.
+
+    Roboflow lets a class be any string, and a file's names are keys of its exemplars and the
+    names its detections come back with, so nothing is renamed: spacing and case stay (``"Cup"``
+    and ``"cup"`` are two classes there) and ``NOT ...`` is allowed (a project that imports the
+    file applies `clean_class_name`, which says so)."""
+    out = []
+    for i, name in enumerate(names):
+        _checked(name, f"{where}[{i}]", error, "must be")
+        out.append(name)
+    repeated = sorted({n for n in out if out.count(n) > 1})
+    if repeated:
+        raise error(f"{where}: repeated names {[n[:40] for n in repeated[:5]]}; each class once.")
+    return out

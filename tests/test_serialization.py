@@ -27,6 +27,7 @@ from owl_core.engine.prompt_file import (
     save_pt,
 )
 from owl_core.errors import LimitError
+from owl_core.limits import PtLimitError
 
 D = 8  # embedding dim of the synthetic exemplars
 K = 5  # top-K rows of the synthetic image embeddings
@@ -289,15 +290,21 @@ NAN_ROW = torch.full((1, D), float("nan"))
      r"missing keys \['class_names', 'train_data_dict'\]"),
     # empty model id
     (mutate(lambda d: d.update(huggingface_id="")), r"'huggingface_id' must be a non-empty string"),
+    # class names not a list
+    (mutate(lambda d: d.update(class_names="coin")),
+     r"'class_names' must be a list of non-empty strings"),
     # class names not strings
     (mutate(lambda d: d.update(class_names=["coin", 3, "nut", "bolt"])),
-     r"'class_names' must be a list of non-empty strings"),
+     r"class_names\[1\]: must be a non-empty class name \(a string\), got 3"),
     # blank class name
     (mutate(lambda d: d.update(class_names=["coin", " ", "nut", "bolt"])),
-     r"'class_names' must be a list of non-empty strings"),
+     r"class_names\[1\]: empty"),
+    # control characters (the class-name rule: a terminal escape in a stranger's file)
+    (mutate(lambda d: d.update(class_names=["coin", "cup\x1b[2J", "nut", "bolt"])),
+     r"class_names\[1\]: 'cup\\x1b\[2J' contains control characters"),
     # duplicate class names
     (mutate(lambda d: d.update(class_names=["coin", "coin", "nut", "bolt"])),
-     r"'class_names' has duplicates"),
+     r"class_names: repeated names \['coin'\]; each class once"),
     # train_data_dict not a dict
     (mutate(lambda d: d.update(train_data_dict=[])), r"'train_data_dict' must be a dict"),
     # a class that is not in class_names
@@ -662,6 +669,33 @@ def test_class_order_survives_and_both_roboflow_readings_agree(tmp_path):
     torch.save(raw, tmp_path / "bad.pt")
     with pytest.raises(PtFormatError, match="class order is not a permutation"):
         load_pt(tmp_path / "bad.pt")
+
+
+def test_class_names_roboflow_allows_load_exactly_as_written(tmp_path):
+    """Roboflow's `cls` is any string: a file of its with names our own projects would clean
+    or refuse (spacing, case-only twins, a "NOT " prefix) loaded before the one class-name
+    rule and loads after it, each name kept as written (its exemplars and detections use it)."""
+    names = ["  red  cup ", "Cup", "cup", "NOT coin", "ünïcode ☕"]
+    raw = {"huggingface_id": "google/owlv2-base-patch16-ensemble", "roboflow_id": "ws/p/1",
+           "class_names": names,
+           "train_data_dict": {n: {"positive": unit_rows(1, i), "negative": None}
+                               for i, n in enumerate(names)},
+           "image_embeds": {}}
+    torch.save(raw, tmp_path / "roboflow.pt")
+    loaded = load_pt(tmp_path / "roboflow.pt")
+    assert loaded.exemplars.class_names == tuple(names)
+    assert [loaded.exemplars.class_names[int(c)] for c in loaded.exemplars.class_ids] == names
+
+
+def test_class_names_of_a_file_follow_the_length_bound(tmp_path):
+    raw = payload(small=True)
+    raw["class_names"] = ["c" * 201 if n == "cup" else n for n in raw["class_names"]]
+    raw["train_data_dict"]["c" * 201] = raw["train_data_dict"].pop("cup")
+    raw.pop(META_KEY)
+    torch.save(raw, tmp_path / "long.pt")
+    with pytest.raises(PtLimitError, match=r"201 is over the limit of 200 "
+                                           r"\(max_class_name_chars\)"):
+        load_pt(tmp_path / "long.pt")
 
 
 ROBOFLOW_MODULE = "inference.models.owlv2.owlv2"

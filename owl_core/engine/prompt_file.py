@@ -37,6 +37,7 @@ from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.matching import Exemplars, ExemplarSource
 from owl_core.errors import PtFormatError, SettingsError
 from owl_core.limits import PtLimitError
+from owl_core.naming import stored_class_names
 from owl_core.params import DetectParams
 from owl_core.phrases import check_phrase
 
@@ -416,14 +417,12 @@ def parse_payload(raw: Any, label: str = "payload") -> SerializedPrompts:
     if not isinstance(names, (list, tuple)):
         raise fail("'class_names' must be a list of non-empty strings")
     lim.check("max_classes", len(names), f"{label}: classes", PtLimitError)
-    if not all(isinstance(n, str) and n.strip() for n in names):
-        raise fail("'class_names' must be a list of non-empty strings")
-    longest = max((len(n) for n in names), default=0)
-    lim.check("max_class_name_chars", longest, f"{label}: characters in a class name",
-              PtLimitError)
-    names = list(names)
-    if len(set(names)) != len(names):
-        raise fail("'class_names' has duplicates")
+    try:  # the one class-name rule, names kept as written (`naming.stored_class_names`)
+        names = stored_class_names(names, "class_names")
+    except PtLimitError:
+        raise
+    except PtFormatError as exc:
+        raise fail(str(exc).rstrip(".")) from None
     tdd = raw["train_data_dict"]
     if not isinstance(tdd, dict):
         raise fail("'train_data_dict' must be a dict")
