@@ -37,10 +37,15 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/\-_\s]+={0,2}\s*$")
 _MAX_PATH_CHARS = 4096
 _HEX = re.compile(r"^[0-9a-f]+$")
 
+#: The image formats taken (Pillow's format name -> the suffix a project stores a copy under).
+#: GIF is in: decoding reads its first frame like any other image. MPO: a JPEG from a camera
+#: that adds a second picture (read as its first).
+IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp",
+                 "GIF": ".gif", "TIFF": ".tif"}
 #: File suffixes read as images wherever images are found by name (a folder import, a label
-#: job's folder, ``--data-dir``, the bundled samples). GIF is in: the studio's uploads and the
-#: project format already took it, and decoding reads its first frame like any other image.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+#: job's folder, ``--data-dir``, the bundled samples): those of `IMAGE_FORMATS` and their other
+#: spellings.
+IMAGE_SUFFIXES = (*dict.fromkeys(IMAGE_FORMATS.values()), ".jpeg", ".tiff")
 #: The EXIF orientation tag; its values 5-8 turn the picture by 90 degrees (sides swap).
 EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = frozenset({5, 6, 7, 8})

@@ -12,7 +12,13 @@ import pytest
 from PIL import Image
 
 from owl_core.batch.job import list_inputs
-from owl_core.images import IMAGE_SUFFIXES, decode_bytes, is_image_name, upright_size
+from owl_core.images import (
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
+    decode_bytes,
+    is_image_name,
+    upright_size,
+)
 from owl_core.project.data_dir import data_roots, folder_images
 from owl_core.project.folder_import import find_images
 from owl_core.project.model import inspect_image
@@ -67,6 +73,13 @@ def test_the_suffix_rule():
     assert ".gif" in IMAGE_SUFFIXES and ".tiff" in IMAGE_SUFFIXES
     assert is_image_name("x/A.GIF") and is_image_name("photo.jpeg")
     assert not is_image_name(".a.png") and not is_image_name("a.txt")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_every_format_a_project_stores_is_read_back_by_its_name(fmt):
+    """One list: the suffix a project stores a copy under is one every folder reader takes."""
+    info = inspect_image(_image_bytes(fmt), f"x.{fmt.lower()}")
+    assert info.suffix == IMAGE_FORMATS[fmt] and is_image_name(f"images/abc{info.suffix}")
 
 
 def test_a_gif_decodes_as_its_first_frame():

@@ -442,8 +442,8 @@ def _unpack_project(zf: zipfile.ZipFile, label: str, scratch: Path,
                     lim: limits.Limits) -> Project:
     """Read project.json (bounded), then unpack and verify only the images it refers to into
     ``scratch/images/``; returns the project with ``folder = scratch`` (not saved yet)."""
-    from owl_core.images import content_hasher
-    from owl_core.project.model import IMAGE_FORMATS, parse_json_bounded, project_from_dict
+    from owl_core.images import IMAGE_FORMATS, content_hasher
+    from owl_core.project.model import parse_json_bounded, project_from_dict
 
     members, prefix = _checked_members(zf, label, lim)
     meta = members[prefix + PROJECT_FILE]

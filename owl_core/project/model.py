@@ -48,7 +48,7 @@ from PIL import Image, UnidentifiedImageError
 from owl_core import geometry, limits
 from owl_core.durable import atomic_write, fsync_dir, synced_temp
 from owl_core.errors import ImageError, LimitError, OwlError, ProjectChangedError, ProjectError
-from owl_core.images import upright_size
+from owl_core.images import IMAGE_FORMATS, upright_size
 from owl_core.naming import class_key, clean_class_name
 from owl_core.params import DetectParams
 from owl_core.phrases import check_phrase
@@ -77,9 +77,6 @@ LABEL_SOURCES: tuple[str, ...] = ("accepted", "corrected", "drawn")
 ReviewStatus = Literal["not_reviewed", "in_review", "done"]
 REVIEW_STATUSES: tuple[str, ...] = ("not_reviewed", "in_review", "done")
 #: Prefix the studio uses to show a negative box; a class may not start with it.
-#: Image formats a project accepts (PIL format name -> file suffix).
-IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "BMP": ".bmp",
-                 "TIFF": ".tif", "GIF": ".gif"}
 #: How far (pixels) a box may reach past the image edge (float rounding of drawn boxes).
 EDGE_TOLERANCE = 1.0
 _MAX_JSON_BYTES = 256 * 1024**2
@@ -409,11 +406,11 @@ def inspect_image(data: bytes | Path, label: str = "image",
             fmt, (width, height) = img.format, upright_size(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
             Image.DecompressionBombError) as exc:
-        raise ImageError(f"{label}: not a readable image ({exc}); use PNG, JPEG, WebP, BMP or "
-                         "TIFF.") from exc
+        raise ImageError(f"{label}: not a readable image ({exc}); use PNG, JPEG, WebP, BMP, "
+                         "GIF or TIFF.") from exc
     if fmt not in IMAGE_FORMATS:
-        raise ImageError(f"{label}: {fmt} images are not supported; use PNG, JPEG, WebP, BMP or "
-                         "TIFF.")
+        raise ImageError(f"{label}: {fmt} images are not supported; use PNG, JPEG, WebP, "
+                         "BMP, GIF or TIFF.")
     if width <= 0 or height <= 0:
         raise ImageError(f"{label}: the image is empty ({width}x{height}).")
     limits.current().check("max_image_pixels", width * height, f"{label} ({width}x{height})",
