@@ -38,6 +38,9 @@ from typing import Any
 
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hostile_zip import patch_headers, project_zip  # noqa: E402  (one home, tests use it)
+
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024**2
 
@@ -74,34 +77,9 @@ def _valid_project(root: Path) -> tuple[Path, dict]:
     return project.folder, json.loads((project.folder / "project.json").read_text())
 
 
-def _zip(path: Path, folder: Path, meta: bytes | None = None, extra=(), method=zipfile.ZIP_STORED,
-         images=True) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("project.json", meta if meta is not None
-                    else (folder / "project.json").read_bytes())
-        if images:
-            for file in sorted((folder / "images").iterdir()):
-                zf.write(file, f"images/{file.name}", method)
-        for name, data in extra:
-            zf.writestr(name, data)
-    return path
-
-
-def _patch(path: Path, member: str, flags: int = 0, method: int | None = None) -> Path:
-    data = bytearray(path.read_bytes())
-    name = member.encode()
-    for sig, name_at, flags_at, method_at in ((b"PK\x03\x04", 30, 6, 8),
-                                              (b"PK\x01\x02", 46, 8, 10)):
-        pos = data.find(sig)
-        while pos != -1:
-            if data[pos + name_at:pos + name_at + len(name)] == name:
-                old = int.from_bytes(data[pos + flags_at:pos + flags_at + 2], "little")
-                data[pos + flags_at:pos + flags_at + 2] = (old | flags).to_bytes(2, "little")
-                if method is not None:
-                    data[pos + method_at:pos + method_at + 2] = method.to_bytes(2, "little")
-            pos = data.find(sig, pos + 4)
-    path.write_bytes(bytes(data))
-    return path
+def _zip(path: Path, folder: Path, meta: bytes | None = None, extra=()) -> Path:
+    """The project zip, its bytes deflated (a huge project.json stays a small zip)."""
+    return project_zip(path, folder, meta, extra=extra, compression=zipfile.ZIP_DEFLATED)
 
 
 def hostile_zips(work: Path, quick: bool) -> list[tuple[str, Path, bool]]:
@@ -144,9 +122,9 @@ def hostile_zips(work: Path, quick: bool) -> list[tuple[str, Path, bool]]:
     deep = "/".join(["d"] * 2000) + "/x"
     out.append(("2,000-level nesting", _zip(work / "deep.zip", folder, extra=[(deep, b"x")]),
                 False))
-    out.append(("unsupported compression method (99)", _patch(
+    out.append(("unsupported compression method (99)", patch_headers(
         _zip(work / "method.zip", folder), f"images/{image.name}", method=99), False))
-    out.append(("encrypted member", _patch(
+    out.append(("encrypted member", patch_headers(
         _zip(work / "encrypted.zip", folder), f"images/{image.name}", flags=1), False))
     out.append(("path traversal member", _zip(work / "slip.zip", folder,
                                               extra=[("../evil.txt", b"x")]), False))

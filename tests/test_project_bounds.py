@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from owl_core.project import library as library_module
 from owl_core.project import model as model_module
 from owl_core.project.library import ProjectLibrary
 from owl_core.project.model import PROJECT_FILE, Label, Project, load_project, save_project
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from hostile_zip import patch_headers, project_zip  # noqa: E402  (one home with the bench)
 
 
 def png(colour=(200, 30, 30), size=(64, 48), fmt="PNG") -> bytes:
@@ -42,41 +46,6 @@ def project(store) -> Project:
     p.set_labels(a.id, [Label((1, 1, 20, 20), "coin")])
     save_project(p)
     return p
-
-
-def zip_of(path: Path, project: Project, extra: dict[str, bytes] | None = None,
-           meta: bytes | None = None, method: int = zipfile.ZIP_STORED,
-           first: dict[str, bytes] | None = None) -> Path:
-    """A project zip as export_zip writes it, with ``first`` members before and ``extra``
-    members after, and project.json optionally replaced by ``meta``."""
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in (first or {}).items():
-            zf.writestr(name, data)
-        zf.writestr(PROJECT_FILE, meta if meta is not None
-                    else (project.folder / PROJECT_FILE).read_bytes())
-        for file in sorted({r.file for r in project.images}):
-            zf.write(project.folder / file, file, method)
-        for name, data in (extra or {}).items():
-            zf.writestr(name, data)
-    return path
-
-
-def patch_headers(path: Path, member: str, *, flags: int = 0, method: int | None = None) -> None:
-    """Set flag bits / the compression method of ``member`` in its local and central headers
-    (what a zip from another tool may carry)."""
-    data = bytearray(path.read_bytes())
-    name = member.encode()
-    for sig, name_at, flags_at, method_at in ((b"PK\x03\x04", 30, 6, 8),
-                                              (b"PK\x01\x02", 46, 8, 10)):
-        pos = data.find(sig)
-        while pos != -1:
-            if data[pos + name_at:pos + name_at + len(name)] == name:
-                old = int.from_bytes(data[pos + flags_at:pos + flags_at + 2], "little")
-                data[pos + flags_at:pos + flags_at + 2] = (old | flags).to_bytes(2, "little")
-                if method is not None:
-                    data[pos + method_at:pos + method_at + 2] = method.to_bytes(2, "little")
-            pos = data.find(sig, pos + 4)
-    path.write_bytes(bytes(data))
 
 
 def nothing_left(store: ProjectLibrary, before: list[str]) -> None:
@@ -106,7 +75,7 @@ def test_a_member_over_its_cap_is_refused_before_it_is_unpacked(store, tmp_path,
     p = store.create("bmp", classes=["coin"])
     p.add_image(png(size=(120, 100), fmt="BMP"), "flat.bmp")
     save_project(p)
-    path = zip_of(tmp_path / "big.zip", p, method=method)
+    path = project_zip(tmp_path / "big.zip", p.folder, method=method)
     before = sorted(x.name for x in store.root.iterdir())
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -117,7 +86,7 @@ def test_a_member_over_its_cap_is_refused_before_it_is_unpacked(store, tmp_path,
 
 def test_only_the_images_project_json_refers_to_are_unpacked(project, store, tmp_path,
                                                               monkeypatch):
-    path = zip_of(tmp_path / "p.zip", project,
+    path = project_zip(tmp_path / "p.zip", project.folder,
                   extra={"images/not-referenced.png": png((1, 2, 3)), "notes.txt": b"hello"})
     opened = []
     real_open = zipfile.ZipFile.open
@@ -168,7 +137,7 @@ def test_a_file_of_many_small_values_is_refused_before_parsing(project, store, t
             (project.folder / PROJECT_FILE).write_bytes(text)
             load_project(project.folder)
         else:
-            store.import_zip(zip_of(tmp_path / "v.zip", project, meta=text))
+            store.import_zip(project_zip(tmp_path / "v.zip", project.folder, meta=text))
 
 
 def test_box_lists_are_counted_before_any_box_is_built(project, monkeypatch):
@@ -209,7 +178,7 @@ def test_limits_are_read_once_per_load_not_per_box(project, monkeypatch):
 # ------------------------------------------------------------------------- item 9: hostile zips
 def test_many_unreferenced_members_are_refused_fast(project, store, tmp_path):
     extra = {f"junk/{i:05d}.txt": b"" for i in range(150)}
-    path = zip_of(tmp_path / "junk.zip", project, extra=extra)
+    path = project_zip(tmp_path / "junk.zip", project.folder, extra=extra)
     before = sorted(x.name for x in store.root.iterdir())
     with pytest.raises(limits.ProjectLimitError, match="max_project_zip_unreferenced"):
         store.import_zip(path)
@@ -218,7 +187,7 @@ def test_many_unreferenced_members_are_refused_fast(project, store, tmp_path):
 
 def test_the_member_count_is_checked_before_the_directory_is_parsed(project, store, tmp_path,
                                                                     monkeypatch):
-    path = zip_of(tmp_path / "many.zip", project,
+    path = project_zip(tmp_path / "many.zip", project.folder,
                   extra={f"x/{i}": b"" for i in range(60)})
     monkeypatch.setenv("OWL_MAX_PROJECT_ZIP_FILES", "50")
     monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents",
@@ -229,7 +198,7 @@ def test_the_member_count_is_checked_before_the_directory_is_parsed(project, sto
 
 def test_a_directory_larger_than_its_member_count_allows_is_refused(project, store, tmp_path,
                                                                     monkeypatch):
-    path = zip_of(tmp_path / "p.zip", project)
+    path = project_zip(tmp_path / "p.zip", project.folder)
     data = bytearray(path.read_bytes())
     end = data.rfind(b"PK\x05\x06")
     data[end + 8:end + 10] = (1).to_bytes(2, "little")   # entries on this disk
@@ -243,7 +212,7 @@ def test_a_directory_larger_than_its_member_count_allows_is_refused(project, sto
 def test_a_member_named_images_is_left_alone(project, store, tmp_path):
     """A file called ``images`` before the images/ folder's members (unpacked, it blocked the
     folder: an uncaught error)."""
-    path = zip_of(tmp_path / "odd.zip", project, first={"images": b"not a folder"})
+    path = project_zip(tmp_path / "odd.zip", project.folder, first={"images": b"not a folder"})
     assert store.import_zip(path) == project
 
 
@@ -253,7 +222,7 @@ def test_a_member_named_images_is_left_alone(project, store, tmp_path):
 ])
 def test_deeply_nested_members_are_ignored_or_refused_clearly(project, store, tmp_path,
                                                               levels):
-    path = zip_of(tmp_path / "deep.zip", project,
+    path = project_zip(tmp_path / "deep.zip", project.folder,
                   extra={"/".join(["d"] * levels) + "/x": b"deep"})
     if levels == 100:
         assert store.import_zip(path) == project
@@ -266,7 +235,7 @@ def test_a_referenced_path_outside_images_is_refused(project, store, tmp_path):
     data = json.loads((project.folder / PROJECT_FILE).read_text())
     deep = "images/" + "/".join(["d"] * 300) + "/x.png"
     data["images"][0]["file"] = deep
-    path = zip_of(tmp_path / "deep.zip", project, meta=json.dumps(data).encode(),
+    path = project_zip(tmp_path / "deep.zip", project.folder, meta=json.dumps(data).encode(),
                   extra={deep: png()})
     with pytest.raises(ProjectError, match="is not in images/"):
         store.import_zip(path)
