@@ -52,10 +52,10 @@ def synced_temp(path: Path, data: bytes, prefix: str | None = None,
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), file_mode())  # by descriptor: another may remove the name
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)

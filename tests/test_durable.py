@@ -64,3 +64,21 @@ def test_project_files_get_the_mode_open_would_give(tmp_path):
     for path in (folder / "project.json", folder / record.file):
         assert path.stat().st_mode & 0o777 == umask_mode(), path
     assert not [p.name for p in folder.rglob("*.tmp")] + [p.name for p in folder.rglob(".tmp-*")]
+
+
+def test_a_temp_removed_by_another_writer_mid_write_is_for_the_caller_to_notice(tmp_path,
+                                                                                monkeypatch):
+    """A full save removes stale ``.project.json.*.tmp`` files under the folder lock while a
+    compaction, which writes its temp without the lock, may be writing one: the write itself
+    must not fail on the vanished name (the compaction then finds it overtaken)."""
+    real_fsync = os.fsync
+
+    def fsync_after_removal(fd):
+        for leftover in tmp_path.glob(".x.*.tmp"):
+            leftover.unlink()
+        real_fsync(fd)
+
+    monkeypatch.setattr(durable.os, "fsync", fsync_after_removal)
+    with synced_temp(tmp_path / "x", b"data") as tmp:
+        assert not tmp.exists()
+    assert os.listdir(tmp_path) == []
