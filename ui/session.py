@@ -171,9 +171,6 @@ class Session:
         #: the project: the one model the page edits and the saver writes
         self.core: Project | None = None
         self.view = TabView()
-        #: the preview draws "class score" labels (off: boxes only, for crowded pictures); a
-        #: view choice of the tab, kept when it opens another project.
-        self.show_labels = True
         self.saved_files: set[str] = set()   # image files the last save listed
         self.save_error: str | None = None
         self.warned: str | None = None        # the save error the page was last told about
