@@ -30,6 +30,7 @@ from owl_core import limits
 from owl_core.engine.scoring import SCORE_MODES
 from owl_core.params import CONFIDENCE_STEP, DEFAULT_MATCH_THRESHOLD
 from owl_core.rest.body_limit import BodyLimitMiddleware
+from ui import connection
 from ui import labels as L
 from ui.data_dir import build_data_dir_row, wire_data_dir
 from ui.describe_layout import build_describe, wire_describe
@@ -383,6 +384,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
         return refreshed(url.then(**refresh).then(**embed))
 
     demo.load(None, None, None, js=KEEP_SCROLL_JS, **quiet)
+    connection.install(demo, **quiet)  # "Opening" / "Reconnecting" instead of a wrong page
     opened(demo.load(studio.on_load, c.project_state, project_out, **quiet))
     demo.unload(studio.on_unload)
     opened(c.open_project.click(studio.library.on_open, c.project_list, project_out, **quiet))
@@ -492,10 +494,12 @@ KEEP_SCROLL_JS = """() => {
   };
   return [];
 }"""
-#: Puts the tab's project id into the address bar (so a reload or a bookmark opens it).
+#: Puts the tab's project id into the address bar (so a reload or a bookmark opens it), and
+#: marks the project as on screen (`ui.connection` then uncovers the page).
 SET_URL_JS = """(id) => {
   if (id) { const u = new URL(window.location.href); u.searchParams.set('project', id);
-            window.history.replaceState(null, '', u.toString()); }
+            window.history.replaceState(null, '', u.toString());
+            document.body.dataset.owlProject = id; }
   return [];
 }"""
 #: Asks before deleting; a cancelled click sends no project id (the handler does nothing).

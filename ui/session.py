@@ -18,6 +18,7 @@ reloaded page or a restarted server finds the project by the id in the URL or br
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -42,6 +43,9 @@ log = logging.getLogger("ui.session")
 NEW_PROJECT_CLASSES = ("object",)
 #: Tabs whose open project the store remembers (ids only: a few bytes each).
 MAX_REMEMBERED_TABS = 10_000
+#: In the projects folder: per project, the place of the last tab on it (`TabView.place`), so
+#: a tab reloaded after a server restart comes back where the person was.
+PLACES_FILE = ".places.json"
 
 
 @dataclass
@@ -175,6 +179,9 @@ class Session:
         self.save_error: str | None = None
         self.warned: str | None = None        # the save error the page was last told about
         self.import_errors: list[str] = []    # imported prompts that did not load at open
+        #: project id -> the project another tab on it switched to while this one waited
+        self.moved_from: dict[str, str] = {}
+        self.asked_for: str | None = None  # the project id the tab last asked to open
         self._reset_view_state()
         self.last_used = time.monotonic()
 
@@ -394,6 +401,8 @@ class Saver:
     """
 
     def __init__(self, delay: float = 0.3, max_wait: float = 1.0) -> None:
+        #: called with each session after its save (the store keeps the tab's place then)
+        self.on_saved: Callable[[Session], None] | None = None
         self.delay = float(delay)
         self.max_wait = max(float(max_wait), self.delay)
         self._due: dict[Session, float] = {}
@@ -419,7 +428,7 @@ class Saver:
         with self._cv:
             self._due.pop(session, None)
             self._first.pop(session, None)
-        _save(session)
+        self._save(session)
 
     def close(self) -> None:
         with self._cv:
@@ -429,7 +438,7 @@ class Saver:
             self._first.clear()
             self._cv.notify()
         for session in pending:
-            _save(session)
+            self._save(session)
 
     def _run(self) -> None:
         while True:
@@ -447,15 +456,16 @@ class Saver:
                 if self._closed:
                     return
             for session in due:
-                _save(session)
+                self._save(session)
 
-
-def _save(session: Session) -> None:
-    try:
-        with session.lock.quietly():  # a save is no change: it schedules no other save
-            session.save()
-    except Exception:  # a bug: keep the saver alive, say so in the log
-        log.exception("saving project %s failed", session.project_id)
+    def _save(self, session: Session) -> None:
+        try:
+            with session.lock.quietly():  # a save is no change: it schedules no other save
+                session.save()
+            if self.on_saved is not None:
+                self.on_saved(session)
+        except Exception:  # a bug: keep the saver alive, say so in the log
+            log.exception("saving project %s failed", session.project_id)
 
 
 #: Seconds a tab opening a project waits for another tab on it to finish its event and save.
@@ -488,13 +498,15 @@ class TabSessions:
         self.max_sessions = int(max_sessions)
         self.preview_max_side = int(preview_max_side)
         self.saver = Saver(save_delay, save_max_wait)
+        self.saver.on_saved = self._remember_place
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._tabs: OrderedDict[str, str] = OrderedDict()  # tab id -> project id
         #: tab id -> `TabView.place` of a dropped session, restored with it
         self._tab_view: OrderedDict[str, dict[str, Any]] = OrderedDict()
         #: project id -> the place of the last tab that closed on it (a reload comes back there)
-        self._project_place: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._project_place: OrderedDict[str, dict[str, Any]] = self._read_places()
         self._lock = threading.Lock()
+        self._places_lock = threading.Lock()  # one writer of PLACES_FILE at a time
         self.restored = 0  # sessions opened again from disk after being dropped
 
     def get(self, session_id: str, project_id: str | None = None,
@@ -523,6 +535,7 @@ class TabSessions:
         for old in evicted:
             self._close(old)
         if fresh:
+            project_id = self._valid_id(project_id)
             with session.lock:
                 if session.core is None:
                     self._open_into(session, project_id or remembered)
@@ -554,7 +567,8 @@ class TabSessions:
         session = self.get(session_id, project_id, owner)
         with session.lock:
             if session.core is None or (project_id is not None
-                                        and project_id != session.project_id):
+                                        and project_id != session.project_id
+                                        and project_id != session.asked_for):
                 self.saver.flush(session)
                 session.compact()  # the tab leaves the project: fold its journal
                 previous = session.core
@@ -589,6 +603,7 @@ class TabSessions:
             log.info("left the empty project %s: %s", project_id, exc)
 
     def _open_into(self, session: Session, project_id: str | None) -> None:
+        session.asked_for = project_id  # (what opened may be another: the asked one went)
         core = None
         place = None
         if project_id:
@@ -596,6 +611,11 @@ class TabSessions:
             try:
                 if self.projects.exists(project_id, session.owner):  # another's: a new one
                     core = self.projects.open(project_id)
+                elif project_id in session.moved_from and self.projects.exists(
+                        session.moved_from[project_id], session.owner):
+                    # a reload while the page's old tab left this (untouched, so deleted)
+                    # project for another (an example loaded): that one
+                    core = self.projects.open(session.moved_from[project_id])
                 else:  # deleted meanwhile (another tab; an untouched project left behind)
                     core = self._most_recent(exclude=project_id, owner=session.owner)
                     log.info("project %s is gone; opened the most recent one instead",
@@ -642,11 +662,15 @@ class TabSessions:
             others = [o for o in self._sessions.values()
                       if o is not session and o.core is not None and o.project_id == project_id]
         place = None
+        session.moved_from = {}
         for other in sorted(others, key=lambda o: o.last_used):
             if other.lock.acquire(timeout=FLUSH_WAIT_S):
                 try:
                     self.saver.flush(other)
-                    place = other.view.place()  # a reload: the old tab's place (newest last)
+                    if other.project_id == project_id:
+                        place = other.view.place()  # a reload: the old tab's place
+                    elif other.project_id is not None:  # it switched while this one waited
+                        session.moved_from[project_id] = other.project_id
                 finally:
                     other.lock.release()
         return place
@@ -674,6 +698,55 @@ class TabSessions:
                         kept.popitem(last=False)
             session.compact()
             session.close()
+        self._write_places()
+
+    def _places_path(self) -> Path | None:
+        root = getattr(self.projects, "root", None)
+        return Path(root) / PLACES_FILE if root is not None else None
+
+    def _read_places(self) -> OrderedDict[str, dict[str, Any]]:
+        """The places remembered by an earlier run of the server (none when unreadable: a
+        place is a convenience, never a reason not to start)."""
+        path = self._places_path()
+        try:
+            data = json.loads(path.read_text()) if path is not None else {}
+        except (OSError, ValueError) as exc:
+            if path is not None and path.exists():
+                log.warning("places of the last run not read (%s): %s", path, exc)
+            data = {}
+        places = data if isinstance(data, dict) else {}
+        return OrderedDict((str(k), v) for k, v in list(places.items())[-MAX_REMEMBERED_TABS:]
+                           if isinstance(v, dict))
+
+    def _remember_place(self, session: Session) -> None:
+        """Keep the tab's place for its project, on disk too (after each save: a server that
+        is stopped, even killed, brings a reloaded tab back there)."""
+        project_id = session.project_id
+        if project_id is None or session.closed:
+            return
+        place = session.view.place()
+        with self._lock:
+            if self._project_place.get(project_id) == place:
+                return
+            self._project_place[project_id] = place
+            self._project_place.move_to_end(project_id)
+            while len(self._project_place) > MAX_REMEMBERED_TABS:
+                self._project_place.popitem(last=False)
+        self._write_places()
+
+    def _write_places(self) -> None:
+        path = self._places_path()
+        if path is None:
+            return
+        from owl_core.durable import atomic_write
+
+        with self._places_lock:
+            with self._lock:
+                data = json.dumps(self._project_place).encode()
+            try:
+                atomic_write(path, data)
+            except OSError as exc:
+                log.warning("places not written to %s: %s", path, exc)
 
     def _restore_view(self, session: Session) -> None:
         """The place (example shown, class picked, review image, preview page) as the tab had

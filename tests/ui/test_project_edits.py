@@ -319,3 +319,74 @@ def test_a_reload_whose_project_went_meanwhile_opens_the_most_recent_one(studio,
     studio.on_load(None, reloaded)
     assert studio.session(reloaded).project_id == example
     assert {i.id for i in studio.projects.list()} == {example}
+
+
+def test_a_restarted_server_brings_a_reloaded_tab_back_to_the_place(tiny_model, tmp_path):
+    """The place of a tab is on disk after its save (the projects folder's .places.json), so
+    the tab reloaded after a restart, even after a kill (no clean close), comes back to it."""
+    first = make_studio(tiny_model, tmp_path)
+    pid = reviewed_project(first, tmp_path, classes=("coin", "cat"))
+    request = tab("before", pid)
+    first.on_load(None, request)
+    s = first.session(request)
+    third = s.queries()[-1]
+    first.classes.on_class_pick("cat", request)
+    first.review.on_pick(third.id, request)
+    s.view.preview_page = 1
+    first.store.saver.flush(s)  # what the saver does a moment after each change
+    again = make_studio(tiny_model, tmp_path)  # the first one never closed: as after a kill
+    try:
+        request = tab("after", pid)
+        again.on_load(None, request)
+        s2 = again.session(request)
+        assert s2.active_class == "cat" and s2.view.preview_page == 1
+        assert again.review.on_sync(request)[again.c.review_image]["value"] == third.id
+    finally:
+        again.close()
+        first.close()
+
+
+def test_an_event_of_a_tab_the_server_does_not_know_opens_the_page_s_project(studio,
+                                                                             tmp_path):
+    """After a restart the open page's next event comes from a tab the server never saw: it
+    works on the project in the page's address (its Referer), never on a new empty one."""
+    pid = reviewed_project(studio, tmp_path)
+    before = {i.id for i in studio.projects.list()}
+    request = SimpleNamespace(session_hash="old-page", query_params={},
+                              headers={"referer": f"http://127.0.0.1:7860/?project={pid}"})
+    studio.review.on_sync(request)
+    assert studio.session(request).project_id == pid
+    assert {i.id for i in studio.projects.list()} == before  # no new empty project
+
+
+def test_a_reload_during_load_example_opens_the_example(studio, monkeypatch):
+    """The page reloads while "Load example project" is at work: its address still names the
+    empty project the tab starts with. The reload waits for the switch and opens the example
+    (it opened that empty project, and the example was left in the list)."""
+    import threading
+
+    request = tab("clicking")
+    studio.on_load(None, request)
+    empty = studio.session(request).project_id
+    started, go = threading.Event(), threading.Event()
+    real_import = studio.projects.import_file
+
+    def slow_import(*args, **kwargs):
+        started.set()
+        go.wait(30)
+        return real_import(*args, **kwargs)
+
+    monkeypatch.setattr(studio.projects, "import_file", slow_import)
+    click = threading.Thread(target=studio.library.on_load_example, args=(None, request))
+    click.start()
+    assert started.wait(30)
+    reloaded = tab("reloaded", empty)
+    reload = threading.Thread(target=studio.on_load, args=(None, reloaded))
+    reload.start()
+    reload.join(2)  # before the fix the reload was done here, on the empty project
+    go.set()
+    click.join(30)
+    reload.join(30)
+    example = studio.session(request).project_id
+    assert example != empty and studio.session(reloaded).project_id == example
+    assert not studio.projects.exists(empty)

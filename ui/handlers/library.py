@@ -56,8 +56,9 @@ class LibraryHandlers(Area):
     @engine_errors
     def on_new(self, request: gr.Request) -> dict:
         """A new, empty project."""
-        core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
-        return self._new(request, core)
+        with self.session(request).lock:  # a reload meanwhile waits for it
+            core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
+            return self._new(request, core)
 
     @engine_errors
     def on_duplicate(self, request: gr.Request) -> dict:
@@ -118,9 +119,10 @@ class LibraryHandlers(Area):
         path = file_path(file)
         if not path:
             return {}
-        core = self.projects.import_zip(path)
-        info(f"Opened {core.name!r} from the zip as a new project.")
-        return self._new(request, core)
+        with self.session(request).lock:  # a reload meanwhile waits for it
+            core = self.projects.import_zip(path)
+            info(f"Opened {core.name!r} from the zip as a new project.")
+            return self._new(request, core)
 
     @engine_errors
     def on_load_example(self, choice: str | None, request: gr.Request) -> dict:
@@ -131,9 +133,13 @@ class LibraryHandlers(Area):
         path = projects.get(choice or "", next(iter(projects.values())))
         from owl_core.project.model import load_project
 
-        name = self.projects.unique_name(load_project(path, allow_external=True).name)
-        core = self.projects.import_file(path, name)  # "coins 2" next to "coins"
-        out = self._new(request, core)
+        # the tab's lock from the click to the switch: a reload of the page meanwhile (its
+        # address still names the project the tab leaves) waits for the switch
+        # (`TabSessions._flush_others`) and opens the example, not the project left behind
+        with self.session(request).lock:
+            name = self.projects.unique_name(load_project(path, allow_external=True).name)
+            core = self.projects.import_file(path, name)  # "coins 2" next to "coins"
+            out = self._new(request, core)
         s = self.session(request)
         with s.lock:
             out[self.c.status] = f"opened the example {md_text(repr(core.name))} as a new project"

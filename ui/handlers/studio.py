@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import gradio as gr
 
@@ -114,8 +115,13 @@ class Studio:
             return secret
 
     def session(self, request: gr.Request | None) -> Session:
-        """The browser tab's session (created on first use, or opened again from disk)."""
-        return self.store.get(tab_id(request), owner=user_of(request))
+        """The browser tab's session (created on first use, or opened again from disk). A tab
+        this server does not know (it was restarted under an open page) gets the project its
+        page shows (``?project=`` of the page's address), never a new empty one."""
+        tab = tab_id(request)
+        wanted = None if tab in self.store or self.store.tab_project(tab) \
+            else page_project(request)
+        return self.store.get(tab, wanted, owner=user_of(request))
 
     def touched(self, request: gr.Request | None) -> None:
         """After an event: tell the person once about a save that failed. (The save itself
@@ -145,6 +151,18 @@ class Studio:
         """Save every open project and delete the scratch folder (the server stops)."""
         self.store.close()
         self.work.close()
+
+
+def page_project(request: gr.Request | None) -> str | None:
+    """The project id in the address of the page that sent `request` (its ``Referer``: an
+    event's own URL is Gradio's queue, not the page)."""
+    headers = getattr(request, "headers", None) or {}
+    try:
+        referer = headers.get("referer") or ""
+    except Exception:  # noqa: BLE001 -- a request without readable headers names nothing
+        return None
+    values = parse_qs(urlsplit(str(referer)).query).get("project") or []
+    return values[0] if values and isinstance(values[0], str) else None
 
 
 def _close_at_exit(ref: weakref.ref) -> None:
