@@ -64,12 +64,12 @@ class LibraryHandlers(Area):
     def on_duplicate(self, request: gr.Request) -> dict:
         """A copy of the open project (saved first), opened in the tab."""
         s = self.session(request)
-        self.tabs.saver.flush(s)
-        with s.lock:
+        with s.lock:  # a reload meanwhile waits for it, then opens the copy
+            self.tabs.saver.flush(s)
             project_id, name = s.project_id, s.core.name
-        copy = self.projects.duplicate(project_id, f"{name} copy")
-        info(f"Duplicated {name!r}: you are now editing the copy.")
-        return self._new(request, copy)
+            copy = self.projects.duplicate(project_id, f"{name} copy")
+            info(f"Duplicated {name!r}: you are now editing the copy.")
+            return self._new(request, copy)
 
     @engine_errors
     def on_delete(self, project_id: str | None, request: gr.Request) -> dict:
