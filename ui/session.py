@@ -506,6 +506,9 @@ class TabSessions:
         #: project id -> the place of the last tab that closed on it (a reload comes back there)
         self._project_place: OrderedDict[str, dict[str, Any]] = self._read_places()
         self._lock = threading.Lock()
+        #: sessions dropped and still closing (a reloaded page's old tab finishing a switch:
+        #: the new tab waits for it, `_flush_others`)
+        self._closing: set[Session] = set()
         self._places_lock = threading.Lock()  # one writer of PLACES_FILE at a time
         self.restored = 0  # sessions opened again from disk after being dropped
 
@@ -526,6 +529,7 @@ class TabSessions:
                 self._sessions[session_id] = session
                 while len(self._sessions) > self.max_sessions:
                     evicted.append(self._sessions.popitem(last=False)[1])
+                    self._closing.add(evicted[-1])
                 fresh = True
             else:
                 fresh = False
@@ -560,11 +564,14 @@ class TabSessions:
         return touch
 
     def open_tab(self, session_id: str, project_id: str | None,
-                 owner: str | None = None) -> Session:
+                 owner: str | None = None, session: Session | None = None) -> Session:
         """Give the tab the project `project_id` (if it exists and is `owner`'s; else a new
-        project). Used by the page's load event and by Open / New / Duplicate / import."""
+        project). Used by the page's load event and by Open / New / Duplicate / import.
+        `session`: the tab's session the caller holds the lock of (it switches even when
+        the tab was dropped meanwhile: a reload of its page waits for it and follows)."""
         project_id = self._valid_id(project_id)
-        session = self.get(session_id, project_id, owner)
+        if session is None or session.closed:
+            session = self.get(session_id, project_id, owner)
         with session.lock:
             if session.core is None or (project_id is not None
                                         and project_id != session.project_id
@@ -659,7 +666,7 @@ class TabSessions:
         save still due) must be in what the new tab opens. A tab busy for longer than
         `FLUSH_WAIT_S` is left to its own save (never a deadlock)."""
         with self._lock:
-            others = [o for o in self._sessions.values()
+            others = [o for o in [*self._sessions.values(), *self._closing]
                       if o is not session and o.core is not None and o.project_id == project_id]
         place = None
         session.moved_from = {}
@@ -698,6 +705,8 @@ class TabSessions:
                         kept.popitem(last=False)
             session.compact()
             session.close()
+        with self._lock:
+            self._closing.discard(session)
         self._write_places()
 
     def _places_path(self) -> Path | None:
@@ -760,6 +769,8 @@ class TabSessions:
         """Save and forget a session (its project stays on disk); False if it was not there."""
         with self._lock:
             session = self._sessions.pop(session_id, None)
+            if session is not None:
+                self._closing.add(session)
         if session is None:
             return False
         self._close(session)

@@ -359,7 +359,8 @@ def test_an_event_of_a_tab_the_server_does_not_know_opens_the_page_s_project(stu
     assert {i.id for i in studio.projects.list()} == before  # no new empty project
 
 
-def test_a_reload_during_load_example_opens_the_example(studio, monkeypatch):
+@pytest.mark.parametrize("old_tab_unloaded", [False, True])
+def test_a_reload_during_load_example_opens_the_example(studio, monkeypatch, old_tab_unloaded):
     """The page reloads while "Load example project" is at work: its address still names the
     empty project the tab starts with. The reload waits for the switch and opens the example
     (it opened that empty project, and the example was left in the list)."""
@@ -380,6 +381,11 @@ def test_a_reload_during_load_example_opens_the_example(studio, monkeypatch):
     click = threading.Thread(target=studio.library.on_load_example, args=(None, request))
     click.start()
     assert started.wait(30)
+    if old_tab_unloaded:  # the old page went first (its unload waits for the click's work)
+        unload = threading.Thread(target=studio.on_unload, args=(request,))
+        unload.start()
+        while studio.store.peek("clicking") is not None:
+            unload.join(0.01)
     reloaded = tab("reloaded", empty)
     reload = threading.Thread(target=studio.on_load, args=(None, reloaded))
     reload.start()
@@ -387,6 +393,8 @@ def test_a_reload_during_load_example_opens_the_example(studio, monkeypatch):
     go.set()
     click.join(30)
     reload.join(30)
-    example = studio.session(request).project_id
-    assert example != empty and studio.session(reloaded).project_id == example
+    if old_tab_unloaded:
+        unload.join(30)
+    example = next(i.id for i in studio.projects.list() if i.name == "coins")
+    assert studio.session(reloaded).project_id == example
     assert not studio.projects.exists(empty)

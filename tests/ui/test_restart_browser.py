@@ -162,3 +162,26 @@ def test_reload_and_restart_come_back_to_the_place(browser, tmp_path, artifacts)
         assert not errors, f"JavaScript errors on the page: {errors}"
     finally:
         context.close()
+
+
+def test_a_reload_right_after_load_example_opens_the_example(browser, studio_app, artifacts):
+    """The person clicks "Load example project" and reloads at once (the address still names
+    the empty project the tab started with): the reload waits for the example to open and
+    shows it, and the empty project is gone (never a new empty one)."""
+    from conftest import open_tab
+
+    url, demo = studio_app
+    projects = demo.studio.projects
+    with open_tab(browser, url, VIEWPORT) as page:
+        empty = project_id(page)
+        with page.expect_request(lambda r: "queue/join" in r.url
+                                 and "coins" in (r.post_data or "")):
+            page.click("#load-example-project")
+        page.reload()  # right after the click reached the server
+        page.wait_for_function(DOWNLOADS_READY, timeout=60_000)
+        expect(page.locator("#legend")).to_contain_text("NOT coin")
+        expect(page.locator("#examples-gallery img")).to_have_count(1)
+        opened = project_id(page)
+        assert opened != empty and not projects.exists(empty)
+        assert projects.open(opened).name.startswith("coins")
+        page.screenshot(path=str(artifacts / "restart-reload-after-example.png"))

@@ -15,7 +15,7 @@ from ui.escape import error, info, md_text
 from ui.formats import bundled_projects
 from ui.handlers.common import Area, AreaContext, engine_errors, file_path, tab_id, user_of
 from ui.handlers.views import project_choices, project_updates
-from ui.session import NEW_PROJECT_CLASSES, TabSessions, safe_file_name
+from ui.session import NEW_PROJECT_CLASSES, Session, TabSessions, safe_file_name
 
 
 class LibraryHandlers(Area):
@@ -32,17 +32,22 @@ class LibraryHandlers(Area):
         self.tabs = tabs
         self.projects = projects
 
-    def _switch(self, request: gr.Request, project_id: str | None) -> dict:
-        s = self.tabs.open_tab(tab_id(request), project_id, owner=user_of(request))
+    def _switch(self, request: gr.Request, project_id: str | None,
+                held: Session | None = None) -> dict:
+        """Open `project_id` in the tab (`held`: the tab's session whose lock this event holds
+        since the click: the switch happens there even if the page went meanwhile, so its
+        reload follows it)."""
+        s = self.tabs.open_tab(tab_id(request), project_id, owner=user_of(request),
+                               session=held)
         with s.lock:
             return project_updates(self.c, s, self.projects)
 
-    def _new(self, request: gr.Request, core: Any) -> dict:
+    def _new(self, request: gr.Request, core: Any, held: Session | None = None) -> dict:
         """Open a project this request just made, as the logged-in user's."""
         user = user_of(request)
         if user is not None:
             self.projects.set_owner(core.folder.name, user)
-        return self._switch(request, core.folder.name)
+        return self._switch(request, core.folder.name, held)
 
     @engine_errors
     def on_open(self, project_id: str | None, request: gr.Request) -> dict:
@@ -56,9 +61,10 @@ class LibraryHandlers(Area):
     @engine_errors
     def on_new(self, request: gr.Request) -> dict:
         """A new, empty project."""
-        with self.session(request).lock:  # a reload meanwhile waits for it
+        s = self.session(request)
+        with s.lock:  # a reload meanwhile waits for it
             core = self.projects.create("my-project", classes=list(NEW_PROJECT_CLASSES))
-            return self._new(request, core)
+            return self._new(request, core, s)
 
     @engine_errors
     def on_duplicate(self, request: gr.Request) -> dict:
@@ -69,7 +75,7 @@ class LibraryHandlers(Area):
             project_id, name = s.project_id, s.core.name
             copy = self.projects.duplicate(project_id, f"{name} copy")
             info(f"Duplicated {name!r}: you are now editing the copy.")
-            return self._new(request, copy)
+            return self._new(request, copy, s)
 
     @engine_errors
     def on_delete(self, project_id: str | None, request: gr.Request) -> dict:
@@ -119,10 +125,11 @@ class LibraryHandlers(Area):
         path = file_path(file)
         if not path:
             return {}
-        with self.session(request).lock:  # a reload meanwhile waits for it
+        s = self.session(request)
+        with s.lock:  # a reload meanwhile waits for it
             core = self.projects.import_zip(path)
             info(f"Opened {core.name!r} from the zip as a new project.")
-            return self._new(request, core)
+            return self._new(request, core, s)
 
     @engine_errors
     def on_load_example(self, choice: str | None, request: gr.Request) -> dict:
@@ -136,10 +143,11 @@ class LibraryHandlers(Area):
         # the tab's lock from the click to the switch: a reload of the page meanwhile (its
         # address still names the project the tab leaves) waits for the switch
         # (`TabSessions._flush_others`) and opens the example, not the project left behind
-        with self.session(request).lock:
+        held = self.session(request)
+        with held.lock:
             name = self.projects.unique_name(load_project(path, allow_external=True).name)
             core = self.projects.import_file(path, name)  # "coins 2" next to "coins"
-            out = self._new(request, core)
+            out = self._new(request, core, held)
         s = self.session(request)
         with s.lock:
             out[self.c.status] = f"opened the example {md_text(repr(core.name))} as a new project"
