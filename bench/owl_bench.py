@@ -48,11 +48,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
-if str(ROOT / "bench") not in sys.path:
-    sys.path.insert(0, str(ROOT / "bench"))
 
-from timing import Clock
-
+from bench.timing import Clock
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.loading import OwlModel, clear_registry, load_model
 from owl_core.engine.predictor import OwlPredictor
