@@ -17,6 +17,9 @@ example), written with `owl_core`'s project library and opened in a fresh tab
 * ``undo``: a click on the examples' Undo -> the previous state on screen;
 * ``review_accept``: a grey box on the review canvas double-clicked, its class confirmed with
   Enter -> the review panel's text says it is a label (one grey box fewer).
+* ``phrase_edit``: a new phrase typed into the picked class's "describe it" field, Enter -> new
+  detections on screen (the phrase is embedded by the text tower on this edit: a new phrase
+  each time, the worst case; `phrase_edits`).
 
 "On screen" is read from the DOM: the preview's ``data-rev`` attribute when the page has one (a
 counter the browser-side preview raises on every redraw), else the preview pictures' ``src``.
@@ -281,6 +284,36 @@ def review_accept(p: Page, demo: Any) -> float | None:
     return t1 - t0
 
 
+#: Phrases typed by ``phrase_edit``, each new to the text cache (at most 14 characters: the
+#: tiny random model's tokenizer reads no more)
+EDIT_PHRASES = ["a coin", "a round coin", "a disc", "a metal coin", "a penny", "a token",
+                "a medal", "a button"]
+
+
+def phrase_edit(p: Page, phrase: str) -> float | None:
+    """Type `phrase` as the only phrase of the picked class, Enter -> the preview's first
+    change after the key press."""
+    field = p.page.locator("#describe-phrases textarea, #describe-phrases input").first
+    field.click()
+    p.page.keyboard.press("Control+A")
+    p.page.keyboard.type(phrase)
+    t0 = p.js("() => performance.now()")
+    p.page.keyboard.press("Enter")
+    t1 = p.first_change_after(t0)
+    p.settle()
+    return None if t1 is None else t1 - t0
+
+
+def phrase_edits(p: Page, repeats: int, log: Any) -> list[float | None]:
+    """`phrase_edit` `repeats` times, each with a phrase not typed before."""
+    out = []
+    for k in range(repeats):
+        out.append(attempt(log, "phrase_edit", phrase_edit, p,
+                           EDIT_PHRASES[k % len(EDIT_PHRASES)]))
+        log(f"  phrase_edit {k + 1}: {out[-1]}")
+    return out
+
+
 def attempt(log: Any, what: str, fn: Any, *args: Any) -> Any:
     """`fn(*args)`, or None when it failed (the page changed under the bench: say so, go on;
     a failure counts as "unchanged")."""
@@ -319,7 +352,8 @@ def run_size(browser: Any, url: str, demo: Any, project_id: str, args: argparse.
     page.wait_for_timeout(1000)
     p = Page(page, args.timeout)
     p.settle()
-    results: dict[str, list] = {"box_edit": [], "undo": [], "slider": [], "review_accept": []}
+    results: dict[str, list] = {"box_edit": [], "undo": [], "slider": [], "review_accept": [],
+                                "phrase_edit": []}
     requests: list[dict] = []
     actions = set(args.actions.split(","))
     if "box_edit" in actions or "undo" in actions:
@@ -347,6 +381,8 @@ def run_size(browser: Any, url: str, demo: Any, project_id: str, args: argparse.
             results["review_accept"].append(attempt(log, "review_accept", review_accept, p,
                                                     demo))
             log(f"  review_accept {k + 1}: {results['review_accept'][-1]}")
+    if "phrase_edit" in actions:
+        results["phrase_edit"] = phrase_edits(p, args.repeats, log)
     shot = ROOT / "test-artifacts" / f"studio_latency_{project_id}.png"
     shot.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(shot))
@@ -378,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=QUICK_SIZES,
                         help=f"comma-separated qNeM sizes (default {QUICK_SIZES})")
     parser.add_argument("--all", action="store_true", help=f"--sizes {ALL_SIZES}")
-    parser.add_argument("--actions", default="box_edit,undo,slider,review_accept")
+    parser.add_argument("--actions", default="box_edit,undo,slider,review_accept,phrase_edit")
     parser.add_argument("--repeats", type=int, default=6, help="times each action is done")
     parser.add_argument("--confidence", type=float, default=0.5,
                         help="the project's confidence (random weights score low)")
@@ -450,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'size':<10}{'action':<15}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'n':>4}"
           f"{'unch.':>6}  requests/drag")
     for size, data in report["sizes"].items():
-        for action in ("box_edit", "slider", "undo", "review_accept"):
+        for action in ("box_edit", "slider", "undo", "review_accept", "phrase_edit"):
             row = data.get(action)
             if not row:
                 continue

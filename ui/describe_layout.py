@@ -11,28 +11,30 @@ import gradio as gr
 
 from owl_core.params import COMBINE_MODES
 
-DESCRIBE_HELP = ("Words find objects before any box is drawn (OWLv2 reads text). Separate "
-                 "phrases with ';'. Boxes refine them.")
+#: The describe field's placeholder (its label is hidden: the row must stay one line high, so
+#: the example canvas stays on the first screen at 1280x720).
+DESCRIBE_PLACEHOLDER = "Describe it in words, e.g. a coin; a round coin"
 
 
 def build_describe(c: Any) -> None:
-    """The describe row (inside the examples column, under the class row)."""
-    with gr.Group(elem_id="describe"):
-        with gr.Row(equal_height=True):
-            c.phrases = gr.Textbox(label="Describe it", lines=1, max_lines=1, scale=3,
-                                   placeholder="e.g. a coin; a round metal coin",
-                                   info=DESCRIBE_HELP, elem_id="describe-phrases")
-            c.negative_phrases = gr.Textbox(label="Not this", lines=1, max_lines=1, scale=2,
-                                            placeholder="e.g. a button",
-                                            info="Look-alikes the class must not find.",
-                                            elem_id="describe-negative")
-        with gr.Row(equal_height=True):
-            c.use_class_names = gr.Button("Use the class names as phrases", size="sm",
-                                          scale=0, min_width=220, elem_id="use-class-names")
-            c.combine = gr.Radio(list(COMBINE_MODES), value="max",
-                                 label="Phrases + boxes", scale=1,
-                                 info="max: best of phrases and boxes; fused: one blend "
-                                      "per class", elem_id="combine")
+    """The describe row (inside the examples column, under the class row): one line."""
+    with gr.Row(equal_height=True, elem_id="describe"):
+        c.phrases = gr.Textbox(label="Describe it", show_label=False, container=False,
+                               lines=1, max_lines=1, scale=3, min_width=160,
+                               placeholder=DESCRIBE_PLACEHOLDER, elem_id="describe-phrases")
+        c.negative_phrases = gr.Textbox(label="Not this", show_label=False, container=False,
+                                        lines=1, max_lines=1, scale=2, min_width=110,
+                                        placeholder="Not this: e.g. a button",
+                                        elem_id="describe-negative")
+        c.use_class_names = gr.Button("Use the class names as phrases", size="sm", scale=0,
+                                      min_width=120, elem_id="use-class-names")
+
+
+def build_combine(c: Any) -> None:
+    """How phrases and boxes combine (in the preview options)."""
+    c.combine = gr.Radio(list(COMBINE_MODES), value="max", label="Phrases + boxes",
+                         info="max: the best of a class's phrases and boxes; fused: one "
+                              "blend per class (Kaul et al. 2023)", elem_id="combine")
 
 
 def wire_describe(studio: Any, c: Any, refreshed: Any, refresh_out: list, quiet: dict) -> None:

@@ -33,7 +33,7 @@ from owl_core.rest.body_limit import BodyLimitMiddleware
 from ui import connection
 from ui import labels as L
 from ui.data_dir import build_data_dir_row, wire_data_dir
-from ui.describe_layout import build_describe, wire_describe
+from ui.describe_layout import build_combine, build_describe, wire_describe
 from ui.file_access import UserFilesMiddleware
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
@@ -307,6 +307,7 @@ def build_demo(model: Any, config: StudioConfig | None = None, *,
                                                                       DEFAULT_MATCH_THRESHOLD),
                                     info="IoU a drawn box needs with a predicted box",
                                     elem_id="match-threshold")
+                            build_combine(c)  # phrases + boxes: max / fused
                         c.counts = gr.Dataframe(headers=["image", "object", "total"],
                                                 label="Detections per class",
                                                 interactive=False, elem_id="counts")

@@ -35,7 +35,10 @@ def studio(tiny_model, tmp_path):
     config = StudioConfig(work_dir=str(tmp_path / "work"), embed_batch_size=2)
     studio = Studio(tiny_model, config, make_predictor=lambda: SpyPredictor(tiny_model))
     build_demo(tiny_model, config, studio=studio)
-    return studio
+    try:
+        yield studio
+    finally:
+        studio.close()  # saves and stops the saver before the folder goes
 
 
 def _upload(studio, tmp_path, request, *, example: bool = False):

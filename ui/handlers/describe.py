@@ -55,11 +55,14 @@ class DescribeHandlers(Area):
         core = s.core
         return {
             self.c.phrases: gr.update(value=join_phrases(core.phrases.get(cls, ())),
-                                      label=f"Describe it: words for {cls!r}" if cls
-                                      else "Describe it", interactive=bool(cls)),
+                                      label=f"Describe {cls!r}" if cls else "Describe it",
+                                      placeholder=f"Describe {cls!r} in words, e.g. a coin; "
+                                                  "a round coin" if cls else "Add a class first",
+                                      interactive=bool(cls)),
             self.c.negative_phrases: gr.update(
                 value=join_phrases(core.negative_phrases.get(cls, ())),
-                label=f"Not {cls!r}: words for look-alikes" if cls else "Not this",
+                label=f"Not {cls!r}" if cls else "Not this",
+                placeholder=f"Not {cls!r}: e.g. a button" if cls else "",
                 interactive=bool(cls)),
             self.c.combine: core.settings.combine,
         }
