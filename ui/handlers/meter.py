@@ -160,7 +160,8 @@ class MeterHandlers(Area):
         if s.core is None or s.predictor is None:
             return "No project open."
         if len(s.predictor.exemplars) == 0:
-            return "Draw an example box first: the meter grades the prompt."
+            return ("Draw an example box or describe a class in words first: the meter grades "
+                    "the prompt.")
         items = [r for r in s.core.images if r.status == "done"]
         if not items:
             return ("No reviewed images yet. Review a query image below (accept, reject, draw) "

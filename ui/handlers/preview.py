@@ -419,7 +419,8 @@ class PreviewHandlers(Area):
         elif waiting:
             text = ""
         else:
-            text = "No boxes yet. Draw one on the example image."
+            text = ("No boxes yet. Draw one on the example image, or describe the class in "
+                    "words (Describe it).")
         if waiting:
             text += (("\n\n" if text else "") + f"⏳ {waiting} box{'es' if waiting != 1 else ''}"
                      " on an image still being embedded: shown here when it is ready.")
