@@ -70,6 +70,8 @@ def test_area_xyxy(box, expected):
     (BOX, (10, 90, 50, 99), 0.0),              # apart in y
     ((0, 0, 0, 0), (0, 0, 0, 0), 0.0),         # no area: 0, not a division by zero
     (BOX, (20, 30, 40, 60), 600 / 2400),       # one inside the other
+    ((0, 0, 0.5, 0.5), (0, 0, 0.5, 0.5), 1.0),  # normalised boxes: a union under 1 is fine
+    ((0, 0, 0.5, 0.5), (0, 0, 0.25, 0.5), 0.5),
 ])
 def test_iou_xyxy(a, b, expected):
     assert iou_xyxy(a, b) == pytest.approx(expected)

@@ -156,6 +156,7 @@ def test_known_sources_fills_blanks_for_foreign_rows():
     assert ex.known_sources() == (ExemplarSource("", (0.0, 0.0, 0.0, 0.0), "b", True, 0.0),
                                   ExemplarSource("", (0.0, 0.0, 0.0, 0.0), "a", False, 0.0))
     assert ex.text_mask().tolist() == [False, False] and ex.phrases() == ()
+    assert ex.text_mask().dtype == torch.bool  # a mask: `positive & text` needs bools
     with_sources = Exemplars(("a",), rows(1), torch.tensor([0]), torch.tensor([False]),
                              (src("h", "a"),))
     assert with_sources.known_sources() == (src("h", "a"),)
@@ -168,7 +169,7 @@ def test_phrases_and_text_mask_follow_the_sources():
     assert both.class_names == ("a", "b")
     assert both.class_ids.tolist() == [0, 1] and both.negative.tolist() == [False, True]
     assert both.embeds.dtype == torch.float32
-    assert both.text_mask().tolist() == [False, True]
+    assert both.text_mask().tolist() == [False, True] and both.text_mask().dtype == torch.bool
     assert both.phrases() == (phrase,)
     assert both.sources[1] == ExemplarSource("", (0.0, 0.0, 0.0, 0.0), "b", True, 0.0,
                                              "a red cup")

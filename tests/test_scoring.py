@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from owl_core.engine.embedding import ImageEmbeddings
 from owl_core.engine.matching import Exemplars
-from owl_core.engine.scoring import class_scores, detect, detect_many
+from owl_core.engine.scoring import DetectionResult, class_scores, detect, detect_many
 
 D = 8
 
@@ -144,6 +144,36 @@ def test_output_in_pixels_clipped_and_json_shape():
     assert pred["class"] == "x" and pred["class_id"] == 0
     det = res.to_supervision()
     assert det.data["class_name"].tolist() == ["x"] and len(det) == 1
+
+
+def two_detections() -> DetectionResult:
+    return DetectionResult(xyxy=np.array([[10, 20, 50, 80], [0, 0, 4, 2]], np.float32),
+                           confidence=np.array([0.9, 0.25], np.float32),
+                           class_id=np.array([1, 0], np.int64), class_names=("cup", "coin"),
+                           image_size=(200, 100))
+
+
+def test_json_is_the_reference_response_field_for_field():
+    """Roboflow's response keys and values: a renamed or dropped key breaks every client."""
+    out = two_detections().to_json()
+    assert out == {"image": {"width": 200, "height": 100}, "predictions": [
+        {"x": 30.0, "y": 50.0, "width": 40.0, "height": 60.0, "confidence": pytest.approx(0.9),
+         "class": "coin", "class_id": 1},
+        {"x": 2.0, "y": 1.0, "width": 4.0, "height": 2.0, "confidence": 0.25,
+         "class": "cup", "class_id": 0}]}
+    assert two_detections().counts() == {"cup": 1, "coin": 1}
+
+
+def test_supervision_detections_carry_every_field_with_its_dtype():
+    det = two_detections().to_supervision()
+    assert det.xyxy.dtype == np.float32 and det.xyxy.shape == (2, 4)
+    np.testing.assert_array_equal(det.xyxy[1], [0, 0, 4, 2])
+    assert det.confidence.dtype == np.float32 and det.confidence.tolist() == [
+        pytest.approx(0.9), 0.25]
+    assert np.issubdtype(det.class_id.dtype, np.integer) and det.class_id.tolist() == [1, 0]
+    assert det.data["class_name"].tolist() == ["coin", "cup"]
+    empty = DetectionResult.empty(("cup",), (10, 10)).to_supervision()
+    assert len(empty) == 0 and empty.xyxy.shape == (0, 4)
 
 
 @pytest.mark.parametrize("kwargs,match", [
