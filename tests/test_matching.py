@@ -151,6 +151,17 @@ def test_empty_exemplars():
     assert empty.negative.dtype == torch.bool and empty.sources == ()
 
 
+def test_to_moves_every_tensor_and_keeps_the_rest():
+    ex = Exemplars(("a", "b"), rows(1, 2), torch.tensor([1, 0]), torch.tensor([True, False]),
+                   (src("h", "b", True), src("h", "a")))
+    moved = ex.to("meta")
+    assert {t.device.type for t in (moved.embeds, moved.class_ids, moved.negative)} == {"meta"}
+    assert moved.class_names == ex.class_names and moved.sources == ex.sources
+    back = ex.to("cpu")
+    assert torch.equal(back.embeds, ex.embeds) and torch.equal(back.class_ids, ex.class_ids)
+    assert torch.equal(back.negative, ex.negative)
+
+
 def test_known_sources_fills_blanks_for_foreign_rows():
     ex = Exemplars(("a", "b"), rows(1, 2), torch.tensor([1, 0]), torch.tensor([True, False]))
     assert ex.known_sources() == (ExemplarSource("", (0.0, 0.0, 0.0, 0.0), "b", True, 0.0),

@@ -253,17 +253,22 @@ def test_boxes_wholly_in_the_padding_are_never_reported_nor_suppress():
     assert res.counts() == {"x": 1}
 
 
-def test_detect_many_equals_detect_per_image():
+@pytest.mark.parametrize("images, mode", [
+    (3, "reference"),
+    (1, "reference"),    # one image: nothing past the first is looked at
+    (2, "calibrated"),   # the score mode reaches every image
+])
+def test_detect_many_equals_detect_per_image(images, mode):
     g = torch.Generator().manual_seed(3)
     embs = [make_emb([F.normalize(torch.randn(D, generator=g), dim=0) for _ in range(12)],
-                     size=(200, 200)) for _ in range(3)]
+                     size=(200, 200), shift=0.5, scale=4.0) for _ in range(images)]
     rows = [(F.normalize(torch.randn(D, generator=g), dim=0), i % 2, i % 3 == 2)
             for i in range(7)]
     ex = make_ex(["a", "b"], rows)
-    many = detect_many(embs, ex, confidence=0.55, iou_threshold=0.3)
-    assert len(many) == 3 and sum(len(r) for r in many) > 0
+    many = detect_many(embs, ex, confidence=0.55, iou_threshold=0.3, mode=mode)
+    assert len(many) == images and sum(len(r) for r in many) > 0
     for emb, got in zip(embs, many, strict=True):
-        want = detect(emb, ex, confidence=0.55, iou_threshold=0.3)
+        want = detect(emb, ex, confidence=0.55, iou_threshold=0.3, mode=mode)
         assert np.array_equal(got.xyxy, want.xyxy)
         assert np.array_equal(got.confidence, want.confidence)
         assert np.array_equal(got.class_id, want.class_id)
