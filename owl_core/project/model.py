@@ -1300,7 +1300,7 @@ def _check_disk(project: Project, state: _JournalState) -> None:
             "program since this one read it; not saved over it. Reload to continue from the "
             "saved project.")
     state.generation += 1  # a compaction under way was made for the old journal: void
-    state.seq = read.lines[-1][0] if read.lines else _file_seq(state.folder)
+    state.seq = max(read.lines[-1][0] if read.lines else 0, _file_seq(state.folder))
     state.size, state.ends = read.valid_bytes, list(read.ends)
     state.file_bytes = stamp[0][1] if stamp[0] else 0
     state.stamp = stamp
