@@ -37,13 +37,19 @@ def build_combine(c: Any) -> None:
                               "blend per class (Kaul et al. 2023)", elem_id="combine")
 
 
+def shown(studio: Any, c: Any, quiet: dict) -> dict:
+    """The event that shows the picked class's phrases and the combine mode (chained after a
+    project is opened, and on every change of the picked class)."""
+    return dict(fn=studio.describe.on_show, inputs=None,
+                outputs=[c.phrases, c.negative_phrases, c.combine], **quiet)
+
+
 def wire_describe(studio: Any, c: Any, refreshed: Any, refresh_out: list, quiet: dict) -> None:
     """Each edit answers with the preview itself (as a box edit does); `refreshed` chains the
     downloads and counts."""
     fields = [c.phrases, c.negative_phrases, c.combine]
     edit = {**quiet, "show_progress": "minimal", "show_progress_on": [c.preview]}
-    gr.on([c.class_pick.change, c.project_state.change, c.project_name.change],
-          studio.describe.on_show, None, fields, **quiet)
+    c.class_pick.change(**shown(studio, c, quiet))  # a project opened: `ui.layout.opened`
     for field, fn in ((c.phrases, studio.describe.on_phrases),
                       (c.negative_phrases, studio.describe.on_negative_phrases)):
         refreshed(gr.on([field.submit, field.blur], fn, field, fields + refresh_out,

@@ -33,7 +33,7 @@ from owl_core.rest.body_limit import BodyLimitMiddleware
 from ui import connection
 from ui import labels as L
 from ui.data_dir import build_data_dir_row, wire_data_dir
-from ui.describe_layout import build_combine, build_describe, wire_describe
+from ui.describe_layout import build_combine, build_describe, shown, wire_describe
 from ui.file_access import UserFilesMiddleware
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
@@ -382,6 +382,7 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
         """URL, then the preview of what is embedded already, then the embedding step and
         the preview again."""
         url = dep.then(None, c.project_state, None, js=SET_URL_JS, **quiet)
+        url.then(**shown(studio, c, quiet))  # the project's phrases (ui.describe_layout)
         return refreshed(url.then(**refresh).then(**embed))
 
     demo.load(None, None, None, js=KEEP_SCROLL_JS, **quiet)

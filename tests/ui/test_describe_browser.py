@@ -2,7 +2,8 @@
 only, one click on "Use the class names as phrases", then a phrase typed for the class, show
 detections in the preview without any box drawn; the box diagnostics list the phrase with the
 detections it wins; a phrase the model can't read is refused with the engine's message, shown
-as text. Driven with the mouse and keys at 1280x720.
+as text; a reload shows the project's phrases again. Driven with the mouse and keys at
+1280x720.
 
 Screenshots: test-artifacts/describe_*.png."""
 
@@ -70,3 +71,7 @@ def test_a_typed_phrase_previews_without_a_box(browser, studio_app, artifacts):
         assert "<b>a very long phrase</b>" in toast.first.inner_text()
         page.screenshot(path=str(artifacts / "describe_bad_phrase.png"))
         assert any("“a cat”" in r for r in rows_of(page, "#diag-table"))  # nothing changed
+
+        # a reload opens the project again with its phrases in the field
+        page.reload()
+        expect(page.locator(PHRASES).first).to_have_value("a cat", timeout=60_000)
