@@ -38,7 +38,7 @@ from ui.file_access import UserFilesMiddleware
 from ui.formats import ASSETS_DIR, bundled_images, bundled_projects
 from ui.handlers import DIAG_HEADERS, Studio, StudioConfig
 from ui.handlers.preview import MATCH_THRESHOLD_RANGE
-from ui.preview_view import EDIT_JS, preview_view
+from ui.preview_view import preview_view
 from ui.review_layout import build_example_history, build_review_panel, wire_review
 
 CSS = """
@@ -400,15 +400,12 @@ def _wire(demo: gr.Blocks, studio: Studio, c: Any) -> None:
     opened(c.load_project.click(studio.library.on_load_example, c.project_choice, project_out,
                                 **quiet))
 
-    # the annotator: every edit updates the preview. Its change event runs in the page only
-    # (EDIT_JS); the preview view's script sends the box list alone (not the picture), once
-    # the label dialog is closed, as its `edit` event, one at a time; the answer is the
-    # preview alone, the diagnostics (a server-drawn picture), downloads and counts follow
-    c.annotator.change(None, c.annotator, None, js=EDIT_JS, **quiet)
-    c.preview.edit(studio.boxes.on_edit, None, class_out + [c.preview],
-                   trigger_mode="multiple", **quiet).then(
-        studio.boxes.on_diagnostics, None, refresh_out[1:], **quiet).then(
-        **downloads).then(**counts)
+    # the annotator: every edit updates the preview
+    c.annotator.change(studio.boxes.on_boxes_edited, [c.annotator] + settings,
+                       class_out + refresh_out, preprocess=False,
+                       trigger_mode="always_last", show_progress="minimal",
+                       show_progress_on=[c.preview], **_private()).then(**downloads).then(
+        **counts)
     refreshed(c.annotator.upload(studio.images.on_annotator_upload, c.annotator,
                                  [c.examples_gallery, c.annotator, c.status],
                                  preprocess=False, **quiet).then(**embed))

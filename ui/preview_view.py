@@ -293,101 +293,9 @@ document.addEventListener('input', (e) => {
 document.addEventListener('change', (e) => {
   if (e.target && e.target.closest && e.target.closest('#show-labels')) draw();
 }, true);
-// ---- the example annotator's edits (see EDIT_JS): one `edit` event at a time, the newest box
-// list only, never while its label dialog is open (the preview then uses the class the person
-// ends up with); the answer comes back as this view's value with `ack` = the edit's number.
-// Answers are kept per box list (`answers`), so an undo back to a list seen before is drawn
-// at once from here, before the server's answer (the same detections) arrives.
-const edits = {latest: null, sent: null, inflight: null, seq: 0, timer: null, image: null,
-               local: null, expect: null, keys: new Map()};
-const answers = new Map();
-const boxKey = (v) => JSON.stringify([(v.image || {}).path || '', (v.boxes || []).map(
-  (b) => [b.xmin, b.ymin, b.xmax, b.ymax, b.label || ''])]);
-const dialogOpen = () => !!document.querySelector('#annotator #model-box-edit');
-function pump() {
-  clearTimeout(edits.timer);
-  const v = edits.latest;
-  if (!v || !v.image || edits.inflight !== null) return;
-  if (dialogOpen()) { edits.timer = setTimeout(pump, 30); return; }
-  // a box without a label is being drawn (the component reports it from the mouse-down on)
-  // or waits for its class in the dialog: its list is sent once the dialog gave it one
-  if ((v.boxes || []).some((b) => !String(b.label || '').trim())) return;
-  const key = boxKey(v);
-  if (key === edits.sent) return;
-  edits.sent = key;
-  const im = v.image;
-  if (im.path !== edits.image) { edits.image = im.path; answers.clear(); }
-  remember(v, key);
-  const seq = edits.inflight = ++edits.seq;
-  edits.keys.set(seq, key);
-  const known = answers.get(key);
-  if (known && props.value && known.start === props.value.start) {
-    edits.local = known;
-    props.value = known;
-  }
-  trigger('edit', {seq, image: {path: im.path || '', orig_name: im.orig_name || ''},
-                   boxes: (v.boxes || []).map((b) => ({xmin: b.xmin, ymin: b.ymin, xmax: b.xmax,
-                     ymax: b.ymax, label: b.label || '', color: b.color || ''}))});
-  setTimeout(() => { if (edits.inflight === seq) { edits.inflight = null; pump(); } }, 15000);
-}
-// ---- undo / redo of the example annotator, in the page: per example image the box lists it
-// went through (`remember`, each one sent above); a step hands the annotator the list before
-// (after) it, whose detections `answers` usually holds
-const history = new Map();
-const copy = (v) => JSON.parse(JSON.stringify(v));
-function remember(v, key) {
-  const path = v.image.path || '';
-  if (!history.has(path)) {
-    if (history.size >= 200) history.delete(history.keys().next().value);
-    history.set(path, {done: [], undone: []});
-  }
-  const h = history.get(path);
-  if (edits.expect === key) { edits.expect = null; return; }  // an undo / redo arriving
-  if (h.done.length && h.done[h.done.length - 1].key === key) return;
-  h.done.push({key, value: copy(v)});
-  if (h.done.length > 100) h.done.shift();
-  h.undone = [];
-}
-window.__owlExamplesStep = (v, back) => {
-  const h = v && v.image ? history.get(v.image.path || '') : null;
-  if (!h || dialogOpen()) return v;
-  let target = null;
-  if (back && h.done.length > 1) {
-    h.undone.push(h.done.pop());
-    target = h.done[h.done.length - 1];
-  }
-  if (!back && h.undone.length) { target = h.undone.pop(); h.done.push(target); }
-  if (!target) return v;
-  edits.expect = target.key;
-  return copy(target.value);
-};
-window.__owlEditBoxes = (v) => {
-  edits.latest = v;
-  requestAnimationFrame(pump);
-};
-watch('value', () => {
-  const v = props.value;
-  if (v && v.ack !== undefined && v.ack !== null) {
-    const key = edits.keys.get(v.ack);
-    edits.keys.delete(v.ack);
-    if (key) {
-      const {ack, ...plain} = v;
-      if (answers.size >= 64) answers.delete(answers.keys().next().value);
-      answers.set(key, plain);
-    }
-    if (v.ack === edits.inflight) { edits.inflight = null; pump(); }
-  } else if (v !== edits.local) {
-    answers.clear();  // another input of the prompt changed (settings, classes, images)
-  }
-  localConf = null;
-  draw();
-});
+watch('value', () => { localConf = null; draw(); });
 draw();
 """
-
-#: The example annotator's change event (no server call): hands its value to the preview view's
-#: script, which sends the box list when the label dialog is closed.
-EDIT_JS = "(v) => { if (window.__owlEditBoxes) window.__owlEditBoxes(v); return []; }"
 
 
 def picture_url(block: gr.blocks.Block, path: str) -> str:
@@ -402,9 +310,3 @@ def preview_view(**kwargs: Any) -> gr.HTML:
     `gr.HTML` (elem_id, label, ...). Its ``select`` event carries the clicked image's index."""
     return gr.HTML(None, html_template=HTML_TEMPLATE, css_template=CSS_TEMPLATE,
                    js_on_load=JS_ON_LOAD, apply_default_css=False, **kwargs)
-
-
-#: The examples' ↶ / ↷ buttons (and Ctrl+Z / Ctrl+Shift+Z): the step is taken in the page (see
-#: the preview view's script), no server call; the annotator's change then sends the box list.
-UNDO_EXAMPLES_JS = "(v) => window.__owlExamplesStep ? window.__owlExamplesStep(v, true) : v"
-REDO_EXAMPLES_JS = "(v) => window.__owlExamplesStep ? window.__owlExamplesStep(v, false) : v"

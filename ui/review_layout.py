@@ -13,7 +13,6 @@ from owl_core.project.dataset_export import DATASET_FORMATS
 from ui import image_list as IL
 from ui.annotator_scripts import install_annotator_scripts
 from ui.handlers.meter import METER_HEADERS
-from ui.preview_view import REDO_EXAMPLES_JS, UNDO_EXAMPLES_JS
 
 #: The meter's columns share its width (class, P, R, F1, AP@50, TP, FP, FN): at 1280 px each
 #: gets what its numbers need and FN is not cut off.
@@ -201,15 +200,15 @@ def wire_review(demo: gr.Blocks, studio: Any, c: Any, settings: list, refresh: d
     c.apply_suggested.click(m.on_apply_suggested, None, c.confidence, **quiet).then(
         **refresh).then(**downloads).then(**counts).then(**meter)
     h = studio.history
-    # the examples' steps are recorded by their edit event (`ui.handlers.boxes.on_edit`)
+    c.annotator.change(h.on_examples_changed, c.annotator, None, preprocess=False,
+                       trigger_mode="always_last", **quiet)
     c.review_annotator.change(h.on_review_changed, c.review_annotator, None,
                               preprocess=False, trigger_mode="always_last", **quiet)
     # undo / redo read the annotator's value at the click (see ui.handlers.history)
-    for button, fn, target in ((c.undo_review, h.on_undo_review, c.review_annotator),
+    for button, fn, target in ((c.undo_examples, h.on_undo_examples, c.annotator),
+                               (c.redo_examples, h.on_redo_examples, c.annotator),
+                               (c.undo_review, h.on_undo_review, c.review_annotator),
                                (c.redo_review, h.on_redo_review, c.review_annotator)):
         button.click(fn, target, target, preprocess=False, **quiet)
-    # the examples' steps are taken in the page (`ui.preview_view`): no round trip
-    c.undo_examples.click(None, c.annotator, c.annotator, js=UNDO_EXAMPLES_JS, **quiet)
-    c.redo_examples.click(None, c.annotator, c.annotator, js=REDO_EXAMPLES_JS, **quiet)
     c.export_dataset.click(m.on_export_dataset, [c.dataset_format, c.dataset_unreviewed],
                            c.dataset_file, api_visibility="private")

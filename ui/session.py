@@ -66,7 +66,6 @@ class TabView:
         pending_removal: the class whose removal the page asked to confirm.
         review_image: id of the image the review panel shows.
         preview_page: the preview's page (0-based).
-        pager: the text under the preview ("Images 13-24 of 300") of its last refresh.
     """
 
     current: str | None = None
@@ -76,7 +75,6 @@ class TabView:
     pending_removal: str | None = None
     review_image: str | None = None
     preview_page: int = 0
-    pager: str = ""
 
     def place(self) -> dict[str, Any]:
         """Where the person is in the project (what a reload brings back)."""

@@ -152,20 +152,18 @@ class PreviewHandlers(Area):
             s.core.set_settings(params)
         s.view.show_examples = bool(show_examples)
 
-    def refresh(self, s: Session, what: str = "refresh", diagnostics: bool = True) -> dict:
+    def refresh(self, s: Session, what: str = "refresh") -> dict:
         """The preview page, its pager and the diagnostics for the session's current state
         (call under ``s.lock``); only outputs whose value changed are returned.
 
         Only the images on the preview's page are detected, drawn and sent: an edit costs the
         same with 10 or 10,000 query images (the per-class counts follow in their own event,
-        `on_counts`). With `diagnostics` False only the preview is made (a box edit: the pager
-        and the diagnostics, whose snapped-box picture is drawn on the server, follow in
-        `on_diagnostics` once the new detections are on screen)."""
+        `on_counts`)."""
         timer = StageTimer(what)
         s.predictor.match_threshold = float(s.settings.match_threshold)
         training, origin, waiting = embedded_training_data(s)
         with timer.stage("set_examples"):
-            self.prepare(s, training)
+            report = self.prepare(s, training)
         items = self._preview_items(s)
         pages = max(1, -(-len(items) // PREVIEW_PAGE_SIZE))
         s.view.preview_page = min(max(0, s.view.preview_page), pages - 1)
@@ -177,7 +175,7 @@ class PreviewHandlers(Area):
                           current.id if current else None, waiting, start, len(items)],
                          default=str)
         if key == s.preview_key:
-            return self.diagnostics(s, timer) if diagnostics else {}
+            return {}
         with timer.stage("detect", len(shown)):
             floor = min(float(s.settings.confidence), PREVIEW_FLOOR)
             results = self.floor_results_for(s, shown, floor, training)
@@ -189,25 +187,12 @@ class PreviewHandlers(Area):
             s.selected_preview = min(s.selected_preview, len(shown) - 1)
         out: dict = {}
         self._send(s, out, self.c.preview, "preview", value)
-        s.view.pager = pager_text(start, len(shown), len(items))
-        if diagnostics:
-            out.update(self.diagnostics(s, timer))
-        timer.report()
-        return out
-
-    def diagnostics(self, s: Session, timer: StageTimer | None = None) -> dict:
-        """The pager text and the box diagnostics of the last `refresh` (call under
-        ``s.lock``); only what changed since they were last sent."""
-        timer = timer or StageTimer("diagnostics")
-        out: dict = {}
-        if s.report is None:
-            return out
-        _, origin, waiting = embedded_training_data(s)
-        self._send(s, out, self.c.preview_page, "preview_page", s.view.pager)
+        self._send(s, out, self.c.preview_page, "preview_page",
+                   pager_text(start, len(shown), len(items)))
         with timer.stage("diagnostics"):
-            shown = [r for r in map(s.record, s.preview_items) if r is not None]
-            out.update(self._diagnostics(s, s.report, origin, waiting, timer,
-                                         prompt_wins(s, shown)))
+            wins = prompt_wins(s, shown)
+            out.update(self._diagnostics(s, report, origin, waiting, timer, wins))
+        timer.report()
         return out
 
     @staticmethod

@@ -101,7 +101,6 @@ class Studio:
         self.review = ReviewHandlers(ctx, self.preview)
         self.meter = MeterHandlers(ctx, self.preview)
         self.history = HistoryHandlers(ctx, self.review)
-        self.boxes.history = self.history  # an edit of the examples is one undo step
 
     @property
     def browser_secret(self) -> str:
