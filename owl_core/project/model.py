@@ -190,43 +190,36 @@ class Rejection:
         return {"xyxy": list(self.xyxy), "cls": self.cls, "confidence": self.confidence}
 
 
-def _rejection(value: Any, where: str) -> Rejection:
-    if isinstance(value, Rejection):
+def _box_record(kind: type, what: str, fields: str, value: Any, where: str,
+                build: Any) -> Any:
+    """`value` as a `kind` (a Prompt, Label or Rejection): kept when it is one already, else
+    built from its mapping by `build`; any problem is a ProjectError naming `where`."""
+    if isinstance(value, kind):
         return value
     if not isinstance(value, Mapping):
-        raise _fail(where, f"a rejected detection must be {{'xyxy', 'cls', 'confidence'}}, got "
-                           f"{type(value).__name__}.")
+        raise _fail(where, f"{what} must be {{{fields}}}, got {type(value).__name__}.")
     try:
-        return Rejection(tuple(value.get("xyxy") or ()), value.get("cls"),
-                         value.get("confidence", 0.0))
+        return build(value)
     except ProjectError as exc:
         raise _fail(where, str(exc)) from None
+
+
+def _rejection(value: Any, where: str) -> Rejection:
+    return _box_record(Rejection, "a rejected detection", "'xyxy', 'cls', 'confidence'", value,
+                       where, lambda v: Rejection(tuple(v.get("xyxy") or ()), v.get("cls"),
+                                                  v.get("confidence", 0.0)))
 
 
 def _prompt(value: Any, where: str) -> Prompt:
-    if isinstance(value, Prompt):
-        return value
-    if not isinstance(value, Mapping):
-        raise _fail(where, f"a prompt must be {{'xyxy', 'cls', 'negative'}}, got "
-                           f"{type(value).__name__}.")
-    try:
-        return Prompt(tuple(value.get("xyxy") or ()), value.get("cls"),
-                      _flag(value.get("negative", False), where))
-    except ProjectError as exc:
-        raise _fail(where, str(exc)) from None
+    return _box_record(Prompt, "a prompt", "'xyxy', 'cls', 'negative'", value, where,
+                       lambda v: Prompt(tuple(v.get("xyxy") or ()), v.get("cls"),
+                                        _flag(v.get("negative", False), where)))
 
 
 def _label(value: Any, where: str) -> Label:
-    if isinstance(value, Label):
-        return value
-    if not isinstance(value, Mapping):
-        raise _fail(where, f"a label must be {{'xyxy', 'cls', 'source', 'confidence'}}, got "
-                           f"{type(value).__name__}.")
-    try:
-        return Label(tuple(value.get("xyxy") or ()), value.get("cls"),
-                     value.get("source", "drawn"), value.get("confidence"))
-    except ProjectError as exc:
-        raise _fail(where, str(exc)) from None
+    return _box_record(Label, "a label", "'xyxy', 'cls', 'source', 'confidence'", value, where,
+                       lambda v: Label(tuple(v.get("xyxy") or ()), v.get("cls"),
+                                       v.get("source", "drawn"), v.get("confidence")))
 
 
 # ------------------------------------------------------------------------------- images
