@@ -137,3 +137,21 @@ def coins_copy(tmp_path) -> Path:
     target = tmp_path / "coins-upload.png"
     shutil.copyfile(ASSETS / "images" / "coins.png", target)
     return target
+
+
+@pytest.fixture()
+def spy_studio(tiny_model, tmp_path):
+    """A `Studio` whose tabs get `SpyPredictor`s (to count the engine's calls), with its
+    components built (the handlers address them); closed after the test, so its saver stops
+    before the temporary folder goes."""
+    from spies import SpyPredictor
+
+    from ui import Studio, StudioConfig, build_demo
+
+    config = StudioConfig(work_dir=str(tmp_path / "work"), embed_batch_size=2)
+    studio = Studio(tiny_model, config, make_predictor=lambda: SpyPredictor(tiny_model))
+    build_demo(tiny_model, config, studio=studio)
+    try:
+        yield studio
+    finally:
+        studio.close()

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
-from spies import SpyPredictor
 
 from owl_core.engine import text as text_module
 from owl_core.engine.prompt_file import load_pt
@@ -29,16 +28,8 @@ COIN = {"xmin": 131, "ymin": 28, "xmax": 180, "ymax": 74, "label": "object",
 
 
 @pytest.fixture()
-def studio(tiny_model, tmp_path):
-    from ui import Studio, StudioConfig, build_demo
-
-    config = StudioConfig(work_dir=str(tmp_path / "work"), embed_batch_size=2)
-    studio = Studio(tiny_model, config, make_predictor=lambda: SpyPredictor(tiny_model))
-    build_demo(tiny_model, config, studio=studio)
-    try:
-        yield studio
-    finally:
-        studio.close()  # saves and stops the saver before the folder goes
+def studio(spy_studio):
+    return spy_studio
 
 
 def _upload(studio, tmp_path, request, *, example: bool = False):

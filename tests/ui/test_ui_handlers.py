@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 from PIL import Image
-from spies import SpyPredictor
 
 from owl_core.engine.prompt_file import load_pt
 from ui import labels as L
@@ -26,13 +25,8 @@ COIN = {"xmin": 131, "ymin": 28, "xmax": 180, "ymax": 74, "label": "object",
 
 
 @pytest.fixture()
-def studio(tiny_model, tmp_path):
-    from ui import Studio, StudioConfig, build_demo
-
-    config = StudioConfig(work_dir=str(tmp_path / "work"), embed_batch_size=2)
-    studio = Studio(tiny_model, config, make_predictor=lambda: SpyPredictor(tiny_model))
-    build_demo(tiny_model, config, studio=studio)  # the components the handlers address
-    return studio
+def studio(spy_studio):
+    return spy_studio
 
 
 def _copies(tmp_path: Path, *names: str, prefix: str = "up") -> list[str]:
